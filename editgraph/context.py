@@ -1,0 +1,30 @@
+"""What a running node may use besides its params and inputs."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from editgraph.errors import Cancelled
+
+
+@dataclass
+class RunContext:
+    node_id: str
+    node_type: str
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    on_progress: Callable[[int, int], None] | None = None
+    cancel: threading.Event | None = None
+
+    def progress(self, step: int, total: int) -> None:
+        """Report step k of n (emits a progress event) and honour a pending cancel."""
+        self.check_cancelled()
+        if self.on_progress is not None:
+            self.on_progress(step, total)
+
+    def check_cancelled(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled(f"node '{self.node_id}' ({self.node_type}) cancelled")

@@ -1,0 +1,198 @@
+"""Encode node outputs to bytes, and fingerprint them by those bytes.
+
+One encoding serves two purposes: the fingerprint of a value is the blake3 hash of its encoded
+form, and the disk store writes exactly that form. So a disk entry verifies itself: hash the file,
+compare with its name.
+
+Layout of an encoded value:
+
+    MAGIC (4 bytes) | header length (u32, little endian) | msgpack header | raw tensor bytes ...
+
+The header holds the value's structure (plain data, registered dataclasses) with each tensor
+replaced by {"__t": index}, plus one (dtype, shape, nbytes) record per tensor. Hashing dtype and
+shape with the bytes matters: the same bytes as float32 [2, 8] and [4, 4] are different values.
+
+Values that cannot be stored (a loaded model) carry their own fingerprint in `__fingerprint__`
+and are kept in memory only; a process that needs one again re-runs the node that made it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from typing import Any
+
+import blake3
+import msgpack
+import numpy as np
+import torch
+
+MAGIC = b"EGV1"
+_HEADER_LEN = struct.Struct("<I")
+
+# Registered dataclasses, by name. Names are part of stored headers: never rename one.
+STRUCTS: dict[str, type] = {}
+
+
+def storable(cls: type) -> type:
+    """Class decorator: a dataclass whose instances can be encoded field by field."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"@storable needs a dataclass, got {cls.__name__}")
+    STRUCTS[cls.__name__] = cls
+    return cls
+
+
+class Unstorable(TypeError):
+    """The value has no byte encoding (a model handle, an open file ...)."""
+
+
+_DTYPES: dict[str, torch.dtype] = {
+    str(d).removeprefix("torch."): d
+    for d in (
+        torch.float64, torch.float32, torch.float16, torch.bfloat16,
+        torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool,
+    )
+}
+
+
+def _tensor_bytes(t: torch.Tensor) -> np.ndarray:
+    """A zero-copy uint8 view of a tensor's contiguous CPU bytes (works for bf16 too)."""
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.contiguous()
+    return t.reshape(-1).view(torch.uint8).numpy()
+
+
+def _flatten(value: Any, tensors: list[torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        tensors.append(value)
+        return {"__t": len(tensors) - 1}
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_flatten(v, tensors) for v in value]
+    if isinstance(value, dict):
+        if any(not isinstance(k, str) for k in value):
+            raise Unstorable("only dicts with string keys can be stored")
+        return {k: _flatten(value[k], tensors) for k in sorted(value)}
+    cls = type(value)
+    if cls.__name__ in STRUCTS and STRUCTS[cls.__name__] is cls:
+        fields = {f.name: _flatten(getattr(value, f.name), tensors) for f in dataclasses.fields(value)}
+        return {"__dc": cls.__name__, "f": fields}
+    raise Unstorable(f"cannot encode a value of type {cls.__module__}.{cls.__qualname__}")
+
+
+def _unflatten(node: Any, tensors: list[torch.Tensor]) -> Any:
+    if isinstance(node, list):
+        return [_unflatten(v, tensors) for v in node]
+    if isinstance(node, dict):
+        if "__t" in node and len(node) == 1:
+            return tensors[node["__t"]]
+        if "__dc" in node:
+            cls = STRUCTS[node["__dc"]]
+            return cls(**{k: _unflatten(v, tensors) for k, v in node["f"].items()})
+        return {k: _unflatten(v, tensors) for k, v in node.items()}
+    return node
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """A value's encoded form, as the parts that go to disk in order (no concatenation copy)."""
+
+    parts: list[bytes | np.ndarray]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(p) if isinstance(p, bytes) else p.nbytes for p in self.parts)
+
+    def fingerprint(self) -> str:
+        h = blake3.blake3()
+        for p in self.parts:
+            h.update(p)
+        return h.hexdigest()
+
+
+def encode(value: Any) -> Encoded:
+    tensors: list[torch.Tensor] = []
+    structure = _flatten(value, tensors)
+    raws = [_tensor_bytes(t) for t in tensors]
+    header = msgpack.packb(
+        {
+            "v": structure,
+            "t": [[str(t.dtype).removeprefix("torch."), list(t.shape), r.nbytes] for t, r in zip(tensors, raws)],
+        },
+        use_bin_type=True,
+    )
+    return Encoded([MAGIC + _HEADER_LEN.pack(len(header)) + header, *raws])
+
+
+class CorruptEntry(ValueError):
+    """Stored bytes that do not decode to a value."""
+
+
+def decode(data: bytes | memoryview) -> Any:
+    """Inverse of encode(). Raises CorruptEntry on anything malformed; never executes code."""
+    view = memoryview(data)
+    if len(view) < 8 or bytes(view[:4]) != MAGIC:
+        raise CorruptEntry("bad magic")
+    (hlen,) = _HEADER_LEN.unpack(view[4:8])
+    if 8 + hlen > len(view):
+        raise CorruptEntry("truncated header")
+    try:
+        header = msgpack.unpackb(view[8 : 8 + hlen], raw=False, strict_map_key=True)
+        specs = header["t"]
+        offset = 8 + hlen
+        tensors = []
+        for dtype_name, shape, nbytes in specs:
+            dtype = _DTYPES[dtype_name]
+            if offset + nbytes > len(view):
+                raise CorruptEntry("truncated tensor data")
+            # bytearray copy: the tensor must own writable memory independent of the file buffer.
+            buf = bytearray(view[offset : offset + nbytes])
+            t = torch.frombuffer(buf, dtype=torch.uint8) if nbytes else torch.empty(0, dtype=torch.uint8)
+            tensors.append(t.view(dtype).reshape(shape))
+            offset += nbytes
+        if offset != len(view):
+            raise CorruptEntry("trailing bytes")
+        return _unflatten(header["v"], tensors)
+    except CorruptEntry:
+        raise
+    except Exception as exc:  # malformed msgpack, unknown dtype or struct, bad shape
+        raise CorruptEntry(f"{type(exc).__name__}: {exc}") from exc
+
+
+def fingerprint(value: Any) -> str:
+    """Content fingerprint of a node output. Models and other unstorables supply their own."""
+    own = getattr(value, "__fingerprint__", None)
+    if own is not None:
+        return own() if callable(own) else str(own)
+    return encode(value).fingerprint()
+
+
+def canonical_hash(doc: Any) -> str:
+    """blake3 of a small plain-data document in canonical msgpack (sorted keys, lists for tuples)."""
+    return blake3.blake3(msgpack.packb(_canonical(doc), use_bin_type=True)).hexdigest()
+
+
+def _canonical(doc: Any) -> Any:
+    if isinstance(doc, dict):
+        return [[str(k), _canonical(doc[k])] for k in sorted(doc, key=str)]
+    if isinstance(doc, (list, tuple)):
+        return [_canonical(v) for v in doc]
+    return doc
+
+
+def value_nbytes(value: Any) -> int:
+    """Approximate in-memory size, for the memory tier's byte budget."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return sum(value_nbytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(value_nbytes(v) for v in value.values())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(value_nbytes(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return 64

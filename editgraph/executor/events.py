@@ -1,0 +1,68 @@
+"""What the executor tells its listeners: the CLI's progress display, tests, later a server.
+
+Every cache decision is an event, so a test asserts exactly what ran and what was reused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class RunPlanned:
+    nodes: tuple[str, ...]  # the nodes the requested outputs need, in run order
+
+
+@dataclass(frozen=True)
+class NodeStarted:
+    node_id: str
+    node_type: str
+    key: str
+
+
+@dataclass(frozen=True)
+class NodeProgress:
+    node_id: str
+    node_type: str
+    step: int
+    total: int
+
+
+@dataclass(frozen=True)
+class NodeFinished:
+    node_id: str
+    node_type: str
+    status: Literal["ran", "cached"]
+    seconds: float
+    key: str
+    nbytes: int  # size of its encoded outputs (0 when cached: nothing was produced)
+
+
+@dataclass(frozen=True)
+class NodeFailedEvent:
+    node_id: str
+    node_type: str
+    error: str
+
+
+@dataclass(frozen=True)
+class ArtifactWritten:
+    node_id: str
+    path: str
+
+
+Event = RunPlanned | NodeStarted | NodeProgress | NodeFinished | NodeFailedEvent | ArtifactWritten
+
+
+class EventLog(list):
+    """A listener that keeps every event; handy in tests and reports."""
+
+    def __call__(self, event: Event) -> None:
+        self.append(event)
+
+    def ran(self) -> list[str]:
+        return [e.node_id for e in self if isinstance(e, NodeFinished) and e.status == "ran"]
+
+    def cached(self) -> list[str]:
+        return [e.node_id for e in self if isinstance(e, NodeFinished) and e.status == "cached"]

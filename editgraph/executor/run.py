@@ -1,0 +1,284 @@
+"""Run a bound graph: key each node from its parents' fingerprints, reuse what the cache has,
+run the rest, load only the cached values a running node actually consumes.
+
+One pass in topological order. For node n:
+
+  1. key(n) = H(format, type, version, key params, source token, sorted input fingerprints);
+     input fingerprints are known: every parent was either found in the cache (its ref gives
+     them) or has just run.
+  2. A deterministic node whose key has a ref is done: record its output fingerprints, load nothing.
+  3. Otherwise fetch its inputs (memory, then disk; a blob that vanished is recomputed by re-running
+     its producer), run it, fingerprint and store its outputs.
+
+Values in hand are dropped as soon as no remaining node consumes them, so a long chain of large
+images holds a bounded working set. A failing node flushes the cache before raising NodeFailed:
+the fixed re-run starts where this one stopped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from editgraph.atomic import write_atomic
+from editgraph.context import RunContext
+from editgraph.errors import Cancelled, EditgraphError, NodeFailed
+from editgraph.executor.cache import Cache
+from editgraph.executor.codec import Unstorable, canonical_hash, encode, fingerprint
+from editgraph.executor.events import (
+    ArtifactWritten,
+    Event,
+    NodeFailedEvent,
+    NodeFinished,
+    NodeProgress,
+    NodeStarted,
+    RunPlanned,
+)
+from editgraph.executor.store import MISSING
+from editgraph.graph.document import FORMAT
+from editgraph.graph.validate import BoundGraph, BoundNode
+from editgraph.nodes.sockets import Artifact
+
+Ref = tuple[str, str]  # (node id, output name)
+
+
+def node_key(node: BoundNode, input_fps: dict[str, str]) -> str:
+    """The content key: what the node is and what it consumes; never its id."""
+    return canonical_hash(
+        {
+            "format": FORMAT,
+            "type": node.cls.type,
+            "version": node.cls.version,
+            "params": node.cls.key_params(node.params),
+            "source": node.cls.source_token(node.params),
+            "inputs": input_fps,
+        }
+    )
+
+
+@dataclass
+class NodeRecord:
+    type: str
+    status: str  # "ran" | "cached"
+    seconds: float
+    key: str
+
+
+@dataclass
+class RunResult:
+    graph: BoundGraph
+    records: dict[str, NodeRecord]
+    fingerprints: dict[Ref, str]
+    written: list[Path] = field(default_factory=list)
+    _fetch: Callable[[Ref], Any] | None = None
+
+    def value(self, node_id: str, output: str | None = None) -> Any:
+        """An output of the run (loaded from the cache if it was not computed in this run)."""
+        node = self.graph.nodes[node_id]
+        output = output or next(iter(node.cls.outputs))
+        assert self._fetch is not None
+        return self._fetch((node_id, output))
+
+    def ran(self) -> list[str]:
+        return [nid for nid, r in self.records.items() if r.status == "ran"]
+
+
+class Executor:
+    def __init__(
+        self,
+        cache: Cache | None = None,
+        *,
+        listeners: Iterable[Callable[[Event], None]] = (),
+        device: torch.device | None = None,
+        use_cache: bool = True,
+    ):
+        self.cache = cache or Cache()
+        self.listeners = list(listeners)
+        self.device = device or torch.device("cpu")
+        self.use_cache = use_cache
+
+    def emit(self, event: Event) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    def run(
+        self,
+        graph: BoundGraph,
+        *,
+        targets: Iterable[str] | None = None,
+        out_dir: str | Path | None = None,
+        cancel: threading.Event | None = None,
+        provenance: Callable[[RunResult], dict[str, Any]] | None = None,
+    ) -> RunResult:
+        return _Run(self, graph, targets, cancel).execute(out_dir, provenance)
+
+
+class _Run:
+    def __init__(self, ex: Executor, graph: BoundGraph, targets: Iterable[str] | None, cancel: threading.Event | None):
+        self.ex = ex
+        self.graph = graph
+        self.cancel = cancel
+        consumers: dict[str, list[str]] = {nid: [] for nid in graph.nodes}
+        for nid, node in graph.nodes.items():
+            for src, _ in node.inputs.values():
+                consumers[src].append(nid)
+        wanted = list(targets) if targets is not None else [n for n, c in consumers.items() if not c]
+        unknown = [t for t in wanted if t not in graph.nodes]
+        if unknown:
+            raise EditgraphError(f"unknown target node(s) {unknown}; nodes are {list(graph.nodes)}")
+        self.targets = set(wanted)
+        self.order = self._needed_in_order()
+        # How many still-unprocessed nodes consume each output: values are dropped at zero.
+        self.pending_uses: dict[Ref, int] = {}
+        for nid in self.order:
+            for ref in graph.nodes[nid].inputs.values():
+                self.pending_uses[ref] = self.pending_uses.get(ref, 0) + 1
+        self.keys: dict[str, str] = {}
+        self.fps: dict[Ref, str] = {}
+        self.values: dict[Ref, Any] = {}
+        self.records: dict[str, NodeRecord] = {}
+
+    def _needed_in_order(self) -> list[str]:
+        needed: set[str] = set()
+        stack = list(self.targets)
+        while stack:
+            nid = stack.pop()
+            if nid in needed:
+                continue
+            needed.add(nid)
+            stack.extend(src for src, _ in self.graph.nodes[nid].inputs.values())
+        return [nid for nid in self.graph.nodes if nid in needed]
+
+    # --- the pass ---------------------------------------------------------------------------
+
+    def execute(self, out_dir, provenance) -> RunResult:
+        ex = self.ex
+        ex.emit(RunPlanned(tuple(self.order)))
+        result = RunResult(self.graph, self.records, self.fps, _fetch=self.fetch)
+        try:
+            for nid in self.order:
+                node = self.graph.nodes[nid]
+                t0 = time.perf_counter()
+                key = self.keys[nid] = node_key(node, {name: self.fps[ref] for name, ref in sorted(node.inputs.items())})
+                hit = ex.cache.lookup(key) if ex.use_cache and node.cls.deterministic else None
+                if hit is not None and hit.keys() == node.cls.outputs.keys():
+                    for out, fp in hit.items():
+                        self.fps[(nid, out)] = fp
+                    seconds = time.perf_counter() - t0
+                    self.records[nid] = NodeRecord(node.type, "cached", seconds, key)
+                    ex.emit(NodeFinished(nid, node.type, "cached", seconds, key, 0))
+                else:
+                    self._run_node(node)
+                self._release_inputs(node)
+            if out_dir is not None:
+                self._write_artifacts(Path(out_dir), result, provenance)
+        finally:
+            ex.cache.flush()
+        return result
+
+    def _release_inputs(self, node: BoundNode) -> None:
+        for ref in node.inputs.values():
+            left = self.pending_uses[ref] = self.pending_uses[ref] - 1
+            if left == 0 and ref[0] not in self.targets:
+                self.values.pop(ref, None)
+
+    def _run_node(self, node: BoundNode) -> None:
+        ex = self.ex
+        nid, key = node.id, self.keys[node.id]
+        args = {name: self.fetch(ref) for name, ref in node.inputs.items()}
+        ex.emit(NodeStarted(nid, node.type, key))
+        ctx = RunContext(
+            nid, node.type, ex.device, on_progress=lambda k, n: ex.emit(NodeProgress(nid, node.type, k, n)), cancel=self.cancel
+        )
+        t0 = time.perf_counter()
+        try:
+            ctx.check_cancelled()
+            out = node.cls(node.params).run(ctx, **args)
+        except Cancelled:
+            ex.emit(NodeFailedEvent(nid, node.type, "cancelled"))
+            raise
+        except Exception as exc:
+            ex.emit(NodeFailedEvent(nid, node.type, f"{type(exc).__name__}: {exc}"))
+            raise NodeFailed(nid, node.type, exc) from exc
+        outputs = out._asdict() if node.cls.multi_output else {next(iter(node.cls.outputs)): out}
+        fps, nbytes = {}, 0
+        for name, value in outputs.items():
+            try:
+                enc = encode(value)
+            except Unstorable:
+                enc = None
+                fp = fingerprint(value)  # models fingerprint themselves and stay in memory
+            else:
+                fp = enc.fingerprint()
+                nbytes += enc.nbytes
+            ex.cache.store_blob(fp, value, enc)
+            fps[name] = fp
+            self.fps[(nid, name)] = fp
+            self.values[(nid, name)] = value
+        if node.cls.deterministic:
+            ex.cache.store_ref(key, fps)
+        seconds = time.perf_counter() - t0
+        if seconds > 0.05:
+            ex.cache.flush()  # expensive work reaches the disk index at once, not in the next batch
+        self.records[nid] = NodeRecord(node.type, "ran", seconds, key)
+        ex.emit(NodeFinished(nid, node.type, "ran", seconds, key, nbytes))
+
+    def fetch(self, ref: Ref) -> Any:
+        """A value in hand, else from the cache, else recomputed by re-running what made it."""
+        value = self.values.get(ref, MISSING)
+        if value is MISSING:
+            value = self.ex.cache.load(self.fps[ref])
+            if value is MISSING:
+                self._recompute(ref[0])
+                value = self.values[ref]
+            elif self.pending_uses.get(ref, 0) > 1 or ref[0] in self.targets:
+                self.values[ref] = value
+        return value
+
+    def _recompute(self, nid: str) -> None:
+        """Re-run a node whose stored output is gone (evicted, corrupt, or a model in a new process),
+        and, first, any ancestors whose outputs are gone too. Iterative: chains can be long."""
+        todo, seen, plan = [nid], set(), []
+        while todo:
+            cur = todo.pop()
+            if cur in seen:
+                continue
+            seen.add(cur)
+            plan.append(cur)
+            for ref in self.graph.nodes[cur].inputs.values():
+                if ref not in self.values:
+                    value = self.ex.cache.load(self.fps[ref])
+                    if value is MISSING:
+                        todo.append(ref[0])
+                    else:
+                        self.values[ref] = value
+        index = {n: i for i, n in enumerate(self.graph.nodes)}
+        for cur in sorted(plan, key=index.__getitem__):
+            self._run_node(self.graph.nodes[cur])
+
+    # --- outputs ----------------------------------------------------------------------------
+
+    def _write_artifacts(self, out_dir: Path, result: RunResult, provenance) -> None:
+        from editgraph.provenance import embed
+
+        root = out_dir.resolve()
+        info = provenance(result) if provenance is not None else None
+        for nid in self.order:
+            node = self.graph.nodes[nid]
+            for out, sock in node.cls.outputs.items():
+                if sock.name != "Artifact" or nid not in self.targets:
+                    continue
+                artifact: Artifact = self.fetch((nid, out))
+                for name, data in artifact.files.items():
+                    dest = (root / name).resolve()
+                    if not dest.is_relative_to(root):
+                        raise EditgraphError(f"node '{nid}' ({node.type}): refusing to write {name!r} outside {root}")
+                    write_atomic(dest, embed(name, data, info) if info is not None else data)
+                    result.written.append(dest)
+                    self.ex.emit(ArtifactWritten(nid, str(dest)))

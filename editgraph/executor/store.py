@@ -1,0 +1,280 @@
+"""The two cache tiers. Each holds two maps (as Hamilton does):
+
+    refs:  content key  -> {output name: fingerprint}     (small; says what a node produced)
+    blobs: fingerprint  -> encoded value                  (large; shared by every key that made it)
+
+so a node that reruns and produces the same bytes leaves its descendants' keys unchanged.
+
+MemoryStore is an LRU bounded in bytes. DiskStore keeps an SQLite index (WAL mode, so two
+processes can share it) and content-addressed blob files named by their fingerprint. A blob file
+is written to a temporary name and renamed; it is listed in the index only after the rename; and
+when read it is hashed and compared with its name, so a torn or altered file is never served.
+Small blobs live in the index itself: a no-op node's output is a row, not a file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import blake3
+import msgpack
+
+from editgraph.atomic import write_atomic
+from editgraph.executor.codec import CorruptEntry, Encoded, decode, value_nbytes
+
+MISSING: Any = object()
+
+INLINE_LIMIT = 16 * 1024  # blobs up to this size live in the index: one row beats a file for tiny values
+FLUSH_AFTER_S = 0.25  # cheap outputs are batched into one transaction at most this long
+
+
+class MemoryStore:
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.refs: dict[str, dict[str, str]] = {}
+        self._blobs: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self.nbytes = 0
+
+    def get_ref(self, key: str) -> dict[str, str] | None:
+        return self.refs.get(key)
+
+    def put_ref(self, key: str, fps: dict[str, str]) -> None:
+        self.refs[key] = fps
+
+    def get_blob(self, fp: str) -> Any:
+        entry = self._blobs.get(fp)
+        if entry is None:
+            return MISSING
+        self._blobs.move_to_end(fp)
+        return entry[0]
+
+    def put_blob(self, fp: str, value: Any) -> None:
+        size = value_nbytes(value)
+        if size > self.max_bytes or fp in self._blobs:
+            return
+        self._blobs[fp] = (value, size)
+        self.nbytes += size
+        while self.nbytes > self.max_bytes:
+            _, (_, evicted) = self._blobs.popitem(last=False)
+            self.nbytes -= evicted
+
+    def clear(self) -> None:
+        self.refs.clear()
+        self._blobs.clear()
+        self.nbytes = 0
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS refs  (key TEXT PRIMARY KEY, fps BLOB NOT NULL, used REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS blobs (fp TEXT PRIMARY KEY, size INTEGER NOT NULL, used REAL NOT NULL, inline BLOB);
+CREATE INDEX IF NOT EXISTS blobs_used ON blobs(used);
+CREATE INDEX IF NOT EXISTS refs_used ON refs(used);
+"""
+
+
+class DiskStore:
+    def __init__(self, root: str | Path, max_bytes: int, max_refs: int = 2_000_000):
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        self.max_refs = max_refs
+        (self.root / "blobs").mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.root / "index.sqlite", timeout=60, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self._pending_refs: dict[str, bytes] = {}
+        self._pending_blobs: dict[str, tuple[int, bytes | None]] = {}
+        self._pending_touch: set[str] = set()
+        self._pending_since: float | None = None
+
+    # --- refs ---------------------------------------------------------------------------------
+
+    def get_ref(self, key: str) -> dict[str, str] | None:
+        raw = self._pending_refs.get(key)
+        if raw is None:
+            row = self._db.execute("SELECT fps FROM refs WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            raw = row[0]
+        try:
+            fps = msgpack.unpackb(raw, raw=False)
+        except Exception:
+            return None  # an unreadable row is a miss, recomputed and overwritten
+        return fps if isinstance(fps, dict) else None
+
+    def put_ref(self, key: str, fps: dict[str, str]) -> None:
+        self._pending_refs[key] = msgpack.packb(fps, use_bin_type=True)
+        self._mark_pending()
+
+    # --- blobs --------------------------------------------------------------------------------
+
+    def _blob_path(self, fp: str) -> Path:
+        return self.root / "blobs" / fp[:2] / fp
+
+    def get_blob(self, fp: str) -> Any:
+        """The value stored under fp, or MISSING. Verifies the bytes against fp before decoding."""
+        pending = self._pending_blobs.get(fp)
+        if pending is not None and pending[1] is not None:
+            data = pending[1]
+        else:
+            row = self._db.execute("SELECT inline FROM blobs WHERE fp = ?", (fp,)).fetchone()
+            if row is None and pending is None:
+                return MISSING
+            data = row[0] if row is not None else None
+            if data is None:
+                try:
+                    data = self._blob_path(fp).read_bytes()
+                except OSError:
+                    self._forget(fp)
+                    return MISSING
+        if blake3.blake3(data).hexdigest() != fp:
+            self._forget(fp)
+            return MISSING
+        try:
+            value = decode(data)
+        except CorruptEntry:
+            self._forget(fp)
+            return MISSING
+        self._pending_touch.add(fp)
+        self._mark_pending()
+        return value
+
+    def put_blob(self, fp: str, encoded: Encoded) -> None:
+        size = encoded.nbytes
+        if size <= INLINE_LIMIT:
+            self._pending_blobs[fp] = (size, b"".join(bytes(p) for p in encoded.parts))
+        else:
+            path = self._blob_path(fp)
+            if not path.exists():
+                write_atomic(path, encoded.parts)
+            self._pending_blobs[fp] = (size, None)
+        self._mark_pending()
+
+    def _forget(self, fp: str) -> None:
+        self._pending_blobs.pop(fp, None)
+        with self._lock:
+            self._db.execute("DELETE FROM blobs WHERE fp = ?", (fp,))
+        try:
+            self._blob_path(fp).unlink()
+        except OSError:
+            pass
+
+    # --- batching, eviction -------------------------------------------------------------------
+
+    def _mark_pending(self) -> None:
+        now = time.monotonic()
+        if self._pending_since is None:
+            self._pending_since = now
+        elif now - self._pending_since > FLUSH_AFTER_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit pending index rows in one short transaction, then evict if over budget."""
+        with self._lock:
+            if self._pending_since is None:
+                return
+            now = time.time()
+            refs = [(k, v, now) for k, v in self._pending_refs.items()]
+            blobs = [(fp, size, now, inline) for fp, (size, inline) in self._pending_blobs.items()]
+            touched = [(now, fp) for fp in self._pending_touch]
+            self._pending_refs, self._pending_blobs, self._pending_touch = {}, {}, set()
+            self._pending_since = None
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?)", blobs)
+                self._db.executemany("INSERT OR REPLACE INTO refs VALUES (?, ?, ?)", refs)
+                self._db.executemany("UPDATE blobs SET used = ? WHERE fp = ?", touched)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if blobs or refs:
+            self.evict()
+
+    def evict(self) -> None:
+        """Drop least-recently-used blobs until under the byte budget, and old refs past the count cap."""
+        total = self.total_bytes()
+        if total > self.max_bytes:
+            target = int(self.max_bytes * 0.9)  # evict a margin so the next writes do not evict again
+            doomed = []
+            for fp, size in self._db.execute("SELECT fp, size FROM blobs ORDER BY used ASC"):
+                if total <= target:
+                    break
+                doomed.append(fp)
+                total -= size
+            with self._lock:
+                self._db.executemany("DELETE FROM blobs WHERE fp = ?", [(fp,) for fp in doomed])
+            for fp in doomed:
+                try:
+                    self._blob_path(fp).unlink()
+                except OSError:
+                    pass
+        (nrefs,) = self._db.execute("SELECT COUNT(*) FROM refs").fetchone()
+        if nrefs > self.max_refs:
+            with self._lock:
+                self._db.execute(
+                    "DELETE FROM refs WHERE key IN (SELECT key FROM refs ORDER BY used ASC LIMIT ?)",
+                    (nrefs - int(self.max_refs * 0.9),),
+                )
+
+    def total_bytes(self) -> int:
+        (total,) = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()
+        return int(total)
+
+    def info(self) -> dict[str, Any]:
+        self.flush()
+        (nblobs,) = self._db.execute("SELECT COUNT(*) FROM blobs").fetchone()
+        (nrefs,) = self._db.execute("SELECT COUNT(*) FROM refs").fetchone()
+        return {"root": str(self.root), "entries": nrefs, "blobs": nblobs, "bytes": self.total_bytes(), "max_bytes": self.max_bytes}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pending_refs, self._pending_blobs, self._pending_touch = {}, {}, set()
+            self._pending_since = None
+            self._db.execute("DELETE FROM refs")
+            self._db.execute("DELETE FROM blobs")
+        for sub in (self.root / "blobs").iterdir():
+            for f in sub.iterdir():
+                f.unlink(missing_ok=True)
+
+    def sweep_orphans(self, older_than_s: float = 3600) -> int:
+        """Delete blob files no index row names (left by a process killed between write and commit)."""
+        self.flush()
+        known = {fp for (fp,) in self._db.execute("SELECT fp FROM blobs WHERE inline IS NULL")}
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for sub in (self.root / "blobs").iterdir():
+            for f in sub.iterdir():
+                if f.name not in known and f.stat().st_mtime < cutoff:
+                    f.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    def close(self) -> None:
+        self.flush()
+        self._db.close()
+
+
+def parse_size(text: str) -> int:
+    """'10G', '512M', '2048' -> bytes."""
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    if text and text[-1] in scale:
+        return int(float(text[:-1]) * scale[text[-1]])
+    return int(text)
+
+
+def default_cache_root() -> Path:
+    env = os.environ.get("EDITGRAPH_CACHE_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("editgraph"))

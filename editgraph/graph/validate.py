@@ -1,0 +1,340 @@
+"""Bind a workflow's params and check the whole graph before anything runs.
+
+bind() turns a Workflow into a BoundGraph the executor can run: every node's type resolved,
+params validated by the node's own pydantic model, "$param" references and --set values
+substituted, "random" seeds drawn, inputs resolved to (node, output) pairs, nodes in topological
+order. Every problem is collected (each check is one small function) and raised together as
+WorkflowInvalid, so an author fixes them in one pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+from pydantic import ValidationError
+
+from editgraph.errors import Issue, WorkflowInvalid
+from editgraph.graph.document import ParamSpec, Workflow, describe_pydantic_error
+from editgraph.nodes.registry import INPUT_PATH, SEED, Node, NodeParams, field_marks, load_builtin_nodes
+
+_UNBOUND = object()  # a required workflow param with no value yet (validate without --set)
+_SEED_RANGE = 2**32  # seeds drawn at run time fit a torch.Generator and every peer's UI
+
+
+@dataclass(frozen=True)
+class BoundNode:
+    id: str
+    cls: type[Node]
+    params: NodeParams
+    inputs: dict[str, tuple[str, str]]  # input name -> (source node id, output name)
+
+    @property
+    def type(self) -> str:
+        return self.cls.type
+
+
+@dataclass
+class BoundGraph:
+    workflow: Workflow
+    nodes: dict[str, BoundNode]  # topological order
+    params: dict[str, Any]  # resolved workflow params (drawn seeds included)
+    seeds: dict[str, int] = field(default_factory=dict)  # "node.field" -> seed drawn at bind time
+    unbound: list[str] = field(default_factory=list)  # required params left without a value
+
+    def resolved_document(self) -> dict[str, Any]:
+        """The workflow with every param default set to the value used and every drawn seed written
+        in: running it again reproduces this run exactly."""
+        doc = self.workflow.to_dict()
+        for name, value in self.params.items():
+            doc["params"][name]["default"] = value
+        for where, seed in self.seeds.items():
+            node_id, fname = where.rsplit(".", 1)
+            doc["nodes"][node_id].setdefault("params", {})[fname] = seed
+        return doc
+
+
+def bind(
+    workflow: Workflow,
+    overrides: dict[str, Any] | None = None,
+    *,
+    base_dir: Path | None = None,
+    cwd: Path | None = None,
+    require_values: bool = True,
+    rng: random.Random | None = None,
+    source: str | None = None,
+) -> BoundGraph:
+    """Validate and bind. `overrides` are --set values (strings are parsed by the param's type;
+    relative paths resolve against `cwd`); relative paths in the document resolve against `base_dir`."""
+    registry = load_builtin_nodes()
+    base_dir = (base_dir or Path.cwd()).resolve()
+    cwd = (cwd or Path.cwd()).resolve()
+    rng = rng or random.SystemRandom()
+    issues: list[Issue] = []
+
+    issues += _check_param_specs(workflow.params)
+    values, unbound = _resolve_workflow_params(workflow.params, overrides or {}, base_dir, cwd, rng, issues)
+    if unbound and require_values:
+        for name in unbound:
+            spec = workflow.params[name]
+            issues.append(Issue(f"params.{name}", f"required {spec.type} param has no value; set it with --set {name}=..."))
+
+    classes: dict[str, type[Node]] = {}
+    for node_id, spec in workflow.nodes.items():
+        issues += _check_node_id(node_id)
+        cls = registry.get(spec.type)
+        if cls is None:
+            issues.append(_unknown_type(node_id, spec.type, registry))
+        else:
+            classes[node_id] = cls
+
+    bound_params: dict[str, NodeParams] = {}
+    seeds: dict[str, int] = {}
+    for node_id, cls in classes.items():
+        params = _bind_params(node_id, cls, workflow, values, base_dir, rng, seeds, issues)
+        if params is not None:
+            bound_params[node_id] = params
+
+    inputs = {nid: _resolve_inputs(nid, cls, workflow, classes, issues) for nid, cls in classes.items()}
+    order = _topological_order(workflow, inputs, issues)
+
+    if issues:
+        raise WorkflowInvalid(issues, source)
+    nodes = {nid: BoundNode(nid, classes[nid], bound_params[nid], inputs[nid]) for nid in order}
+    return BoundGraph(workflow, nodes, {k: v for k, v in values.items() if v is not _UNBOUND}, seeds, unbound)
+
+
+def validate(workflow: Workflow, overrides: dict[str, Any] | None = None, **kw: Any) -> list[Issue]:
+    """Every problem in the workflow, or [] (required params may stay unset)."""
+    try:
+        bind(workflow, overrides, require_values=False, rng=random.Random(0), **kw)
+    except WorkflowInvalid as exc:
+        return exc.issues
+    return []
+
+
+# --- workflow params -------------------------------------------------------------------------
+
+
+def _check_param_specs(specs: dict[str, ParamSpec]) -> list[Issue]:
+    issues = []
+    for name, spec in specs.items():
+        path = f"params.{name}"
+        if not name.isidentifier():
+            issues.append(Issue(path, f"param names must be identifiers (letters, digits, _), got {name!r}"))
+        if spec.type == "enum" and not spec.choices:
+            issues.append(Issue(f"{path}.choices", "an enum param needs a non-empty list of choices"))
+        if spec.type not in ("int", "float") and (spec.minimum is not None or spec.maximum is not None):
+            issues.append(Issue(path, f"minimum/maximum apply to int and float params, not {spec.type}"))
+        if spec.minimum is not None and spec.maximum is not None and spec.minimum > spec.maximum:
+            issues.append(Issue(path, f"minimum {spec.minimum} is greater than maximum {spec.maximum}"))
+        if not spec.required:
+            try:
+                _coerce(spec, spec.default, from_text=False)
+            except ValueError as exc:
+                issues.append(Issue(f"{path}.default", str(exc)))
+    return issues
+
+
+def _coerce(spec: ParamSpec, value: Any, *, from_text: bool) -> Any:
+    """A workflow param value of the declared type, or ValueError saying what was allowed."""
+    t = spec.type
+    if t == "int":
+        if value == "random":
+            return value  # a seed drawn at bind time
+        if from_text and isinstance(value, str):
+            try:
+                value = int(value, 10)
+            except ValueError:
+                raise ValueError(f"expected an integer (or 'random' for a seed), got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer, got {value!r}")
+    elif t == "float":
+        if from_text and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected a number, got {value!r}")
+        value = float(value)
+    elif t == "bool":
+        if from_text and isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(f"expected true or false, got {value!r}")
+            value = lowered in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+    elif t in ("string", "path"):
+        if not isinstance(value, str):
+            raise ValueError(f"expected a {'path' if t == 'path' else 'string'}, got {value!r}")
+        if t == "path" and not value:
+            raise ValueError("expected a path, got an empty string")
+    elif t == "enum":
+        if value not in (spec.choices or []):
+            raise ValueError(f"expected one of {spec.choices}, got {value!r}")
+    if t in ("int", "float"):
+        if spec.minimum is not None and value < spec.minimum:
+            raise ValueError(f"must be ≥ {spec.minimum:g}, got {value!r}")
+        if spec.maximum is not None and value > spec.maximum:
+            raise ValueError(f"must be ≤ {spec.maximum:g}, got {value!r}")
+    return value
+
+
+def _resolve_workflow_params(specs, overrides, base_dir, cwd, rng, issues):
+    values: dict[str, Any] = {}
+    unbound = []
+    for name in overrides:
+        if name not in specs:
+            close = difflib.get_close_matches(name, list(specs), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            allowed = ", ".join(specs) or "(none)"
+            issues.append(Issue(f"--set {name}", f"unknown workflow param{hint} This workflow's params: {allowed}"))
+    for name, spec in specs.items():
+        if name in overrides:
+            raw, from_text, base = overrides[name], isinstance(overrides[name], str), cwd
+        elif not spec.required:
+            raw, from_text, base = spec.default, False, base_dir
+        else:
+            values[name] = _UNBOUND
+            unbound.append(name)
+            continue
+        try:
+            value = _coerce(spec, raw, from_text=from_text)
+        except ValueError as exc:
+            where = f"--set {name}" if name in overrides else f"params.{name}.default"
+            issues.append(Issue(where, f"{spec.type} param: {exc}"))
+            values[name] = _UNBOUND
+            continue
+        if value == "random":
+            value = rng.randrange(_SEED_RANGE)
+        if spec.type == "path":
+            value = str((base / value).resolve()) if not Path(value).is_absolute() else value
+        values[name] = value
+    return values, unbound
+
+
+# --- nodes -----------------------------------------------------------------------------------
+
+
+def _check_node_id(node_id: str) -> list[Issue]:
+    if node_id.replace("_", "a").replace("-", "a").isalnum() and not node_id[0].isdigit():
+        return []
+    return [Issue(f"nodes.{node_id}", f"node ids are letters, digits, '_' and '-' (no dots), starting with a letter; got {node_id!r}", node_id)]
+
+
+def _unknown_type(node_id: str, type_name: str, registry: dict[str, type[Node]]) -> Issue:
+    close = difflib.get_close_matches(type_name, list(registry), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; run `editgraph nodes` for the list"
+    return Issue(f"nodes.{node_id}.type", f"unknown node type {type_name!r}{hint}", node_id, type_name)
+
+
+def _bind_params(node_id, cls, workflow, values, base_dir, rng, seeds, issues) -> NodeParams | None:
+    spec = workflow.nodes[node_id]
+    data: dict[str, Any] = {}
+    bound_from: dict[str, str] = {}
+    skipped: set[str] = set()
+    path_fields = set(field_marks(cls.Params, INPUT_PATH))
+    for fname, raw in spec.params.items():
+        if isinstance(raw, str) and raw.startswith("$$"):
+            data[fname] = raw[1:]
+        elif isinstance(raw, str) and raw.startswith("$"):
+            pname = raw[1:]
+            if pname not in workflow.params:
+                close = difflib.get_close_matches(pname, list(workflow.params), n=3)
+                hint = f"; did you mean {', '.join('$' + c for c in close)}?" if close else ""
+                issues.append(Issue(f"nodes.{node_id}.params.{fname}", f"unknown workflow param {raw!r}{hint}", node_id, cls.type))
+                skipped.add(fname)
+            elif values.get(pname, _UNBOUND) is _UNBOUND:
+                skipped.add(fname)
+            else:
+                data[fname] = values[pname]
+                bound_from[fname] = pname
+        elif fname in path_fields and isinstance(raw, str) and raw and not Path(raw).is_absolute():
+            data[fname] = str((base_dir / raw).resolve())
+        else:
+            data[fname] = raw
+    try:
+        params = cls.Params.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            fname = str(err["loc"][0]) if err["loc"] else ""
+            if err["type"] == "missing" and fname in skipped:
+                continue
+            path = ".".join(str(p) for p in (f"nodes.{node_id}.params", *err["loc"]))
+            msg = describe_pydantic_error(err)
+            if err["type"] == "extra_forbidden":
+                allowed = ", ".join(cls.Params.model_fields) or "(none)"
+                close = difflib.get_close_matches(fname, list(cls.Params.model_fields), n=1)
+                msg += (f"; did you mean {close[0]!r}?" if close else "") + f" {cls.type} params: {allowed}"
+            if fname in bound_from:
+                msg += f" (from ${bound_from[fname]})"
+            issues.append(Issue(path, msg, node_id, cls.type))
+        return None
+    draws = {f: rng.randrange(_SEED_RANGE) for f in field_marks(cls.Params, SEED) if getattr(params, f) == "random"}
+    if draws:
+        for fname, seed in draws.items():
+            seeds[f"{node_id}.{fname}"] = seed
+        params = params.model_copy(update=draws)
+    return params
+
+
+def _resolve_inputs(node_id, cls, workflow, classes, issues) -> dict[str, tuple[str, str]]:
+    spec = workflow.nodes[node_id]
+    resolved: dict[str, tuple[str, str]] = {}
+    for name, ref in spec.inputs.items():
+        path = f"nodes.{node_id}.inputs.{name}"
+        want = cls.inputs.get(name)
+        if want is None:
+            allowed = ", ".join(f"{i.name}: {i.socket}" for i in cls.inputs.values()) or "(none)"
+            issues.append(Issue(path, f"{cls.type} has no input {name!r}; its inputs: {allowed}", node_id, cls.type))
+            continue
+        src_id, _, out_name = ref.partition(".")
+        if src_id not in workflow.nodes:
+            close = difflib.get_close_matches(src_id, list(workflow.nodes), n=3)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            issues.append(Issue(path, f"reference {ref!r} names no node in this workflow{hint}", node_id, cls.type))
+            continue
+        src_cls = classes.get(src_id)
+        if src_cls is None:
+            continue  # its unknown type is already reported
+        if not out_name:
+            out_name = next(iter(src_cls.outputs))
+        got = src_cls.outputs.get(out_name)
+        if got is None:
+            outs = ", ".join(f"{n}: {s}" for n, s in src_cls.outputs.items())
+            issues.append(Issue(path, f"node '{src_id}' ({src_cls.type}) has no output {out_name!r}; its outputs: {outs}", node_id, cls.type))
+            continue
+        if got != want.socket:
+            issues.append(
+                Issue(path, f"socket type mismatch: '{ref}' gives {got.name}, input {name!r} takes {want.socket.name}", node_id, cls.type)
+            )
+            continue
+        resolved[name] = (src_id, out_name)
+    for name, inp in cls.inputs.items():
+        if not inp.optional and name not in spec.inputs:
+            issues.append(Issue(f"nodes.{node_id}.inputs", f"missing required input {name!r} ({inp.socket.name})", node_id, cls.type))
+    return resolved
+
+
+def _topological_order(workflow, inputs, issues) -> list[str]:
+    dag = nx.DiGraph()
+    dag.add_nodes_from(workflow.nodes)
+    for nid, ins in inputs.items():
+        for src, _ in ins.values():
+            dag.add_edge(src, nid)
+    try:
+        # Sorted among equals so the order, and so event order, is the same every run.
+        return list(nx.lexicographical_topological_sort(dag))
+    except nx.NetworkXUnfeasible:
+        for component in nx.strongly_connected_components(dag):
+            if len(component) > 1 or any(dag.has_edge(n, n) for n in component):
+                cycle = [u for u, _ in nx.find_cycle(dag.subgraph(component))]
+                chain = " -> ".join(cycle + [cycle[0]])
+                issues.append(Issue("nodes", f"cycle: {chain}", cycle[0], workflow.nodes[cycle[0]].type))
+        return []

@@ -1,0 +1,41 @@
+"""The value a `model.load` node outputs: loaded diffusers components plus what identifies them.
+
+It flows along `Model` sockets, lives only in memory (one load per process, see models/cache.py),
+and is keyed by `content_hash`, the hash of the model's files, so two machines holding the same
+weights share cache entries and a changed file invalidates everything made with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from editgraph.nodes.sockets import Model
+
+Family = Literal["sd1", "sd2", "sdxl"]
+Kind = Literal["base", "inpaint", "instruct"]  # UNet in-channels 4, 9, 8
+
+
+@dataclass(eq=False)
+class DiffusionModel(Model):
+    name: str  # what the workflow called it ("tiny-sd", "sd15", a path)
+    path: str  # folder or .safetensors file it was loaded from
+    family: Family
+    kind: Kind
+    content_hash: str  # blake3 over the model's files (names, sizes, bytes)
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler_config: dict[str, Any]
+    text_encoder_2: Any = None  # SDXL
+    tokenizer_2: Any = None  # SDXL
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)

@@ -1,0 +1,205 @@
+"""The node registry. A node is one small class:
+
+    @node("mask.feather", version="1.0.0")
+    class FeatherMask(Node):
+        \"\"\"Blur a mask's edge so the edit blends into its surroundings.\"\"\"
+
+        class Params(NodeParams):
+            radius: float = Field(4, ge=0, le=512, description="Gaussian sigma in pixels")
+
+        def run(self, ctx: RunContext, mask: Mask) -> Mask:
+            ...
+
+Input sockets come from run()'s annotated keyword parameters (`X | None = None` makes one
+optional); the output socket from its return annotation, or from a NamedTuple of sockets for
+several named outputs (the first is the primary one, what a bare "node_id" reference means).
+A malformed class fails at registration, naming the class and what is wrong.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import types
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict
+
+from editgraph.errors import NodeDefinitionError
+from editgraph.nodes.sockets import SocketType, socket_of
+
+_TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+
+
+class NodeParams(BaseModel):
+    """Base of every node's Params: frozen, and a misspelled field is an error, never ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _Mark:
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+INPUT_PATH = _Mark("InputPath")
+SEED = _Mark("Seed")
+
+# A file the node reads. Relative values resolve against the workflow file's folder (or the
+# working directory for --set values). Not part of the key: the node's source_token() hashes
+# what the file holds instead, so the same photo elsewhere keys alike.
+InputPath = Annotated[str, INPUT_PATH]
+
+# A seed: an integer, or "random", which is drawn before keying and recorded in the run report.
+Seed = Annotated[Union[int, Literal["random"]], SEED]
+
+
+def field_marks(params_cls: type[NodeParams], mark: _Mark) -> list[str]:
+    """Names of the Params fields annotated with `mark` (InputPath, Seed)."""
+    return [name for name, f in params_cls.model_fields.items() if mark in f.metadata or _has_mark(f.annotation, mark)]
+
+
+def _has_mark(annotation: Any, mark: _Mark) -> bool:
+    if get_origin(annotation) is Annotated:
+        return mark in get_args(annotation)[1:]
+    return False
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    socket: SocketType
+    optional: bool
+
+
+class Node:
+    """Base class. Instances hold only their validated params; everything else comes from ctx."""
+
+    type: ClassVar[str]
+    version: ClassVar[str]
+    Params: ClassVar[type[NodeParams]] = NodeParams
+    deterministic: ClassVar[bool] = True  # False: never served from cache
+    inputs: ClassVar[dict[str, InputSpec]]
+    outputs: ClassVar[dict[str, SocketType]]  # ordered; the first is the primary output
+    multi_output: ClassVar[bool]
+
+    def __init__(self, params: NodeParams):
+        self.params = params
+
+    @classmethod
+    def source_token(cls, params: NodeParams) -> str | None:
+        """For nodes that read outside the graph: a hash of what they read (file bytes, model files)."""
+        return None
+
+    @classmethod
+    def key_params(cls, params: NodeParams) -> dict[str, Any]:
+        """The params that go into the content key: all but input paths (source_token covers those)."""
+        data = params.model_dump(mode="json")
+        for name in field_marks(cls.Params, INPUT_PATH):
+            data.pop(name, None)
+        return data
+
+
+REGISTRY: dict[str, type[Node]] = {}
+
+
+def node(type_name: str, *, version: str, deterministic: bool = True):
+    """Class decorator registering a node type. See the module docstring."""
+
+    def register(cls: type) -> type:
+        where = f"{cls.__module__}.{cls.__qualname__}"
+
+        def bad(why: str) -> NodeDefinitionError:
+            return NodeDefinitionError(f"node class {where} ('{type_name}'): {why}")
+
+        if not isinstance(cls, type) or not issubclass(cls, Node):
+            raise bad("must subclass editgraph.nodes.registry.Node")
+        if not _TYPE_NAME.match(type_name):
+            raise bad("type name must be dotted lowercase words, e.g. 'mask.feather'")
+        if not _SEMVER.match(version):
+            raise bad(f"version must be semver MAJOR.MINOR.PATCH, got {version!r}")
+        if not (cls.__doc__ or "").strip():
+            raise bad("needs a docstring saying what it does to the picture")
+        if not (isinstance(cls.Params, type) and issubclass(cls.Params, NodeParams)):
+            raise bad("Params must subclass NodeParams")
+        if cls.Params.model_config.get("extra") != "forbid" or not cls.Params.model_config.get("frozen"):
+            raise bad("Params must keep NodeParams' config (frozen, extra='forbid')")
+        inputs, outputs, multi = _sockets(cls.run, bad)
+        if field_marks(cls.Params, INPUT_PATH) and cls.source_token is Node.source_token:
+            raise bad("reads an InputPath, so it must define source_token() hashing what it reads")
+        previous = REGISTRY.get(type_name)
+        if previous is not None and previous.__qualname__ != cls.__qualname__:
+            raise bad(f"type already registered by {previous.__module__}.{previous.__qualname__}")
+        cls.type = type_name
+        cls.version = version
+        cls.deterministic = deterministic
+        cls.inputs = inputs
+        cls.outputs = outputs
+        cls.multi_output = multi
+        REGISTRY[type_name] = cls
+        return cls
+
+    return register
+
+
+def _sockets(run: Any, bad) -> tuple[dict[str, InputSpec], dict[str, SocketType], bool]:
+    if run is Node.__dict__.get("run"):
+        raise bad("must define run(self, ctx, ...)")
+    try:
+        hints = typing.get_type_hints(run, include_extras=True)
+    except Exception as exc:
+        raise bad(f"run() annotations do not resolve: {exc}") from exc
+    params = list(inspect.signature(run).parameters.values())
+    if len(params) < 2 or params[0].name != "self" or params[1].name != "ctx":
+        raise bad("run must be declared as run(self, ctx, <inputs>...)")
+    inputs: dict[str, InputSpec] = {}
+    for p in params[2:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise bad(f"run() input '{p.name}' must be a named parameter, not *args/**kwargs")
+        ann = hints.get(p.name)
+        optional = False
+        if get_origin(ann) in (Union, types.UnionType):
+            members = [a for a in get_args(ann) if a is not type(None)]
+            if len(members) == 1 and len(get_args(ann)) == 2:
+                ann, optional = members[0], True
+        sock = socket_of(ann)
+        if sock is None:
+            raise bad(f"run() input '{p.name}' has no socket type annotation (got {ann!r})")
+        if optional and p.default is not None:
+            raise bad(f"optional input '{p.name}' must default to None")
+        inputs[p.name] = InputSpec(p.name, sock, optional)
+    ret = hints.get("return")
+    single = socket_of(ret)
+    if single is not None:
+        return inputs, {single.name.lower(): single}, False
+    if isinstance(ret, type) and issubclass(ret, tuple) and hasattr(ret, "_fields"):
+        outs: dict[str, SocketType] = {}
+        for name, ann in typing.get_type_hints(ret, include_extras=True).items():
+            sock = socket_of(ann)
+            if sock is None:
+                raise bad(f"output '{name}' of {ret.__name__} has no socket type annotation")
+            outs[name] = sock
+        if not outs:
+            raise bad("the NamedTuple of outputs is empty")
+        return inputs, outs, True
+    raise bad(f"run() return annotation must be a socket type or a NamedTuple of them, got {ret!r}")
+
+
+BUILTIN_MODULES = (
+    "editgraph.nodes.image",
+)
+
+
+def load_builtin_nodes() -> dict[str, type[Node]]:
+    """Import the built-in node modules (idempotent) and return the registry."""
+    import importlib
+
+    for name in BUILTIN_MODULES:
+        importlib.import_module(name)
+    return REGISTRY

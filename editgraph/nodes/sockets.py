@@ -1,0 +1,104 @@
+"""Socket types: what flows along an edge of the graph.
+
+Images and masks are plain float32 tensors (annotated, so a node's signature still says which one
+it takes); the richer values are small dataclasses the cache knows how to encode.
+
+| socket        | value                                              |
+|---------------|----------------------------------------------------|
+| Image         | float32 tensor (B, 3, H, W), 0..1, sRGB             |
+| Mask          | float32 tensor (B, 1, H, W), 0..1, 1 = change       |
+| Latent        | Latent(samples (B, C, h, w), family)               |
+| Conditioning  | Conditioning(embeds, negative, pooled ...)         |
+| Model         | a handle to loaded components; never stored        |
+| Artifact      | finished files (name -> bytes) for the output folder |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, get_args, get_origin
+
+import torch
+
+from editgraph.executor.codec import storable
+
+
+@dataclass(frozen=True)
+class SocketType:
+    name: str
+    doc: str
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+IMAGE = SocketType("Image", "float32 tensor (B, 3, H, W), values 0..1, sRGB")
+MASK = SocketType("Mask", "float32 tensor (B, 1, H, W), values 0..1, 1 = the region to change")
+
+Image = Annotated[torch.Tensor, IMAGE]
+Mask = Annotated[torch.Tensor, MASK]
+
+
+@storable
+@dataclass(frozen=True)
+class Latent:
+    """Latent samples and the model family whose VAE made them (latents do not cross families)."""
+
+    samples: torch.Tensor  # (B, C, h, w)
+    family: str
+
+
+@storable
+@dataclass(frozen=True)
+class Conditioning:
+    """Prompt embeddings for classifier-free guidance."""
+
+    embeds: torch.Tensor  # (B, tokens, dim)
+    negative: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None  # SDXL only
+    negative_pooled: torch.Tensor | None = None
+    family: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. SDXL time ids
+
+
+@storable
+@dataclass(frozen=True)
+class Artifact:
+    """Finished files. The executor writes them (atomically) under the run's output folder."""
+
+    files: dict[str, bytes]  # relative path inside the output folder -> encoded bytes
+
+
+class Model:
+    """Base for loaded-model handles. Kept in memory only; its fingerprint is its files' hash."""
+
+    name: str = ""
+    family: str = ""
+    content_hash: str = ""
+
+    def __fingerprint__(self) -> str:
+        return f"model:{self.content_hash}"
+
+
+_CLASS_SOCKETS: dict[type, SocketType] = {
+    Latent: SocketType("Latent", "Latent(samples (B, C, h, w), family)"),
+    Conditioning: SocketType("Conditioning", "prompt embeddings (+ negative, + pooled)"),
+    Artifact: SocketType("Artifact", "a file for the output folder"),
+    Model: SocketType("Model", "a loaded model (never stored; keyed by its files' hash)"),
+}
+
+SOCKET_TYPES: dict[str, SocketType] = {s.name: s for s in (IMAGE, MASK, *_CLASS_SOCKETS.values())}
+
+
+def socket_of(annotation: Any) -> SocketType | None:
+    """The socket type an annotation declares, or None if it declares none."""
+    if get_origin(annotation) is Annotated:
+        for meta in get_args(annotation)[1:]:
+            if isinstance(meta, SocketType):
+                return meta
+        return None
+    if isinstance(annotation, type):
+        for cls, sock in _CLASS_SOCKETS.items():
+            if issubclass(annotation, cls):
+                return sock
+    return None

@@ -1,0 +1,26 @@
+"""Shared fixtures. Every test gets its own cache directory and pinned torch threads
+(1 vs 2 threads changes float rounding; byte comparisons need the same count)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(2)
+
+ASSETS = Path(__file__).resolve().parents[1] / "editgraph" / "workflows" / "assets"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("EDITGRAPH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def photo_path() -> Path:
+    """The bundled real photo (600x400 coffee cup, CC0)."""
+    return ASSETS / "coffee.png"
