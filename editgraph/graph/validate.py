@@ -192,9 +192,9 @@ def _resolve_workflow_params(specs, overrides, base_dir, cwd, rng, issues):
     for name in overrides:
         if name not in specs:
             close = difflib.get_close_matches(name, list(specs), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            hint = f"did you mean {', '.join(close)}? " if close else ""
             allowed = ", ".join(specs) or "(none)"
-            issues.append(Issue(f"--set {name}", f"unknown workflow param{hint} This workflow's params: {allowed}"))
+            issues.append(Issue(f"--set {name}", f"unknown workflow param; {hint}this workflow's params: {allowed}"))
     for name, spec in specs.items():
         if name in overrides:
             raw, from_text, base = overrides[name], isinstance(overrides[name], str), cwd
@@ -262,6 +262,7 @@ def _bind_params(node_id, cls, workflow, values, base_dir, rng, seeds, issues) -
     try:
         params = cls.Params.model_validate(data)
     except ValidationError as exc:
+        reported = len(issues)
         for err in exc.errors(include_url=False):
             fname = str(err["loc"][0]) if err["loc"] else ""
             if err["type"] == "missing" and fname in skipped:
@@ -275,6 +276,8 @@ def _bind_params(node_id, cls, workflow, values, base_dir, rng, seeds, issues) -
             if fname in bound_from:
                 msg += f" (from ${bound_from[fname]})"
             issues.append(Issue(path, msg, node_id, cls.type))
+        if len(issues) == reported:  # only unbound required params: valid as a recipe, not runnable
+            return cls.Params.model_construct(**data)
         return None
     draws = {f: rng.randrange(_SEED_RANGE) for f in field_marks(cls.Params, SEED) if getattr(params, f) == "random"}
     if draws:
