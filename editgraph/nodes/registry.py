@@ -18,6 +18,7 @@ A malformed class fails at registration, naming the class and what is wrong.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import types
@@ -60,9 +61,10 @@ InputPath = Annotated[str, INPUT_PATH]
 Seed = Annotated[Union[int, Literal["random"]], SEED]
 
 
-def field_marks(params_cls: type[NodeParams], mark: _Mark) -> list[str]:
+@functools.cache
+def field_marks(params_cls: type[NodeParams], mark: _Mark) -> tuple[str, ...]:
     """Names of the Params fields annotated with `mark` (InputPath, Seed)."""
-    return [name for name, f in params_cls.model_fields.items() if mark in f.metadata or _has_mark(f.annotation, mark)]
+    return tuple(name for name, f in params_cls.model_fields.items() if mark in f.metadata or _has_mark(f.annotation, mark))
 
 
 def _has_mark(annotation: Any, mark: _Mark) -> bool:
