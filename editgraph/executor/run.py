@@ -165,7 +165,11 @@ class _Run:
             for nid in self.order:
                 node = self.graph.nodes[nid]
                 t0 = time.perf_counter()
-                key = self.keys[nid] = node_key(node, {name: self.fps[ref] for name, ref in sorted(node.inputs.items())})
+                try:  # source nodes hash what they read here: a missing file fails as that node
+                    key = self.keys[nid] = node_key(node, {name: self.fps[ref] for name, ref in sorted(node.inputs.items())})
+                except Exception as exc:
+                    ex.emit(NodeFailedEvent(nid, node.type, f"{type(exc).__name__}: {exc}"))
+                    raise NodeFailed(nid, node.type, exc) from exc
                 hit = ex.cache.lookup(key) if ex.use_cache and node.cls.deterministic else None
                 if hit is not None and hit.keys() == node.cls.outputs.keys():
                     for out, fp in hit.items():

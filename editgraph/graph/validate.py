@@ -52,6 +52,8 @@ class BoundGraph:
         doc = self.workflow.to_dict()
         for name, value in self.params.items():
             doc["params"][name]["default"] = value
+        for node_id, node in self.nodes.items():
+            doc["nodes"][node_id]["version"] = node.cls.version
         for where, seed in self.seeds.items():
             node_id, fname = where.rsplit(".", 1)
             doc["nodes"][node_id].setdefault("params", {})[fname] = seed
@@ -91,6 +93,7 @@ def bind(
             issues.append(_unknown_type(node_id, spec.type, registry))
         else:
             classes[node_id] = cls
+            issues += _check_version(node_id, cls, spec.version)
 
     bound_params: dict[str, NodeParams] = {}
     seeds: dict[str, int] = {}
@@ -232,6 +235,20 @@ def _unknown_type(node_id: str, type_name: str, registry: dict[str, type[Node]])
     close = difflib.get_close_matches(type_name, list(registry), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; run `editgraph nodes` for the list"
     return Issue(f"nodes.{node_id}.type", f"unknown node type {type_name!r}{hint}", node_id, type_name)
+
+
+def _check_version(node_id: str, cls: type[Node], wanted: str | None) -> list[Issue]:
+    """A workflow pinned to another major version of a node would not reproduce its pixels."""
+    if wanted is None or wanted.split(".")[0] == cls.version.split(".")[0]:
+        return []
+    return [
+        Issue(
+            f"nodes.{node_id}.version",
+            f"written for {cls.type} {wanted}; this editgraph has {cls.version}, a different major version whose output differs",
+            node_id,
+            cls.type,
+        )
+    ]
 
 
 def _bind_params(node_id, cls, workflow, values, base_dir, rng, seeds, issues) -> NodeParams | None:

@@ -198,3 +198,16 @@ def test_workflow_model_is_frozen():
     assert isinstance(wf, Workflow)
     with pytest.raises(Exception):
         wf.name = "x"
+
+
+def test_major_version_mismatch_is_refused_minor_is_accepted():
+    d = doc({"a": {**LOAD, "version": "2.0.0"}})
+    (msg,) = problems(d)
+    assert msg == "nodes.a.version [node 'a' (image.load)]: written for image.load 2.0.0; this editgraph has 1.0.0, a different major version whose output differs"
+    d["nodes"]["a"]["version"] = "1.7.3"
+    assert validate(load_workflow(d)) == []
+
+
+def test_resolved_document_pins_node_versions():
+    g = bind(load_workflow(doc({"a": LOAD})))
+    assert g.resolved_document()["nodes"]["a"]["version"] == "1.0.0"
