@@ -53,7 +53,8 @@ class OutpaintPad(Node):
     4. the photo is copied in untouched: canvas[top : top + H, left : left + W] == photo, bit for
        bit, with (left, top) = the padding before it (centred: half the padding, floor);
     5. the mask is 1 on the new area and reaches `overlap` px into the photo along the extended
-       sides, the last `feather` px of that band fading smoothly to 0, so the seam is repainted.
+       sides, the last `feather` px of that band (at most all of it) fading smoothly to 0, so the
+       seam is repainted and the repaint blends in.
     """
 
     class Params(NodeParams):
@@ -68,33 +69,32 @@ class OutpaintPad(Node):
         color: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="sRGB fill for fill='color', 3 values 0..1")
         blur_radius: int = Field(32, ge=1, le=1024, description="blur of the edge fill for fill='blur', px")
         overlap: int = Field(16, ge=0, le=4096, description="px the mask reaches into the photo along extended sides")
-        feather: int = Field(8, ge=0, le=4096, description="px of the overlap band that fade to 0; <= overlap")
+        feather: int = Field(8, ge=0, le=4096, description="px at the inner end of the overlap band that fade to 0 (at most overlap)")
 
     def _geometry(self, h: int, w: int) -> tuple[int, int, int, int]:
         """(left, right, top, bottom) padding."""
         p = self.params
-        # 1. the canvas before alignment
-        if p.aspect == "none":
-            left, right, top, bottom = p.left, p.right, p.top, p.bottom
-        else:
-            a, b = (int(v) for v in p.aspect.split(":"))
-            if w * b >= h * a:
-                cw, ch = w, math.ceil(w * b / a)
-            else:
-                cw, ch = math.ceil(h * a / b), h
-            left, right = _split(cw - w, p.anchor, "left", "right")
-            top, bottom = _split(ch - h, p.anchor, "top", "bottom")
-        # 2. alignment: the extra px follow the anchor like the rest
         m = p.multiple_of
-        cw, ch = w + left + right, h + top + bottom
-        ex_l, ex_r = _split(math.ceil(cw / m) * m - cw, p.anchor, "left", "right")
-        ex_t, ex_b = _split(math.ceil(ch / m) * m - ch, p.anchor, "top", "bottom")
-        return left + ex_l, right + ex_r, top + ex_t, bottom + ex_b
+        if p.aspect == "none":
+            # 2. the alignment px follow the anchor; the asked-for px stay where they were asked
+            cw, ch = w + p.left + p.right, h + p.top + p.bottom
+            ex_l, ex_r = _split(math.ceil(cw / m) * m - cw, p.anchor, "left", "right")
+            ex_t, ex_b = _split(math.ceil(ch / m) * m - ch, p.anchor, "top", "bottom")
+            return p.left + ex_l, p.right + ex_r, p.top + ex_t, p.bottom + ex_b
+        # 1. the smallest canvas of the aspect ratio holding the photo ...
+        a, b = (int(v) for v in p.aspect.split(":"))
+        if w * b >= h * a:
+            cw, ch = w, math.ceil(w * b / a)
+        else:
+            cw, ch = math.ceil(h * a / b), h
+        # 2. ... rounded up, and all of its padding placed by the anchor
+        cw, ch = math.ceil(cw / m) * m, math.ceil(ch / m) * m
+        left, right = _split(cw - w, p.anchor, "left", "right")
+        top, bottom = _split(ch - h, p.anchor, "top", "bottom")
+        return left, right, top, bottom
 
     def run(self, ctx: RunContext, image: Image) -> Outpainted:
         p = self.params
-        if p.feather > p.overlap:
-            raise NodeError(f"outpaint.pad: feather ({p.feather}) must be <= overlap ({p.overlap}): the fade lies inside the overlap band")
         if any(not 0 <= c <= 1 for c in p.color):
             raise NodeError(f"outpaint.pad: color must be 3 values in 0..1, got {list(p.color)}")
         b, _, h, w = image.shape
@@ -114,7 +114,9 @@ class OutpaintPad(Node):
         cols = torch.zeros(w)
         rows = torch.zeros(h)
         if p.overlap:
-            ramp_w, ramp_h = _ramp(w, p.overlap, p.feather), _ramp(h, p.overlap, p.feather)
+            # the fade lies inside the overlap band, so it is at most the band's width
+            feather = min(p.feather, p.overlap)
+            ramp_w, ramp_h = _ramp(w, p.overlap, feather), _ramp(h, p.overlap, feather)
             if left:
                 cols = torch.maximum(cols, ramp_w)
             if right:
