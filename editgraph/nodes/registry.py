@@ -195,6 +195,10 @@ def _sockets(run: Any, bad) -> tuple[dict[str, InputSpec], dict[str, SocketType]
 
 BUILTIN_MODULES = (
     "editgraph.nodes.image",
+    "editgraph.nodes.mask",
+    "editgraph.nodes.canvas",
+    "editgraph.nodes.grade",
+    "editgraph.nodes.outpaint",
 )
 
 
