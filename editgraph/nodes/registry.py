@@ -193,6 +193,7 @@ def _sockets(run: Any, bad) -> tuple[dict[str, InputSpec], dict[str, SocketType]
 
 BUILTIN_MODULES = (
     "editgraph.nodes.image",
+    "editgraph.nodes.model",
     "editgraph.nodes.diffusion",
 )
 
