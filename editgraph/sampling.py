@@ -127,7 +127,10 @@ def encode_text(tokenizer: Any, text_encoder: Any, prompts: list[str], clip_skip
     else:
         # hidden_states[-(clip_skip + 1)], then the final layer norm the last hidden state also gets.
         hidden = text_encoder(ids.input_ids, attention_mask=mask, output_hidden_states=True)[-1]
-        embeds = text_encoder.text_model.final_layer_norm(hidden[-(clip_skip + 1)])
+        # transformers 5 flattened CLIPTextModel (no .text_model); diffusers 0.42 still reaches for
+        # .text_model here and fails, so its pipelines cannot run clip_skip on this stack.
+        final_layer_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
+        embeds = final_layer_norm(hidden[-(clip_skip + 1)])
     return embeds.to(dtype=text_encoder.dtype)
 
 
