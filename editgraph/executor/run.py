@@ -17,6 +17,7 @@ the fixed re-run starts where this one stopped.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -102,6 +103,10 @@ class Executor:
         self.listeners = list(listeners)
         self.device = device or torch.device("cpu")
         self.use_cache = use_cache
+        # Cached values are shared, so a node that writes into its inputs corrupts them for every
+        # later consumer. EDITGRAPH_CHECK_INPUTS=1 (the test suite sets it) re-hashes inputs after
+        # each node and fails the node that changed one.
+        self.check_inputs = os.environ.get("EDITGRAPH_CHECK_INPUTS") == "1"
 
     def emit(self, event: Event) -> None:
         for listener in self.listeners:
@@ -165,7 +170,11 @@ class _Run:
             for nid in self.order:
                 node = self.graph.nodes[nid]
                 t0 = time.perf_counter()
-                key = self.keys[nid] = node_key(node, {name: self.fps[ref] for name, ref in sorted(node.inputs.items())})
+                try:  # source nodes hash what they read here: a missing file fails as that node
+                    key = self.keys[nid] = node_key(node, {name: self.fps[ref] for name, ref in sorted(node.inputs.items())})
+                except Exception as exc:
+                    ex.emit(NodeFailedEvent(nid, node.type, f"{type(exc).__name__}: {exc}"))
+                    raise NodeFailed(nid, node.type, exc) from exc
                 hit = ex.cache.lookup(key) if ex.use_cache and node.cls.deterministic else None
                 if hit is not None and hit.keys() == node.cls.outputs.keys():
                     for out, fp in hit.items():
@@ -206,6 +215,12 @@ class _Run:
         except Exception as exc:
             ex.emit(NodeFailedEvent(nid, node.type, f"{type(exc).__name__}: {exc}"))
             raise NodeFailed(nid, node.type, exc) from exc
+        if ex.check_inputs:
+            for name, ref in node.inputs.items():
+                if fingerprint(args[name]) != self.fps[ref]:
+                    exc = RuntimeError(f"run() modified its input {name!r} in place; cached values are shared, copy first")
+                    ex.emit(NodeFailedEvent(nid, node.type, str(exc)))
+                    raise NodeFailed(nid, node.type, exc)
         outputs = out._asdict() if node.cls.multi_output else {next(iter(node.cls.outputs)): out}
         fps, nbytes = {}, 0
         for name, value in outputs.items():

@@ -93,6 +93,10 @@ class DiskStore:
         self._pending_blobs: dict[str, tuple[int, bytes | None]] = {}
         self._pending_touch: set[str] = set()
         self._pending_since: float | None = None
+        # Running estimates of the index's size, so a flush does not scan the tables; they are
+        # re-read from SQLite (other processes write too) only when they cross a budget.
+        self._bytes_estimate = self.total_bytes()
+        self._refs_estimate = self._count_refs()
 
     # --- refs ---------------------------------------------------------------------------------
 
@@ -195,7 +199,9 @@ class DiskStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        if blobs or refs:
+        self._bytes_estimate += sum(size for _, size, _, _ in blobs)
+        self._refs_estimate += len(refs)
+        if self._bytes_estimate > self.max_bytes or self._refs_estimate > self.max_refs:
             self.evict()
 
     def evict(self) -> None:
@@ -216,13 +222,19 @@ class DiskStore:
                     self._blob_path(fp).unlink()
                 except OSError:
                     pass
-        (nrefs,) = self._db.execute("SELECT COUNT(*) FROM refs").fetchone()
+        nrefs = self._count_refs()
         if nrefs > self.max_refs:
             with self._lock:
                 self._db.execute(
                     "DELETE FROM refs WHERE key IN (SELECT key FROM refs ORDER BY used ASC LIMIT ?)",
                     (nrefs - int(self.max_refs * 0.9),),
                 )
+            nrefs = self._count_refs()
+        self._bytes_estimate, self._refs_estimate = total, nrefs
+
+    def _count_refs(self) -> int:
+        (n,) = self._db.execute("SELECT COUNT(*) FROM refs").fetchone()
+        return int(n)
 
     def total_bytes(self) -> int:
         (total,) = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()

@@ -48,6 +48,7 @@ class NodeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: str = Field(description="a registered node type, e.g. 'mask.feather'")
+    version: str | None = Field(None, description="the node type's version this was written for; a different major version is refused")
     params: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, str] = Field(default_factory=dict, description="input name -> 'node' or 'node.output'")
     note: str | None = Field(None, description="free text for people reading the workflow")

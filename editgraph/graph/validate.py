@@ -52,6 +52,8 @@ class BoundGraph:
         doc = self.workflow.to_dict()
         for name, value in self.params.items():
             doc["params"][name]["default"] = value
+        for node_id, node in self.nodes.items():
+            doc["nodes"][node_id]["version"] = node.cls.version
         for where, seed in self.seeds.items():
             node_id, fname = where.rsplit(".", 1)
             doc["nodes"][node_id].setdefault("params", {})[fname] = seed
@@ -91,6 +93,7 @@ def bind(
             issues.append(_unknown_type(node_id, spec.type, registry))
         else:
             classes[node_id] = cls
+            issues += _check_version(node_id, cls, spec.version)
 
     bound_params: dict[str, NodeParams] = {}
     seeds: dict[str, int] = {}
@@ -192,9 +195,9 @@ def _resolve_workflow_params(specs, overrides, base_dir, cwd, rng, issues):
     for name in overrides:
         if name not in specs:
             close = difflib.get_close_matches(name, list(specs), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            hint = f"did you mean {', '.join(close)}? " if close else ""
             allowed = ", ".join(specs) or "(none)"
-            issues.append(Issue(f"--set {name}", f"unknown workflow param{hint} This workflow's params: {allowed}"))
+            issues.append(Issue(f"--set {name}", f"unknown workflow param; {hint}this workflow's params: {allowed}"))
     for name, spec in specs.items():
         if name in overrides:
             raw, from_text, base = overrides[name], isinstance(overrides[name], str), cwd
@@ -234,6 +237,20 @@ def _unknown_type(node_id: str, type_name: str, registry: dict[str, type[Node]])
     return Issue(f"nodes.{node_id}.type", f"unknown node type {type_name!r}{hint}", node_id, type_name)
 
 
+def _check_version(node_id: str, cls: type[Node], wanted: str | None) -> list[Issue]:
+    """A workflow pinned to another major version of a node would not reproduce its pixels."""
+    if wanted is None or wanted.split(".")[0] == cls.version.split(".")[0]:
+        return []
+    return [
+        Issue(
+            f"nodes.{node_id}.version",
+            f"written for {cls.type} {wanted}; this editgraph has {cls.version}, a different major version whose output differs",
+            node_id,
+            cls.type,
+        )
+    ]
+
+
 def _bind_params(node_id, cls, workflow, values, base_dir, rng, seeds, issues) -> NodeParams | None:
     spec = workflow.nodes[node_id]
     data: dict[str, Any] = {}
@@ -262,6 +279,7 @@ def _bind_params(node_id, cls, workflow, values, base_dir, rng, seeds, issues) -
     try:
         params = cls.Params.model_validate(data)
     except ValidationError as exc:
+        reported = len(issues)
         for err in exc.errors(include_url=False):
             fname = str(err["loc"][0]) if err["loc"] else ""
             if err["type"] == "missing" and fname in skipped:
@@ -275,6 +293,8 @@ def _bind_params(node_id, cls, workflow, values, base_dir, rng, seeds, issues) -
             if fname in bound_from:
                 msg += f" (from ${bound_from[fname]})"
             issues.append(Issue(path, msg, node_id, cls.type))
+        if len(issues) == reported:  # only unbound required params: valid as a recipe, not runnable
+            return cls.Params.model_construct(**data)
         return None
     draws = {f: rng.randrange(_SEED_RANGE) for f in field_marks(cls.Params, SEED) if getattr(params, f) == "random"}
     if draws:

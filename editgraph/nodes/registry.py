@@ -18,6 +18,7 @@ A malformed class fails at registration, naming the class and what is wrong.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import types
@@ -60,9 +61,10 @@ InputPath = Annotated[str, INPUT_PATH]
 Seed = Annotated[Union[int, Literal["random"]], SEED]
 
 
-def field_marks(params_cls: type[NodeParams], mark: _Mark) -> list[str]:
+@functools.cache
+def field_marks(params_cls: type[NodeParams], mark: _Mark) -> tuple[str, ...]:
     """Names of the Params fields annotated with `mark` (InputPath, Seed)."""
-    return [name for name, f in params_cls.model_fields.items() if mark in f.metadata or _has_mark(f.annotation, mark)]
+    return tuple(name for name, f in params_cls.model_fields.items() if mark in f.metadata or _has_mark(f.annotation, mark))
 
 
 def _has_mark(annotation: Any, mark: _Mark) -> bool:
@@ -131,10 +133,10 @@ def node(type_name: str, *, version: str, deterministic: bool = True):
         if cls.Params.model_config.get("extra") != "forbid" or not cls.Params.model_config.get("frozen"):
             raise bad("Params must keep NodeParams' config (frozen, extra='forbid')")
         inputs, outputs, multi = _sockets(cls.run, bad)
-        if field_marks(cls.Params, INPUT_PATH) and cls.source_token is Node.source_token:
+        if field_marks(cls.Params, INPUT_PATH) and cls.source_token.__func__ is Node.source_token.__func__:
             raise bad("reads an InputPath, so it must define source_token() hashing what it reads")
         previous = REGISTRY.get(type_name)
-        if previous is not None and previous.__qualname__ != cls.__qualname__:
+        if previous is not None and (previous.__module__, previous.__qualname__) != (cls.__module__, cls.__qualname__):
             raise bad(f"type already registered by {previous.__module__}.{previous.__qualname__}")
         cls.type = type_name
         cls.version = version

@@ -1,0 +1,182 @@
+"""The disk tier never serves a damaged entry, survives a killed writer, and stays in budget."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from editgraph.executor.codec import CorruptEntry, decode, encode, fingerprint
+from editgraph.executor.store import MISSING, DiskStore, MemoryStore, parse_size
+from editgraph.nodes.sockets import Latent
+
+from .testnodes import chain
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _big(value: float) -> torch.Tensor:
+    return torch.full((1, 3, 64, 64), value)  # 48 KiB encoded: stored as a file, not inline
+
+
+def test_codec_round_trip_keeps_dtype_shape_and_structure():
+    value = Latent(torch.arange(24, dtype=torch.bfloat16).reshape(1, 4, 2, 3), "sd1")
+    back = decode(b"".join(bytes(p) for p in encode(value).parts))
+    assert isinstance(back, Latent) and back.family == "sd1"
+    assert back.samples.dtype == torch.bfloat16 and back.samples.shape == (1, 4, 2, 3)
+    assert torch.equal(back.samples, value.samples)
+
+
+def test_fingerprint_includes_dtype_and_shape():
+    t = torch.zeros(16, dtype=torch.float32)
+    assert fingerprint(t) != fingerprint(t.reshape(4, 4))
+    assert fingerprint(t) != fingerprint(t.view(torch.int32))
+    assert fingerprint(t) == fingerprint(torch.zeros(16))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "header"])
+def test_damaged_blob_is_detected_and_recomputed(tmp_path, damage, runner):
+    doc = chain([0.1])
+    doc["nodes"]["n0"]["params"]["size"] = 64
+    result = runner(doc)
+    fp = result.fingerprints[("n1", "image")]
+    runner.executor.cache.close()
+    path = tmp_path / "cache" / "blobs" / fp[:2] / fp
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip":
+        data[-5] ^= 0xFF  # one pixel's byte
+    else:
+        data[6] ^= 0x01  # header length
+    path.write_bytes(bytes(data))
+    runner.executor = None
+    doc["nodes"]["n2"] = {"type": "test.add", "inputs": {"image": "n1"}, "params": {"amount": 0.2}}
+    result = runner(doc, fresh=True)
+    assert runner.log.ran() == ["n1", "n2"]  # n1's entry was damaged: recomputed, never served
+    assert torch.allclose(result.value("n2"), torch.full((1, 3, 64, 64), 0.8))
+    assert path.read_bytes() != bytes(data)  # rewritten whole
+
+
+def test_disk_store_rejects_garbage_without_executing_anything(tmp_path):
+    with pytest.raises(CorruptEntry):
+        decode(b"EGV1" + (5).to_bytes(4, "little") + b"\xc1\xc1\xc1\xc1\xc1")
+    with pytest.raises(CorruptEntry):
+        decode(b"\x80\x04pickle")
+
+
+def test_blob_file_without_index_row_is_not_served(tmp_path):
+    store = DiskStore(tmp_path, max_bytes=1 << 30)
+    enc = encode(_big(0.3))
+    fp = enc.fingerprint()
+    path = tmp_path / "blobs" / fp[:2] / fp
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"".join(bytes(p) for p in enc.parts))
+    assert store.get_blob(fp) is MISSING
+
+
+def test_killed_writer_leaves_nothing_read_as_valid(tmp_path):
+    """SIGKILL a process in the middle of writing a large blob; a new store sees no entry."""
+    script = textwrap.dedent(
+        f"""
+        import sys, time, torch
+        sys.path.insert(0, {str(REPO)!r})
+        import editgraph.atomic as atomic
+        from editgraph.executor.codec import encode
+        from editgraph.executor.store import DiskStore
+        real_write = atomic.os.fdopen
+        class Slow:
+            def __init__(self, f): self.f = f
+            def __enter__(self): return self
+            def __exit__(self, *a): self.f.close()
+            def write(self, b):
+                self.f.write(bytes(b)[: len(b) // 2]); self.f.flush()
+                print("writing", flush=True); time.sleep(60)
+        atomic.os.fdopen = lambda fd, mode: Slow(real_write(fd, mode))
+        store = DiskStore({str(tmp_path)!r}, 1 << 30)
+        enc = encode(torch.full((1, 3, 64, 64), 0.3))
+        store.put_blob(enc.fingerprint(), enc)
+        store.put_ref("k", {{"image": enc.fingerprint()}})
+        store.flush()
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    fp = encode(_big(0.3)).fingerprint()
+    store = DiskStore(tmp_path, 1 << 30)
+    assert store.get_ref("k") is None
+    assert store.get_blob(fp) is MISSING
+    assert not (tmp_path / "blobs" / fp[:2] / fp).exists()  # only a temp file, never the final name
+    leftovers = list((tmp_path / "blobs").rglob("*.tmp"))
+    assert len(leftovers) == 1
+    os.utime(leftovers[0], (time.time() - 7200,) * 2)
+    store.sweep_orphans(older_than_s=3600)
+    assert not list((tmp_path / "blobs").rglob("*.tmp"))
+
+
+def test_two_processes_share_one_cache(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import sys, torch
+        sys.path.insert(0, {str(REPO)!r})
+        from editgraph.executor.codec import encode
+        from editgraph.executor.store import DiskStore
+        store = DiskStore({str(tmp_path)!r}, 1 << 30)
+        which = int(sys.argv[1])
+        for i in range(200):
+            enc = encode(torch.full((1, 3, 64, 64), float(i % 50)))  # both write the same 50 blobs
+            store.put_blob(enc.fingerprint(), enc)
+            store.put_ref(f"k{{which}}-{{i}}", {{"image": enc.fingerprint()}})
+            if i % 7 == 0:
+                store.flush()
+        store.close()
+        """
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(w)]) for w in (0, 1)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    store = DiskStore(tmp_path, 1 << 30)
+    assert store.info()["entries"] == 400 and store.info()["blobs"] == 50
+    for w in (0, 1):
+        fps = store.get_ref(f"k{w}-123")
+        assert torch.equal(store.get_blob(fps["image"]), torch.full((1, 3, 64, 64), 23.0))
+
+
+def test_disk_eviction_keeps_recently_used(tmp_path):
+    one = encode(_big(0.0)).nbytes
+    store = DiskStore(tmp_path, max_bytes=int(one * 3.5))
+    fps = []
+    for i in range(3):
+        enc = encode(_big(i / 10))
+        store.put_blob(enc.fingerprint(), enc)
+        fps.append(enc.fingerprint())
+        store.flush()
+        time.sleep(0.01)
+    assert store.get_blob(fps[0]) is not MISSING  # touch the oldest: now most recently used
+    store.flush()
+    enc = encode(_big(0.9))
+    store.put_blob(enc.fingerprint(), enc)
+    store.flush()
+    assert store.total_bytes() <= store.max_bytes
+    assert store.get_blob(fps[1]) is MISSING  # least recently used went first
+    assert store.get_blob(fps[0]) is not MISSING
+
+
+def test_memory_tier_is_bounded_in_bytes():
+    mem = MemoryStore(max_bytes=3 * 64 * 64 * 3 * 4)
+    for i in range(5):
+        mem.put_blob(f"fp{i}", _big(i))
+    assert mem.nbytes <= mem.max_bytes
+    assert mem.get_blob("fp0") is MISSING and mem.get_blob("fp4") is not MISSING
+
+
+def test_parse_size():
+    assert parse_size("10G") == 10 << 30 and parse_size("512MiB") == 512 << 20 and parse_size("2048") == 2048

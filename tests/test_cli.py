@@ -1,0 +1,80 @@
+"""The command line: exit codes, reports, messages on stderr, schema usable by editors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+
+from editgraph import workflows
+from editgraph.cli import EXIT_INVALID, EXIT_NODE_FAILED, EXIT_OK, main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_run_bundled_demo_writes_output_and_report_then_reruns_from_cache(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli(capsys, "run", "demo", "--out", "o", "--report", "r.json", "-q")
+    assert code == EXIT_OK and (tmp_path / "o" / "demo.png").is_file()
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert {n: r["status"] for n, r in report["nodes"].items()} == {"photo": "ran", "small": "ran", "save": "ran"}
+    assert report["params"]["width"] == 384 and report["torch_threads"] >= 1
+    assert all(len(r["key"]) == 64 and r["seconds"] >= 0 for r in report["nodes"].values())
+    code, _, _ = run_cli(capsys, "run", "demo", "--out", "o", "--report", "r.json", "-q", "--set", "width=200")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert {n: r["status"] for n, r in report["nodes"].items()} == {"photo": "cached", "small": "ran", "save": "ran"}
+
+
+def test_invalid_workflow_exits_3_listing_problems(tmp_path, capsys):
+    wf = tmp_path / "w.json"
+    wf.write_text(json.dumps({"nodes": {"a": {"type": "image.lod"}, "b": {"type": "image.resize", "params": {"width": -1}, "inputs": {"image": "a"}}}}))
+    code, _, err = run_cli(capsys, "validate", str(wf))
+    assert code == EXIT_INVALID
+    assert "workflow is invalid (2 problems)" in err and "unknown node type 'image.lod'" in err and "nodes.b.params.width" in err
+
+
+def test_failed_node_exits_4_naming_it(tmp_path, capsys):
+    wf = tmp_path / "w.json"
+    wf.write_text(json.dumps({"nodes": {"photo": {"type": "image.load", "params": {"path": "missing.png"}}}}))
+    code, _, err = run_cli(capsys, "run", str(wf), "--out", str(tmp_path / "o"), "-q")
+    assert code == EXIT_NODE_FAILED
+    assert "node 'photo' (image.load) failed" in err and "missing.png" in err
+
+
+def test_validate_reports_params_still_to_set(tmp_path, capsys):
+    wf = tmp_path / "w.json"
+    wf.write_text(json.dumps({"params": {"image": {"type": "path"}}, "nodes": {"photo": {"type": "image.load", "params": {"path": "$image"}}}}))
+    code, out, _ = run_cli(capsys, "validate", str(wf))
+    assert code == EXIT_OK and out.strip().endswith("valid (1 nodes); params to set when running: image")
+
+
+def test_nodes_lists_and_describes(capsys):
+    code, out, _ = run_cli(capsys, "nodes")
+    assert code == EXIT_OK and "image.composite" in out and "image.load" in out
+    code, out, _ = run_cli(capsys, "nodes", "image.resize")
+    assert "multiple_of: integer, default 1, minimum 1, maximum 256" in out and "inputs:\n  image: Image" in out
+
+
+def test_schema_validates_bundled_workflows_and_catches_typos(capsys):
+    code, out, _ = run_cli(capsys, "schema")
+    schema = json.loads(out)
+    for name in workflows.names():
+        jsonschema.validate(json.loads(workflows.find(name).read_text()), schema)
+    bad = json.loads(workflows.find("demo").read_text())
+    bad["nodes"]["small"]["params"]["widht"] = 3
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+
+
+def test_console_script_help_is_fast_and_works():
+    out = subprocess.run([sys.executable, "-m", "editgraph.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "validate" in out.stdout and "schema" in out.stdout
+    probe = "import sys, editgraph.cli; editgraph.cli._parser(); print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    assert subprocess.check_output([sys.executable, "-c", probe], text=True).split() == ["False", "False"]
