@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusion_support import box_mask, ctx, photo, pipeline, tiny, to_tensor
+from .diffusion_support import box_mask, ctx, photo, pipeline, tiny, to_tensor
 
 from editgraph.nodes.diffusion import Denoise, EmptyLatent, Instruct, PromptEncode, VaeDecode, VaeEncode
 
