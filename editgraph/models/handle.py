@@ -16,7 +16,9 @@ Family = Literal["sd1", "sd2", "sdxl"]
 Kind = Literal["base", "inpaint", "instruct"]  # UNet in-channels 4, 9, 8
 
 
-@dataclass(eq=False)
+# kw_only: Model's class attributes (name, family, content_hash = "") become inherited defaults,
+# and positional dataclass fields without defaults may not follow fields with them.
+@dataclass(eq=False, kw_only=True)
 class DiffusionModel(Model):
     name: str  # what the workflow called it ("tiny-sd", "sd15", a path)
     path: str  # folder or .safetensors file it was loaded from
@@ -31,6 +33,13 @@ class DiffusionModel(Model):
     text_encoder_2: Any = None  # SDXL
     tokenizer_2: Any = None  # SDXL
     extra: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "float32"  # the weights' dtype as loaded ("float32", "float16", "bfloat16")
+
+    def __fingerprint__(self) -> str:
+        # Half-precision weights give other numbers than the same files in float32, so they must
+        # not share downstream cache entries. float32 keeps the plain form sockets.Model defines.
+        base = f"model:{self.content_hash}"
+        return base if self.dtype == "float32" else f"{base}:{self.dtype}"
 
     @property
     def latent_channels(self) -> int:

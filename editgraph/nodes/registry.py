@@ -199,6 +199,8 @@ BUILTIN_MODULES = (
     "editgraph.nodes.canvas",
     "editgraph.nodes.grade",
     "editgraph.nodes.outpaint",
+    "editgraph.nodes.model",
+    "editgraph.nodes.diffusion",
 )
 
 

@@ -46,6 +46,14 @@ class Latent:
 
     samples: torch.Tensor  # (B, C, h, w)
     family: str
+    # (B, 2C, h, w) VAE posterior moments (mean, logvar), set only by vae.encode: denoise draws
+    # the image latent from them with its own seed, as diffusers' img2img and inpaint pipelines do
+    # (samples then holds the posterior's mode, for nodes that just want a latent).
+    moments: torch.Tensor | None = None
+    # The memory layout diffusers' pipeline would decode these samples from (img2img's latents are
+    # channels-last): it changes the VAE decoder's float rounding (~1e-6), and the cache stores
+    # values contiguous, so vae.decode restores the layout from this flag to match bit for bit.
+    channels_last: bool = False
 
 
 @storable

@@ -1,0 +1,334 @@
+"""Load a diffusion model, offline: a tiny-model name, a diffusers folder, or one .safetensors file.
+
+    model = load_model("tiny-sd")                      # built into <cache>/models/tiny-sd on first use
+    model = load_model("/models/sd15")                 # a diffusers folder (model_index.json, unet/, ...)
+    model = load_model("/models/v1-5.safetensors")     # a single original-layout checkpoint
+
+Every path ends in the components' own `from_pretrained` (or `from_single_file` with a local
+config folder), with `local_files_only=True`, so nothing here reaches a network. Weights are read
+from .safetensors only: pickle-based .bin/.ckpt files can run code when loaded.
+
+A model loads once per process (models/cache.py), keyed by its resolved path, its content hash
+(models/hashing.py), device and dtype.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from editgraph.errors import NodeError
+from editgraph.models import cache, hashing
+from editgraph.models.handle import DiffusionModel
+from editgraph.models.tiny import BUILDER_VERSION, MARKER, TINY_NAMES, build_into
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+FOLDER_LAYOUT = "a diffusers folder needs model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".onnx", ".h5", ".pb")
+_PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
+
+# Components a folder must have, the config file each is read from, and its weight file stem.
+_COMPONENTS = {
+    "unet": ("config.json", "diffusion_pytorch_model"),
+    "vae": ("config.json", "diffusion_pytorch_model"),
+    "text_encoder": ("config.json", "model"),
+    "tokenizer": (None, None),
+    "scheduler": ("scheduler_config.json", None),
+}
+_SDXL_COMPONENTS = {"text_encoder_2": ("config.json", "model"), "tokenizer_2": (None, None)}
+
+_build_lock = threading.Lock()
+
+
+class ModelError(NodeError):
+    """A model is missing, incomplete or unreadable. The message names the path and what is wrong."""
+
+
+def models_root() -> Path:
+    """Where tiny models are built on first use: <cache root>/models."""
+    from editgraph.executor.store import default_cache_root
+
+    return default_cache_root() / "models"
+
+
+def resolve(name_or_path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder or file a model name or path stands for, building a tiny model if needed."""
+    text = os.fspath(name_or_path)
+    if text in TINY_NAMES:
+        return ensure_tiny(text)
+    path = Path(text).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    path = path.resolve()
+    if not path.exists() and path.name in TINY_NAMES:
+        # A workflow's "tiny-sd" arrives as <workflow dir>/tiny-sd (model.load's param is an
+        # InputPath): with no such folder there, the name means the built-in tiny model.
+        return ensure_tiny(path.name)
+    if not path.exists():
+        raise ModelError(
+            f"model {text!r} not found: nothing at {path} (give one of {', '.join(TINY_NAMES)}, "
+            f"a diffusers folder or a .safetensors checkpoint)"
+        )
+    return path
+
+
+def ensure_tiny(name: str) -> Path:
+    """<cache>/models/<name>, built there the first time (or when the builder changed)."""
+    target = models_root() / name
+    with _build_lock:
+        if _tiny_version(target) != BUILDER_VERSION:
+            build_into(name, target)
+    return target
+
+
+def _tiny_version(folder: Path) -> int | None:
+    try:
+        return int(json.loads((folder / MARKER).read_text(encoding="utf-8")).get("builder_version"))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def model_hash(path: Path) -> str:
+    """Content hash of the files a load of `path` reads (a folder's configs, tokenizer files and
+    the weight files chosen; or the checkpoint file itself)."""
+    if path.is_file():
+        return hashing.content_hash(path, [path])
+    index = _read_index(path)
+    variant = _check_folder(path, index)
+    return hashing.content_hash(path, _folder_files(path, index, variant))
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    *,
+    device: Any = None,
+    dtype: Any = None,
+    base_dir: str | os.PathLike[str] | None = None,
+    config: str | os.PathLike[str] | None = None,
+) -> DiffusionModel:
+    """Load (once per process) the model `name_or_path` names, on `device` (default CPU) in `dtype`
+    (default float32; a torch.dtype or "float32"/"float16"/"bfloat16").
+
+    `base_dir` resolves a relative path (the workflow file's folder). `config` is a diffusers or
+    config-only folder for a single-file checkpoint whose family cannot be told from its weights.
+    Raises ModelError naming the path and what is missing or unreadable.
+    """
+    import torch
+
+    torch_dtype = parse_dtype(dtype)
+    dev = torch.device(device if device is not None else "cpu")
+    path = resolve(name_or_path, base_dir)
+    digest = model_hash(path)
+    dtype_name = str(torch_dtype).removeprefix("torch.")
+    key = cache.CacheKey(str(path), digest, str(dev), dtype_name)
+    name = os.fspath(name_or_path)
+    if path.parent == models_root() and path.name in TINY_NAMES:
+        name = path.name  # "<workflow dir>/tiny-sd" fell back to the tiny model: call it that
+
+    def load() -> DiffusionModel:
+        if path.is_file():
+            from editgraph.models.single_file import load_single_file
+
+            model = load_single_file(path, name=name, content_hash=digest, dtype=torch_dtype, config=config)
+        else:
+            model = _load_folder(path, name=name, content_hash=digest, dtype=torch_dtype)
+        for module in (model.unet, model.vae, model.text_encoder, model.text_encoder_2):
+            if module is not None:
+                module.to(dev).eval().requires_grad_(False)
+        model.dtype = dtype_name
+        return model
+
+    return cache.get_or_load(key, load)
+
+
+def parse_dtype(dtype: Any):
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    found = names.get(str(dtype).lower().removeprefix("torch."))
+    if found is None:
+        raise ModelError(f"dtype {dtype!r} is not supported; use one of float32, float16, bfloat16")
+    return found
+
+
+# --- diffusers folders ------------------------------------------------------------------------
+
+
+def _read_index(root: Path) -> dict[str, Any]:
+    if not root.is_dir():
+        raise ModelError(f"{root} is neither a diffusers folder nor a .safetensors file")
+    index_file = root / "model_index.json"
+    if not index_file.is_file():
+        raise ModelError(f"no model_index.json in {root} ({FOLDER_LAYOUT})")
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelError(f"cannot read {index_file}: {exc}") from None
+    if not isinstance(index, dict):
+        raise ModelError(f"{index_file} must hold a JSON object, got {type(index).__name__}")
+    return index
+
+
+def _components(index: dict[str, Any]) -> dict[str, tuple[str | None, str | None]]:
+    wanted = dict(_COMPONENTS)
+    if isinstance(index.get("text_encoder_2"), list) and index["text_encoder_2"][0]:
+        wanted.update(_SDXL_COMPONENTS)
+    return wanted
+
+
+def _check_folder(root: Path, index: dict[str, Any]) -> str | None:
+    """Raise ModelError naming the first missing piece; return the weight variant to load
+    (None for the plain files, "fp16" when a folder holds only fp16 weights)."""
+    variant: str | None = None
+    for comp, (config_name, weight_stem) in _components(index).items():
+        folder = root / comp
+        if not folder.is_dir():
+            raise ModelError(f"no {comp}/ folder in {root} ({FOLDER_LAYOUT})")
+        if comp.startswith("tokenizer"):
+            if not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()) and not (folder / "tokenizer.json").is_file():
+                raise ModelError(f"no vocab.json + merges.txt (or tokenizer.json) in {folder}")
+            continue
+        if not (folder / config_name).is_file():
+            raise ModelError(f"no {comp}/{config_name} in {root} ({FOLDER_LAYOUT})")
+        if weight_stem is None:
+            continue
+        found = _weights(folder, weight_stem)
+        if found is None:
+            pickled = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+            why = f"; it holds only {', '.join(pickled)}, and editgraph loads .safetensors only (pickle files can run code)" if pickled else ""
+            raise ModelError(f"no {comp}/{weight_stem}.safetensors in {root}{why}")
+        if found[1] is not None:
+            variant = found[1]
+    return variant
+
+
+def _weights(folder: Path, stem: str) -> tuple[list[Path], str | None] | None:
+    """The safetensors file(s) of a component, plain preferred over the fp16 variant, and a
+    sharded checkpoint's shards (listed by its index file)."""
+    for variant in (None, "fp16"):
+        name = stem + (f".{variant}" if variant else "")
+        single = folder / f"{name}.safetensors"
+        if single.is_file():
+            return [single], variant
+        index = folder / f"{name}.safetensors.index.json"
+        if index.is_file():
+            try:
+                shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ModelError(f"cannot read shard index {index}: {exc}") from None
+            missing = [s for s in shards if not (folder / s).is_file()]
+            if missing:
+                raise ModelError(f"{index} lists {missing[0]}, which is not in {folder}")
+            return [index, *(folder / s for s in shards)], variant
+    return None
+
+
+def _folder_files(root: Path, index: dict[str, Any], variant: str | None) -> list[Path]:
+    files = [root / "model_index.json"]
+    if (root / MARKER).is_file():
+        files.append(root / MARKER)
+    for comp, (_, weight_stem) in _components(index).items():
+        folder = root / comp
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.name.endswith(WEIGHT_SUFFIXES) and not path.name.endswith(".index.json"):
+                files.append(path)  # configs, tokenizer files
+        if weight_stem is not None:
+            found = _weights(folder, weight_stem)
+            assert found is not None  # _check_folder saw it
+            files.extend(found[0])
+    return files
+
+
+def detect_family(unet_config: dict[str, Any], marker: dict[str, Any] | None = None, where: str = "") -> tuple[str, str]:
+    """(family, kind) from a UNet config: in_channels 4/9/8 -> base/inpaint/instruct;
+    addition_embed_type "text_time" -> sdxl, cross_attention_dim 768 -> sd1, 1024 -> sd2.
+    Tiny models, whose widths say nothing, carry both in editgraph.json (`marker`)."""
+    kinds = {4: "base", 9: "inpaint", 8: "instruct"}
+    in_channels = unet_config.get("in_channels")
+    if marker and marker.get("kind"):
+        kind = str(marker["kind"])
+    elif in_channels in kinds:
+        kind = kinds[in_channels]
+    else:
+        raise ModelError(f"{where}: UNet in_channels is {in_channels!r}; editgraph knows 4 (base), 9 (inpaint), 8 (instruct)")
+    if marker and marker.get("family"):
+        return str(marker["family"]), kind
+    cross = unet_config.get("cross_attention_dim")
+    if unet_config.get("addition_embed_type") == "text_time" or cross == 2048:
+        return "sdxl", kind
+    if cross == 768:
+        return "sd1", kind
+    if cross == 1024:
+        return "sd2", kind
+    raise ModelError(
+        f"{where}: cannot tell the model family from cross_attention_dim {cross!r} "
+        f"(768 = SD 1.x, 1024 = SD 2.x, 2048 + text_time = SDXL); add an {MARKER} with "
+        f'{{"family": "sd1"}} beside model_index.json'
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _load_folder(root: Path, *, name: str, content_hash: str, dtype) -> DiffusionModel:
+    import transformers
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTokenizer
+
+    index = _read_index(root)
+    variant = _check_folder(root, index)
+    marker = _read_json(root / MARKER) if (root / MARKER).is_file() else None
+    family, kind = detect_family(_read_json(root / "unet" / "config.json"), marker, where=str(root))
+    scheduler_config = _read_json(root / "scheduler" / "scheduler_config.json")
+    common = {"local_files_only": True, "use_safetensors": True, "variant": variant}
+
+    def component(comp: str, load):
+        try:
+            return load()
+        except ModelError:
+            raise
+        except Exception as exc:  # a torn or corrupt file: name it, keep the loader's reason
+            raise ModelError(f"cannot load {comp} from {root / comp}: {type(exc).__name__}: {exc}") from exc
+
+    def text_encoder(comp: str):
+        entry = index.get(comp)
+        cls_name = entry[1] if isinstance(entry, list) and len(entry) == 2 else "CLIPTextModel"
+        if cls_name not in ("CLIPTextModel", "CLIPTextModelWithProjection"):
+            raise ModelError(f"{root / 'model_index.json'}: {comp} is {cls_name}; editgraph loads CLIPTextModel or CLIPTextModelWithProjection")
+        cls = getattr(transformers, cls_name)
+        return component(comp, lambda: cls.from_pretrained(root, subfolder=comp, dtype=dtype, **common))
+
+    unet = component("unet", lambda: UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=dtype, **common))
+    vae = component("vae", lambda: AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=dtype, **common))
+    tokenizer = component("tokenizer", lambda: CLIPTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=True))
+    sdxl = "text_encoder_2" in _components(index)
+    return DiffusionModel(
+        name=name,
+        path=str(root),
+        family=family,  # type: ignore[arg-type]
+        kind=kind,  # type: ignore[arg-type]
+        content_hash=content_hash,
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder("text_encoder"),
+        tokenizer=tokenizer,
+        scheduler_config=scheduler_config,
+        text_encoder_2=text_encoder("text_encoder_2") if sdxl else None,
+        tokenizer_2=component("tokenizer_2", lambda: CLIPTokenizer.from_pretrained(root, subfolder="tokenizer_2", local_files_only=True)) if sdxl else None,
+        extra={"pipeline": index.get("_class_name"), "variant": variant},
+    )

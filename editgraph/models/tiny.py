@@ -1,0 +1,346 @@
+"""Tiny Stable Diffusion models the project builds itself, offline and byte for byte the same.
+
+They have real SD 1.x structure (a UNet with cross-attention, a 4-block VAE so latents are 1/8 of
+the image, a CLIP text encoder and a CLIP BPE tokenizer) at toy width, with seeded random weights.
+They make noise-like pictures, but every code path a real model takes (from_pretrained, the
+pipelines, encode -> denoise -> decode) runs on them in seconds, which is what CI and the demo need.
+
+    make_tiny("tiny-sd", dir)     # -> dir, holding model_index.json, unet/, vae/, ... editgraph.json
+
+Each build seeds torch's RNG per component (inside fork_rng, so the caller's RNG is untouched),
+writes JSON with sorted keys, and trains its tokenizer on a fixed text with the `tokenizers`
+library, so two builds produce identical bytes (tests/models/test_tiny.py checks the hash).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from editgraph.errors import EditgraphError
+
+# Bump when a build would produce different bytes: cached builds carrying an older version are rebuilt.
+BUILDER_VERSION = 1
+
+MARKER = "editgraph.json"  # written beside model_index.json: family/kind the tiny configs cannot reveal
+
+# SD 1.x scheduler settings (PNDM as shipped with SD 1.5), so denoise nodes see realistic timesteps.
+SD_SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "clip_sample": False,
+    "prediction_type": "epsilon",
+    "trained_betas": None,
+}
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    name: str
+    pipeline: str  # diffusers pipeline class named in model_index.json
+    kind: str  # "base" | "inpaint" | "instruct"
+    in_channels: int  # UNet input: 4 latents (+1 mask +4 masked latents, or +4 image latents)
+    unet_channels: tuple[int, ...]
+    vae_channels: tuple[int, ...]  # four entries: three downsamplings, latents at 1/8
+    text_width: int  # CLIP hidden size = UNet cross-attention dim
+    text_layers: int
+    seed: int
+
+
+TINY_MODELS: dict[str, TinySpec] = {
+    s.name: s
+    for s in (
+        TinySpec("tiny-sd", "StableDiffusionPipeline", "base", 4, (32, 64), (32, 32, 64, 64), 32, 3, 1000),
+        TinySpec("tiny-sd-inpaint", "StableDiffusionInpaintPipeline", "inpaint", 9, (32, 64), (32, 32, 64, 64), 32, 3, 1000),
+        TinySpec("tiny-ip2p", "StableDiffusionInstructPix2PixPipeline", "instruct", 8, (32, 64), (32, 32, 64, 64), 32, 3, 1000),
+        TinySpec("medium-sd", "StableDiffusionPipeline", "base", 4, (64, 128, 256), (64, 64, 128, 128), 64, 4, 2000),
+    )
+}
+
+TINY_NAMES: tuple[str, ...] = tuple(TINY_MODELS)
+
+# The tokenizer's training text: prompt-like words, so common prompt words are single tokens and
+# anything else still encodes (byte-level fallback). Fixed forever: changing it changes every hash.
+_CORPUS = """
+a photo of a cat sitting on a red chair, highly detailed, studio lighting, sharp focus
+a portrait of a woman with long hair, oil painting, soft light, trending on artstation
+a cup of coffee on a wooden table in the morning sun, shallow depth of field, bokeh
+a dog running on the beach at sunset, golden hour, cinematic, 4k, photorealistic
+a landscape with mountains and a lake, clouds in the blue sky, wide angle, dramatic
+an old house in the forest, fog, autumn leaves, moody atmosphere, film grain
+a city street at night with neon lights and rain, reflections, cyberpunk style
+a bowl of fruit, apples oranges and grapes, still life, watercolor, pastel colors
+a man wearing a hat and a coat, black and white photograph, high contrast
+a small boat on the ocean, waves, storm, dark sky, lightning, epic scene
+make it look like winter, add snow, turn the sky orange, remove the person
+replace the background with a garden full of flowers, make the cat a tiger
+blurry, low quality, jpeg artifacts, watermark, text, bad anatomy, deformed, ugly
+a castle on a hill, fantasy art, digital painting, concept art, illustration
+a bird on a branch, spring, green leaves, macro photography, natural light
+a car on a road in the desert, dust, vintage, retro, warm tones, kodak film
+a bright kitchen interior, white walls, plants, minimal, clean, modern design
+a child reading a book by the window, cozy, warm light, soft shadows, calm
+a close up of an eye, blue iris, extreme detail, reflection, hyperrealistic
+a painting in the style of van gogh, starry night, swirling brush strokes
+a robot in a field of flowers, anime style, vibrant colors, happy, cute
+a snowy village with lights in the windows, christmas, evening, quiet, peaceful
+"""
+
+_SPECIALS = ("<|startoftext|>", "<|endoftext|>")
+_TOKENIZER_MERGES = 400  # at most; merging stops once no pair occurs twice
+
+
+def make_tiny(name: str, directory: str | os.PathLike[str]) -> Path:
+    """Build the tiny model `name` (one of TINY_NAMES) into `directory` (created; must be empty
+    or absent) and return its path. Offline, deterministic, a second or two for tiny models."""
+    spec = TINY_MODELS.get(name)
+    if spec is None:
+        raise EditgraphError(f"unknown tiny model {name!r}; choose one of {', '.join(TINY_NAMES)}")
+    out = Path(directory)
+    if out.exists() and any(out.iterdir()):
+        raise EditgraphError(f"cannot build {name} into {out}: the folder is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    # 1. Tokenizer first: its size fixes the text encoder's vocabulary.
+    vocab_size = write_tokenizer(out / "tokenizer")
+
+    # 2. Components, each under its own seed, without disturbing the caller's RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        unet = _unet(spec)
+        torch.manual_seed(spec.seed + 1)
+        vae = _vae(spec)
+        torch.manual_seed(spec.seed + 2)
+        text_encoder = _text_encoder(spec, vocab_size)
+
+    unet.save_pretrained(out / "unet", safe_serialization=True)
+    vae.save_pretrained(out / "vae", safe_serialization=True)
+    text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
+    _write_json(out / "scheduler" / "scheduler_config.json", {"_class_name": "PNDMScheduler", **SD_SCHEDULER})
+
+    # 3. model_index.json written by hand: save_pretrained on a pipeline would also rewrite the
+    # tokenizer as tokenizer.json, and we want the vocab.json + merges.txt a real SD repo has.
+    import diffusers
+
+    index: dict[str, Any] = {
+        "_class_name": spec.pipeline,
+        "_diffusers_version": diffusers.__version__,
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "PNDMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    if spec.pipeline == "StableDiffusionPipeline":
+        index["image_encoder"] = [None, None]
+    _write_json(out / "model_index.json", index)
+    _write_json(out / MARKER, {"name": spec.name, "family": "sd1", "kind": spec.kind, "builder_version": BUILDER_VERSION})
+    _normalize_configs(out)
+    return out
+
+
+def _unet(spec: TinySpec):
+    from diffusers import UNet2DConditionModel
+
+    n = len(spec.unet_channels)
+    # SD layout: cross-attention in every block but the deepest.
+    down = tuple(["CrossAttnDownBlock2D"] * (n - 1) + ["DownBlock2D"])
+    up = tuple(["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (n - 1))
+    return UNet2DConditionModel(
+        sample_size=32 if n == 2 else 64,
+        in_channels=spec.in_channels,
+        out_channels=4,
+        down_block_types=down,
+        up_block_types=up,
+        block_out_channels=spec.unet_channels,
+        layers_per_block=2,
+        cross_attention_dim=spec.text_width,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+
+
+def _vae(spec: TinySpec):
+    from diffusers import AutoencoderKL
+
+    n = len(spec.vae_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=spec.vae_channels,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=256,
+        scaling_factor=0.18215,
+    )
+
+
+def _text_encoder(spec: TinySpec, vocab_size: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=spec.text_width,
+        intermediate_size=spec.text_width * 4,
+        num_hidden_layers=spec.text_layers,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=spec.text_width,
+        hidden_act="quick_gelu",
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+    )
+    return CLIPTextModel(config).eval()
+
+
+def write_tokenizer(directory: Path) -> int:
+    """Train a CLIP-style byte-level BPE on _CORPUS and write vocab.json + merges.txt (+ configs).
+
+    The vocabulary is laid out as CLIP's is: 256 byte symbols, the same with the "</w>" end-of-word
+    suffix, one token per merge in merge order, then the two specials. Returns the vocabulary size.
+    """
+    from tokenizers import Regex, normalizers, pre_tokenizers
+
+    # 1. CLIP's normalizer and pre-tokenizer (as transformers' CLIPTokenizer sets them up).
+    normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+    pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(
+                Regex(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
+                behavior="removed",
+                invert=True,
+            ),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    # 2. Learn merges. The library's BpeTrainer breaks ties between equally frequent pairs in a
+    # hash order that differs between processes, so the merge loop is ours: most frequent pair
+    # first, ties by the pair's text, which makes the files byte-identical on every build.
+    words: Counter[tuple[str, ...]] = Counter()
+    for line in _CORPUS.splitlines():
+        for piece, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line)):
+            words[(*piece[:-1], piece[-1] + "</w>")] += 1
+    merges = _learn_merges(words, _TOKENIZER_MERGES)
+
+    # 3. Rebuild the vocabulary in CLIP's order from the merges.
+    symbols = [_byte_symbol(b) for b in range(256)]
+    # Two merges can spell the same token ("t he</w>", "th e</w>"): it gets one id.
+    tokens = dict.fromkeys([*symbols, *(s + "</w>" for s in symbols), *(a + b for a, b in merges), *_SPECIALS])
+    vocab = {token: i for i, token in enumerate(tokens)}
+
+    # 4. Write the files a CLIP tokenizer folder on a hub holds.
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
+    merges_text = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)
+    (directory / "merges.txt").write_text(merges_text, encoding="utf-8")
+    _write_json(
+        directory / "tokenizer_config.json",
+        {
+            "tokenizer_class": "CLIPTokenizer",
+            "model_max_length": 77,
+            "bos_token": "<|startoftext|>",
+            "eos_token": "<|endoftext|>",
+            "unk_token": "<|endoftext|>",
+            "pad_token": "<|endoftext|>",
+            "do_lower_case": True,
+            "clean_up_tokenization_spaces": True,
+        },
+    )
+    _write_json(
+        directory / "special_tokens_map.json",
+        {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"},
+    )
+    return len(vocab)
+
+
+def _learn_merges(words: Counter[tuple[str, ...]], limit: int) -> list[tuple[str, str]]:
+    """Classic BPE training on word counts: repeatedly merge the most frequent adjacent pair
+    (seen at least twice; ties go to the smallest pair text) until `limit` merges."""
+    merges: list[tuple[str, str]] = []
+    while len(merges) < limit:
+        pairs: Counter[tuple[str, str]] = Counter()
+        for word, n in words.items():
+            for pair in zip(word, word[1:]):
+                pairs[pair] += n
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        if pairs[best] < 2:
+            break
+        merges.append(best)
+        joined = best[0] + best[1]
+        merged: Counter[tuple[str, ...]] = Counter()
+        for word, n in words.items():
+            out: list[str] = []
+            i = 0
+            while i < len(word):
+                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
+                    out.append(joined)
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            merged[tuple(out)] += n
+        words = merged
+    return merges
+
+
+def _byte_symbol(b: int) -> str:
+    """GPT-2/CLIP's printable stand-in for byte b (bytes_to_unicode)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    if b in printable:
+        return chr(b)
+    return chr(256 + sorted(set(range(256)) - set(printable)).index(b))
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _normalize_configs(out: Path) -> None:
+    """Rewrite every config JSON with sorted keys and without fields that name the build machine
+    (a source path), so the same model built anywhere has the same bytes."""
+    for path in sorted(out.rglob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            data.pop("_name_or_path", None)
+            _write_json(path, data)
+
+
+def build_into(name: str, target: Path) -> Path:
+    """Build `name` into `target` atomically: into a sibling temp folder, then one rename, so a
+    crash or a concurrent build never leaves a half-written model where the loader looks."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.building-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    make_tiny(name, tmp)
+    if target.exists():
+        shutil.rmtree(target, ignore_errors=True)  # an outdated build (older BUILDER_VERSION)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        # Another process finished the same build first; its bytes are identical to ours.
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / MARKER).exists():
+            raise
+    return target

@@ -1,0 +1,46 @@
+"""model.load: bring a diffusion model into the graph.
+
+The model is a name (`tiny-sd`, `tiny-sd-inpaint`, `tiny-ip2p`, `medium-sd`: built into the cache
+on first use) or a path, relative to the workflow file, to a diffusers folder or a single
+.safetensors checkpoint. Its key is the hash of its files, not its path, so editing a weight file
+reruns everything made with it and the same files elsewhere share cache entries.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from editgraph.context import RunContext
+from editgraph.models.handle import DiffusionModel
+from editgraph.nodes.registry import InputPath, Node, NodeParams, node
+
+
+@node("model.load", version="1.0.0", deterministic=True)
+class LoadModel(Node):
+    """Load a Stable Diffusion model (UNet, VAE, text encoder, tokenizer) that later nodes use to
+    encode prompts, encode and decode pictures, and denoise. Loads once per process."""
+
+    class Params(NodeParams):
+        model: InputPath = Field(
+            ...,
+            min_length=1,
+            description=(
+                "a built-in tiny model (tiny-sd, tiny-sd-inpaint, tiny-ip2p, medium-sd) or a path, "
+                "relative to the workflow file, to a diffusers folder or a .safetensors checkpoint"
+            ),
+        )
+        dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="weights' precision once loaded")
+
+    @classmethod
+    def source_token(cls, params: NodeParams) -> str | None:
+        from editgraph.models.loader import model_hash, resolve
+
+        return model_hash(resolve(params.model))  # type: ignore[attr-defined]
+
+    def run(self, ctx: RunContext) -> DiffusionModel:
+        from editgraph.models.loader import load_model
+
+        ctx.check_cancelled()
+        return load_model(self.params.model, device=ctx.device, dtype=self.params.dtype)
