@@ -16,6 +16,12 @@ torch.set_num_threads(2)
 ASSETS = Path(__file__).resolve().parents[1] / "editgraph" / "workflows" / "assets"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_tiny_models(tmp_path_factory):
+    """Tiny models are built once per test session, outside the per-test caches."""
+    os.environ["EDITGRAPH_MODELS_DIR"] = str(tmp_path_factory.mktemp("models"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("EDITGRAPH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

@@ -49,10 +49,11 @@ class ModelError(NodeError):
 
 
 def models_root() -> Path:
-    """Where tiny models are built on first use: <cache root>/models."""
+    """Where tiny models are built on first use: $EDITGRAPH_MODELS_DIR, else <cache root>/models."""
     from editgraph.executor.store import default_cache_root
 
-    return default_cache_root() / "models"
+    env = os.environ.get("EDITGRAPH_MODELS_DIR")
+    return Path(env) if env else default_cache_root() / "models"
 
 
 def resolve(name_or_path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None = None) -> Path:
