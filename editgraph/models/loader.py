@@ -92,11 +92,16 @@ def _tiny_version(folder: Path) -> int | None:
         return None
 
 
-def model_hash(path: Path) -> str:
-    """Content hash of the files a load of `path` reads (a folder's configs, tokenizer files and
-    the weight files chosen; or the checkpoint file itself)."""
+def model_hash(path: Path, config: str | os.PathLike[str] | None = None) -> str:
+    """Content hash of the files a load of `path` reads: a folder's configs, tokenizer files and
+    the weight files chosen; or a checkpoint file and the config folder it loads with."""
     if path.is_file():
-        return hashing.content_hash(path, [path])
+        from editgraph.models.single_file import choose_config
+
+        cfg = choose_config(path, config)
+        weights = hashing.content_hash(path, [path])
+        configs = hashing.content_hash(cfg, [p for p in sorted(cfg.rglob("*")) if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES)])
+        return hashing.combine(weights, configs)
     index = _read_index(path)
     variant = _check_folder(path, index)
     return hashing.content_hash(path, _folder_files(path, index, variant))
@@ -122,7 +127,7 @@ def load_model(
     torch_dtype = parse_dtype(dtype)
     dev = torch.device(device if device is not None else "cpu")
     path = resolve(name_or_path, base_dir)
-    digest = model_hash(path)
+    digest = model_hash(path, config)
     dtype_name = str(torch_dtype).removeprefix("torch.")
     key = cache.CacheKey(str(path), digest, str(dev), dtype_name)
     name = os.fspath(name_or_path)

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 from editgraph.errors import EditgraphError
 
 # Bump when a build would produce different bytes: cached builds carrying an older version are rebuilt.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 MARKER = "editgraph.json"  # written beside model_index.json: family/kind the tiny configs cannot reveal
 
@@ -97,7 +98,7 @@ a snowy village with lights in the windows, christmas, evening, quiet, peaceful
 """
 
 _SPECIALS = ("<|startoftext|>", "<|endoftext|>")
-_TOKENIZER_MERGES = 400  # at most; merging stops once no pair occurs twice
+_TOKENIZER_MERGES = 800  # a cap; the corpus runs out of pairs first (every word one token)
 
 
 def make_tiny(name: str, directory: str | os.PathLike[str]) -> Path:
@@ -152,6 +153,12 @@ def make_tiny(name: str, directory: str | os.PathLike[str]) -> Path:
     _write_json(out / MARKER, {"name": spec.name, "family": "sd1", "kind": spec.kind, "builder_version": BUILDER_VERSION})
     _normalize_configs(out)
     return out
+
+
+def make_tiny_all(directory: str | os.PathLike[str], names: Iterable[str] = TINY_NAMES) -> list[Path]:
+    """Build each of `names` into `directory/<name>` (what `editgraph models make-tiny DIR` does)."""
+    root = Path(directory)
+    return [make_tiny(name, root / name) for name in names]
 
 
 def _unet(spec: TinySpec):
@@ -242,7 +249,7 @@ def write_tokenizer(directory: Path) -> int:
     merges = _learn_merges(words, _TOKENIZER_MERGES)
 
     # 3. Rebuild the vocabulary in CLIP's order from the merges.
-    symbols = [_byte_symbol(b) for b in range(256)]
+    symbols = clip_byte_symbols()
     # Two merges can spell the same token ("t he</w>", "th e</w>"): it gets one id.
     tokens = dict.fromkeys([*symbols, *(s + "</w>" for s in symbols), *(a + b for a, b in merges), *_SPECIALS])
     vocab = {token: i for i, token in enumerate(tokens)}
@@ -274,7 +281,7 @@ def write_tokenizer(directory: Path) -> int:
 
 def _learn_merges(words: Counter[tuple[str, ...]], limit: int) -> list[tuple[str, str]]:
     """Classic BPE training on word counts: repeatedly merge the most frequent adjacent pair
-    (seen at least twice; ties go to the smallest pair text) until `limit` merges."""
+    (ties go to the smallest pair text) until every word is one token or `limit` merges."""
     merges: list[tuple[str, str]] = []
     while len(merges) < limit:
         pairs: Counter[tuple[str, str]] = Counter()
@@ -284,8 +291,6 @@ def _learn_merges(words: Counter[tuple[str, ...]], limit: int) -> list[tuple[str
         if not pairs:
             break
         best = min(pairs, key=lambda p: (-pairs[p], p))
-        if pairs[best] < 2:
-            break
         merges.append(best)
         joined = best[0] + best[1]
         merged: Counter[tuple[str, ...]] = Counter()
@@ -304,12 +309,12 @@ def _learn_merges(words: Counter[tuple[str, ...]], limit: int) -> list[tuple[str
     return merges
 
 
-def _byte_symbol(b: int) -> str:
-    """GPT-2/CLIP's printable stand-in for byte b (bytes_to_unicode)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    if b in printable:
-        return chr(b)
-    return chr(256 + sorted(set(range(256)) - set(printable)).index(b))
+def clip_byte_symbols() -> list[str]:
+    """CLIP's printable stand-ins for the 256 bytes (GPT-2's bytes_to_unicode), in CLIP's
+    vocabulary order: the printable bytes first, then the rest mapped above U+0100."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    rest = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + n) for n in range(len(rest))]
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
