@@ -103,8 +103,8 @@ def model_hash(path: Path, config: str | os.PathLike[str] | None = None) -> str:
         configs = hashing.content_hash(cfg, [p for p in sorted(cfg.rglob("*")) if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES)])
         return hashing.combine(weights, configs)
     index = _read_index(path)
-    variant = _check_folder(path, index)
-    return hashing.content_hash(path, _folder_files(path, index, variant))
+    _check_folder(path, index)
+    return hashing.content_hash(path, _folder_files(path, index))
 
 
 def load_model(
@@ -189,10 +189,10 @@ def _components(index: dict[str, Any]) -> dict[str, tuple[str | None, str | None
     return wanted
 
 
-def _check_folder(root: Path, index: dict[str, Any]) -> str | None:
-    """Raise ModelError naming the first missing piece; return the weight variant to load
-    (None for the plain files, "fp16" when a folder holds only fp16 weights)."""
-    variant: str | None = None
+def _check_folder(root: Path, index: dict[str, Any]) -> dict[str, str | None]:
+    """Raise ModelError naming the first missing piece; return each weighted component's variant
+    (None for the plain files, "fp16" where a component holds only fp16 weights)."""
+    variants: dict[str, str | None] = {}
     for comp, (config_name, weight_stem) in _components(index).items():
         folder = root / comp
         if not folder.is_dir():
@@ -210,9 +210,8 @@ def _check_folder(root: Path, index: dict[str, Any]) -> str | None:
             pickled = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
             why = f"; it holds only {', '.join(pickled)}, and editgraph loads .safetensors only (pickle files can run code)" if pickled else ""
             raise ModelError(f"no {comp}/{weight_stem}.safetensors in {root}{why}")
-        if found[1] is not None:
-            variant = found[1]
-    return variant
+        variants[comp] = found[1]
+    return variants
 
 
 def _weights(folder: Path, stem: str) -> tuple[list[Path], str | None] | None:
@@ -236,7 +235,7 @@ def _weights(folder: Path, stem: str) -> tuple[list[Path], str | None] | None:
     return None
 
 
-def _folder_files(root: Path, index: dict[str, Any], variant: str | None) -> list[Path]:
+def _folder_files(root: Path, index: dict[str, Any]) -> list[Path]:
     files = [root / "model_index.json"]
     if (root / MARKER).is_file():
         files.append(root / MARKER)
@@ -296,11 +295,11 @@ def _load_folder(root: Path, *, name: str, content_hash: str, dtype) -> Diffusio
     from transformers import CLIPTokenizer
 
     index = _read_index(root)
-    variant = _check_folder(root, index)
+    variants = _check_folder(root, index)
     marker = _read_json(root / MARKER) if (root / MARKER).is_file() else None
     family, kind = detect_family(_read_json(root / "unet" / "config.json"), marker, where=str(root))
     scheduler_config = _read_json(root / "scheduler" / "scheduler_config.json")
-    common = {"local_files_only": True, "use_safetensors": True, "variant": variant}
+    common = {"local_files_only": True, "use_safetensors": True}
 
     def component(comp: str, load):
         try:
@@ -316,10 +315,10 @@ def _load_folder(root: Path, *, name: str, content_hash: str, dtype) -> Diffusio
         if cls_name not in ("CLIPTextModel", "CLIPTextModelWithProjection"):
             raise ModelError(f"{root / 'model_index.json'}: {comp} is {cls_name}; editgraph loads CLIPTextModel or CLIPTextModelWithProjection")
         cls = getattr(transformers, cls_name)
-        return component(comp, lambda: cls.from_pretrained(root, subfolder=comp, dtype=dtype, **common))
+        return component(comp, lambda: cls.from_pretrained(root, subfolder=comp, dtype=dtype, variant=variants[comp], **common))
 
-    unet = component("unet", lambda: UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=dtype, **common))
-    vae = component("vae", lambda: AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=dtype, **common))
+    unet = component("unet", lambda: UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=dtype, variant=variants["unet"], **common))
+    vae = component("vae", lambda: AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=dtype, variant=variants["vae"], **common))
     tokenizer = component("tokenizer", lambda: CLIPTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=True))
     sdxl = "text_encoder_2" in _components(index)
     return DiffusionModel(
@@ -335,5 +334,5 @@ def _load_folder(root: Path, *, name: str, content_hash: str, dtype) -> Diffusio
         scheduler_config=scheduler_config,
         text_encoder_2=text_encoder("text_encoder_2") if sdxl else None,
         tokenizer_2=component("tokenizer_2", lambda: CLIPTokenizer.from_pretrained(root, subfolder="tokenizer_2", local_files_only=True)) if sdxl else None,
-        extra={"pipeline": index.get("_class_name"), "variant": variant},
+        extra={"pipeline": index.get("_class_name"), "variants": {k: v for k, v in variants.items() if v}},
     )

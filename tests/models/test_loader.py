@@ -170,3 +170,21 @@ def test_the_hash_memo_skips_reading_unchanged_files_and_sees_changed_ones(tiny_
     # 3. Files a load does not read (a stray .bin) do not enter the hash.
     (root / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"junk")
     assert model_hash(root) == changed
+
+
+def test_a_component_with_only_fp16_weights_loads_that_variant(tiny_dirs, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    root = tmp_path / "half"
+    shutil.copytree(tiny_dirs["tiny-sd"], root)
+    plain = root / "unet" / "diffusion_pytorch_model.safetensors"
+    save_file({k: v.half() for k, v in load_file(plain).items()}, str(root / "unet" / "diffusion_pytorch_model.fp16.safetensors"), metadata={"format": "pt"})
+    plain.unlink()
+    model = load_model(root)
+    assert model.extra["variants"] == {"unet": "fp16"}
+    reference = load_model(tiny_dirs["tiny-sd"])
+    weight = "conv_in.weight"
+    # Loaded as float32 (the requested dtype), holding the fp16-rounded values.
+    assert model.unet.state_dict()[weight].dtype == torch.float32
+    assert torch.equal(model.unet.state_dict()[weight], reference.unet.state_dict()[weight].half().float())
+    assert torch.equal(model.vae.state_dict()["encoder.conv_in.weight"], reference.vae.state_dict()["encoder.conv_in.weight"])
