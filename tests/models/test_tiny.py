@@ -109,7 +109,7 @@ def test_make_tiny_all_builds_each_name(tmp_path):
     built = make_tiny_all(tmp_path, ["tiny-sd", "tiny-ip2p"])
     assert built == [tmp_path / "tiny-sd", tmp_path / "tiny-ip2p"]
     assert json.loads((tmp_path / "tiny-ip2p" / "unet" / "config.json").read_text())["in_channels"] == 8
-    assert set(TINY_NAMES) == {"tiny-sd", "tiny-sd-inpaint", "tiny-ip2p", "medium-sd"}
+    assert set(TINY_NAMES) == {"tiny-sd", "tiny-sd-inpaint", "tiny-ip2p", "medium-sd", "tiny-sdxl"}
 
 
 @pytest.mark.slow
@@ -120,3 +120,19 @@ def test_medium_model_is_larger(tmp_path):
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True)
     assert tuple(unet.config.block_out_channels) == (64, 128, 256)
     assert 15_000_000 < sum(p.numel() for p in unet.parameters()) < 25_000_000
+
+
+@pytest.mark.slow
+def test_tiny_sdxl_has_sdxl_structure_and_runs(tmp_path):
+    import diffusers
+
+    from editgraph.models.loader import load_model
+
+    model = load_model("tiny-sdxl")
+    assert (model.family, model.kind) == ("sdxl", "base")
+    assert type(model.text_encoder_2).__name__ == "CLIPTextModelWithProjection" and model.tokenizer_2.pad_token == "!"
+    assert model.unet.config.addition_embed_type == "text_time" and model.unet.config.cross_attention_dim == 64
+    assert model.scheduler_config["_class_name"] == "EulerDiscreteScheduler"
+    pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(model.path, local_files_only=True)
+    out = pipe("a cat", height=64, width=48, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert out.shape == (1, 64, 48, 3) and np.isfinite(out).all() and out.std() > 0.01
