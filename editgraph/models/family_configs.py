@@ -30,14 +30,35 @@ BPE_FILE = SHIPPED / "clip-bpe-16e6.txt.gz"
 CLIP_VOCAB_SIZE = 49408
 
 _SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000}
-_SD_SCHEDULER = {"_class_name": "PNDMScheduler", **_SD_BETAS, "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "clip_sample": False, "prediction_type": "epsilon"}
+_SD_SCHEDULER = {
+    "_class_name": "PNDMScheduler",
+    **_SD_BETAS,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "clip_sample": False,
+    "prediction_type": "epsilon",
+}
 
-# CLIP ViT-L/14 text tower (SD 1.x; SDXL's first encoder). The legacy token ids are the published ones.
-_CLIP_L = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12, "hidden_act": "quick_gelu", "projection_dim": 768}
+
+
+def _clip(width: int, mlp: int, layers: int, heads: int, act: str, projection: int) -> dict[str, Any]:
+    return {
+        "hidden_size": width,
+        "intermediate_size": mlp,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "hidden_act": act,
+        "projection_dim": projection,
+    }
+
+
+# CLIP ViT-L/14 text tower (SD 1.x; SDXL's first encoder).
+_CLIP_L = _clip(768, 3072, 12, 12, "quick_gelu", 768)
 # OpenCLIP ViT-H/14 text tower, penultimate layer (SD 2.x).
-_CLIP_H = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 23, "num_attention_heads": 16, "hidden_act": "gelu", "projection_dim": 512}
+_CLIP_H = _clip(1024, 4096, 23, 16, "gelu", 512)
 # OpenCLIP ViT-bigG/14 text tower with projection (SDXL's second encoder).
-_CLIP_G = {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_attention_heads": 20, "hidden_act": "gelu", "projection_dim": 1280}
+_CLIP_G = _clip(1280, 5120, 32, 20, "gelu", 1280)
 
 _SD_UNET = {
     "block_out_channels": (320, 640, 1280, 1280),
@@ -58,7 +79,12 @@ _SD_VAE = {
 
 def _family_specs() -> dict[str, dict[str, Any]]:
     """name -> pipeline, unet kwargs, vae kwargs, text encoders, tokenizers' pad token, scheduler."""
-    sd1 = {"unet": {**_SD_UNET, "cross_attention_dim": 768, "attention_head_dim": 8, "sample_size": 64}, "vae": _SD_VAE, "text": [("CLIPTextModel", _CLIP_L)], "pad": ["<|endoftext|>"]}
+    sd1 = {
+        "unet": {**_SD_UNET, "cross_attention_dim": 768, "attention_head_dim": 8, "sample_size": 64},
+        "vae": _SD_VAE,
+        "text": [("CLIPTextModel", _CLIP_L)],
+        "pad": ["<|endoftext|>"],
+    }
     sd2_unet = {**_SD_UNET, "cross_attention_dim": 1024, "attention_head_dim": (5, 10, 20, 20), "use_linear_projection": True}
     sd2 = {"vae": _SD_VAE, "text": [("CLIPTextModel", _CLIP_H)], "pad": ["!"]}
     sdxl_unet = {
@@ -80,16 +106,41 @@ def _family_specs() -> dict[str, dict[str, Any]]:
         "text": [("CLIPTextModel", _CLIP_L), ("CLIPTextModelWithProjection", _CLIP_G)],
         "pad": ["<|endoftext|>", "!"],
     }
-    euler = {"_class_name": "EulerDiscreteScheduler", **_SD_BETAS, "steps_offset": 1, "prediction_type": "epsilon", "timestep_spacing": "leading", "interpolation_type": "linear", "use_karras_sigmas": False}
+    euler = {
+        "_class_name": "EulerDiscreteScheduler",
+        **_SD_BETAS,
+        "steps_offset": 1,
+        "prediction_type": "epsilon",
+        "timestep_spacing": "leading",
+        "interpolation_type": "linear",
+        "use_karras_sigmas": False,
+    }
     ddim = {"_class_name": "DDIMScheduler", **_SD_BETAS, "set_alpha_to_one": False, "steps_offset": 1, "clip_sample": False}
     return {
         "sd1-base": {**sd1, "pipeline": "StableDiffusionPipeline", "in_channels": 4, "scheduler": _SD_SCHEDULER},
         "sd1-inpaint": {**sd1, "pipeline": "StableDiffusionInpaintPipeline", "in_channels": 9, "scheduler": _SD_SCHEDULER},
-        "sd1-instruct": {**sd1, "pipeline": "StableDiffusionInstructPix2PixPipeline", "in_channels": 8, "scheduler": {**euler, "_class_name": "EulerAncestralDiscreteScheduler"}},
+        "sd1-instruct": {
+            **sd1,
+            "pipeline": "StableDiffusionInstructPix2PixPipeline",
+            "in_channels": 8,
+            "scheduler": {**euler, "_class_name": "EulerAncestralDiscreteScheduler"},
+        },
         # SD 2.x at 768 px predicts v (2.0-v, 2.1); the 512 px "base" models predict noise but
         # their weights look the same: convert those to a diffusers folder, or pass config=.
-        "sd2-base": {**sd2, "unet": {**sd2_unet, "sample_size": 96, "upcast_attention": True}, "pipeline": "StableDiffusionPipeline", "in_channels": 4, "scheduler": {**ddim, "prediction_type": "v_prediction"}},
-        "sd2-inpaint": {**sd2, "unet": {**sd2_unet, "sample_size": 64}, "pipeline": "StableDiffusionInpaintPipeline", "in_channels": 9, "scheduler": {**ddim, "prediction_type": "epsilon"}},
+        "sd2-base": {
+            **sd2,
+            "unet": {**sd2_unet, "sample_size": 96, "upcast_attention": True},
+            "pipeline": "StableDiffusionPipeline",
+            "in_channels": 4,
+            "scheduler": {**ddim, "prediction_type": "v_prediction"},
+        },
+        "sd2-inpaint": {
+            **sd2,
+            "unet": {**sd2_unet, "sample_size": 64},
+            "pipeline": "StableDiffusionInpaintPipeline",
+            "in_channels": 9,
+            "scheduler": {**ddim, "prediction_type": "epsilon"},
+        },
         "sdxl-base": {**sdxl, "unet": sdxl_unet, "pipeline": "StableDiffusionXLPipeline", "in_channels": 4, "scheduler": euler},
         "sdxl-inpaint": {**sdxl, "unet": sdxl_unet, "pipeline": "StableDiffusionXLInpaintPipeline", "in_channels": 9, "scheduler": euler},
     }
@@ -114,14 +165,19 @@ def write_config_folder(name: str, dest: Path) -> Path:
     index: dict[str, Any] = {"_class_name": spec["pipeline"], "_diffusers_version": diffusers.__version__}
     for n, (cls_name, text) in enumerate(spec["text"]):
         suffix = "" if n == 0 else f"_{n + 1}"
-        config = CLIPTextConfig(vocab_size=CLIP_VOCAB_SIZE, max_position_embeddings=77, bos_token_id=0, eos_token_id=2, pad_token_id=1, **text)
+        # The legacy token ids (0, 2, 1) are what the published configs carry.
+        config = CLIPTextConfig(
+            vocab_size=CLIP_VOCAB_SIZE, max_position_embeddings=77, bos_token_id=0, eos_token_id=2, pad_token_id=1, **text
+        )
         config.architectures = [cls_name]
         config.save_pretrained(dest / f"text_encoder{suffix}")
         _tokenizer_config(dest / f"tokenizer{suffix}", spec["pad"][n])
         index[f"text_encoder{suffix}"] = ["transformers", cls_name]
         index[f"tokenizer{suffix}"] = ["transformers", "CLIPTokenizer"]
     _json(dest / "scheduler" / "scheduler_config.json", {**spec["scheduler"], "_diffusers_version": diffusers.__version__})
-    index.update({"unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", spec["scheduler"]["_class_name"]]})
+    index["unet"] = ["diffusers", "UNet2DConditionModel"]
+    index["vae"] = ["diffusers", "AutoencoderKL"]
+    index["scheduler"] = ["diffusers", spec["scheduler"]["_class_name"]]
     index.update({"feature_extractor": [None, None], "image_encoder": [None, None]})
     if spec["pipeline"].startswith("StableDiffusionXL"):
         index["force_zeros_for_empty_prompt"] = True
@@ -147,7 +203,8 @@ def write_shipped_configs(root: Path = SHIPPED) -> None:
 
 def _tokenizer_config(folder: Path, pad: str) -> None:
     special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": pad}
-    _json(folder / "tokenizer_config.json", {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True, "clean_up_tokenization_spaces": True, **special})
+    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True, "clean_up_tokenization_spaces": True}
+    _json(folder / "tokenizer_config.json", {**config, **special})
     _json(folder / "special_tokens_map.json", special)
 
 

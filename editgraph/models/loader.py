@@ -23,8 +23,10 @@ from typing import Any
 from editgraph.errors import NodeError
 from editgraph.models import cache, hashing
 from editgraph.models.handle import DiffusionModel
-from editgraph.models.tiny import BUILDER_VERSION, MARKER, TINY_NAMES, build_into
+from editgraph.models.tiny import BUILDER_VERSION, MARKER, TINY_NAMES, build_into, quiet_progress
 
+# Belt and braces: every call below passes local_files_only=True, and this keeps any hub lookup a
+# library makes on its own offline too (it only takes effect if huggingface_hub is not yet imported).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 FOLDER_LAYOUT = "a diffusers folder needs model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/"
@@ -135,12 +137,13 @@ def load_model(
         name = path.name  # "<workflow dir>/tiny-sd" fell back to the tiny model: call it that
 
     def load() -> DiffusionModel:
-        if path.is_file():
-            from editgraph.models.single_file import load_single_file
+        with quiet_progress():
+            if path.is_file():
+                from editgraph.models.single_file import load_single_file
 
-            model = load_single_file(path, name=name, content_hash=digest, dtype=torch_dtype, config=config)
-        else:
-            model = _load_folder(path, name=name, content_hash=digest, dtype=torch_dtype)
+                model = load_single_file(path, name=name, content_hash=digest, dtype=torch_dtype, config=config)
+            else:
+                model = _load_folder(path, name=name, content_hash=digest, dtype=torch_dtype)
         for module in (model.unet, model.vae, model.text_encoder, model.text_encoder_2):
             if module is not None:
                 module.to(dev).eval().requires_grad_(False)
@@ -157,7 +160,14 @@ def parse_dtype(dtype: Any):
         return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
     found = names.get(str(dtype).lower().removeprefix("torch."))
     if found is None:
         raise ModelError(f"dtype {dtype!r} is not supported; use one of float32, float16, bfloat16")
@@ -208,7 +218,9 @@ def _check_folder(root: Path, index: dict[str, Any]) -> dict[str, str | None]:
         found = _weights(folder, weight_stem)
         if found is None:
             pickled = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
-            why = f"; it holds only {', '.join(pickled)}, and editgraph loads .safetensors only (pickle files can run code)" if pickled else ""
+            why = ""
+            if pickled:
+                why = f"; it holds only {', '.join(pickled)}, and editgraph loads .safetensors only (pickle files can run code)"
             raise ModelError(f"no {comp}/{weight_stem}.safetensors in {root}{why}")
         variants[comp] = found[1]
     return variants
@@ -313,13 +325,20 @@ def _load_folder(root: Path, *, name: str, content_hash: str, dtype) -> Diffusio
         entry = index.get(comp)
         cls_name = entry[1] if isinstance(entry, list) and len(entry) == 2 else "CLIPTextModel"
         if cls_name not in ("CLIPTextModel", "CLIPTextModelWithProjection"):
-            raise ModelError(f"{root / 'model_index.json'}: {comp} is {cls_name}; editgraph loads CLIPTextModel or CLIPTextModelWithProjection")
+            raise ModelError(
+                f"{root / 'model_index.json'}: {comp} is {cls_name}; editgraph loads CLIPTextModel or CLIPTextModelWithProjection"
+            )
         cls = getattr(transformers, cls_name)
         return component(comp, lambda: cls.from_pretrained(root, subfolder=comp, dtype=dtype, variant=variants[comp], **common))
 
-    unet = component("unet", lambda: UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=dtype, variant=variants["unet"], **common))
-    vae = component("vae", lambda: AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=dtype, variant=variants["vae"], **common))
-    tokenizer = component("tokenizer", lambda: CLIPTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=True))
+    def diffusers_model(comp: str, cls):
+        return component(comp, lambda: cls.from_pretrained(root, subfolder=comp, torch_dtype=dtype, variant=variants[comp], **common))
+
+    def tokenizer(comp: str):
+        return component(comp, lambda: CLIPTokenizer.from_pretrained(root, subfolder=comp, local_files_only=True))
+
+    unet = diffusers_model("unet", UNet2DConditionModel)
+    vae = diffusers_model("vae", AutoencoderKL)
     sdxl = "text_encoder_2" in _components(index)
     return DiffusionModel(
         name=name,
@@ -330,9 +349,9 @@ def _load_folder(root: Path, *, name: str, content_hash: str, dtype) -> Diffusio
         unet=unet,
         vae=vae,
         text_encoder=text_encoder("text_encoder"),
-        tokenizer=tokenizer,
+        tokenizer=tokenizer("tokenizer"),
         scheduler_config=scheduler_config,
         text_encoder_2=text_encoder("text_encoder_2") if sdxl else None,
-        tokenizer_2=component("tokenizer_2", lambda: CLIPTokenizer.from_pretrained(root, subfolder="tokenizer_2", local_files_only=True)) if sdxl else None,
+        tokenizer_2=tokenizer("tokenizer_2") if sdxl else None,
         extra={"pipeline": index.get("_class_name"), "variants": {k: v for k, v in variants.items() if v}},
     )

@@ -2,9 +2,9 @@
 
 Loading: diffusers' `from_single_file` converts the original keys to diffusers ones, but reads the
 component configs from a hub unless given `config=` a local folder. We pass it one of the
-config-only folders shipped in editgraph/models/configs/ (JSON configs; the CLIP tokenizer
-files are assembled in the cache, see family_configs.py), chosen by what the checkpoint's tensors say about its family and kind, or a folder the
-caller names.
+config-only folders shipped in editgraph/models/configs/ (JSON configs; the CLIP tokenizer files
+are assembled in the cache, see family_configs.py), chosen by what the checkpoint's tensors say
+about its family and kind, or a folder the caller names.
 
 Writing: `to_single_file` turns a diffusers SD 1.x folder into the original layout, the inverse of
 diffusers' converter for any block count (its own script assumes the full-size SD 1.x UNet). The
@@ -49,7 +49,10 @@ def inspect_checkpoint(path: Path) -> tuple[str | None, str, dict[str, tuple[int
     from safetensors import SafetensorError, safe_open
 
     if path.suffix != ".safetensors":
-        raise _model_error(f"{path} is not a .safetensors file; editgraph loads single-file checkpoints only as .safetensors (pickle-based .ckpt files can run code)")
+        raise _model_error(
+            f"{path} is not a .safetensors file; editgraph loads single-file checkpoints only as .safetensors "
+            "(pickle-based .ckpt files can run code)"
+        )
     try:
         with safe_open(str(path), framework="pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -57,7 +60,10 @@ def inspect_checkpoint(path: Path) -> tuple[str | None, str, dict[str, tuple[int
         raise _model_error(f"cannot read {path} as a safetensors checkpoint: {exc}") from None
     conv_in = shapes.get(UNET_PREFIX + "input_blocks.0.0.weight")
     if conv_in is None:
-        raise _model_error(f"{path} holds no Stable Diffusion UNet (no {UNET_PREFIX}input_blocks.0.0.weight); is it a LoRA, a VAE or a diffusers component file?")
+        raise _model_error(
+            f"{path} holds no Stable Diffusion UNet (no {UNET_PREFIX}input_blocks.0.0.weight); "
+            "is it a LoRA, a VAE or a diffusers component file?"
+        )
     kind = {4: "base", 9: "inpaint", 8: "instruct"}.get(conv_in[1])
     if kind is None:
         raise _model_error(f"{path}: UNet in_channels is {conv_in[1]}; editgraph knows 4 (base), 9 (inpaint), 8 (instruct)")
@@ -89,20 +95,31 @@ def choose_config(path: Path, config: str | os.PathLike[str] | None) -> Path:
     if config is not None:
         cfg = Path(config).resolve()
         if not (cfg / "model_index.json").is_file():
-            raise _model_error(f"config folder {cfg} for {path} has no model_index.json (it needs the diffusers layout: model_index.json, unet/config.json, vae/config.json, text_encoder/config.json, tokenizer/, scheduler/)")
+            raise _model_error(
+                f"config folder {cfg} for {path} has no model_index.json (it needs the diffusers layout: "
+                "model_index.json, unet/config.json, vae/config.json, text_encoder/config.json, tokenizer/, scheduler/)"
+            )
         return cfg
     family, kind, _ = inspect_checkpoint(path)
     if family is None:
-        raise _model_error(f"{path}: cannot tell the model family from its cross-attention width; pass config= a diffusers or config-only folder for it")
+        raise _model_error(
+            f"{path}: cannot tell the model family from its cross-attention width; "
+            "pass config= a diffusers or config-only folder for it"
+        )
     found = config_folder(family, kind)
     if found is None:
         from editgraph.models.family_configs import FAMILY_CONFIGS
 
-        raise _model_error(f"{path} is a {family} {kind} checkpoint, and editgraph ships no config for that (it has: {', '.join(FAMILY_CONFIGS)}); convert it to a diffusers folder or pass config=")
+        raise _model_error(
+            f"{path} is a {family} {kind} checkpoint, and editgraph ships no config for that "
+            f"(it has: {', '.join(FAMILY_CONFIGS)}); convert it to a diffusers folder or pass config="
+        )
     return found
 
 
-def load_single_file(path: Path, *, name: str, content_hash: str, dtype: Any, config: str | os.PathLike[str] | None = None) -> DiffusionModel:
+def load_single_file(
+    path: Path, *, name: str, content_hash: str, dtype: Any, config: str | os.PathLike[str] | None = None
+) -> DiffusionModel:
     import diffusers
 
     from editgraph.models.loader import _read_json, detect_family
@@ -137,7 +154,14 @@ def load_single_file(path: Path, *, name: str, content_hash: str, dtype: Any, co
 
 # --- diffusers folder -> original layout --------------------------------------------------------
 
-_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "time_emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "conv_shortcut": "skip_connection",
+}
 _VAE_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 
@@ -194,11 +218,13 @@ def vae_to_original(state: dict[str, Any], config: dict[str, Any]) -> dict[str, 
         new = key.replace("conv_norm_out", "norm_out").replace("conv_shortcut", "nin_shortcut")
         if parts[1] == "down_blocks":  # encoder.down_blocks.i.resnets.j / downsamplers.0.conv
             i = int(parts[2])
-            new = new.replace(f"down_blocks.{i}.resnets.", f"down.{i}.block.").replace(f"down_blocks.{i}.downsamplers.0.", f"down.{i}.downsample.")
+            new = new.replace(f"down_blocks.{i}.resnets.", f"down.{i}.block.")
+            new = new.replace(f"down_blocks.{i}.downsamplers.0.", f"down.{i}.downsample.")
         elif parts[1] == "up_blocks":  # the decoder's up blocks are numbered from the deepest
             i = int(parts[2])
             k = n_blocks - 1 - i
-            new = new.replace(f"up_blocks.{i}.resnets.", f"up.{k}.block.").replace(f"up_blocks.{i}.upsamplers.0.", f"up.{k}.upsample.")
+            new = new.replace(f"up_blocks.{i}.resnets.", f"up.{k}.block.")
+            new = new.replace(f"up_blocks.{i}.upsamplers.0.", f"up.{k}.upsample.")
         elif parts[1] == "mid_block":
             new = new.replace("mid_block.resnets.0.", "mid.block_1.").replace("mid_block.resnets.1.", "mid.block_2.")
             if "mid_block.attentions.0." in new:

@@ -17,6 +17,7 @@ produce identical bytes (tests/models/test_tiny.py checks, across processes too)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -389,13 +390,34 @@ def _normalize_configs(out: Path) -> None:
             _write_json(path, data)
 
 
+@contextlib.contextmanager
+def quiet_progress():
+    """Hide transformers' and diffusers' own progress bars ("Loading weights", "Writing model
+    shards") while loading or saving: editgraph reports progress through its events, and the bars
+    would interleave with the CLI's output. Restores whatever was set before."""
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    before = (tlog.is_progress_bar_enabled(), dlog.is_progress_bar_enabled())
+    tlog.disable_progress_bar()
+    dlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if before[0]:
+            tlog.enable_progress_bar()
+        if before[1]:
+            dlog.enable_progress_bar()
+
+
 def build_into(name: str, target: Path) -> Path:
     """Build `name` into `target` atomically: into a sibling temp folder, then one rename, so a
     crash or a concurrent build never leaves a half-written model where the loader looks."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.building-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    make_tiny(name, tmp)
+    with quiet_progress():
+        make_tiny(name, tmp)
     if target.exists():
         shutil.rmtree(target, ignore_errors=True)  # an outdated build (older BUILDER_VERSION)
     try:
