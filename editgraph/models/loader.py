@@ -82,9 +82,18 @@ def ensure_tiny(name: str) -> Path:
     """<cache>/models/<name>, built there the first time (or when the builder changed)."""
     target = models_root() / name
     with _build_lock:
-        if _tiny_version(target) != BUILDER_VERSION:
+        if _tiny_version(target) != BUILDER_VERSION or not _complete(target):
             build_into(name, target)
     return target
+
+
+def _complete(folder: Path) -> bool:
+    """Whether a cached build still has every file a load needs (someone may have pruned it)."""
+    try:
+        _check_folder(folder, _read_index(folder))
+    except ModelError:
+        return False
+    return True
 
 
 def _tiny_version(folder: Path) -> int | None:

@@ -46,6 +46,15 @@ def test_an_outdated_build_is_rebuilt(monkeypatch):
     assert second.content_hash == first.content_hash  # rebuilt to the same bytes
 
 
+def test_a_pruned_build_is_rebuilt():
+    first = load_model("tiny-sd")
+    (Path(first.path) / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    cache.release_all()
+    second = load_model("tiny-sd")
+    assert second.content_hash == first.content_hash
+    assert torch.equal(second.unet.conv_in.weight, first.unet.conv_in.weight)
+
+
 def test_the_process_cache_returns_one_object_and_releases_it():
     a = load_model("tiny-sd")
     assert load_model("tiny-sd") is a
