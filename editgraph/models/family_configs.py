@@ -238,7 +238,7 @@ def config_folder_for(name: str, cache_root: Path) -> Path:
 
     src = SHIPPED / name
     if not (src / "model_index.json").is_file():
-        from editgraph.models.loader import ModelError
+        from editgraph.models.errors import ModelError
 
         raise ModelError(f"no shipped config folder {src}; editgraph has {', '.join(FAMILY_CONFIGS)}")
     h = blake3.blake3(BPE_FILE.read_bytes())

@@ -20,8 +20,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from editgraph.errors import NodeError
 from editgraph.models import cache, hashing
+from editgraph.models.errors import ModelError
 from editgraph.models.handle import DiffusionModel
 from editgraph.models.tiny import BUILDER_VERSION, MARKER, TINY_NAMES, build_into, quiet_progress
 
@@ -44,10 +44,6 @@ _COMPONENTS = {
 _SDXL_COMPONENTS = {"text_encoder_2": ("config.json", "model"), "tokenizer_2": (None, None)}
 
 _build_lock = threading.Lock()
-
-
-class ModelError(NodeError):
-    """A model is missing, incomplete or unreadable. The message names the path and what is wrong."""
 
 
 def models_root() -> Path:

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from editgraph.errors import NodeError
+from editgraph.models.errors import ModelError
 from editgraph.models.handle import DiffusionModel
 
 UNET_PREFIX = "model.diffusion_model."
@@ -37,19 +37,13 @@ _PIPELINES = {
 }
 
 
-def _model_error(message: str) -> NodeError:
-    from editgraph.models.loader import ModelError
-
-    return ModelError(message)
-
-
 def inspect_checkpoint(path: Path) -> tuple[str | None, str, dict[str, tuple[int, ...]]]:
     """(family or None, kind, {key: shape}) from a checkpoint's header, reading no tensor data.
     Family is None when the text width matches no known family (a tiny model)."""
     from safetensors import SafetensorError, safe_open
 
     if path.suffix != ".safetensors":
-        raise _model_error(
+        raise ModelError(
             f"{path} is not a .safetensors file; editgraph loads single-file checkpoints only as .safetensors "
             "(pickle-based .ckpt files can run code)"
         )
@@ -57,16 +51,16 @@ def inspect_checkpoint(path: Path) -> tuple[str | None, str, dict[str, tuple[int
         with safe_open(str(path), framework="pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise _model_error(f"cannot read {path} as a safetensors checkpoint: {exc}") from None
+        raise ModelError(f"cannot read {path} as a safetensors checkpoint: {exc}") from None
     conv_in = shapes.get(UNET_PREFIX + "input_blocks.0.0.weight")
     if conv_in is None:
-        raise _model_error(
+        raise ModelError(
             f"{path} holds no Stable Diffusion UNet (no {UNET_PREFIX}input_blocks.0.0.weight); "
             "is it a LoRA, a VAE or a diffusers component file?"
         )
     kind = {4: "base", 9: "inpaint", 8: "instruct"}.get(conv_in[1])
     if kind is None:
-        raise _model_error(f"{path}: UNet in_channels is {conv_in[1]}; editgraph knows 4 (base), 9 (inpaint), 8 (instruct)")
+        raise ModelError(f"{path}: UNet in_channels is {conv_in[1]}; editgraph knows 4 (base), 9 (inpaint), 8 (instruct)")
     cross = next((s[1] for k, s in shapes.items() if k.startswith(UNET_PREFIX) and k.endswith("attn2.to_k.weight")), None)
     if any(k.startswith("conditioner.embedders.1.") for k in shapes) or cross == 2048:
         family: str | None = "sdxl"
@@ -95,14 +89,14 @@ def choose_config(path: Path, config: str | os.PathLike[str] | None) -> Path:
     if config is not None:
         cfg = Path(config).resolve()
         if not (cfg / "model_index.json").is_file():
-            raise _model_error(
+            raise ModelError(
                 f"config folder {cfg} for {path} has no model_index.json (it needs the diffusers layout: "
                 "model_index.json, unet/config.json, vae/config.json, text_encoder/config.json, tokenizer/, scheduler/)"
             )
         return cfg
     family, kind, _ = inspect_checkpoint(path)
     if family is None:
-        raise _model_error(
+        raise ModelError(
             f"{path}: cannot tell the model family from its cross-attention width; "
             "pass config= a diffusers or config-only folder for it"
         )
@@ -110,7 +104,7 @@ def choose_config(path: Path, config: str | os.PathLike[str] | None) -> Path:
     if found is None:
         from editgraph.models.family_configs import FAMILY_CONFIGS
 
-        raise _model_error(
+        raise ModelError(
             f"{path} is a {family} {kind} checkpoint, and editgraph ships no config for that "
             f"(it has: {', '.join(FAMILY_CONFIGS)}); convert it to a diffusers folder or pass config="
         )
@@ -134,7 +128,7 @@ def load_single_file(
     try:
         pipe = pipeline_cls.from_single_file(str(path), config=str(cfg), local_files_only=True, torch_dtype=dtype, **extra)
     except Exception as exc:  # diffusers' converter reports bad keys and shapes as assorted types
-        raise _model_error(f"cannot load {path} with configs from {cfg}: {type(exc).__name__}: {exc}") from exc
+        raise ModelError(f"cannot load {path} with configs from {cfg}: {type(exc).__name__}: {exc}") from exc
     return DiffusionModel(
         name=name,
         path=str(path),
@@ -200,7 +194,7 @@ def unet_to_original(state: dict[str, Any], config: dict[str, Any]) -> dict[str,
     for key, value in state.items():
         prefix = max((p for p in prefixes if key.startswith(p)), key=len, default=None)
         if prefix is None:
-            raise _model_error(f"UNet key {key!r} has no place in the original SD layout (SDXL and adapters are not converted)")
+            raise ModelError(f"UNet key {key!r} has no place in the original SD layout (SDXL and adapters are not converted)")
         rest = key[len(prefix) :]
         if ".resnets." in prefix:
             member, _, leaf = rest.partition(".")
