@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from editgraph.models import cache, hashing
+from editgraph.models import cache, hashing, names
 from editgraph.models.errors import ModelError
 from editgraph.models.handle import DiffusionModel
 from editgraph.models.tiny import BUILDER_VERSION, MARKER, TINY_NAMES, build_into, quiet_progress
@@ -63,16 +63,24 @@ def resolve(name_or_path: str | os.PathLike[str], base_dir: str | os.PathLike[st
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
     path = path.resolve()
-    if not path.exists() and path.name in TINY_NAMES:
-        # A workflow's "tiny-sd" arrives as <workflow dir>/tiny-sd (model.load's param is an
-        # InputPath): with no such folder there, the name means the built-in tiny model.
+    if path.exists():
+        return path
+    # A workflow's "sd15" arrives as <workflow dir>/sd15 (model.load's param is an InputPath):
+    # with nothing there, the last part is a name: a built-in tiny model or a registered one.
+    if path.name in TINY_NAMES:
         return ensure_tiny(path.name)
-    if not path.exists():
-        raise ModelError(
-            f"model {text!r} not found: nothing at {path} (give one of {', '.join(TINY_NAMES)}, "
-            f"a diffusers folder or a .safetensors checkpoint)"
-        )
-    return path
+    known = names.registered()
+    if path.name in known:
+        target = known[path.name]
+        if not target.exists():
+            raise ModelError(f"model {path.name!r} is registered at {target}, but nothing is there")
+        return target
+    listed = ", ".join(sorted(known)) or "none"
+    raise ModelError(
+        f"model {path.name!r} not found: nothing at {path}, and no model registered by that name "
+        f"(registered here: {listed}; built in: {', '.join(TINY_NAMES)}). Register it with "
+        f"EDITGRAPH_MODELS=/folder/holding/models or in {names.config_file()}"
+    )
 
 
 def ensure_tiny(name: str) -> Path:

@@ -8,6 +8,7 @@ reruns everything made with it and the same files elsewhere share cache entries.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -32,12 +33,37 @@ class LoadModel(Node):
             ),
         )
         dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="weights' precision once loaded")
+        hash: str = Field(
+            "",
+            pattern=r"^([0-9a-f]{12,64})?$",
+            description="the content hash (or its first 12+ hex digits) the workflow was made with; other files are an error",
+        )
 
     @classmethod
     def source_token(cls, params: NodeParams) -> str | None:
+        import os
+
+        from editgraph.models.errors import ModelError
         from editgraph.models.loader import model_hash, resolve
 
-        return model_hash(resolve(params.model))  # type: ignore[attr-defined]
+        path = resolve(params.model)  # type: ignore[attr-defined]
+        digest = model_hash(path)
+        wanted = params.hash  # type: ignore[attr-defined]
+        if wanted and not digest.startswith(wanted) and os.environ.get("EDITGRAPH_ALLOW_MODEL_MISMATCH") != "1":
+            raise ModelError(
+                f"model {Path(params.model).name!r} at {path} is not the one this workflow was made with: "  # type: ignore[attr-defined]
+                f"expected content hash {wanted}, found {digest}. Point the name at the right files, "
+                f"or run with --allow-model-mismatch to use these anyway"
+            )
+        return digest
+
+    @classmethod
+    def key_params(cls, params: NodeParams) -> dict:
+        # The expected hash only guards; the actual files' hash (source_token) is what is keyed,
+        # so a pinned and an unpinned reference to the same files share cache entries.
+        data = super().key_params(params)
+        data.pop("hash", None)
+        return data
 
     def run(self, ctx: RunContext) -> DiffusionModel:
         from editgraph.models.loader import load_model

@@ -1,0 +1,57 @@
+"""Model names that travel: a workflow says "sd15", each machine says where sd15 lives.
+
+Two sources, both optional, read on each lookup (they are small):
+- EDITGRAPH_MODELS: folders separated by os.pathsep; every diffusers folder (holding a
+  model_index.json) or .safetensors file directly inside one is registered under its folder
+  name or file stem. An entry "name=path" registers one model under that name.
+- EDITGRAPH_MODELS_FILE, else <user config dir>/editgraph/models.json: {"name": "path", ...}.
+  Relative paths in it resolve against the file's folder.
+Explicit entries (name=path, the JSON file) win over folder scans.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from editgraph.models.errors import ModelError
+
+
+def config_file() -> Path:
+    env = os.environ.get("EDITGRAPH_MODELS_FILE")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("editgraph")) / "models.json"
+
+
+def registered() -> dict[str, Path]:
+    """Every model name this machine knows, mapped to its folder or checkpoint file."""
+    scanned: dict[str, Path] = {}
+    explicit: dict[str, Path] = {}
+    for entry in filter(None, os.environ.get("EDITGRAPH_MODELS", "").split(os.pathsep)):
+        name, eq, target = entry.partition("=")
+        if eq:
+            explicit[name.strip()] = Path(target).expanduser()
+            continue
+        folder = Path(entry).expanduser()
+        if not folder.is_dir():
+            continue
+        for child in sorted(folder.iterdir()):
+            if (child / "model_index.json").is_file():
+                scanned.setdefault(child.name, child)
+            elif child.suffix == ".safetensors" and child.is_file():
+                scanned.setdefault(child.stem, child)
+    path = config_file()
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot read the model registry {path}: {exc}") from None
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise ModelError(f"the model registry {path} must be a JSON object of name -> path strings")
+        for name, target in data.items():
+            explicit[name] = (path.parent / Path(target).expanduser()).resolve()
+    return {**scanned, **explicit}
