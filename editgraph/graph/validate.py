@@ -176,8 +176,8 @@ def _coerce(spec: ParamSpec, value: Any, *, from_text: bool) -> Any:
     elif t in ("string", "path"):
         if not isinstance(value, str):
             raise ValueError(f"expected a {'path' if t == 'path' else 'string'}, got {value!r}")
-        if t == "path" and not value:
-            raise ValueError("expected a path, got an empty string")
+        if t == "path" and (not value or "\x00" in value):
+            raise ValueError(f"expected a path, got {value!r}")
     elif t == "enum":
         if value not in (spec.choices or []):
             raise ValueError(f"expected one of {spec.choices}, got {value!r}")
@@ -272,6 +272,9 @@ def _bind_params(node_id, cls, workflow, values, base_dir, rng, seeds, issues) -
             else:
                 data[fname] = values[pname]
                 bound_from[fname] = pname
+        elif fname in path_fields and isinstance(raw, str) and "\x00" in raw:
+            issues.append(Issue(f"nodes.{node_id}.params.{fname}", f"expected a path, got {raw!r}", node_id, cls.type))
+            skipped.add(fname)
         elif fname in path_fields and isinstance(raw, str) and raw and not Path(raw).is_absolute():
             data[fname] = str((base_dir / raw).resolve())
         else:

@@ -211,3 +211,10 @@ def test_major_version_mismatch_is_refused_minor_is_accepted():
 def test_resolved_document_pins_node_versions():
     g = bind(load_workflow(doc({"a": LOAD})))
     assert g.resolved_document()["nodes"]["a"]["version"] == "1.0.0"
+
+
+def test_nul_in_a_path_is_a_validation_error_not_a_crash():
+    d = doc({"a": {"type": "image.load", "params": {"path": "$image"}}, "b": {"type": "image.load", "params": {"path": "x\x00y"}}},
+            {"image": {"type": "path", "default": "a.png"}})
+    msgs = problems(d, {"image": "\x00"})
+    assert msgs == ["--set image: path param: expected a path, got '\\x00'", "nodes.b.params.path [node 'b' (image.load)]: expected a path, got 'x\\x00y'"]

@@ -18,6 +18,7 @@ from editgraph.models.loader import ModelError, detect_family, load_model, model
 
 
 def test_a_name_builds_once_into_the_cache_dir(monkeypatch):
+    monkeypatch.delenv("EDITGRAPH_MODELS_DIR")  # the suite shares one models dir; test the default
     builds = []
     real = loader.build_into
     monkeypatch.setattr(loader, "build_into", lambda name, target: builds.append(name) or real(name, target))
