@@ -170,7 +170,9 @@ def embed(name: str, data: bytes, info: dict[str, Any], node_id: str | None = No
             head.append(fm.png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc, 9)))
         if exif:
             head.append(fm.png_chunk(b"eXIf", exif))
-        tail = [fm.png_itxt(fm.XMP_KEYWORD, xmp, compress=False), fm.png_itxt(KEYWORD, text, compress=True)]
+        # XMP before the pixels: metadata readers that stop at the first IDAT still see the label.
+        head.append(fm.png_itxt(fm.XMP_KEYWORD, xmp, compress=False))
+        tail = [fm.png_itxt(KEYWORD, text, compress=True)]
         if c2pa:
             tail.append(fm.png_chunk(fm.INGREDIENT_PNG_CHUNK, c2pa))
         return fm.png_insert(data, after_ihdr=head, before_iend=tail)
