@@ -30,7 +30,8 @@ def check_sources(graph) -> list[Issue]:
     from editgraph.nodes.registry import INPUT_PATH, field_marks
 
     issues: list[Issue] = []
-    for nid, node in graph.nodes.items():
+    for nid in graph.workflow.nodes:  # document order: the order an author reads them in
+        node = graph.nodes[nid]
         raw = graph.workflow.nodes[nid].params
         for fname in field_marks(node.cls.Params, INPUT_PATH):
             value = getattr(node.params, fname, None)

@@ -65,8 +65,8 @@ def to_text(workflow: Workflow, status: dict[str, str] | None = None) -> str:
             default = f" = {_fmt_value(spec.default)}" if not spec.required else " (required)"
             lines.append(f"  {name}: {spec.type}{default}" + (f"  # {spec.description}" if spec.description else ""))
     consumers: dict[str, list[str]] = {n: [] for n in workflow.nodes}
-    for src, dst, name, _ in edges(workflow):
-        consumers.setdefault(src, []).append(f"{dst}.{name}")
+    for src, dst, name, output in edges(workflow):
+        consumers.setdefault(src, []).append(f"{dst}.{name}" + (f" (from {output})" if output else ""))
     lines.append(f"nodes ({len(workflow.nodes)}, in run order):")
     width = max((len(n) for n in workflow.nodes), default=0)
     for nid in _order(workflow):
