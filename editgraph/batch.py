@@ -161,7 +161,10 @@ def bind_rows(workflow, rows: list[Row], sets: dict[str, str], *, base_dir: Path
         try:
             graphs.append(bind(workflow, {**sets, **row}, base_dir=base_dir, source=source))
         except WorkflowInvalid as exc:
-            issues += [Issue(f"row {i}: {iss.path}", iss.message, iss.node_id, iss.node_type) for iss in exc.issues]
+            for iss in exc.issues:
+                name = iss.path.removeprefix("--set ")
+                where = f"row {i}: {name}" if name in row and name not in sets else f"row {i}: {iss.path}"
+                issues.append(Issue(where, iss.message, iss.node_id, iss.node_type))
     if issues:
         raise WorkflowInvalid(issues, source)
     return graphs
