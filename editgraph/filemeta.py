@@ -31,7 +31,7 @@ XMP_KEYWORD = b"XML:com.adobe.xmp"
 APP1, APP2, APP11, APP15 = 0xE1, 0xE2, 0xEB, 0xEF
 XMP_JPEG_ID = b"http://ns.adobe.com/xap/1.0/\x00"
 ICC_JPEG_ID = b"ICC_PROFILE\x00"
-_JPEG_SEGMENT_MAX = 65533  # payload bytes in one segment (the 2-byte length counts itself)
+JPEG_SEGMENT_MAX = 65533  # payload bytes in one segment (the 2-byte length counts itself)
 
 AI_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
 
@@ -50,8 +50,27 @@ class Carried:
 # --- reading an input photo ---------------------------------------------------------------------
 
 
+_CARRIED_MEMO: dict[tuple[str, int, int], Carried] = {}
+
+
 def read_carried(source_node: str, path: str | Path) -> Carried:
-    """EXIF, ICC and C2PA of an image file; fields the file lacks are None. Unreadable -> all None."""
+    """EXIF, ICC and C2PA of an image file; fields the file lacks are None. Unreadable -> all None.
+    Remembered by (path, size, mtime): a 280-row batch over one hero photo parses it once."""
+    import dataclasses
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return Carried(source_node, str(path))
+    memo_key = (os.fspath(path), st.st_size, st.st_mtime_ns)
+    found = _CARRIED_MEMO.get(memo_key)
+    if found is None:
+        found = _CARRIED_MEMO[memo_key] = _read_carried(source_node, path)
+    return dataclasses.replace(found, source_node=source_node)
+
+
+def _read_carried(source_node: str, path: str | Path) -> Carried:
     from PIL import Image as PILImage
 
     try:
@@ -176,15 +195,15 @@ def jpeg_segments(data: bytes) -> Iterator[tuple[int, bytes]]:
 
 
 def jpeg_segment(marker: int, payload: bytes) -> bytes:
-    if len(payload) > _JPEG_SEGMENT_MAX:
-        raise ValueError(f"JPEG segment payload is {len(payload)} bytes; at most {_JPEG_SEGMENT_MAX} fit")
+    if len(payload) > JPEG_SEGMENT_MAX:
+        raise ValueError(f"JPEG segment payload is {len(payload)} bytes; at most {JPEG_SEGMENT_MAX} fit")
     return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
 
 
 def jpeg_chunked(marker: int, ident: bytes, data: bytes) -> list[bytes]:
     """Split a block over segments: ident, 2-byte index, 2-byte count, then a slice (ICC's layout
     uses 1-byte index/count: see jpeg_icc)."""
-    room = _JPEG_SEGMENT_MAX - len(ident) - 4
+    room = JPEG_SEGMENT_MAX - len(ident) - 4
     parts = [data[i : i + room] for i in range(0, len(data), room)] or [b""]
     return [jpeg_segment(marker, ident + struct.pack(">HH", i + 1, len(parts)) + p) for i, p in enumerate(parts)]
 
@@ -195,7 +214,7 @@ def jpeg_read_chunked(data: bytes, marker: int, ident: bytes) -> bytes | None:
 
 
 def jpeg_icc(profile: bytes) -> list[bytes]:
-    room = _JPEG_SEGMENT_MAX - len(ICC_JPEG_ID) - 2
+    room = JPEG_SEGMENT_MAX - len(ICC_JPEG_ID) - 2
     parts = [profile[i : i + room] for i in range(0, len(profile), room)]
     if len(parts) > 255:
         raise ValueError(f"ICC profile of {len(profile)} bytes does not fit in 255 JPEG segments")

@@ -27,6 +27,7 @@ from typing import Any
 
 import editgraph
 from editgraph import filemeta as fm
+from editgraph.errors import EditgraphError
 
 KEYWORD = b"editgraph"
 PNG_SIGNATURE = fm.PNG_SIGNATURE
@@ -165,10 +166,12 @@ def embed(name: str, data: bytes, info: dict[str, Any], node_id: str | None = No
     icc = carried.icc_profile if carried else None
     c2pa = carried.c2pa if carried else None
     if data.startswith(PNG_SIGNATURE):
+        present = {c for c, _ in fm.png_chunks(data)}
         head = []
-        if icc:
+        # A file that already has its own profile / EXIF (one of each is allowed) keeps it.
+        if icc and b"iCCP" not in present and b"sRGB" not in present:
             head.append(fm.png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc, 9)))
-        if exif:
+        if exif and b"eXIf" not in present:
             head.append(fm.png_chunk(b"eXIf", exif))
         # XMP before the pixels: metadata readers that stop at the first IDAT still see the label.
         head.append(fm.png_itxt(fm.XMP_KEYWORD, xmp, compress=False))
@@ -177,6 +180,16 @@ def embed(name: str, data: bytes, info: dict[str, Any], node_id: str | None = No
             tail.append(fm.png_chunk(fm.INGREDIENT_PNG_CHUNK, c2pa))
         return fm.png_insert(data, after_ihdr=head, before_iend=tail)
     if data.startswith(fm.JPEG_SOI):
+        present = list(fm.jpeg_segments(data))
+        if any(m == fm.APP1 and p.startswith(b"Exif\x00\x00") for m, p in present):
+            exif = None
+        if any(m == fm.APP2 and p.startswith(fm.ICC_JPEG_ID) for m, p in present):
+            icc = None
+        if exif and len(exif) + 6 > fm.JPEG_SEGMENT_MAX:
+            raise EditgraphError(
+                f"{name}: the source photo's EXIF is {len(exif)} bytes; a JPEG holds at most {fm.JPEG_SEGMENT_MAX - 6}. "
+                "Save as .png (or .webp) to keep it"
+            )
         segs = [fm.jpeg_segment(fm.APP1, b"Exif\x00\x00" + exif)] if exif else []
         segs.append(fm.jpeg_segment(fm.APP1, fm.XMP_JPEG_ID + xmp))
         if icc:

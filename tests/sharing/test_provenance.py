@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from editgraph import provenance
 from editgraph.filemeta import AI_SOURCE_TYPE, png_chunks, read_xmp
@@ -156,3 +157,21 @@ def test_output_is_labelled_ai_edited(tmp_path, cli, photo_path):
     with Image.open(out) as im:  # a standard reader finds it before decoding any pixels
         assert AI_SOURCE_TYPE in im.info["XML:com.adobe.xmp"]
     assert [c for c, _ in png_chunks(data)].count(b"iTXt") == 2
+
+
+@pytest.mark.parametrize("suffix", ["jpg", "webp"])
+def test_jpeg_and_webp_outputs_carry_a_runnable_workflow_too(tmp_path, cli, photo_path, suffix, monkeypatch):
+    doc = seeded_workflow(photo_path)
+    doc["nodes"]["save"]["params"]["path"] = f"result.{suffix}"
+    doc["nodes"]["noise"]["params"]["seed"] = "random"  # drawn per node this time, not via a workflow param
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps(doc))
+    assert cli("run", wf, "--out", tmp_path / "first", "-q")[0] == 0
+    out = tmp_path / "first" / f"result.{suffix}"
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("run", out, "--out", "again", "--cache-dir", tmp_path / "fresh", "-q")
+    assert code == 0, err
+    np.testing.assert_array_equal(pixels(tmp_path / "again" / f"result.{suffix}"), pixels(out))
+    seeds = provenance.read_file(out)["seeds"]
+    assert list(seeds) == ["noise.seed"] and provenance.read_file(out)["workflow"]["nodes"]["noise"]["params"]["seed"] == seeds["noise.seed"]
+    assert provenance.read_file(tmp_path / "again" / f"result.{suffix}")["seeds"] == {}  # nothing left to draw: it was written in
