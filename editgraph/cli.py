@@ -556,6 +556,7 @@ class _BatchDisplay:
 
     def __exit__(self, *exc):
         if self.progress is not None:
+            self.progress.update(self.task, description="batch")
             self.progress.stop()
 
     def row_start(self, row) -> None:

@@ -150,3 +150,18 @@ def test_show_uses_statuses_from_a_real_run_report(tmp_path, cli, photo_path, mo
     assert cli("run", "demo", "-q", "--report", "r2.json", "--set", "width=200")[0] == 0
     code, text, _ = cli("show", "demo", "--report", "r2.json")
     assert "photo  image.load  [cached]" in text and "small  image.resize  [ran]" in text
+
+
+def test_a_workflow_pointing_at_the_exported_schema_validates_both_ways(tmp_path, cli, photo_path):
+    import jsonschema
+
+    assert cli("schema", "-o", tmp_path / "editgraph.schema.json")[0] == 0
+    schema = json.loads((tmp_path / "editgraph.schema.json").read_text())
+    doc = {"$schema": "./editgraph.schema.json", **two_inputs(tmp_path)}
+    doc["params"]["image"]["default"] = str(photo_path)
+    doc["nodes"]["logo"]["params"]["path"] = str(photo_path)
+    jsonschema.validate(doc, schema)
+    (tmp_path / "wf.json").write_text(json.dumps(doc))
+    code, out, err = cli("validate", tmp_path / "wf.json")
+    assert code == 0, err
+    assert out.strip().endswith("valid (4 nodes)")
