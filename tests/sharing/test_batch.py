@@ -163,7 +163,8 @@ def test_row_forms_combine():
 def test_progress_display_draws_one_bar(tmp_path, cli, photo_path):
     code, _, err = cli("batch", workflow(tmp_path, photo_path), "--zip", "width=20,28", "--out", tmp_path / "o")
     assert code == 0
-    assert err.count("2/2") >= 1 and "row 2/2" in err
+    bars = [line for line in err.splitlines() if "━" in line]
+    assert len(bars) == 1 and bars[0].startswith("batch") and "2/2" in bars[0]
 
 
 def test_a_model_loaded_for_the_first_row_serves_every_row(tmp_path, cli, photo_path):
