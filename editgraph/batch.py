@@ -271,3 +271,54 @@ def report(label: str, workflow, results: list[RowResult], seconds: float) -> di
         "torch_threads": torch.get_num_threads(),
         "editgraph": editgraph.__version__,
     }
+
+
+class BatchProgress:
+    """One progress bar for the whole batch (rich, on stderr): rows done of rows, and the row and
+    node running now. Also an executor listener, for the node part."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.total = total
+        self.quiet = quiet
+        self.progress = None
+        self.row = 0
+
+    def __enter__(self):
+        if not self.quiet:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("batch", total=self.total)
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.update(self.task, description="batch")
+            self.progress.stop()
+
+    def row_start(self, row) -> None:
+        self.row = row.row
+        if self.progress is not None:
+            self.progress.update(self.task, description=f"row {row.row}/{self.total}")
+
+    def row_done(self, row) -> None:
+        if self.progress is None:
+            return
+        if row.status != "ok":
+            self.progress.console.print(f"  [red]row {row.row} {row.status}[/]: {row.error}")
+        self.progress.advance(self.task)
+
+    def __call__(self, event) -> None:
+        if self.progress is None:
+            return
+        from editgraph.executor.events import NodeProgress, NodeStarted
+
+        if isinstance(event, NodeStarted):
+            self.progress.update(self.task, description=f"row {self.row}/{self.total} {event.node_id} ({event.node_type})")
+        elif isinstance(event, NodeProgress):
+            self.progress.update(self.task, description=f"row {self.row}/{self.total} {event.node_id} {event.step}/{event.total}")

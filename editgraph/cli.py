@@ -321,6 +321,7 @@ def _statuses(report_path: str | None, row: int | None) -> dict[str, str]:
 
 def cmd_show(args) -> int:
     from editgraph.graph import render
+    from editgraph.sharing import describe_provenance
 
     fmt = args.format
     if fmt == "png" and not args.output:
@@ -342,34 +343,9 @@ def cmd_show(args) -> int:
     else:
         text = render.to_text(workflow, status)
         if info is not None:
-            text = _describe_provenance(label, info, Path(args.workflow).read_bytes()) + "\nworkflow " + text
+            text = describe_provenance(label, info, Path(args.workflow).read_bytes()) + "\nworkflow " + text
         _write_out(args.output, text.encode())
     return EXIT_OK
-
-
-def _describe_provenance(label: str, info: dict[str, Any], data: bytes) -> str:
-    from editgraph import filemeta
-
-    lines = [f"{label}: made by editgraph {info.get('editgraph', '?')} (torch {info.get('torch', '?')}, {info.get('torch_threads', '?')} threads)"]
-    xmp = filemeta.read_xmp(data) or b""
-    labelled = filemeta.AI_SOURCE_TYPE.encode() in xmp
-    lines.append(f"AI-edit label: {'yes, XMP Iptc4xmpExt:DigitalSourceType = ' + filemeta.AI_SOURCE_TYPE if labelled else 'MISSING (no XMP digital source type in this file)'}")
-    if info.get("params"):
-        lines.append("params:")
-        lines += [f"  {k} = {json.dumps(v)}" for k, v in info["params"].items()]
-    if info.get("seeds"):
-        lines.append("seeds: " + ", ".join(f"{k}={v}" for k, v in info["seeds"].items()))
-    for m in info.get("models", []):
-        lines.append(f"model: {m['node']} ({m['type']}) {m['name']}  content hash {m['content_hash']}")
-    for i in info.get("inputs", []):
-        lines.append(f"input: {i['node']}.{i['field']} = {i['path']}  (hash {i.get('source_token') or '?'})")
-    for nid, c in info.get("carried", {}).items():
-        kept = [k for k, v in (("EXIF", c.get("exif")), ("ICC profile", c.get("icc_profile")), ("C2PA manifest as ingredient", c.get("c2pa_ingredient"))) if v]
-        lines.append(f"carried into {nid}'s file from {c['from']}: {', '.join(kept) or 'nothing (the input had no EXIF, ICC or C2PA)'}")
-    for ing in info.get("ingredients", []):
-        m = ing["c2pa_manifest"]
-        lines.append(f"C2PA ingredient: {ing['path']} manifest sha256 {m['sha256']} ({m['bytes']} bytes); not valid for the edited pixels, kept in a private chunk")
-    return "\n".join(lines) + "\n"
 
 
 def cmd_extract(args) -> int:
@@ -412,7 +388,7 @@ def cmd_batch(args) -> int:
         _err(f"error: {exc}")
         return EXIT_USAGE
     cache = Cache.default(args.cache_dir)
-    display = _BatchDisplay(len(graphs), quiet=args.quiet)
+    display = batch.BatchProgress(len(graphs), quiet=args.quiet)
     executor = Executor(cache, listeners=[display])
     t0 = time.perf_counter()
 
@@ -530,56 +506,6 @@ class _Display:
             p.advance(self.overall)
         elif isinstance(event, NodeFailedEvent):
             p.console.print(f"  [red]failed[/] {event.node_id} ({event.node_type}): {event.error}")
-
-
-class _BatchDisplay:
-    """One progress bar for the whole batch: rows done of rows, the row and node running now."""
-
-    def __init__(self, total: int, quiet: bool):
-        self.total = total
-        self.quiet = quiet
-        self.progress = None
-        self.row = 0
-
-    def __enter__(self):
-        if not self.quiet:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            self.progress.start()
-            self.task = self.progress.add_task("batch", total=self.total)
-        return self
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.update(self.task, description="batch")
-            self.progress.stop()
-
-    def row_start(self, row) -> None:
-        self.row = row.row
-        if self.progress is not None:
-            self.progress.update(self.task, description=f"row {row.row}/{self.total}")
-
-    def row_done(self, row) -> None:
-        if self.progress is None:
-            return
-        if row.status != "ok":
-            self.progress.console.print(f"  [red]row {row.row} {row.status}[/]: {row.error}")
-        self.progress.advance(self.task)
-
-    def __call__(self, event) -> None:
-        if self.progress is None:
-            return
-        from editgraph.executor.events import NodeProgress, NodeStarted
-
-        if isinstance(event, NodeStarted):
-            self.progress.update(self.task, description=f"row {self.row}/{self.total} {event.node_id} ({event.node_type})")
-        elif isinstance(event, NodeProgress):
-            self.progress.update(self.task, description=f"row {self.row}/{self.total} {event.node_id} {event.step}/{event.total}")
 
 
 if __name__ == "__main__":

@@ -82,3 +82,31 @@ def _set_path(doc: dict[str, Any], node_id: str, field: str, value: str) -> None
         doc["params"][raw[1:]]["default"] = value
     else:
         params[field] = value
+
+
+def describe_provenance(label: str, info: dict[str, Any], data: bytes) -> str:
+    """What `editgraph show IMAGE` prints above the graph: who made it, with what, from what."""
+    import json
+
+    from editgraph import filemeta
+
+    lines = [f"{label}: made by editgraph {info.get('editgraph', '?')} (torch {info.get('torch', '?')}, {info.get('torch_threads', '?')} threads)"]
+    xmp = filemeta.read_xmp(data) or b""
+    labelled = filemeta.AI_SOURCE_TYPE.encode() in xmp
+    lines.append(f"AI-edit label: {'yes, XMP Iptc4xmpExt:DigitalSourceType = ' + filemeta.AI_SOURCE_TYPE if labelled else 'MISSING (no XMP digital source type in this file)'}")
+    if info.get("params"):
+        lines.append("params:")
+        lines += [f"  {k} = {json.dumps(v)}" for k, v in info["params"].items()]
+    if info.get("seeds"):
+        lines.append("seeds: " + ", ".join(f"{k}={v}" for k, v in info["seeds"].items()))
+    for m in info.get("models", []):
+        lines.append(f"model: {m['node']} ({m['type']}) {m['name']}  content hash {m['content_hash']}")
+    for i in info.get("inputs", []):
+        lines.append(f"input: {i['node']}.{i['field']} = {i['path']}  (hash {i.get('source_token') or '?'})")
+    for nid, c in info.get("carried", {}).items():
+        kept = [k for k, v in (("EXIF", c.get("exif")), ("ICC profile", c.get("icc_profile")), ("C2PA manifest as ingredient", c.get("c2pa_ingredient"))) if v]
+        lines.append(f"carried into {nid}'s file from {c['from']}: {', '.join(kept) or 'nothing (the input had no EXIF, ICC or C2PA)'}")
+    for ing in info.get("ingredients", []):
+        m = ing["c2pa_manifest"]
+        lines.append(f"C2PA ingredient: {ing['path']} manifest sha256 {m['sha256']} ({m['bytes']} bytes); not valid for the edited pixels, kept in a private chunk")
+    return "\n".join(lines) + "\n"

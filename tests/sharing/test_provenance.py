@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import blake3
 import numpy as np
 import pytest
 
@@ -77,7 +78,7 @@ def test_provenance_has_resolved_workflow_seeds_models_inputs_version(tmp_path, 
     assert info["editgraph"] == "0.1.0" and info["torch_threads"] == 2
     assert info["workflow"]["nodes"]["noise"]["version"] == "1.0.0"
     assert info["models"] == [
-        {"node": "model", "type": "sharetest.model_load", "name": "fake-sd", "content_hash": __import__("blake3").blake3(b"fake-sd").hexdigest()}
+        {"node": "model", "type": "sharetest.model_load", "name": "fake-sd", "content_hash": blake3.blake3(b"fake-sd").hexdigest()}
     ]
     (inp,) = info["inputs"]
     assert inp["node"] == "photo" and inp["path"] == str(photo_path.resolve()) and len(inp["source_token"]) == 64

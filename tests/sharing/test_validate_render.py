@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 
@@ -11,7 +10,7 @@ from PIL import Image
 from pydantic import Field
 
 from editgraph.graph.document import load_workflow
-from editgraph.graph.render import STATUS_COLOURS, layers
+from editgraph.graph.render import STATUS_COLOURS, layers, to_text
 from editgraph.graph.validate import bind
 from editgraph.nodes.registry import InputPath, Node, NodeParams, node
 from editgraph.nodes.sockets import Image as ImageSocket
@@ -103,7 +102,7 @@ def test_layers_follow_topological_generations():
 
 
 def test_text_lists_types_params_edges_and_status():
-    text = __import__("editgraph.graph.render", fromlist=["x"]).to_text(load_workflow(diamond()), STATUS)
+    text = to_text(load_workflow(diamond()), STATUS)
     assert "  big    image.resize  [ran]" in text and "  photo  image.load  [cached]" in text
     assert "<- mask: photo.alpha" in text and "width = 32" in text and "-> small.image, big.image, mix.mask (from alpha)" in text
 
