@@ -178,3 +178,48 @@ def test_a_model_loaded_for_the_first_row_serves_every_row(tmp_path, cli, photo_
     s = json.loads((tmp_path / "r.json").read_text())["summary"]
     assert s["node_runs"] == {"model": 1, "photo": 1, "small": 4, "tint": 4, "save": 4}
     assert s["shared"] == ["model", "photo"]
+
+
+def test_cancelled_batch_reports_where_it_stopped_and_resumes(tmp_path, photo_path):
+    import threading
+
+    from editgraph import batch
+    from editgraph.errors import Cancelled
+    from editgraph.executor.cache import Cache
+    from editgraph.executor.run import Executor
+    from editgraph.graph.document import load_workflow
+
+    wf = load_workflow(workflow(tmp_path, photo_path))
+    graphs = batch.bind_rows(wf, batch.rows_from_zip(["width=20,24,28,32"]), {}, base_dir=tmp_path, source="wf")
+    dirs = batch.out_dirs(str(tmp_path / "o"), graphs, {"image": "path", "width": "int"})
+    cancel = threading.Event()
+    seen: list[list[str]] = []
+
+    def on_row(row, results):
+        seen.append([r.status for r in results])  # what a report written now would say
+        if row.row == 2:
+            cancel.set()  # as Ctrl-C would: the next node to run stops
+
+    cache = Cache.default(tmp_path / "cache")
+    with pytest.raises(Cancelled):
+        batch.run_batch(graphs, dirs, Executor(cache), on_row=on_row, cancel=cancel)
+    assert seen[-1] == ["ok", "ok", "cancelled", "not run"]
+    cache.close()
+    cache = Cache.default(tmp_path / "cache")  # a new process, in effect: only the disk tier remains
+    results = batch.run_batch(graphs, dirs, Executor(cache))
+    cache.close()
+    assert [r.status for r in results] == ["ok"] * 4
+    assert all(rec["status"] == "cached" for r in results[:2] for rec in r.nodes.values())
+    assert results[2].nodes["small"]["status"] == "ran"
+
+
+
+def test_show_picks_a_row_of_a_batch_report(tmp_path, cli, photo_path, monkeypatch):
+    wf = workflow(tmp_path, photo_path)
+    assert cli("batch", wf, "--zip", "width=20,24", "--out", tmp_path / "o", "--report", tmp_path / "b.json", "-q")[0] == 0
+    code, text, _ = cli("show", wf, "--report", tmp_path / "b.json", "--row", 1)
+    assert code == 0 and "photo  image.load  [ran]" in text
+    code, text, _ = cli("show", wf, "--report", tmp_path / "b.json")  # default: the last row that ran
+    assert "photo  image.load  [cached]" in text and "small  image.resize  [ran]" in text
+    code, _, err = cli("show", wf, "--report", tmp_path / "b.json", "--row", 9)
+    assert code == 5 and "no row 9" in err

@@ -141,3 +141,26 @@ def test_large_provenance_spans_jpeg_segments(tmp_path):
     assert provenance.read(out) == dict(info)
     with Image.open(io.BytesIO(out)) as im:
         assert im.size == (8, 8)
+
+
+def test_each_output_inherits_from_its_own_source(tmp_path, cli, photo_path):
+    a, b = tmp_path / "a.jpg", tmp_path / "b.png"
+    photo_with_metadata(a, "JPEG", orientation=1)
+    doc = {
+        "nodes": {
+            "first": {"type": "image.load", "params": {"path": str(a)}},
+            "second": {"type": "image.load", "params": {"path": str(photo_path)}},
+            "from_a": {"type": "image.save", "inputs": {"image": "first"}, "params": {"path": "a.png"}},
+            "from_b": {"type": "image.save", "inputs": {"image": "second"}, "params": {"path": "b.png"}},
+        }
+    }
+    (tmp_path / "wf.json").write_text(json.dumps(doc))
+    assert cli("run", tmp_path / "wf.json", "--out", tmp_path / "o", "-q")[0] == 0
+    with Image.open(tmp_path / "o" / "a.png") as im:
+        assert im.info["icc_profile"] == ICC and im.getexif()[0x010F] == "TestCam"
+    with Image.open(tmp_path / "o" / "b.png") as im:
+        assert "icc_profile" not in im.info and len(im.getexif()) == 0
+    assert provenance.read_file(tmp_path / "o" / "b.png")["carried"] == {
+        "from_a": {"from": "first", "exif": True, "icc_profile": True},
+        "from_b": {"from": "second", "exif": False, "icc_profile": False},
+    }
