@@ -142,6 +142,19 @@ def png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
         pos += 12 + length
 
 
+def png_chunk_types(data: bytes) -> set[bytes]:
+    """The chunk types present, reading only chunk headers (no body copies: outputs are megabytes)."""
+    types, pos = set(), len(PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        ctype = data[pos + 4 : pos + 8]
+        types.add(ctype)
+        if ctype == b"IEND":
+            break
+        pos += 12 + length
+    return types
+
+
 def png_chunk(ctype: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
 
@@ -170,10 +183,12 @@ def png_insert(data: bytes, *, after_ihdr: list[bytes], before_iend: list[bytes]
     if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
         raise ValueError("not a PNG (no IHDR chunk after the signature)")
     ihdr_end = len(PNG_SIGNATURE) + 12 + struct.unpack(">I", data[8:12])[0]
-    iend = data.rfind(b"IEND") - 4
+    # IEND is the last 12 bytes of any well-formed PNG; searching backwards for it is slow on megabytes.
+    iend = len(data) - 12 if data[-8:-4] == b"IEND" else data.rfind(b"IEND") - 4
     if iend < ihdr_end:
         raise ValueError("not a complete PNG (no IEND chunk)")
-    return data[:ihdr_end] + b"".join(after_ihdr) + data[ihdr_end:iend] + b"".join(before_iend) + data[iend:]
+    view = memoryview(data)
+    return b"".join([view[:ihdr_end], *after_ihdr, view[ihdr_end:iend], *before_iend, view[iend:]])
 
 
 # --- JPEG ---------------------------------------------------------------------------------------

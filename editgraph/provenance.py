@@ -166,7 +166,7 @@ def embed(name: str, data: bytes, info: dict[str, Any], node_id: str | None = No
     icc = carried.icc_profile if carried else None
     c2pa = carried.c2pa if carried else None
     if data.startswith(PNG_SIGNATURE):
-        present = {c for c, _ in fm.png_chunks(data)}
+        present = fm.png_chunk_types(data)
         head = []
         # A file that already has its own profile / EXIF (one of each is allowed) keeps it.
         if icc and b"iCCP" not in present and b"sRGB" not in present:
