@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="editgraph", description="Run image-edit workflows (JSON node graphs) with content-keyed caching.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a workflow (a file, a bundled name, or a PNG editgraph made)")
+    run = sub.add_parser("run", help="run a workflow (a file, a bundled name, or an image editgraph made: same pixels again)")
     run.add_argument("workflow")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE", help="set a workflow param")
     run.add_argument("--out", default="out", help="output folder; the only place a run writes files (default: ./out)")
@@ -173,7 +173,7 @@ def cmd_validate(args) -> int:
     from editgraph.graph.validate import bind
     from editgraph.sharing import check_sources
 
-    workflow, base, label = _load(args.workflow)
+    workflow, base, label = _load(args.workflow, relocate=True)  # an image: check what `run` would use
     graph = bind(workflow, _parse_sets(args.sets), base_dir=base, require_values=False, source=label)
     problems = check_sources(graph)
     if problems:
