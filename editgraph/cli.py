@@ -369,7 +369,7 @@ def cmd_batch(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    workflow, base, label = _load(args.workflow)
+    workflow, base, label = _load(args.workflow, relocate=True)
     try:
         groups = []
         if args.table:

@@ -76,20 +76,39 @@ def _read_carried(source_node: str, path: str | Path) -> Carried:
     try:
         data = Path(path).read_bytes()
         with PILImage.open(io.BytesIO(data)) as pil:
+            if "exif" not in pil.info and pil.format == "PNG":
+                pil.load()  # an eXIf chunk after the pixel data is only seen once they are read
             icc = pil.info.get("icc_profile") or None
-            exif = pil.getexif()
-            exif_bytes = None
-            if len(exif):
-                if 0x0112 in exif:
-                    exif[0x0112] = 1  # pixels were turned upright on load; a viewer must not turn them again
-                exif_bytes = _bare_tiff(exif.tobytes())
-    except (OSError, SyntaxError, ValueError):
+            raw = pil.info.get("exif") or None
+    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError):
         return Carried(source_node, str(path))
-    return Carried(source_node, str(path), exif_bytes, icc, c2pa_manifest(data))
+    exif = upright_exif(_bare_tiff(raw)) if raw else None
+    return Carried(source_node, str(path), exif, icc, c2pa_manifest(data))
 
 
 def _bare_tiff(exif: bytes) -> bytes:
     return exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
+
+
+def upright_exif(tiff: bytes) -> bytes:
+    """The EXIF block with IFD0's Orientation set to 1, every other byte unchanged (re-serializing
+    would move maker notes that use absolute offsets). A block that does not parse is kept as is."""
+    if len(tiff) < 8 or tiff[:4] not in (b"II*\x00", b"MM\x00*"):
+        return tiff
+    end = "<" if tiff[:2] == b"II" else ">"
+    (ifd,) = struct.unpack_from(end + "I", tiff, 4)
+    if ifd + 2 > len(tiff):
+        return tiff
+    (count,) = struct.unpack_from(end + "H", tiff, ifd)
+    out = bytearray(tiff)
+    for i in range(count):
+        entry = ifd + 2 + 12 * i
+        if entry + 12 > len(tiff):
+            break
+        tag, kind, n = struct.unpack_from(end + "HHI", tiff, entry)
+        if tag == 0x0112 and kind == 3 and n == 1:  # Orientation, SHORT, one value (in the entry itself)
+            struct.pack_into(end + "H", out, entry + 8, 1)
+    return bytes(out)
 
 
 def c2pa_manifest(data: bytes) -> bytes | None:

@@ -164,3 +164,16 @@ def test_each_output_inherits_from_its_own_source(tmp_path, cli, photo_path):
         "from_a": {"from": "first", "exif": True, "icc_profile": True},
         "from_b": {"from": "second", "exif": False, "icc_profile": False},
     }
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_orientation_is_reset_in_place_leaving_every_other_exif_byte(order):
+    magic = b"II*\x00" if order == "<" else b"MM\x00*"
+    entries = struct.pack(order + "HHI4s", 0x010F, 2, 4, b"Cam\x00") + struct.pack(order + "HHIHH", 0x0112, 3, 1, 8, 0)
+    tiff = magic + struct.pack(order + "I", 8) + struct.pack(order + "H", 2) + entries + struct.pack(order + "I", 0) + b"MAKERNOTE\x01\x02"
+    out = filemeta.upright_exif(tiff)
+    assert len(out) == len(tiff)
+    changed = [i for i in range(len(tiff)) if out[i] != tiff[i]]
+    assert changed == [8 + 2 + 12 + 8 + (1 if order == "<" else 0)]  # the low byte of the one value
+    assert struct.unpack_from(order + "H", out, 8 + 2 + 12 + 8)[0] == 1
+    assert filemeta.upright_exif(b"garbage") == b"garbage"
