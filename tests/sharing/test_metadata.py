@@ -174,6 +174,6 @@ def test_orientation_is_reset_in_place_leaving_every_other_exif_byte(order):
     out = filemeta.upright_exif(tiff)
     assert len(out) == len(tiff)
     changed = [i for i in range(len(tiff)) if out[i] != tiff[i]]
-    assert changed == [8 + 2 + 12 + 8 + (1 if order == "<" else 0)]  # the low byte of the one value
+    assert changed == [8 + 2 + 12 + 8 + (0 if order == "<" else 1)]  # the low byte of the one value
     assert struct.unpack_from(order + "H", out, 8 + 2 + 12 + 8)[0] == 1
     assert filemeta.upright_exif(b"garbage") == b"garbage"
