@@ -10,6 +10,7 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["EDITGRAPH_CHECK_INPUTS"] = "1"  # any node writing into a shared cached input fails loudly
 torch.set_num_threads(2)
 
 ASSETS = Path(__file__).resolve().parents[1] / "editgraph" / "workflows" / "assets"

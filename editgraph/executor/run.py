@@ -17,6 +17,7 @@ the fixed re-run starts where this one stopped.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -102,6 +103,10 @@ class Executor:
         self.listeners = list(listeners)
         self.device = device or torch.device("cpu")
         self.use_cache = use_cache
+        # Cached values are shared, so a node that writes into its inputs corrupts them for every
+        # later consumer. EDITGRAPH_CHECK_INPUTS=1 (the test suite sets it) re-hashes inputs after
+        # each node and fails the node that changed one.
+        self.check_inputs = os.environ.get("EDITGRAPH_CHECK_INPUTS") == "1"
 
     def emit(self, event: Event) -> None:
         for listener in self.listeners:
@@ -210,6 +215,12 @@ class _Run:
         except Exception as exc:
             ex.emit(NodeFailedEvent(nid, node.type, f"{type(exc).__name__}: {exc}"))
             raise NodeFailed(nid, node.type, exc) from exc
+        if ex.check_inputs:
+            for name, ref in node.inputs.items():
+                if fingerprint(args[name]) != self.fps[ref]:
+                    exc = RuntimeError(f"run() modified its input {name!r} in place; cached values are shared, copy first")
+                    ex.emit(NodeFailedEvent(nid, node.type, str(exc)))
+                    raise NodeFailed(nid, node.type, exc)
         outputs = out._asdict() if node.cls.multi_output else {next(iter(node.cls.outputs)): out}
         fps, nbytes = {}, 0
         for name, value in outputs.items():

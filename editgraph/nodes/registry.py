@@ -133,10 +133,10 @@ def node(type_name: str, *, version: str, deterministic: bool = True):
         if cls.Params.model_config.get("extra") != "forbid" or not cls.Params.model_config.get("frozen"):
             raise bad("Params must keep NodeParams' config (frozen, extra='forbid')")
         inputs, outputs, multi = _sockets(cls.run, bad)
-        if field_marks(cls.Params, INPUT_PATH) and cls.source_token is Node.source_token:
+        if field_marks(cls.Params, INPUT_PATH) and cls.source_token.__func__ is Node.source_token.__func__:
             raise bad("reads an InputPath, so it must define source_token() hashing what it reads")
         previous = REGISTRY.get(type_name)
-        if previous is not None and previous.__qualname__ != cls.__qualname__:
+        if previous is not None and (previous.__module__, previous.__qualname__) != (cls.__module__, cls.__qualname__):
             raise bad(f"type already registered by {previous.__module__}.{previous.__qualname__}")
         cls.type = type_name
         cls.version = version

@@ -192,3 +192,10 @@ def test_no_cache_runs_everything(tmp_path):
     ex.run(g)
     ex.run(g)
     assert log.ran() == ["n0", "n1", "n0", "n1"]
+
+
+def test_node_writing_into_its_input_is_caught(runner):
+    doc = chain([0.1])
+    doc["nodes"]["bad"] = {"type": "test.inplace", "inputs": {"image": "n1"}}
+    with pytest.raises(NodeFailed, match=r"node 'bad' \(test.inplace\) failed: RuntimeError: run\(\) modified its input 'image' in place"):
+        runner(doc)

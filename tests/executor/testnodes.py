@@ -84,3 +84,11 @@ def chain(amounts: list[float], prefix: str = "n", source_value: float = 0.5) ->
     for i, amount in enumerate(amounts, start=1):
         nodes[f"{prefix}{i}"] = {"type": "test.add", "inputs": {"image": f"{prefix}{i - 1}"}, "params": {"amount": amount}}
     return {"format": "editgraph/1", "name": "chain", "nodes": nodes}
+
+
+@node("test.inplace", version="1.0.0")
+class InPlace(Node):
+    """Wrongly brightens its input in place."""
+
+    def run(self, ctx: RunContext, image: Image) -> Image:
+        return image.add_(0.1)
