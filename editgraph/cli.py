@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="editgraph", description="Run image-edit workflows (JSON node graphs) with content-keyed caching.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a workflow (a file, a bundled name, or a PNG editgraph made)")
+    run = sub.add_parser("run", help="run a workflow (a file, a bundled name, or an image editgraph made: same pixels again)")
     run.add_argument("workflow")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE", help="set a workflow param")
     run.add_argument("--out", default="out", help="output folder; the only place a run writes files (default: ./out)")
@@ -54,10 +54,37 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     run.set_defaults(func=cmd_run)
 
-    val = sub.add_parser("validate", help="check a workflow without running it; lists every problem")
+    val = sub.add_parser("validate", help="check a workflow without running it, input files included; lists every problem")
     val.add_argument("workflow")
     val.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE")
     val.set_defaults(func=cmd_validate)
+
+    show = sub.add_parser("show", help="describe a workflow (text, Mermaid, DOT, PNG) or the provenance a saved image carries")
+    show.add_argument("workflow", help="a workflow file, a bundled name, or an image editgraph wrote")
+    show.add_argument("--format", "-f", choices=["text", "mermaid", "dot", "png", "json"], default="text", help="json: the raw provenance of an image, or the document")
+    show.add_argument("-o", "--output", help="write here instead of stdout (required for png)")
+    show.add_argument("--report", help="a report from `run --report` or `batch --report`: label each node ran / cached / failed")
+    show.add_argument("--row", type=int, help="with a batch report: which row's statuses (default: the last row that ran)")
+    show.set_defaults(func=cmd_show)
+
+    ext = sub.add_parser("extract", help="write the workflow an image carries (params and seeds resolved) to a file")
+    ext.add_argument("image")
+    ext.add_argument("-o", "--output", help="workflow file to write (default: stdout); nothing else is written")
+    ext.set_defaults(func=cmd_extract)
+
+    batch = sub.add_parser("batch", help="run a workflow once per row of params (CSV table, --zip, --product) with one cache")
+    batch.add_argument("workflow")
+    batch.add_argument("--table", help="CSV: a header of workflow param names, one row per run; empty cell = default")
+    batch.add_argument("--zip", dest="zips", action="append", default=[], metavar="NAME=A,B,C", help="lists walked together (equal lengths)")
+    batch.add_argument("--product", dest="products", action="append", default=[], metavar="NAME=A,B", help="every combination of these lists")
+    batch.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE", help="a param held the same in every row")
+    batch.add_argument("--out", default="out", help="output root (rows go to OUT/row-<n>/), or a template using {row} and param names")
+    batch.add_argument("--report", help="write a JSON report: per row per node status, and how often each node ran")
+    batch.add_argument("--keep-going", action="store_true", help="after a failed row, run the remaining rows (exit 4 at the end)")
+    batch.add_argument("--cache-dir", help="cache root (default: $EDITGRAPH_CACHE_DIR or the user cache dir)")
+    batch.add_argument("--threads", type=int, help="torch CPU threads")
+    batch.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    batch.set_defaults(func=cmd_batch)
 
     nodes = sub.add_parser("nodes", help="list node types, or show one's sockets and params")
     nodes.add_argument("type", nargs="?")
@@ -94,20 +121,41 @@ def _parse_sets(sets: list[str]) -> dict[str, str]:
     return out
 
 
-def _load(ref: str):
-    """(Workflow, base dir for relative paths, label) from a path, a bundled name, or a PNG."""
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def _read_image_provenance(ref: str) -> dict[str, Any]:
+    from editgraph.errors import Issue, WorkflowInvalid
+    from editgraph.provenance import read
+
+    try:
+        info = read(Path(ref).read_bytes())
+    except (ValueError, OSError) as exc:  # zlib / JSON damage, unreadable file
+        raise WorkflowInvalid([Issue("", f"cannot read the editgraph provenance: {exc}")], ref) from None
+    if info is None or not isinstance(info.get("workflow"), dict):
+        raise WorkflowInvalid([Issue("", "this image carries no editgraph workflow (it was not written by editgraph, or its metadata was stripped)")], ref)
+    return info
+
+
+def _load(ref: str, *, relocate: bool = False):
+    """(Workflow, base dir for relative paths, label) from a path, a bundled name, or an image
+    editgraph wrote. relocate: input files missing at their recorded paths are looked for (same
+    bytes) beside the image and in the working directory."""
     from editgraph import workflows
     from editgraph.errors import Issue, WorkflowInvalid
     from editgraph.graph.document import load_workflow
 
     path = Path(ref)
-    if path.suffix.lower() == ".png" and path.is_file():
-        from editgraph.provenance import read
+    if path.suffix.lower() in _IMAGE_SUFFIXES and path.is_file():
+        info = _read_image_provenance(ref)
+        doc = info["workflow"]
+        if relocate:
+            from editgraph.sharing import relocate_inputs
 
-        info = read(path.read_bytes())
-        if info is None:
-            raise WorkflowInvalid([Issue("", "this PNG carries no editgraph workflow")], ref)
-        return load_workflow(info["workflow"]), Path.cwd(), ref
+            doc, notes = relocate_inputs(info, [path.resolve().parent, Path.cwd()])
+            for note in notes:
+                _err(f"note: {note}")
+        return load_workflow(doc), Path.cwd(), ref
     if path.is_file():
         return load_workflow(path), path.resolve().parent, ref
     bundled = workflows.find(ref)
@@ -121,10 +169,15 @@ def _load(ref: str):
 
 
 def cmd_validate(args) -> int:
+    from editgraph.errors import WorkflowInvalid
     from editgraph.graph.validate import bind
+    from editgraph.sharing import check_sources
 
-    workflow, base, label = _load(args.workflow)
+    workflow, base, label = _load(args.workflow, relocate=True)  # an image: check what `run` would use
     graph = bind(workflow, _parse_sets(args.sets), base_dir=base, require_values=False, source=label)
+    problems = check_sources(graph)
+    if problems:
+        raise WorkflowInvalid(problems, label)
     needs = f"; params to set when running: {', '.join(graph.unbound)}" if graph.unbound else ""
     print(f"{label}: valid ({len(graph.nodes)} nodes){needs}")
     return EXIT_OK
@@ -140,8 +193,9 @@ def cmd_run(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    workflow, base, label = _load(args.workflow)
+    workflow, base, label = _load(args.workflow, relocate=True)
     graph = bind(workflow, _parse_sets(args.sets), base_dir=base, source=label)
+    _warn_threads(args.workflow)
     cache = Cache(None, None) if args.no_cache else Cache.default(args.cache_dir)
     display = _Display(graph, quiet=args.quiet)
     executor = Executor(cache, listeners=[display], use_cache=not args.no_cache)
@@ -159,6 +213,17 @@ def cmd_run(args) -> int:
     if args.report:
         _write_report(Path(args.report), label, graph, result, wall)
     return EXIT_OK
+
+
+def _warn_threads(ref: str) -> None:
+    """Re-running an image's workflow reproduces its pixels bit for bit only at its thread count."""
+    if Path(ref).suffix.lower() not in _IMAGE_SUFFIXES:
+        return
+    import torch
+
+    made_with = _read_image_provenance(ref).get("torch_threads")
+    if made_with and made_with != torch.get_num_threads():
+        _err(f"note: {ref} was made with {made_with} torch threads, this run uses {torch.get_num_threads()}; add --threads {made_with} for identical pixels")
 
 
 def _write_report(path: Path, label: str, graph, result, wall: float) -> None:
@@ -220,6 +285,134 @@ def cmd_nodes(args) -> int:
             print(f"      {f.description}")
     if not cls.Params.model_fields:
         print("  (none)")
+    return EXIT_OK
+
+
+def _write_out(output: str | None, data: bytes) -> None:
+    """To the named file (atomically: a reader never sees half of it), else stdout."""
+    if output:
+        from editgraph.atomic import write_atomic
+
+        write_atomic(Path(output), data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+
+def _statuses(report_path: str | None, row: int | None) -> dict[str, str]:
+    from editgraph.errors import EditgraphError
+    from editgraph.graph.render import statuses_from_report
+
+    if not report_path:
+        return {}
+    try:
+        report = json.loads(Path(report_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EditgraphError(f"cannot read report {report_path}: {exc}") from None
+    if isinstance(report.get("rows"), list):  # a batch report: one row's statuses
+        rows = [r for r in report["rows"] if r.get("nodes")]
+        if row is not None:
+            rows = [r for r in report["rows"] if r.get("row") == row]
+            if not rows:
+                raise EditgraphError(f"report {report_path} has no row {row}; rows are 1..{len(report['rows'])}")
+        return statuses_from_report(rows[-1]) if rows else {}
+    return statuses_from_report(report)
+
+
+def cmd_show(args) -> int:
+    from editgraph.graph import render
+    from editgraph.sharing import describe_provenance
+
+    fmt = args.format
+    if fmt == "png" and not args.output:
+        _err("error: --format png needs -o FILE (a picture is not written to the terminal)")
+        return EXIT_USAGE
+    is_image = Path(args.workflow).suffix.lower() in _IMAGE_SUFFIXES and Path(args.workflow).is_file()
+    info = _read_image_provenance(args.workflow) if is_image else None
+    workflow, _, label = _load(args.workflow)
+    status = _statuses(args.report, args.row)
+    if fmt == "json":
+        data = info if info is not None else workflow.to_dict()
+        _write_out(args.output, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+    elif fmt == "png":
+        _write_out(args.output, render.to_png(workflow, status))
+    elif fmt == "mermaid":
+        _write_out(args.output, render.to_mermaid(workflow, status).encode())
+    elif fmt == "dot":
+        _write_out(args.output, render.to_dot(workflow, status).encode())
+    else:
+        text = render.to_text(workflow, status)
+        if info is not None:
+            text = describe_provenance(label, info, Path(args.workflow).read_bytes()) + "\nworkflow " + text
+        _write_out(args.output, text.encode())
+    return EXIT_OK
+
+
+def cmd_extract(args) -> int:
+    from editgraph.graph.document import load_workflow
+
+    info = _read_image_provenance(args.image)
+    workflow = load_workflow(info["workflow"])  # checks it is a well-formed document before writing
+    _write_out(args.output, workflow.to_json().encode())
+    if args.output:
+        _err(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def cmd_batch(args) -> int:
+    import torch
+
+    from editgraph import batch
+    from editgraph.atomic import write_atomic
+    from editgraph.executor.cache import Cache
+    from editgraph.executor.run import Executor
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    workflow, base, label = _load(args.workflow, relocate=True)
+    try:
+        groups = []
+        if args.table:
+            groups.append(batch.rows_from_table(Path(args.table), workflow))
+        if args.zips:
+            groups.append(batch.rows_from_zip(args.zips))
+        if args.products:
+            groups.append(batch.rows_from_product(args.products))
+        if not groups:
+            _err("error: batch needs rows: --table FILE.csv, --zip NAME=A,B,..., or --product NAME=A,B,...")
+            return EXIT_USAGE
+        rows = batch.combine(groups)
+        graphs = batch.bind_rows(workflow, rows, _parse_sets(args.sets), base_dir=base, source=label)
+        dirs = batch.out_dirs(args.out, graphs, {n: p.type for n, p in workflow.params.items()})
+    except batch.BatchUsageError as exc:
+        _err(f"error: {exc}")
+        return EXIT_USAGE
+    cache = Cache.default(args.cache_dir)
+    display = batch.BatchProgress(len(graphs), quiet=args.quiet)
+    executor = Executor(cache, listeners=[display])
+    t0 = time.perf_counter()
+
+    def on_row(row, results) -> None:
+        display.row_done(row)
+        if args.report:
+            report = batch.report(label, workflow, results, time.perf_counter() - t0)
+            write_atomic(Path(args.report), (json.dumps(report, indent=2) + "\n").encode())
+
+    try:
+        with display:
+            results = batch.run_batch(graphs, dirs, executor, keep_going=args.keep_going, on_row=on_row, on_row_start=display.row_start)
+    finally:
+        cache.close()
+    s = batch.summary(results)
+    print(f"{s['ok']} of {s['rows']} rows ok" + (f", {s['failed']} failed" if s["failed"] else "") + (f", {s['not run']} not run" if s["not run"] else ""))
+    if s["shared"]:
+        print("computed once for all rows: " + ", ".join(s["shared"]))
+    for r in results:
+        if r.status == "failed":
+            _err(f"row {r.row}: {r.error}")
+    if s["failed"]:
+        _err("(everything computed is cached: fix and run the batch again to resume)")
+        return EXIT_NODE_FAILED
     return EXIT_OK
 
 

@@ -1,74 +1,237 @@
 """What a saved image says about how it was made, and how to read that back.
 
-A PNG carries one iTXt chunk, keyword "editgraph", holding JSON: the workflow document with every
-param and seed resolved (so running it again reproduces the pixels), the editgraph version, the
-torch thread count (it changes float rounding), and the content key of every node.
-The chunk is spliced in at write time, so cached PNG bytes stay independent of node ids and the
-save node's cache entry is shared by every workflow that makes the same pixels.
+Every file the executor writes gets, at write time (so cached file bytes stay independent of node
+ids and one save node's cache entry serves every workflow that makes the same pixels):
+
+- the editgraph provenance, JSON: the workflow document with every param, seed and input path
+  resolved (running it again reproduces the pixels), the seeds, each model's name and content
+  hash, each input file's hash, the editgraph and torch versions, the torch thread count (it
+  changes float rounding) and every node's content key.
+  PNG: iTXt "editgraph" (zlib); JPEG: APP15 "editgraph" segments; WebP: an `EGPV` chunk.
+- the first image.load ancestor's EXIF (orientation reset: the pixels are already upright) and
+  ICC profile, so camera data and colour management survive the edit.
+- an AI-edit label: XMP with Iptc4xmpExt:DigitalSourceType = compositeWithTrainedAlgorithmicMedia.
+- a C2PA manifest found in that input is NOT written back as the output's manifest: an edit breaks
+  its hash binding, and editgraph does not sign. It is recorded as an ingredient (sha256, size,
+  source) in the provenance, and its raw bytes ride along in a private chunk (filemeta.py) so a
+  signing tool downstream can cite it. Nothing is dropped silently.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import struct
 import zlib
+from pathlib import Path
 from typing import Any
 
-import torch
-
 import editgraph
+from editgraph import filemeta as fm
+from editgraph.errors import EditgraphError
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 KEYWORD = b"editgraph"
+PNG_SIGNATURE = fm.PNG_SIGNATURE
+JPEG_IDENT = b"editgraph\x00"
+JPEG_C2PA_IDENT = b"editgraph-c2pa\x00"
+WEBP_CHUNK, WEBP_C2PA_CHUNK = b"EGPV", b"EGMI"
+CARRY_FROM = ("image.load",)  # node types whose file's metadata an output inherits
+_MODEL_NAME_FIELDS = ("model", "name", "repo", "path")  # first param that names a model
 
 
-def build(result) -> dict[str, Any]:
+class Provenance(dict):
+    """The JSON-able provenance of one run, plus (not serialized) the metadata each artifact
+    node's output inherits from its source photo: `carry[node_id]`."""
+
+    def __init__(self, *args: Any, **kw: Any):
+        super().__init__(*args, **kw)
+        self.carry: dict[str, fm.Carried] = {}
+
+
+def build(result) -> Provenance:
     """Provenance for a finished run (a RunResult)."""
+    import torch
+
+    from editgraph.nodes.registry import INPUT_PATH, field_marks
+
     graph = result.graph
-    return {
-        "editgraph": editgraph.__version__,
-        "workflow": graph.resolved_document(),
-        "params": graph.params,
-        "seeds": graph.seeds,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "keys": {nid: rec.key for nid, rec in result.records.items()},
-    }
+    info = Provenance(
+        {
+            "editgraph": editgraph.__version__,
+            "workflow": portable_document(graph),
+            "params": graph.params,
+            "seeds": graph.seeds,
+            "models": _models(result),
+            "inputs": _inputs(graph, INPUT_PATH, field_marks),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "keys": {nid: rec.key for nid, rec in result.records.items()},
+            "digital_source_type": fm.AI_SOURCE_TYPE,
+        }
+    )
+    carried_report: dict[str, Any] = {}
+    ingredients = []
+    for nid, node in graph.nodes.items():
+        if nid not in result.records or not any(s.name == "Artifact" for s in node.cls.outputs.values()):
+            continue
+        source = _first_source(graph, nid)
+        if source is None:
+            continue
+        carried = fm.read_carried(source, graph.nodes[source].params.path)
+        info.carry[nid] = carried
+        carried_report[nid] = {"from": source, "exif": carried.exif is not None, "icc_profile": carried.icc_profile is not None}
+        if carried.c2pa is not None:
+            ingredient = {
+                "node": source,
+                "path": carried.path,
+                "relationship": "parentOf",
+                "c2pa_manifest": {"sha256": hashlib.sha256(carried.c2pa).hexdigest(), "bytes": len(carried.c2pa)},
+                "note": "the source's C2PA manifest cannot stay valid on edited pixels; its bytes are carried in a private chunk",
+            }
+            if ingredient not in ingredients:
+                ingredients.append(ingredient)
+            carried_report[nid]["c2pa_ingredient"] = True
+    info["carried"] = carried_report
+    info["ingredients"] = ingredients
+    return info
 
 
-def embed(name: str, data: bytes, info: dict[str, Any]) -> bytes:
-    """The file's bytes with provenance added (PNG: an iTXt chunk before IEND; others unchanged)."""
-    if not data.startswith(PNG_SIGNATURE):
-        return data
+def portable_document(graph) -> dict[str, Any]:
+    """graph.resolved_document() with literal input paths made absolute too, so the document runs
+    the same from any working directory."""
+    from editgraph.nodes.registry import INPUT_PATH, field_marks
+
+    doc = graph.resolved_document()
+    for nid, node in graph.nodes.items():
+        raw = doc["nodes"][nid].get("params", {})
+        for fname in field_marks(node.cls.Params, INPUT_PATH):
+            value = raw.get(fname)
+            if isinstance(value, str) and not value.startswith("$"):
+                raw[fname] = getattr(node.params, fname)
+    return doc
+
+
+def _models(result) -> list[dict[str, Any]]:
+    """Each node output on a Model socket: its name (from the node's params) and content hash
+    (its fingerprint is "model:<content hash>")."""
+    models = []
+    for nid, node in result.graph.nodes.items():
+        for out, sock in node.cls.outputs.items():
+            fp = result.fingerprints.get((nid, out))
+            if sock.name != "Model" or fp is None:
+                continue
+            params = node.params.model_dump(mode="json")
+            name = next((params[f] for f in _MODEL_NAME_FIELDS if isinstance(params.get(f), str)), nid)
+            models.append({"node": nid, "type": node.type, "name": name, "content_hash": fp.removeprefix("model:")})
+    return models
+
+
+def _inputs(graph, INPUT_PATH, field_marks) -> list[dict[str, Any]]:
+    """Each file a node reads, with the hash its key used (what `run IMAGE.png` checks against)."""
+    inputs = []
+    for nid, node in graph.nodes.items():
+        fields = field_marks(node.cls.Params, INPUT_PATH)
+        if not fields:
+            continue
+        try:
+            token = node.cls.source_token(node.params)
+        except Exception:  # noqa: BLE001 - a file gone since the run: record the path without its hash
+            token = None
+        for fname in fields:
+            inputs.append({"node": nid, "type": node.type, "field": fname, "path": getattr(node.params, fname, None), "source_token": token})
+    return inputs
+
+
+def _first_source(graph, node_id: str) -> str | None:
+    """The first (in run order) CARRY_FROM ancestor of a node, or None."""
+    ancestors, stack = set(), [node_id]
+    while stack:
+        for src, _ in graph.nodes[stack.pop()].inputs.values():
+            if src not in ancestors:
+                ancestors.add(src)
+                stack.append(src)
+    return next((nid for nid in graph.nodes if nid in ancestors and graph.nodes[nid].type in CARRY_FROM), None)
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def embed(name: str, data: bytes, info: dict[str, Any], node_id: str | None = None) -> bytes:
+    """The file's bytes with provenance, carried metadata and the AI label added. PNG and JPEG are
+    spliced without touching the pixel data; WebP is re-encoded losslessly (filemeta.webp_with_metadata);
+    other files are returned unchanged."""
+    carried = info.carry.get(node_id) if isinstance(info, Provenance) and node_id is not None else None
     text = json.dumps(info, ensure_ascii=False, sort_keys=True).encode()
-    # iTXt: keyword \0 compression-flag compression-method language \0 translated-keyword \0 text
-    body = KEYWORD + b"\x00" + b"\x01\x00" + b"\x00" + b"\x00" + zlib.compress(text, 9)
-    chunk = struct.pack(">I", len(body)) + b"iTXt" + body + struct.pack(">I", zlib.crc32(b"iTXt" + body))
-    iend = data.rfind(b"IEND") - 4
-    if iend < len(PNG_SIGNATURE):
-        raise ValueError(f"{name}: not a complete PNG (no IEND chunk)")
-    return data[:iend] + chunk + data[iend:]
+    xmp = fm.ai_label_xmp(f"editgraph {editgraph.__version__}")
+    exif = carried.exif if carried else None
+    icc = carried.icc_profile if carried else None
+    c2pa = carried.c2pa if carried else None
+    if data.startswith(PNG_SIGNATURE):
+        present = fm.png_chunk_types(data)
+        head = []
+        # A file that already has its own profile / EXIF (one of each is allowed) keeps it.
+        if icc and b"iCCP" not in present and b"sRGB" not in present:
+            head.append(fm.png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc, 9)))
+        if exif and b"eXIf" not in present:
+            head.append(fm.png_chunk(b"eXIf", exif))
+        # XMP before the pixels: metadata readers that stop at the first IDAT still see the label.
+        head.append(fm.png_itxt(fm.XMP_KEYWORD, xmp, compress=False))
+        tail = [fm.png_itxt(KEYWORD, text, compress=True)]
+        if c2pa:
+            tail.append(fm.png_chunk(fm.INGREDIENT_PNG_CHUNK, c2pa))
+        return fm.png_insert(data, after_ihdr=head, before_iend=tail)
+    if data.startswith(fm.JPEG_SOI):
+        present = list(fm.jpeg_segments(data))
+        if any(m == fm.APP1 and p.startswith(b"Exif\x00\x00") for m, p in present):
+            exif = None
+        if any(m == fm.APP2 and p.startswith(fm.ICC_JPEG_ID) for m, p in present):
+            icc = None
+        if exif and len(exif) + 6 > fm.JPEG_SEGMENT_MAX:
+            raise EditgraphError(
+                f"{name}: the source photo's EXIF is {len(exif)} bytes; a JPEG holds at most {fm.JPEG_SEGMENT_MAX - 6}. "
+                "Save as .png (or .webp) to keep it"
+            )
+        segs = [fm.jpeg_segment(fm.APP1, b"Exif\x00\x00" + exif)] if exif else []
+        segs.append(fm.jpeg_segment(fm.APP1, fm.XMP_JPEG_ID + xmp))
+        if icc:
+            segs += fm.jpeg_icc(icc)
+        segs += fm.jpeg_chunked(fm.APP15, JPEG_IDENT, zlib.compress(text, 9))
+        if c2pa:
+            segs += fm.jpeg_chunked(fm.APP15, JPEG_C2PA_IDENT, c2pa)
+        return fm.jpeg_insert(data, segs)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        out = fm.webp_with_metadata(data, exif=exif, icc=icc, xmp=xmp)
+        chunks = [(WEBP_CHUNK, zlib.compress(text, 9))] + ([(WEBP_C2PA_CHUNK, c2pa)] if c2pa else [])
+        return fm.riff_append(out, chunks)
+    return data
+
+
+# --- reading ------------------------------------------------------------------------------------
 
 
 def read(data: bytes) -> dict[str, Any] | None:
-    """The provenance a PNG carries, or None."""
-    if not data.startswith(PNG_SIGNATURE):
-        return None
-    pos = len(PNG_SIGNATURE)
-    while pos + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        ctype = data[pos + 4 : pos + 8]
-        body = data[pos + 8 : pos + 8 + length]
-        if ctype == b"iTXt" and body.startswith(KEYWORD + b"\x00"):
-            rest = body[len(KEYWORD) + 1 :]
-            compressed = rest[0] == 1
-            # skip flag, method, then language and translated keyword (two NUL-terminated strings)
-            rest = rest[2:]
-            rest = rest[rest.index(b"\x00") + 1 :]
-            rest = rest[rest.index(b"\x00") + 1 :]
-            text = zlib.decompress(rest) if compressed else rest
-            return json.loads(text)
-        if ctype == b"IEND":
-            break
-        pos += 12 + length
+    """The provenance an image editgraph wrote carries (PNG, JPEG or WebP), or None."""
+    raw: bytes | None = None
+    if data.startswith(PNG_SIGNATURE):
+        raw = fm.png_read_itxt(data, KEYWORD)
+    elif data.startswith(fm.JPEG_SOI):
+        packed = fm.jpeg_read_chunked(data, fm.APP15, JPEG_IDENT)
+        raw = zlib.decompress(packed) if packed is not None else None
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        packed = next((b for c, b in fm.riff_chunks(data) if c == WEBP_CHUNK), None)
+        raw = zlib.decompress(packed) if packed is not None else None
+    return json.loads(raw) if raw is not None else None
+
+
+def carried_manifest(data: bytes) -> bytes | None:
+    """The source C2PA manifest an output carries as an ingredient (its raw JUMBF bytes), or None."""
+    if data.startswith(PNG_SIGNATURE):
+        return next((b for c, b in fm.png_chunks(data) if c == fm.INGREDIENT_PNG_CHUNK), None)
+    if data.startswith(fm.JPEG_SOI):
+        return fm.jpeg_read_chunked(data, fm.APP15, JPEG_C2PA_IDENT)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return next((b for c, b in fm.riff_chunks(data) if c == WEBP_C2PA_CHUNK), None)
     return None
+
+
+def read_file(path: str | Path) -> dict[str, Any] | None:
+    return read(Path(path).read_bytes())

@@ -294,6 +294,6 @@ class _Run:
                     dest = (root / name).resolve()
                     if not dest.is_relative_to(root):
                         raise EditgraphError(f"node '{nid}' ({node.type}): refusing to write {name!r} outside {root}")
-                    write_atomic(dest, embed(name, data, info) if info is not None else data)
+                    write_atomic(dest, embed(name, data, info, node_id=nid) if info is not None else data)
                     result.written.append(dest)
                     self.ex.emit(ArtifactWritten(nid, str(dest)))

@@ -1,0 +1,112 @@
+"""Checks and fix-ups for workflows that travel between machines and artists.
+
+`check_sources(graph)`: every file a workflow reads must exist (each missing one is an Issue
+naming the node, its type, the JSON path and the path looked for). A node class may add its own
+checks by defining
+
+    @classmethod
+    def check_sources(cls, params) -> list[str]:   # problems, each a sentence; [] = fine
+        ...
+
+(the hook for model nodes: "model 'sd15' not found in EDITGRAPH_MODELS (...)", "hash mismatch").
+When a class defines it, its problems are reported at `nodes.<id>.params` and the generic
+file-exists check still runs for its InputPath fields.
+
+`relocate_inputs(info, ...)`: a PNG carries the absolute paths of the files its run read; on
+another machine they are elsewhere. A missing one is looked for by name beside the PNG and in the
+working directory, and used if its bytes hash to what the run read.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from editgraph.errors import Issue
+
+
+def check_sources(graph) -> list[Issue]:
+    from editgraph.nodes.registry import INPUT_PATH, field_marks
+
+    issues: list[Issue] = []
+    for nid in graph.workflow.nodes:  # document order: the order an author reads them in
+        node = graph.nodes[nid]
+        raw = graph.workflow.nodes[nid].params
+        for fname in field_marks(node.cls.Params, INPUT_PATH):
+            value = getattr(node.params, fname, None)
+            if not isinstance(value, str) or not value:
+                continue  # an unbound $param: nothing to look for yet
+            if not Path(value).is_file():
+                binding = raw.get(fname)
+                via = f" (from {binding})" if isinstance(binding, str) and binding.startswith("$") else ""
+                what = "is a folder, not a file" if Path(value).is_dir() else "not found"
+                issues.append(Issue(f"nodes.{nid}.params.{fname}", f"input file {what}: {value}{via}", nid, node.type))
+        hook = getattr(node.cls, "check_sources", None)
+        if callable(hook):
+            for problem in hook(node.params) or []:
+                issues.append(Issue(f"nodes.{nid}.params", str(problem), nid, node.type))
+    return issues
+
+
+def relocate_inputs(info: dict[str, Any], search: list[Path]) -> tuple[dict[str, Any], list[str]]:
+    """(workflow document, notes): the carried document with each missing input file replaced by a
+    same-named file found in `search` whose hash matches the one recorded; notes say what moved
+    and what is still missing or differs."""
+    from editgraph.imaging import file_hash
+
+    doc = copy.deepcopy(info["workflow"])
+    notes: list[str] = []
+    for rec in info.get("inputs", []):
+        path = rec.get("path")
+        if not isinstance(path, str) or Path(path).is_file():
+            continue
+        name = Path(path).name
+        found = next((d / name for d in search if (d / name).is_file()), None)
+        if found is None:
+            notes.append(f"node '{rec['node']}': {path} is missing and no {name} was found in {', '.join(map(str, search))}")
+            continue
+        token = rec.get("source_token")
+        if token is not None and file_hash(found) != token:
+            notes.append(f"node '{rec['node']}': {found} has different bytes from the {name} this image was made from; not used")
+            continue
+        _set_path(doc, rec["node"], rec["field"], str(found.resolve()))
+        notes.append(f"node '{rec['node']}': using {found} (same bytes as {path})")
+    return doc, notes
+
+
+def _set_path(doc: dict[str, Any], node_id: str, field: str, value: str) -> None:
+    params = doc["nodes"][node_id].setdefault("params", {})
+    raw = params.get(field)
+    if isinstance(raw, str) and raw.startswith("$") and not raw.startswith("$$"):
+        doc["params"][raw[1:]]["default"] = value
+    else:
+        params[field] = value
+
+
+def describe_provenance(label: str, info: dict[str, Any], data: bytes) -> str:
+    """What `editgraph show IMAGE` prints above the graph: who made it, with what, from what."""
+    import json
+
+    from editgraph import filemeta
+
+    lines = [f"{label}: made by editgraph {info.get('editgraph', '?')} (torch {info.get('torch', '?')}, {info.get('torch_threads', '?')} threads)"]
+    xmp = filemeta.read_xmp(data) or b""
+    labelled = filemeta.AI_SOURCE_TYPE.encode() in xmp
+    lines.append(f"AI-edit label: {'yes, XMP Iptc4xmpExt:DigitalSourceType = ' + filemeta.AI_SOURCE_TYPE if labelled else 'MISSING (no XMP digital source type in this file)'}")
+    if info.get("params"):
+        lines.append("params:")
+        lines += [f"  {k} = {json.dumps(v)}" for k, v in info["params"].items()]
+    if info.get("seeds"):
+        lines.append("seeds: " + ", ".join(f"{k}={v}" for k, v in info["seeds"].items()))
+    for m in info.get("models", []):
+        lines.append(f"model: {m['node']} ({m['type']}) {m['name']}  content hash {m['content_hash']}")
+    for i in info.get("inputs", []):
+        lines.append(f"input: {i['node']}.{i['field']} = {i['path']}  (hash {i.get('source_token') or '?'})")
+    for nid, c in info.get("carried", {}).items():
+        kept = [k for k, v in (("EXIF", c.get("exif")), ("ICC profile", c.get("icc_profile")), ("C2PA manifest as ingredient", c.get("c2pa_ingredient"))) if v]
+        lines.append(f"carried into {nid}'s file from {c['from']}: {', '.join(kept) or 'nothing (the input had no EXIF, ICC or C2PA)'}")
+    for ing in info.get("ingredients", []):
+        m = ing["c2pa_manifest"]
+        lines.append(f"C2PA ingredient: {ing['path']} manifest sha256 {m['sha256']} ({m['bytes']} bytes); not valid for the edited pixels, kept in a private chunk")
+    return "\n".join(lines) + "\n"
