@@ -19,6 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from editgraph.errors import Cancelled, EditgraphError, NodeFailed, WorkflowInvalid
 
+    if getattr(args, "allow_model_mismatch", False):
+        import os
+
+        os.environ["EDITGRAPH_ALLOW_MODEL_MISMATCH"] = "1"  # read where model.load checks the pinned hash
+
     try:
         return args.func(args) or EXIT_OK
     except WorkflowInvalid as exc:
@@ -96,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
 
     wfs = sub.add_parser("workflows", help="list the bundled workflows")
     wfs.set_defaults(func=cmd_workflows)
+
+    from editgraph.models.commands import add_parser as add_models_parser
+
+    add_models_parser(sub)
+    for p_ in (run, val, batch):
+        p_.add_argument("--allow-model-mismatch", action="store_true", help="use a model whose files differ from the hash the workflow pins")
 
     cache = sub.add_parser("cache", help="inspect or clear the disk cache")
     cache.add_argument("action", choices=["info", "clear", "gc"])

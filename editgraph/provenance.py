@@ -68,6 +68,10 @@ def build(result) -> Provenance:
             "digital_source_type": fm.AI_SOURCE_TYPE,
         }
     )
+    for record in info["models"]:  # a re-run elsewhere must use the same weights, or say it cannot
+        spec = info["workflow"]["nodes"].get(record.get("node"), {})
+        if spec.get("type") == "model.load":
+            spec.setdefault("params", {})["hash"] = record["content_hash"]
     carried_report: dict[str, Any] = {}
     ingredients = []
     for nid, node in graph.nodes.items():
@@ -121,7 +125,8 @@ def _models(result) -> list[dict[str, Any]]:
                 continue
             params = node.params.model_dump(mode="json")
             name = next((params[f] for f in _MODEL_NAME_FIELDS if isinstance(params.get(f), str)), nid)
-            models.append({"node": nid, "type": node.type, "name": name, "content_hash": fp.removeprefix("model:")})
+            digest = fp.removeprefix("model:").split(":")[0]  # "model:<hash>[:float16]"
+            models.append({"node": nid, "type": node.type, "name": Path(name).name, "content_hash": digest})
     return models
 
 

@@ -58,6 +58,17 @@ class LoadModel(Node):
         return digest
 
     @classmethod
+    def check_sources(cls, params: NodeParams) -> list[str]:
+        """For `editgraph validate`: the model resolves on this machine and has the pinned hash."""
+        from editgraph.models.errors import ModelError
+
+        try:
+            cls.source_token(params)
+        except ModelError as exc:
+            return [str(exc)]
+        return []
+
+    @classmethod
     def key_params(cls, params: NodeParams) -> dict:
         # The expected hash only guards; the actual files' hash (source_token) is what is keyed,
         # so a pinned and an unpinned reference to the same files share cache entries.

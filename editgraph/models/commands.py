@@ -1,0 +1,46 @@
+"""`editgraph models ...`: the models this machine can resolve, building tiny ones, hashing files."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    models = sub.add_parser("models", help="list resolvable models, build the tiny ones, print a model's content hash")
+    action = models.add_subparsers(dest="models_action", required=True)
+    action.add_parser("list", help="built-in tiny models and every registered name (EDITGRAPH_MODELS, models.json)").set_defaults(func=cmd_list)
+    make = action.add_parser("make-tiny", help="build the tiny models (deterministic, seeded) into DIR in diffusers layout")
+    make.add_argument("dir")
+    make.add_argument("--name", action="append", help="only these (default: all)")
+    make.set_defaults(func=cmd_make_tiny)
+    hsh = action.add_parser("hash", help="the content hash a workflow can pin in model.load's `hash` param")
+    hsh.add_argument("model", help="a name or a path")
+    hsh.set_defaults(func=cmd_hash)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from editgraph.models import names
+    from editgraph.models.tiny import TINY_NAMES
+
+    for name in TINY_NAMES:
+        print(f"{name:<20} built in (made on first use)")
+    for name, path in sorted(names.registered().items()):
+        print(f"{name:<20} {path}")
+    print(f"\nregister models with EDITGRAPH_MODELS=/folder/of/models or in {names.config_file()}")
+    return 0
+
+
+def cmd_make_tiny(args: argparse.Namespace) -> int:
+    from editgraph.models.tiny import TINY_NAMES, make_tiny_all
+
+    for path in make_tiny_all(args.dir, args.name or TINY_NAMES):  # an unknown name is an EditgraphError
+        print(path)
+    return 0
+
+
+def cmd_hash(args: argparse.Namespace) -> int:
+    from editgraph.models.loader import model_hash, resolve
+
+    path = resolve(args.model)
+    print(f"{model_hash(path)}  {path}")
+    return 0
