@@ -19,17 +19,18 @@ def run_cli(capsys, *argv):
     return code, out.out, out.err
 
 
-def test_run_bundled_demo_writes_output_and_report_then_reruns_from_cache(tmp_path, capsys, monkeypatch):
+def test_run_bundled_workflow_writes_output_and_report_then_reruns_from_cache(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, _ = run_cli(capsys, "run", "demo", "--out", "o", "--report", "r.json", "-q")
-    assert code == EXIT_OK and (tmp_path / "o" / "demo.png").is_file()
+    code, out, _ = run_cli(capsys, "run", "look", "--out", "o", "--report", "r.json", "-q")
+    assert code == EXIT_OK and (tmp_path / "o" / "look.png").is_file()
     report = json.loads((tmp_path / "r.json").read_text())
-    assert {n: r["status"] for n, r in report["nodes"].items()} == {"photo": "ran", "small": "ran", "save": "ran"}
-    assert report["params"]["width"] == 384 and report["torch_threads"] >= 1
+    assert {n: r["status"] for n, r in report["nodes"].items()} == dict.fromkeys(["photo", "ref", "graded", "matched", "save"], "ran")
+    assert report["params"]["match_strength"] == 0.5 and report["torch_threads"] >= 1
     assert all(len(r["key"]) == 64 and r["seconds"] >= 0 for r in report["nodes"].values())
-    code, _, _ = run_cli(capsys, "run", "demo", "--out", "o", "--report", "r.json", "-q", "--set", "width=200")
+    code, _, _ = run_cli(capsys, "run", "look", "--out", "o", "--report", "r.json", "-q", "--set", "match_strength=0.2")
     report = json.loads((tmp_path / "r.json").read_text())
-    assert {n: r["status"] for n, r in report["nodes"].items()} == {"photo": "cached", "small": "ran", "save": "ran"}
+    statuses = {n: r["status"] for n, r in report["nodes"].items()}
+    assert statuses == {"photo": "cached", "ref": "cached", "graded": "cached", "matched": "ran", "save": "ran"}
 
 
 def test_invalid_workflow_exits_3_listing_problems(tmp_path, capsys):
@@ -67,8 +68,8 @@ def test_schema_validates_bundled_workflows_and_catches_typos(capsys):
     schema = json.loads(out)
     for name in workflows.names():
         jsonschema.validate(json.loads(workflows.find(name).read_text()), schema)
-    bad = json.loads(workflows.find("demo").read_text())
-    bad["nodes"]["small"]["params"]["widht"] = 3
+    bad = json.loads(workflows.find("look").read_text())
+    bad["nodes"]["graded"]["params"]["exposre"] = 3
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
 

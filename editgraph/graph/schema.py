@@ -31,6 +31,7 @@ def workflow_schema() -> dict[str, Any]:
             "description": (cls.__doc__ or "").strip().splitlines()[0],
             "properties": {
                 "type": {"const": type_name},
+                "version": {"type": "string", "description": f"written for {type_name} {cls.version}; another major version is refused"},
                 "params": {"type": "object", "properties": props, "additionalProperties": False},
                 "inputs": {
                     "type": "object",

@@ -77,7 +77,7 @@ def resolve(name_or_path: str | os.PathLike[str], base_dir: str | os.PathLike[st
         return target
     listed = ", ".join(sorted(known)) or "none"
     raise ModelError(
-        f"model {path.name!r} not found: nothing at {path}, and no model registered by that name "
+        f"model {text!r} not found: nothing at {path}, and no model registered as {path.name!r} "
         f"(registered here: {listed}; built in: {', '.join(TINY_NAMES)}). Register it with "
         f"EDITGRAPH_MODELS=/folder/holding/models or in {names.config_file()}"
     )

@@ -84,7 +84,7 @@ def test_a_diffusers_folder_loads_by_relative_path(tiny_dirs, tmp_path):
 
 
 def test_a_missing_path_names_it(tmp_path):
-    with pytest.raises(ModelError, match=f"model 'nope/sd15' not found: nothing at {tmp_path}/nope/sd15 .*tiny-sd"):
+    with pytest.raises(ModelError, match=f"model 'nope/sd15' not found: nothing at {tmp_path}/nope/sd15, .*tiny-sd"):
         load_model("nope/sd15", base_dir=tmp_path)
 
 

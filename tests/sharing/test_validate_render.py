@@ -145,10 +145,10 @@ def test_png_picture_has_a_box_per_node_coloured_by_status(tmp_path, cli):
 
 def test_show_uses_statuses_from_a_real_run_report(tmp_path, cli, photo_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert cli("run", "demo", "-q", "--report", "r1.json")[0] == 0
-    assert cli("run", "demo", "-q", "--report", "r2.json", "--set", "width=200")[0] == 0
-    code, text, _ = cli("show", "demo", "--report", "r2.json")
-    assert "photo  image.load  [cached]" in text and "small  image.resize  [ran]" in text
+    assert cli("run", "look", "-q", "--report", "r1.json")[0] == 0
+    assert cli("run", "look", "-q", "--report", "r2.json", "--set", "match_strength=0.2")[0] == 0
+    code, text, _ = cli("show", "look", "--report", "r2.json")
+    assert "graded   grade  [cached]" in text and "matched  grade.match  [ran]" in text, text
 
 
 def test_a_workflow_pointing_at_the_exported_schema_validates_both_ways(tmp_path, cli, photo_path):
