@@ -197,13 +197,7 @@ def _read_index(root: Path) -> dict[str, Any]:
     index_file = root / "model_index.json"
     if not index_file.is_file():
         raise ModelError(f"no model_index.json in {root} ({FOLDER_LAYOUT})")
-    try:
-        index = json.loads(index_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelError(f"cannot read {index_file}: {exc}") from None
-    if not isinstance(index, dict):
-        raise ModelError(f"{index_file} must hold a JSON object, got {type(index).__name__}")
-    return index
+    return _read_json(index_file)
 
 
 def _components(index: dict[str, Any]) -> dict[str, tuple[str | None, str | None]]:
