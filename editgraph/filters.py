@@ -31,6 +31,11 @@ def source_index(n_out: int, before: int, n_in: int, mode: PadMode) -> torch.Ten
 def pad(x: torch.Tensor, left: int, right: int, top: int, bottom: int, mode: PadMode) -> torch.Tensor:
     """Pad H and W by any amount (F.pad's reflect needs pads smaller than the axis; this does not)."""
     h, w = x.shape[-2:]
+    # F.pad does the same copies without building index tensors where its limits allow
+    if mode == "edge" and x.dim() == 4:
+        return F.pad(x, (left, right, top, bottom), mode="replicate")
+    if mode == "mirror" and x.dim() == 4 and max(left, right) < w and max(top, bottom) < h:
+        return F.pad(x, (left, right, top, bottom), mode="reflect")
     iy = source_index(h + top + bottom, top, h, mode)
     ix = source_index(w + left + right, left, w, mode)
     return x.index_select(-2, iy).index_select(-1, ix)
@@ -44,19 +49,27 @@ def gaussian_kernel(radius: int) -> torch.Tensor:
     return (k / k.sum()).float()
 
 
-def _conv_last(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """'Valid' correlation along the last axis: the input is already padded by len(kernel)//2 per side."""
+def _pad_axis(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Mirror-pad one spatial axis by r per side. F.pad's reflect is the same mirror and ~50x
+    faster than gathering by index, but only allows pads shorter than the axis."""
+    n = x.shape[dim]
+    if r < n:
+        return F.pad(x, (r, r, 0, 0) if dim == -1 else (0, 0, r, r), mode="reflect")
+    return pad(x, r, r, 0, 0, "mirror") if dim == -1 else pad(x, 0, 0, r, r, "mirror")
+
+
+def _conv_axis(x: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.Tensor:
+    """'Valid' correlation along one spatial axis (-1 = W, -2 = H) of (N, 1, H, W) that is already
+    padded by len(kernel) // 2 per side on that axis."""
     taps = kernel.numel()
-    n = x.shape[-1] - taps + 1
     if taps <= _FFT_TAPS:
-        flat = x.reshape(-1, 1, 1, x.shape[-1])  # (N, 1, 1, L)
-        out = F.conv2d(flat, kernel.view(1, 1, 1, taps))
-        return out.reshape(*x.shape[:-1], n)
-    # 1. circular convolution of length L wraps only into the first taps-1 outputs, which we drop
-    size = x.shape[-1]
-    spec = torch.fft.rfft(x, n=size) * torch.fft.rfft(kernel.flip(0), n=size)
-    # 2. output i of the valid part sits at index i + taps - 1 of the circular result
-    return torch.fft.irfft(spec, n=size)[..., taps - 1 : taps - 1 + n]
+        weight = kernel.view(1, 1, 1, taps) if dim == -1 else kernel.view(1, 1, taps, 1)
+        return F.conv2d(x, weight)
+    # 1. circular convolution of the padded length wraps only into the first taps-1 outputs ...
+    size = x.shape[dim]
+    spec = torch.fft.rfft(x, n=size, dim=dim) * torch.fft.rfft(kernel.flip(0), n=size).view(-1, *([1] * (-dim - 1)))
+    # 2. ... so the valid part is what follows them
+    return torch.fft.irfft(spec, n=size, dim=dim).narrow(dim, taps - 1, size - taps + 1)
 
 
 def gaussian_blur(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -65,11 +78,11 @@ def gaussian_blur(x: torch.Tensor, radius: int) -> torch.Tensor:
     if radius <= 0:
         return x
     kernel = gaussian_kernel(radius).to(x.dtype)
-    # 1. blur rows (last axis), mirror-padded by the radius
-    out = _conv_last(pad(x, radius, radius, 0, 0, "mirror"), kernel)
-    # 2. blur columns the same way, on the transposed tensor so the kernel runs along the last axis
-    out = _conv_last(pad(out, 0, 0, radius, radius, "mirror").transpose(-1, -2), kernel)
-    return out.transpose(-1, -2).contiguous()
+    flat = x.reshape(-1, 1, *x.shape[-2:])  # (B*C, 1, H, W): every plane blurred alike
+    # 1. rows, then 2. columns: two 1-D passes instead of one (2r+1)^2 kernel
+    out = _conv_axis(_pad_axis(flat, radius, -1), kernel, -1)
+    out = _conv_axis(_pad_axis(out, radius, -2), kernel, -2)
+    return out.reshape(x.shape)
 
 
 def _window_max_last(x: torch.Tensor, half_widths: list[int]) -> dict[int, torch.Tensor]:
@@ -117,10 +130,8 @@ def dilate(x: torch.Tensor, radius: int, shape: Literal["disc", "square"] = "dis
     for dy in offsets:
         run = runs[half[dy]]
         # output row y takes the run of input row y + dy
-        if dy >= 0:
-            out[..., : h - dy, :] = torch.maximum(out[..., : h - dy, :], run[..., dy:, :])
-        else:
-            out[..., -dy:, :] = torch.maximum(out[..., -dy:, :], run[..., : h + dy, :])
+        dst, src = (out[..., : h - dy, :], run[..., dy:, :]) if dy >= 0 else (out[..., -dy:, :], run[..., : h + dy, :])
+        torch.maximum(dst, src, out=dst)  # in place: no temporary per row offset
     return out
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from editgraph.context import RunContext
@@ -110,6 +109,8 @@ class BlendImage(Node):
         same_size("image.blend", base, top, "base", "top")
         _batch_match("image.blend", base, top, "base", "top")
         blended = _MODES[p.mode](base, top).clamp(0, 1)
+        if mask is None and p.opacity in (0, 1):
+            return base if p.opacity == 0 else blended.expand_as(base).contiguous()
         weight = torch.full_like(base[:, :1], p.opacity)
         if mask is not None:
             same_size("image.blend", base, mask, "base", "mask")
@@ -180,13 +181,20 @@ class PasteBack(Node):
                 f"working_size={p.working_size}, multiple_of={p.multiple_of} gives a {box.work_w}x{box.work_h} crop "
                 "(width x height); use the same mask and params as image.crop_to_mask"
             )
-        # 1. the blend mask: feathered over the whole frame so the box edge does not cut the ramp
-        blend = gaussian_blur(mask, p.feather).clamp(0, 1) if p.feather else mask
         region = (..., slice(box.y0, box.y1), slice(box.x0, box.x1))
+        # 1. the blend mask inside the box; feathering reads `feather` px beyond it (or up to the
+        #    frame edge, where the blur mirrors anyway), so the values equal a whole-frame blur
+        blend = mask[region]
+        if p.feather:
+            h, w = mask.shape[-2:]
+            fy0, fx0 = max(0, box.y0 - p.feather), max(0, box.x0 - p.feather)
+            fy1, fx1 = min(h, box.y1 + p.feather), min(w, box.x1 + p.feather)
+            soft = gaussian_blur(mask[..., fy0:fy1, fx0:fx1], p.feather).clamp_(0, 1)
+            blend = soft[..., box.y0 - fy0 : box.y1 - fy0, box.x0 - fx0 : box.x1 - fx0]
         # 2. the crop back at the box's own size
         patch = resample(crop, box.height, box.width)
         # 3. composite inside the box only; outside it the base is copied untouched
         b = max(base.shape[0], crop.shape[0])
         out = base.expand(b, *base.shape[1:]).clone()
-        out[region] = _composite(out[region], patch.expand(b, *patch.shape[1:]), blend[region])
+        out[region] = _composite(out[region], patch.expand(b, *patch.shape[1:]), blend)
         return out

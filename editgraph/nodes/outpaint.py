@@ -6,6 +6,7 @@ import math
 from typing import Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 
 from editgraph.context import RunContext
@@ -39,6 +40,18 @@ def _ramp(n: int, overlap: int, feather: int) -> torch.Tensor:
     d = torch.arange(n, dtype=torch.float32)
     t = ((overlap - d) / (feather + 1)).clamp(0, 1)
     return t * t * (3 - 2 * t)
+
+
+def _soft_fill(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Gaussian blur for the pre-fill. Wide radii blur a copy shrunk by radius / 8 and scale it
+    back: the fill is only a starting point for the model, and this is ~radius/8 squared cheaper."""
+    factor = max(1, radius // 8)
+    if factor == 1:
+        return gaussian_blur(x, radius).clamp_(0, 1)
+    h, w = x.shape[-2:]
+    small = F.interpolate(x, size=(math.ceil(h / factor), math.ceil(w / factor)), mode="area")
+    small = gaussian_blur(small, max(1, round(radius / factor)))
+    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).clamp_(0, 1)
 
 
 @node("outpaint.pad", version="1.0.0")
@@ -105,7 +118,7 @@ class OutpaintPad(Node):
         if p.fill == "color":
             canvas = torch.tensor(p.color, dtype=image.dtype).view(1, 3, 1, 1).repeat(b, 1, H, W)
         elif p.fill == "blur":
-            canvas = gaussian_blur(pad(image, left, right, top, bottom, "edge"), p.blur_radius).clamp_(0, 1)
+            canvas = _soft_fill(pad(image, left, right, top, bottom, "edge"), p.blur_radius)
         else:
             canvas = pad(image, left, right, top, bottom, p.fill)
         # 4. the photo, untouched
