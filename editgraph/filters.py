@@ -107,6 +107,21 @@ def gaussian_blur(x: torch.Tensor, radius: int) -> torch.Tensor:
     return out.reshape(x.shape)
 
 
+# Feathered values this close to 0 or 1 snap to it: the FFT leaves ~1e-7 of rounding noise where
+# the exact blur is 0 or 1, and a composite through the mask must keep untouched pixels bit for bit.
+_SNAP = 1e-5
+
+
+def feather(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Gaussian-blur a 0..1 mask (see gaussian_blur); where the blur is within 1e-5 of 0 or 1 it is
+    set to exactly 0 or 1, so pixels more than `radius` from an edge keep their 0 or 1."""
+    if radius <= 0:
+        return mask
+    out = gaussian_blur(mask, radius).clamp_(0, 1)
+    out = torch.where(out < _SNAP, 0.0, out)
+    return torch.where(out > 1 - _SNAP, 1.0, out)
+
+
 def _window_max_last(x: torch.Tensor, half_widths: list[int]) -> dict[int, torch.Tensor]:
     """Max over the centred window [i - w, i + w] along the last axis, for each w in half_widths,
     outside the tensor counting as 0. One sparse table (log2 levels) serves every width."""

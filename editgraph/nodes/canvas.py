@@ -10,7 +10,7 @@ from pydantic import Field
 
 from editgraph.context import RunContext
 from editgraph.errors import NodeError
-from editgraph.filters import gaussian_blur, pad
+from editgraph.filters import feather, pad
 from editgraph.imaging import same_size
 from editgraph.nodes.registry import Node, NodeParams, node
 from editgraph.nodes.sockets import Image, Mask
@@ -183,13 +183,14 @@ class PasteBack(Node):
             )
         region = (..., slice(box.y0, box.y1), slice(box.x0, box.x1))
         # 1. the blend mask inside the box; feathering reads `feather` px beyond it (or up to the
-        #    frame edge, where the blur mirrors anyway), so the values equal a whole-frame blur
+        #    frame edge, where the blur mirrors anyway), so it equals a whole-frame mask.feather
+        #    up to float rounding
         blend = mask[region]
         if p.feather:
             h, w = mask.shape[-2:]
             fy0, fx0 = max(0, box.y0 - p.feather), max(0, box.x0 - p.feather)
             fy1, fx1 = min(h, box.y1 + p.feather), min(w, box.x1 + p.feather)
-            soft = gaussian_blur(mask[..., fy0:fy1, fx0:fx1], p.feather).clamp_(0, 1)
+            soft = feather(mask[..., fy0:fy1, fx0:fx1], p.feather)
             blend = soft[..., box.y0 - fy0 : box.y1 - fy0, box.x0 - fx0 : box.x1 - fx0]
         # 2. the crop back at the box's own size
         patch = resample(crop, box.height, box.width)

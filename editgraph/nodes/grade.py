@@ -96,7 +96,7 @@ class Grade(Node):
             lab = srgb_to_oklab(x)
             chroma = torch.hypot(lab[:, 1:2], lab[:, 2:3])  # (B, 1, H, W)
             factor = p.saturation * (1 + p.vibrance * (1 - (chroma / _VIBRANCE_CHROMA).clamp(0, 1)))
-            lab = torch.cat((lab[:, :1], lab[:, 1:] * factor), 1)
+            lab[:, 1:] *= factor
             x = oklab_to_srgb(lab)
         # 6. LUT
         if p.lut and p.lut_strength > 0:

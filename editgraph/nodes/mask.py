@@ -11,16 +11,12 @@ from pydantic import Field
 from editgraph.colour import luminance, srgb_to_oklab
 from editgraph.context import RunContext
 from editgraph.errors import NodeError
-from editgraph.filters import dilate, erode, gaussian_blur
+from editgraph.filters import dilate, erode, feather
 from editgraph.imaging import file_hash, read_image, same_size
 from editgraph.nodes.registry import InputPath, Node, NodeParams, node
 from editgraph.nodes.sockets import Image, Mask
 
 Channel = Literal["auto", "luminance", "alpha", "red", "green", "blue"]
-
-# Feathered values this close to 0 or 1 snap to it: pixels beyond the radius keep their value
-# exactly, so a composite through the mask leaves the untouched area bit for bit.
-_SNAP = 1e-5
 
 
 def _canvas(what: str, image: torch.Tensor | None, width: int, height: int) -> tuple[int, int, int]:
@@ -178,7 +174,8 @@ class FeatherMask(Node):
     """Soften a mask's edge with a Gaussian blur so an edit fades into its surroundings.
 
     The edge ramps over 2 x radius px centred on where it was (sigma = radius / 3, kernel cut at
-    radius); pixels farther than `radius` from any edge keep their value exactly, and the mask's
+    radius); pixels farther than `radius` from any edge stay exactly 0 or 1 (values within 1e-5
+    of 0 or 1 snap to them, so a composite keeps untouched pixels bit for bit), and the mask's
     total (its mass) is preserved away from the frame border (mirror padding at the border).
     """
 
@@ -186,11 +183,7 @@ class FeatherMask(Node):
         radius: int = Field(8, ge=0, le=1024, description="half-width of the soft edge in px (0 = unchanged)")
 
     def run(self, ctx: RunContext, mask: Mask) -> Mask:
-        if self.params.radius == 0:
-            return mask
-        out = gaussian_blur(mask, self.params.radius).clamp_(0, 1)
-        out = torch.where(out < _SNAP, 0.0, out)
-        return torch.where(out > 1 - _SNAP, 1.0, out)
+        return feather(mask, self.params.radius)
 
 
 @node("mask.grow", version="1.0.0")

@@ -170,7 +170,7 @@ def test_batches_share_one_box(photo):
 
 
 def test_paste_back_feather_equals_a_whole_frame_feather(photo):
-    from editgraph.filters import gaussian_blur
+    from editgraph.filters import feather
     from editgraph.regions import mask_box
 
     mask = torch.zeros(1, 1, 400, 600)
@@ -183,9 +183,13 @@ def test_paste_back_feather_equals_a_whole_frame_feather(photo):
     box = mask_box(mask, 20, 0, 8, "test")
     # 220 x 140 grown to 224 x 144 and slid left off the frame edge
     assert (box.y0, box.x0, box.height, box.width) == (0, 376, 144, 224)
-    soft = gaussian_blur(mask, 12).clamp(0, 1)
+    soft = feather(mask, 12)
     region = (..., slice(box.y0, box.y1), slice(box.x0, box.x1))
     s, base = soft[region], photo[region]
     expected = photo.clone()
     expected[region] = torch.where(s <= 0, base, torch.where(s >= 1, edited, torch.lerp(base, edited, s)))
-    assert torch.equal(out, expected)
+    # equal up to FFT rounding (the local blur runs on a shorter axis), and bit-exact where it is 0
+    assert torch.allclose(out, expected, atol=1e-6)
+    keep = (soft == 0).expand_as(photo)
+    assert keep.float().mean() > 0.5
+    assert torch.equal(out[keep], photo[keep])
