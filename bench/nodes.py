@@ -46,7 +46,7 @@ def cases(size: int, lut_path: str):
     ref = F.interpolate(read_image(ASSETS / "chelsea.png").image, size=(size, size), mode="bilinear").clamp_(0, 1)
     oval = EllipseMask(EllipseMask.Params(rx=0.2, ry=0.25)).run(ctx, image=img)
     small = EllipseMask(EllipseMask.Params(cx=0.6, cy=0.4, rx=0.06, ry=0.06)).run(ctx, image=img)
-    r = size // 128  # radii scale with the picture: 8 px at 1024, 32 px at 4096
+    r = max(1, size // 128)  # radii scale with the picture: 8 px at 1024, 32 px at 4096
     crop_p = dict(margin=4 * r, working_size=1024)
     crop = CropToMask(CropToMask.Params(**crop_p)).run(ctx, image=img, mask=small).image
 
