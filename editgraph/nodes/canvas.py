@@ -60,7 +60,7 @@ class PadImage(Node):
         right: int = Field(0, ge=0, le=16384, description="px added on the right")
         bottom: int = Field(0, ge=0, le=16384, description="px added at the bottom")
         fill: Literal["edge", "mirror", "color"] = Field("edge", description="what the new pixels show")
-        color: tuple[float, float, float] = Field((0.0, 0.0, 0.0), description="sRGB fill for fill='color', 3 values 0..1")
+        color: tuple[float, float, float] = Field((0.0, 0.0, 0.0), description="sRGB fill for fill='color', 0..1 each")
 
     def run(self, ctx: RunContext, image: Image) -> Image:
         p = self.params
@@ -68,7 +68,8 @@ class PadImage(Node):
             if any(not 0 <= c <= 1 for c in p.color):
                 raise NodeError(f"image.pad: color must be 3 values in 0..1, got {list(p.color)}")
             b, _, h, w = image.shape
-            out = torch.tensor(p.color, dtype=image.dtype).view(1, 3, 1, 1).repeat(b, 1, h + p.top + p.bottom, w + p.left + p.right)
+            fill = torch.tensor(p.color, dtype=image.dtype).view(1, 3, 1, 1)
+            out = fill.repeat(b, 1, h + p.top + p.bottom, w + p.left + p.right)
             out[..., p.top : p.top + h, p.left : p.left + w] = image
             return out
         return pad(image, p.left, p.right, p.top, p.bottom, p.fill)
@@ -167,7 +168,7 @@ class PasteBack(Node):
     """
 
     class Params(_BoxParams):
-        feather: int = Field(0, ge=0, le=1024, description="Gaussian feather of the mask before blending, px; keep it <= margin")
+        feather: int = Field(0, ge=0, le=1024, description="feather (mask.feather) before blending, px; keep <= margin")
 
     def run(self, ctx: RunContext, base: Image, crop: Image, mask: Mask) -> Image:
         p = self.params

@@ -30,7 +30,8 @@ def _canvas(what: str, image: torch.Tensor | None, width: int, height: int) -> t
 
 def _fit(what: str, mask: torch.Tensor, like: torch.Tensor, resize: bool, names: tuple[str, str]) -> torch.Tensor:
     if resize and mask.shape[-2:] != like.shape[-2:]:
-        return F.interpolate(mask, size=like.shape[-2:], mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
+        out = F.interpolate(mask, size=like.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
+        return out.clamp_(0, 1)
     same_size(what, like, mask, *names)
     return mask
 
@@ -47,7 +48,9 @@ class LoadMask(Node):
 
     class Params(NodeParams):
         path: InputPath = Field(description="mask image file (PNG, JPEG, WebP; any mode)")
-        channel: Channel = Field("auto", description="which plane becomes the mask; auto = alpha if it varies, else luminance")
+        channel: Channel = Field(
+            "auto", description="which plane becomes the mask; auto = alpha if it varies, else luminance"
+        )
         invert: bool = Field(False, description="swap change and keep (for files where black marks the change)")
 
     @classmethod
@@ -77,7 +80,9 @@ class MaskFromAlpha(Node):
     transparent holes become the region to change (inpaint what is missing)."""
 
     class Params(NodeParams):
-        change: Literal["transparent", "opaque"] = Field("transparent", description="which part becomes 1 (the region to change)")
+        change: Literal["transparent", "opaque"] = Field(
+            "transparent", description="which part becomes 1 (the region to change)"
+        )
 
     def run(self, ctx: RunContext, alpha: Mask) -> Mask:
         return 1.0 - alpha if self.params.change == "transparent" else alpha.clone()
@@ -196,7 +201,9 @@ class GrowMask(Node):
 
     class Params(NodeParams):
         pixels: int = Field(8, ge=-1024, le=1024, description="px to grow (negative shrinks)")
-        shape: Literal["disc", "square"] = Field("disc", description="disc keeps corners round; square is cheaper and keeps rectangles square")
+        shape: Literal["disc", "square"] = Field(
+            "disc", description="disc keeps corners round; square is cheaper and keeps rectangles square"
+        )
 
     def run(self, ctx: RunContext, mask: Mask) -> Mask:
         n, shape = self.params.pixels, self.params.shape

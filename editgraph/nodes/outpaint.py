@@ -79,10 +79,10 @@ class OutpaintPad(Node):
         anchor: Anchor = Field("center", description="where the photo sits in the new canvas")
         multiple_of: int = Field(8, ge=1, le=256, description="canvas sides rounded up to a multiple of this")
         fill: Literal["edge", "mirror", "blur", "color"] = Field("edge", description="how the new area is pre-filled")
-        color: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="sRGB fill for fill='color', 3 values 0..1")
+        color: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="sRGB fill for fill='color', 0..1 each")
         blur_radius: int = Field(32, ge=1, le=1024, description="blur of the edge fill for fill='blur', px")
         overlap: int = Field(16, ge=0, le=4096, description="px the mask reaches into the photo along extended sides")
-        feather: int = Field(8, ge=0, le=4096, description="px at the inner end of the overlap band that fade to 0 (at most overlap)")
+        feather: int = Field(8, ge=0, le=4096, description="inner px of the overlap that fade to 0; <= overlap")
 
     def _geometry(self, h: int, w: int) -> tuple[int, int, int, int]:
         """(left, right, top, bottom) padding."""
