@@ -8,6 +8,7 @@ from typing import Literal, NamedTuple
 import torch
 from pydantic import Field
 
+from editgraph.colour import RGB
 from editgraph.context import RunContext
 from editgraph.errors import NodeError
 from editgraph.filters import feather, pad
@@ -60,13 +61,11 @@ class PadImage(Node):
         right: int = Field(0, ge=0, le=16384, description="px added on the right")
         bottom: int = Field(0, ge=0, le=16384, description="px added at the bottom")
         fill: Literal["edge", "mirror", "color"] = Field("edge", description="what the new pixels show")
-        color: tuple[float, float, float] = Field((0.0, 0.0, 0.0), description="sRGB fill for fill='color', 0..1 each")
+        color: RGB = Field((0.0, 0.0, 0.0), description="sRGB fill for fill='color', 0..1 each")
 
     def run(self, ctx: RunContext, image: Image) -> Image:
         p = self.params
         if p.fill == "color":
-            if any(not 0 <= c <= 1 for c in p.color):
-                raise NodeError(f"image.pad: color must be 3 values in 0..1, got {list(p.color)}")
             b, _, h, w = image.shape
             fill = torch.tensor(p.color, dtype=image.dtype).view(1, 3, 1, 1)
             out = fill.repeat(b, 1, h + p.top + p.bottom, w + p.left + p.right)

@@ -4,7 +4,7 @@ matching the palette of a reference image."""
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -17,7 +17,10 @@ from editgraph.lut import apply_cube, load_cube
 from editgraph.nodes.registry import InputPath, Node, NodeParams, node
 from editgraph.nodes.sockets import Image, Mask
 
-Triple = tuple[float, float, float]
+# Per-channel (r, g, b) controls, range-checked when the workflow is bound.
+_Lift = Annotated[float, Field(ge=-1, le=1)]
+_Gamma = Annotated[float, Field(ge=0.01, le=10)]
+_Gain = Annotated[float, Field(ge=0, le=16)]
 
 # Mid-grey (18 % reflectance) in sRGB encoding: the pivot contrast turns around.
 _MID_GREY = float(linear_to_srgb(torch.tensor(0.18)))
@@ -52,9 +55,9 @@ class Grade(Node):
         contrast: float = Field(1.0, ge=0, le=4, description="1 = unchanged; >1 spreads values away from mid-grey")
         saturation: float = Field(1.0, ge=0, le=4, description="multiplies OkLCh chroma; 0 = greyscale")
         vibrance: float = Field(0.0, ge=-1, le=1, description="chroma change weighted towards muted colours")
-        lift: Triple = Field((0.0, 0.0, 0.0), description="per-channel (r, g, b) raise of the blacks, -1..1")
-        gamma: Triple = Field((1.0, 1.0, 1.0), description="per-channel (r, g, b) midtone gamma, >1 brightens")
-        gain: Triple = Field((1.0, 1.0, 1.0), description="per-channel (r, g, b) multiplier of the whites")
+        lift: tuple[_Lift, _Lift, _Lift] = Field((0.0, 0.0, 0.0), description="per-channel (r, g, b) raise of the blacks, each -1..1")
+        gamma: tuple[_Gamma, _Gamma, _Gamma] = Field((1.0, 1.0, 1.0), description="per-channel (r, g, b) midtone gamma 0.01..10, >1 brightens")
+        gain: tuple[_Gain, _Gain, _Gain] = Field((1.0, 1.0, 1.0), description="per-channel (r, g, b) multiplier of the whites, 0..16")
         lut: InputPath = Field("", description=".cube 3D LUT file to apply last; empty = none")
         lut_strength: float = Field(1.0, ge=0, le=1, description="mix of the LUT result over the graded image")
 
@@ -62,15 +65,8 @@ class Grade(Node):
     def source_token(cls, params: Params) -> str | None:
         return file_hash(params.lut) if params.lut else None
 
-    def _check(self) -> None:
-        p = self.params
-        for name, vals, lo, hi in (("lift", p.lift, -1, 1), ("gamma", p.gamma, 0.01, 10), ("gain", p.gain, 0, 16)):
-            if any(not lo <= v <= hi for v in vals):
-                raise NodeError(f"grade: {name} must be 3 values in {lo}..{hi}, got {list(vals)}")
-
     def run(self, ctx: RunContext, image: Image) -> Image:
         p = self.params
-        self._check()
         x = image
         # 1-2. exposure and white balance act on light, so in linear
         wb = _white_balance_gains(p.temperature, p.tint)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from editgraph.colour import luminance, srgb_to_oklab
+from editgraph.colour import RGB, luminance, srgb_to_oklab
 from editgraph.context import RunContext
 from editgraph.errors import NodeError
 from editgraph.filters import dilate, erode, feather
@@ -158,14 +158,12 @@ class MaskFromColor(Node):
     is a just-visible difference and 0.1 is clearly different), fading to 0 over `softness`."""
 
     class Params(NodeParams):
-        color: tuple[float, float, float] = Field((0.0, 1.0, 0.0), description="sRGB colour, 3 values 0..1")
+        color: RGB = Field((0.0, 1.0, 0.0), description="sRGB colour, 3 values 0..1")
         tolerance: float = Field(0.1, ge=0, le=2, description="OkLab distance that still counts as the colour")
         softness: float = Field(0.05, ge=0, le=2, description="OkLab distance over which the mask fades to 0")
 
     def run(self, ctx: RunContext, image: Image) -> Mask:
         p = self.params
-        if any(not 0 <= c <= 1 for c in p.color):
-            raise NodeError(f"mask.from_color: color must be 3 values in 0..1, got {list(p.color)}")
         lab = srgb_to_oklab(image)
         ref = srgb_to_oklab(torch.tensor(p.color, dtype=image.dtype).view(1, 3, 1, 1))
         dist = (lab - ref).square().sum(1, keepdim=True).sqrt()  # (B, 1, H, W)

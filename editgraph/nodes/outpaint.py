@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from editgraph.colour import RGB
 from editgraph.context import RunContext
-from editgraph.errors import NodeError
 from editgraph.filters import gaussian_blur, pad
 from editgraph.nodes.registry import Node, NodeParams, node
 from editgraph.nodes.sockets import Image, Mask
@@ -79,7 +79,7 @@ class OutpaintPad(Node):
         anchor: Anchor = Field("center", description="where the photo sits in the new canvas")
         multiple_of: int = Field(8, ge=1, le=256, description="canvas sides rounded up to a multiple of this")
         fill: Literal["edge", "mirror", "blur", "color"] = Field("edge", description="how the new area is pre-filled")
-        color: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="sRGB fill for fill='color', 0..1 each")
+        color: RGB = Field((0.5, 0.5, 0.5), description="sRGB fill for fill='color', 0..1 each")
         blur_radius: int = Field(32, ge=1, le=1024, description="blur of the edge fill for fill='blur', px")
         overlap: int = Field(16, ge=0, le=4096, description="px the mask reaches into the photo along extended sides")
         feather: int = Field(8, ge=0, le=4096, description="inner px of the overlap that fade to 0; <= overlap")
@@ -108,8 +108,6 @@ class OutpaintPad(Node):
 
     def run(self, ctx: RunContext, image: Image) -> Outpainted:
         p = self.params
-        if any(not 0 <= c <= 1 for c in p.color):
-            raise NodeError(f"outpaint.pad: color must be 3 values in 0..1, got {list(p.color)}")
         b, _, h, w = image.shape
         left, right, top, bottom = self._geometry(h, w)
         H, W = h + top + bottom, w + left + right
