@@ -24,8 +24,9 @@ _Gain = Annotated[float, Field(ge=0, le=16)]
 
 # Mid-grey (18 % reflectance) in sRGB encoding: the pivot contrast turns around.
 _MID_GREY = float(linear_to_srgb(torch.tensor(0.18)))
-# Per-unit strength of temperature / tint as a log gain on the linear channels: +1 is a warm
-# shift about the size of a half-CTO gel (red x1.35, blue x0.74 before luminance is restored).
+# Per-unit strength of temperature / tint as a log gain on the linear channels: temperature +1
+# multiplies red by e^0.3 = 1.35 and blue by 0.74 before luminance is restored; a visible but
+# not garish warm-up, so the -2..2 range covers what a photographer would use.
 _WB_STRENGTH = 0.3
 # Chroma at which vibrance stops acting (OkLCh C of a strongly saturated colour).
 _VIBRANCE_CHROMA = 0.3
@@ -55,9 +56,15 @@ class Grade(Node):
         contrast: float = Field(1.0, ge=0, le=4, description="1 = unchanged; >1 spreads values away from mid-grey")
         saturation: float = Field(1.0, ge=0, le=4, description="multiplies OkLCh chroma; 0 = greyscale")
         vibrance: float = Field(0.0, ge=-1, le=1, description="chroma change weighted towards muted colours")
-        lift: tuple[_Lift, _Lift, _Lift] = Field((0.0, 0.0, 0.0), description="per-channel (r, g, b) raise of the blacks, each -1..1")
-        gamma: tuple[_Gamma, _Gamma, _Gamma] = Field((1.0, 1.0, 1.0), description="per-channel (r, g, b) midtone gamma 0.01..10, >1 brightens")
-        gain: tuple[_Gain, _Gain, _Gain] = Field((1.0, 1.0, 1.0), description="per-channel (r, g, b) multiplier of the whites, 0..16")
+        lift: tuple[_Lift, _Lift, _Lift] = Field(
+            (0.0, 0.0, 0.0), description="per-channel (r, g, b) raise of the blacks, each -1..1"
+        )
+        gamma: tuple[_Gamma, _Gamma, _Gamma] = Field(
+            (1.0, 1.0, 1.0), description="per-channel (r, g, b) midtone gamma 0.01..10, >1 brightens"
+        )
+        gain: tuple[_Gain, _Gain, _Gain] = Field(
+            (1.0, 1.0, 1.0), description="per-channel (r, g, b) multiplier of the whites, 0..16"
+        )
         lut: InputPath = Field("", description=".cube 3D LUT file to apply last; empty = none")
         lut_strength: float = Field(1.0, ge=0, le=1, description="mix of the LUT result over the graded image")
 
