@@ -1,14 +1,21 @@
 """Colour spaces shared by the grade and mask nodes: sRGB <-> linear light, OkLab, OkLCh.
 
-Tensors are (B, 3, H, W). The transfer functions extend to values outside 0..1 (odd-symmetric
-below 0, the power curve above 1) so an intermediate brighter than white survives a round trip;
+Tensors are (B, 3, H, W). The transfer functions extend to values outside 0..1 (the linear
+segment below 0, the power curve above 1) so an intermediate brighter than white survives a round trip;
 only the node that hands an Image on clamps.
 OkLab: Björn Ottosson, "A perceptual color space for image processing" (2020).
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field
+
+# A colour param: three sRGB values, each checked to lie in 0..1 when the workflow is bound.
+Unit = Annotated[float, Field(ge=0, le=1)]
+RGB = tuple[Unit, Unit, Unit]
 
 # Linear sRGB -> LMS cone response, then cube root -> OkLab (Ottosson's published matrices).
 _RGB_TO_LMS = torch.tensor(
@@ -51,29 +58,33 @@ def mix_channels(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
     """IEC 61966-2-1 decoding: sRGB-encoded values -> linear light."""
-    a = x.abs()
-    lin = torch.where(a <= 0.04045, a / 12.92, ((a + 0.055) / 1.055).pow(2.4))
-    return lin.copysign(x)
+    # In-place chains: on CPU these functions are bound by memory traffic, not arithmetic, so one
+    # reused buffer beats a fresh tensor per step. Negative inputs take the linear segment, whose
+    # branch `where` keeps (the power branch's NaN for them is discarded), so no sign pass is needed.
+    out = (x + 0.055).div_(1.055).pow_(2.4)
+    return torch.where(x <= 0.04045, x / 12.92, out, out=out)
 
 
 def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
     """IEC 61966-2-1 encoding: linear light -> sRGB-encoded values."""
-    a = x.abs()
-    enc = torch.where(a <= 0.0031308, a * 12.92, 1.055 * a.pow(1 / 2.4) - 0.055)
-    return enc.copysign(x)
+    out = x.pow(1 / 2.4).mul_(1.055).sub_(0.055)
+    return torch.where(x <= 0.0031308, x * 12.92, out, out=out)
+
+
+def _cbrt_(x: torch.Tensor) -> torch.Tensor:
+    """Signed cube root, reusing x's buffer (out-of-gamut negatives must not turn into NaN)."""
+    return x.abs().pow_(1 / 3).copysign_(x)
 
 
 def linear_to_oklab(rgb: torch.Tensor) -> torch.Tensor:
     """Linear sRGB (B, 3, H, W) -> OkLab (L, a, b)."""
-    lms = mix_channels(_RGB_TO_LMS, rgb)
-    # cube root keeps the sign so out-of-gamut negatives do not turn into NaN
-    lms = lms.abs().pow(1 / 3).copysign(lms)
+    lms = _cbrt_(mix_channels(_RGB_TO_LMS, rgb))
     return mix_channels(_LMS_TO_LAB, lms)
 
 
 def oklab_to_linear(lab: torch.Tensor) -> torch.Tensor:
     """OkLab (B, 3, H, W) -> linear sRGB."""
-    lms = mix_channels(_LAB_TO_LMS, lab).pow(3)
+    lms = mix_channels(_LAB_TO_LMS, lab).pow_(3)
     return mix_channels(_LMS_TO_RGB, lms)
 
 

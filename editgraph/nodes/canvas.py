@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
+from editgraph.colour import RGB
 from editgraph.context import RunContext
 from editgraph.errors import NodeError
-from editgraph.filters import gaussian_blur, pad
+from editgraph.filters import feather, pad
 from editgraph.imaging import same_size
 from editgraph.nodes.registry import Node, NodeParams, node
 from editgraph.nodes.sockets import Image, Mask
@@ -61,15 +61,14 @@ class PadImage(Node):
         right: int = Field(0, ge=0, le=16384, description="px added on the right")
         bottom: int = Field(0, ge=0, le=16384, description="px added at the bottom")
         fill: Literal["edge", "mirror", "color"] = Field("edge", description="what the new pixels show")
-        color: tuple[float, float, float] = Field((0.0, 0.0, 0.0), description="sRGB fill for fill='color', 3 values 0..1")
+        color: RGB = Field((0.0, 0.0, 0.0), description="sRGB fill for fill='color', 0..1 each")
 
     def run(self, ctx: RunContext, image: Image) -> Image:
         p = self.params
         if p.fill == "color":
-            if any(not 0 <= c <= 1 for c in p.color):
-                raise NodeError(f"image.pad: color must be 3 values in 0..1, got {list(p.color)}")
             b, _, h, w = image.shape
-            out = torch.tensor(p.color, dtype=image.dtype).view(1, 3, 1, 1).repeat(b, 1, h + p.top + p.bottom, w + p.left + p.right)
+            fill = torch.tensor(p.color, dtype=image.dtype).view(1, 3, 1, 1)
+            out = fill.repeat(b, 1, h + p.top + p.bottom, w + p.left + p.right)
             out[..., p.top : p.top + h, p.left : p.left + w] = image
             return out
         return pad(image, p.left, p.right, p.top, p.bottom, p.fill)
@@ -110,6 +109,8 @@ class BlendImage(Node):
         same_size("image.blend", base, top, "base", "top")
         _batch_match("image.blend", base, top, "base", "top")
         blended = _MODES[p.mode](base, top).clamp(0, 1)
+        if mask is None and p.opacity in (0, 1):
+            return base if p.opacity == 0 else blended.expand_as(base).contiguous()
         weight = torch.full_like(base[:, :1], p.opacity)
         if mask is not None:
             same_size("image.blend", base, mask, "base", "mask")
@@ -166,7 +167,7 @@ class PasteBack(Node):
     """
 
     class Params(_BoxParams):
-        feather: int = Field(0, ge=0, le=1024, description="Gaussian feather of the mask before blending, px; keep it <= margin")
+        feather: int = Field(0, ge=0, le=1024, description="feather (mask.feather) before blending, px; keep <= margin")
 
     def run(self, ctx: RunContext, base: Image, crop: Image, mask: Mask) -> Image:
         p = self.params
@@ -180,13 +181,21 @@ class PasteBack(Node):
                 f"working_size={p.working_size}, multiple_of={p.multiple_of} gives a {box.work_w}x{box.work_h} crop "
                 "(width x height); use the same mask and params as image.crop_to_mask"
             )
-        # 1. the blend mask: feathered over the whole frame so the box edge does not cut the ramp
-        blend = gaussian_blur(mask, p.feather).clamp(0, 1) if p.feather else mask
         region = (..., slice(box.y0, box.y1), slice(box.x0, box.x1))
+        # 1. the blend mask inside the box; feathering reads `feather` px beyond it (or up to the
+        #    frame edge, where the blur mirrors anyway), so it equals a whole-frame mask.feather
+        #    up to float rounding
+        blend = mask[region]
+        if p.feather:
+            h, w = mask.shape[-2:]
+            fy0, fx0 = max(0, box.y0 - p.feather), max(0, box.x0 - p.feather)
+            fy1, fx1 = min(h, box.y1 + p.feather), min(w, box.x1 + p.feather)
+            soft = feather(mask[..., fy0:fy1, fx0:fx1], p.feather)
+            blend = soft[..., box.y0 - fy0 : box.y1 - fy0, box.x0 - fx0 : box.x1 - fx0]
         # 2. the crop back at the box's own size
         patch = resample(crop, box.height, box.width)
         # 3. composite inside the box only; outside it the base is copied untouched
         b = max(base.shape[0], crop.shape[0])
         out = base.expand(b, *base.shape[1:]).clone()
-        out[region] = _composite(out[region], patch.expand(b, *patch.shape[1:]), blend[region])
+        out[region] = _composite(out[region], patch.expand(b, *patch.shape[1:]), blend)
         return out

@@ -8,19 +8,15 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from editgraph.colour import luminance, srgb_to_oklab
+from editgraph.colour import RGB, luminance, srgb_to_oklab
 from editgraph.context import RunContext
 from editgraph.errors import NodeError
-from editgraph.filters import dilate, erode, gaussian_blur
+from editgraph.filters import dilate, erode, feather
 from editgraph.imaging import file_hash, read_image, same_size
 from editgraph.nodes.registry import InputPath, Node, NodeParams, node
 from editgraph.nodes.sockets import Image, Mask
 
 Channel = Literal["auto", "luminance", "alpha", "red", "green", "blue"]
-
-# Feathered values this close to 0 or 1 snap to it: pixels beyond the radius keep their value
-# exactly, so a composite through the mask leaves the untouched area bit for bit.
-_SNAP = 1e-5
 
 
 def _canvas(what: str, image: torch.Tensor | None, width: int, height: int) -> tuple[int, int, int]:
@@ -34,7 +30,8 @@ def _canvas(what: str, image: torch.Tensor | None, width: int, height: int) -> t
 
 def _fit(what: str, mask: torch.Tensor, like: torch.Tensor, resize: bool, names: tuple[str, str]) -> torch.Tensor:
     if resize and mask.shape[-2:] != like.shape[-2:]:
-        return F.interpolate(mask, size=like.shape[-2:], mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
+        out = F.interpolate(mask, size=like.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
+        return out.clamp_(0, 1)
     same_size(what, like, mask, *names)
     return mask
 
@@ -51,7 +48,9 @@ class LoadMask(Node):
 
     class Params(NodeParams):
         path: InputPath = Field(description="mask image file (PNG, JPEG, WebP; any mode)")
-        channel: Channel = Field("auto", description="which plane becomes the mask; auto = alpha if it varies, else luminance")
+        channel: Channel = Field(
+            "auto", description="which plane becomes the mask; auto = alpha if it varies, else luminance"
+        )
         invert: bool = Field(False, description="swap change and keep (for files where black marks the change)")
 
     @classmethod
@@ -81,7 +80,9 @@ class MaskFromAlpha(Node):
     transparent holes become the region to change (inpaint what is missing)."""
 
     class Params(NodeParams):
-        change: Literal["transparent", "opaque"] = Field("transparent", description="which part becomes 1 (the region to change)")
+        change: Literal["transparent", "opaque"] = Field(
+            "transparent", description="which part becomes 1 (the region to change)"
+        )
 
     def run(self, ctx: RunContext, alpha: Mask) -> Mask:
         return 1.0 - alpha if self.params.change == "transparent" else alpha.clone()
@@ -157,14 +158,12 @@ class MaskFromColor(Node):
     is a just-visible difference and 0.1 is clearly different), fading to 0 over `softness`."""
 
     class Params(NodeParams):
-        color: tuple[float, float, float] = Field((0.0, 1.0, 0.0), description="sRGB colour, 3 values 0..1")
+        color: RGB = Field((0.0, 1.0, 0.0), description="sRGB colour, 3 values 0..1")
         tolerance: float = Field(0.1, ge=0, le=2, description="OkLab distance that still counts as the colour")
         softness: float = Field(0.05, ge=0, le=2, description="OkLab distance over which the mask fades to 0")
 
     def run(self, ctx: RunContext, image: Image) -> Mask:
         p = self.params
-        if any(not 0 <= c <= 1 for c in p.color):
-            raise NodeError(f"mask.from_color: color must be 3 values in 0..1, got {list(p.color)}")
         lab = srgb_to_oklab(image)
         ref = srgb_to_oklab(torch.tensor(p.color, dtype=image.dtype).view(1, 3, 1, 1))
         dist = (lab - ref).square().sum(1, keepdim=True).sqrt()  # (B, 1, H, W)
@@ -178,7 +177,8 @@ class FeatherMask(Node):
     """Soften a mask's edge with a Gaussian blur so an edit fades into its surroundings.
 
     The edge ramps over 2 x radius px centred on where it was (sigma = radius / 3, kernel cut at
-    radius); pixels farther than `radius` from any edge keep their value exactly, and the mask's
+    radius); pixels farther than `radius` from any edge stay exactly 0 or 1 (values within 1e-5
+    of 0 or 1 snap to them, so a composite keeps untouched pixels bit for bit), and the mask's
     total (its mass) is preserved away from the frame border (mirror padding at the border).
     """
 
@@ -186,11 +186,7 @@ class FeatherMask(Node):
         radius: int = Field(8, ge=0, le=1024, description="half-width of the soft edge in px (0 = unchanged)")
 
     def run(self, ctx: RunContext, mask: Mask) -> Mask:
-        if self.params.radius == 0:
-            return mask
-        out = gaussian_blur(mask, self.params.radius).clamp_(0, 1)
-        out = torch.where(out < _SNAP, 0.0, out)
-        return torch.where(out > 1 - _SNAP, 1.0, out)
+        return feather(mask, self.params.radius)
 
 
 @node("mask.grow", version="1.0.0")
@@ -203,7 +199,9 @@ class GrowMask(Node):
 
     class Params(NodeParams):
         pixels: int = Field(8, ge=-1024, le=1024, description="px to grow (negative shrinks)")
-        shape: Literal["disc", "square"] = Field("disc", description="disc keeps corners round; square is cheaper and keeps rectangles square")
+        shape: Literal["disc", "square"] = Field(
+            "disc", description="disc keeps corners round; square is cheaper and keeps rectangles square"
+        )
 
     def run(self, ctx: RunContext, mask: Mask) -> Mask:
         n, shape = self.params.pixels, self.params.shape

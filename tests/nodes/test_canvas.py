@@ -167,3 +167,29 @@ def test_batches_share_one_box(photo):
     assert crop.image.shape == (2, 3, 304, 504)
     out = PasteBack(PasteBack.Params(margin=0, working_size=0)).run(CTX, base=batch, crop=crop.image, mask=mask)
     assert torch.equal(out, batch)
+
+
+def test_paste_back_feather_equals_a_whole_frame_feather(photo):
+    from editgraph.filters import feather
+    from editgraph.regions import mask_box
+
+    mask = torch.zeros(1, 1, 400, 600)
+    mask[..., 5:120, 400:590] = 1  # near the frame edge: the local blur must mirror like the full one
+    params = dict(margin=20, working_size=0)
+    crop = CropToMask(CropToMask.Params(**params)).run(CTX, image=photo, mask=mask)
+    edited = 1 - crop.image
+    out = PasteBack(PasteBack.Params(**params, feather=12)).run(CTX, base=photo, crop=edited, mask=mask)
+    # expected: the same composite through a feather of the whole frame
+    box = mask_box(mask, 20, 0, 8, "test")
+    # 220 x 140 grown to 224 x 144 and slid left off the frame edge
+    assert (box.y0, box.x0, box.height, box.width) == (0, 376, 144, 224)
+    soft = feather(mask, 12)
+    region = (..., slice(box.y0, box.y1), slice(box.x0, box.x1))
+    s, base = soft[region], photo[region]
+    expected = photo.clone()
+    expected[region] = torch.where(s <= 0, base, torch.where(s >= 1, edited, torch.lerp(base, edited, s)))
+    # equal up to FFT rounding (the local blur runs on a shorter axis), and bit-exact where it is 0
+    assert torch.allclose(out, expected, atol=1e-6)
+    keep = (soft == 0).expand_as(photo)
+    assert keep.float().mean() > 0.5
+    assert torch.equal(out[keep], photo[keep])

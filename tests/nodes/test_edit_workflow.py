@@ -105,3 +105,35 @@ def test_misspelled_param_is_a_workflow_error(tmp_path, name):
     doc = {"format": "editgraph/1", "nodes": {"n": {"type": name, "params": {"radiuss": 3}}}}
     with pytest.raises(WorkflowInvalid, match=r"nodes\.n\.params\.radiuss"):
         bind(load_workflow(doc), base_dir=tmp_path)
+
+
+def test_lut_file_is_keyed_by_its_contents(tmp_path, photo_path):
+    from editgraph.lut import identity_cube_text
+
+    (tmp_path / "look.cube").write_text(identity_cube_text(5))
+    doc = {
+        "format": "editgraph/1",
+        "params": {"image": {"type": "path", "description": "photo"}},
+        "nodes": {
+            "photo": {"type": "image.load", "params": {"path": "$image"}},
+            "look": {"type": "grade", "inputs": {"image": "photo"}, "params": {"lut": "look.cube"}},
+        },
+    }
+
+    def run_once():
+        log = EventLog()
+        graph = bind(load_workflow(doc), {"image": str(photo_path)}, base_dir=tmp_path)  # lut relative to base_dir
+        result = Executor(Cache.default(tmp_path / "cache"), listeners=[log]).run(graph)
+        return result.value("look"), log
+
+    first, log = run_once()
+    assert sorted(log.ran()) == ["look", "photo"]
+    assert (first - read_image(photo_path).image).abs().max() <= 1 / 255
+    _, log = run_once()
+    assert log.ran() == []
+    # same path, new contents: an inverting LUT. Only the grade re-runs, and its pixels follow.
+    rows = [f"{1 - r} {1 - g} {1 - b}" for b in (0, 1) for g in (0, 1) for r in (0, 1)]
+    (tmp_path / "look.cube").write_text("LUT_3D_SIZE 2\n" + "\n".join(rows) + "\n")
+    inverted, log = run_once()
+    assert log.ran() == ["look"]
+    assert torch.allclose(inverted, 1 - read_image(photo_path).image, atol=1e-5)

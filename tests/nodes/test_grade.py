@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from editgraph.colour import linear_to_srgb, oklab_to_srgb, srgb_to_linear, srgb_to_oklab
 from editgraph.context import RunContext
@@ -90,8 +91,10 @@ def test_lift_gamma_gain_per_channel():
     assert out[0, 0, 0].tolist() == pytest.approx([0.1, 0.25 + 0.1 * 0.75, 1.0], abs=1e-6)  # lift raises blacks only
     assert out[0, 1, 0].tolist() == pytest.approx([0.0, 0.5, 1.0], abs=1e-6)  # gamma 2: x^(1/2)
     assert out[0, 2, 0].tolist() == pytest.approx([0.0, 0.125, 0.5], abs=1e-6)  # gain halves
-    with pytest.raises(NodeError, match="gamma must be 3 values"):
-        grade(x, gamma=[0, 1, 1])
+    with pytest.raises(ValidationError, match=r"gamma\.0\s+Input should be greater than or equal to 0.01"):
+        Grade.Params(gamma=[0, 1, 1])
+    with pytest.raises(ValidationError, match="at most 3 items"):
+        Grade.Params(lift=[0, 0, 0, 0])
 
 
 def test_saturation_and_vibrance(photo):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from editgraph.context import RunContext
-from editgraph.errors import NodeError
 from editgraph.imaging import read_image
 from editgraph.nodes.outpaint import OutpaintPad
 
@@ -113,5 +113,5 @@ def test_feather_wider_than_overlap_fades_over_the_whole_band(photo):
 
 
 def test_bad_params_are_errors(photo):
-    with pytest.raises(NodeError, match="color must be 3 values"):
+    with pytest.raises(ValidationError, match=r"color\.1\s+Input should be less than or equal to 1"):
         outpaint(photo, aspect="1:1", fill="color", color=(0, 2, 0))
