@@ -70,6 +70,8 @@ def field_marks(params_cls: type[NodeParams], mark: _Mark) -> tuple[str, ...]:
 def _has_mark(annotation: Any, mark: _Mark) -> bool:
     if get_origin(annotation) is Annotated:
         return mark in get_args(annotation)[1:]
+    if get_origin(annotation) in (Union, types.UnionType):  # InputPath | None
+        return any(_has_mark(member, mark) for member in get_args(annotation))
     return False
 
 

@@ -91,3 +91,12 @@ def test_every_builtin_node_is_documented_and_described():
         assert (cls.__doc__ or "").strip(), name
         for field_name, f in cls.Params.model_fields.items():
             assert f.description, f"{name}.{field_name} has no description"
+
+
+def test_optional_input_path_is_still_an_input_path():
+    from editgraph.nodes.registry import INPUT_PATH, field_marks
+
+    class P(NodeParams):
+        path: InputPath | None = None
+
+    assert field_marks(P, INPUT_PATH) == ("path",)
