@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -92,9 +93,9 @@ def run_engine(doc: dict, cache) -> list[torch.Tensor]:
     return [result.value(n) for n in graph.nodes if n.startswith("pixels")]
 
 
-def rss_child(kind: str, model_dir: Path, image: Path, steps: int, scratch: Path) -> None:
+def rss_child(kind: str, model_dir: Path, image: Path, steps: int, scratch: Path, threads: int) -> None:
     """Runs in a fresh process: one edit, then print peak RSS in MiB."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     if kind == "engine":
         run_engine(workflow(model_dir, image, steps, denoisers=2), open_cache(scratch / "rss-cache"))
     else:
@@ -104,9 +105,9 @@ def rss_child(kind: str, model_dir: Path, image: Path, steps: int, scratch: Path
     print(json.dumps({"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def peak_rss(kind: str, model_dir: Path, image: Path, steps: int, scratch: Path) -> float:
+def peak_rss(kind: str, model_dir: Path, image: Path, steps: int, scratch: Path, threads: int) -> float:
     cmd = [sys.executable, __file__, "--rss-child", kind, "--model-dir", str(model_dir), "--image", str(image),
-           "--steps", str(steps), "--scratch", str(scratch)]
+           "--steps", str(steps), "--scratch", str(scratch), "--threads", str(threads)]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["rss_mib"]
@@ -125,7 +126,7 @@ def main() -> None:
     ap.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
-        rss_child(args.rss_child, args.model_dir, args.image, args.steps, args.scratch)
+        rss_child(args.rss_child, args.model_dir, args.image, args.steps, args.scratch, args.threads)
         return
 
     from PIL import Image as PILImage
@@ -151,37 +152,39 @@ def main() -> None:
                 doc = workflow(model_dir, images[size], args.steps)
                 run_engine(doc, open_cache(scratch / "warm"))  # warm-up: first-call allocations, lazy imports
                 run_pipeline(pipe, images[size], args.steps)
-                t_engine, t_pipe = [], []
+                t_engine, t_pipe, c_engine, c_pipe = [], [], [], []
                 for r in range(args.repeat):
                     # an empty cache each time, so every node computes (and stores) its output
                     root = scratch / f"cache-{name}-{size}-{r}"
                     cache = open_cache(root)
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     (ours,) = run_engine(doc, cache)
                     t_engine.append(time.perf_counter() - t0)
+                    c_engine.append(time.process_time() - c0)
                     cache.close()
                     shutil.rmtree(root, ignore_errors=True)
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     theirs = run_pipeline(pipe, images[size], args.steps)
                     t_pipe.append(time.perf_counter() - t0)
+                    c_pipe.append(time.process_time() - c0)
                 same = torch.equal(ours, theirs)
                 rows.append((name, size, min(t_engine), min(t_pipe), min(t_engine) / min(t_pipe),
-                             sorted(t_engine)[len(t_engine) // 2] / sorted(t_pipe)[len(t_pipe) // 2], same))
+                             median(t_engine) / median(t_pipe), min(c_engine) / min(c_pipe), same))
             big = max(sizes)
-            rss_e = peak_rss("engine", model_dir, images[big], args.steps, scratch)
-            rss_p = peak_rss("pipeline", model_dir, images[big], args.steps, scratch)
+            rss_e = peak_rss("engine", model_dir, images[big], args.steps, scratch, args.threads)
+            rss_p = peak_rss("pipeline", model_dir, images[big], args.steps, scratch, args.threads)
             rss_rows.append((name, big, rss_e, rss_p, rss_e / rss_p))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
     steps_run = min(int(args.steps * STRENGTH), args.steps)
     print(f"img2img, {args.steps} steps at strength {STRENGTH} ({steps_run} run), cfg {CFG}, {SCHEDULER}, "
-          f"{args.threads} threads, best of {args.repeat}")
+          f"{args.threads} threads, {args.repeat} interleaved runs each; load average {os.getloadavg()[0]:.1f}")
     print()
-    print("| model | px | workflow s | pipeline s | ratio (best) | ratio (median) | bit-identical |")
-    print("|---|---|---|---|---|---|---|")
-    for name, size, te, tp, ratio, mratio, same in rows:
-        print(f"| {name} | {size} | {te:.3f} | {tp:.3f} | {ratio:.3f} | {mratio:.3f} | {'yes' if same else 'NO'} |")
+    print("| model | px | workflow s (best) | pipeline s (best) | wall ratio best | wall ratio median | CPU ratio best | bit-identical |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, size, te, tp, ratio, mratio, cratio, same in rows:
+        print(f"| {name} | {size} | {te:.3f} | {tp:.3f} | {ratio:.3f} | {mratio:.3f} | {cratio:.3f} | {'yes' if same else 'NO'} |")
     print()
     print("| model | px | workflow, 2 denoise nodes: peak RSS MiB | one pipeline call: peak RSS MiB | ratio |")
     print("|---|---|---|---|---|")
