@@ -186,10 +186,10 @@ def main() -> None:
     for name, size, te, tp, ratio, mratio, cratio, same in rows:
         print(f"| {name} | {size} | {te:.3f} | {tp:.3f} | {ratio:.3f} | {mratio:.3f} | {cratio:.3f} | {'yes' if same else 'NO'} |")
     print()
-    print("| model | px | workflow, 2 denoise nodes: peak RSS MiB | one pipeline call: peak RSS MiB | ratio |")
+    print("| model | px | workflow, 2 denoise nodes: peak RSS MiB | one pipeline call: peak RSS MiB | RSS ratio |")
     print("|---|---|---|---|---|")
     for name, size, re_, rp, ratio in rss_rows:
-        print(f"| {name} | {size} | {re_:.0f} | {rp:.0f} | {ratio:.3f} |")
+        print(f"| {name} | {size} | {re_:.1f} | {rp:.1f} | {ratio:.3f} |")
 
 
 if __name__ == "__main__":
