@@ -25,13 +25,14 @@ class DiffusionModel(Model):
     family: Family
     kind: Kind
     content_hash: str  # blake3 over the model's files (names, sizes, bytes)
-    unet: Any
-    vae: Any
-    text_encoder: Any
-    tokenizer: Any
-    scheduler_config: dict[str, Any]
-    text_encoder_2: Any = None  # SDXL
-    tokenizer_2: Any = None  # SDXL
+    # repr=False: a module's repr is its whole layer tree, which would bury any message showing a model.
+    unet: Any = field(repr=False)
+    vae: Any = field(repr=False)
+    text_encoder: Any = field(repr=False)
+    tokenizer: Any = field(repr=False)
+    scheduler_config: dict[str, Any] = field(repr=False)
+    text_encoder_2: Any = field(default=None, repr=False)  # SDXL
+    tokenizer_2: Any = field(default=None, repr=False)  # SDXL
     extra: dict[str, Any] = field(default_factory=dict)
     dtype: str = "float32"  # the weights' dtype as loaded ("float32", "float16", "bfloat16")
 

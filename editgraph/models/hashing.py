@@ -53,6 +53,11 @@ def content_hash(root: Path, files: list[Path]) -> str:
         return h.hexdigest()
 
 
+def combine(*digests: str) -> str:
+    """One hash standing for several (a checkpoint and the config folder it loads with)."""
+    return blake3.blake3("\n".join(digests).encode()).hexdigest()
+
+
 def file_digest(path: Path) -> str:
     h = blake3.blake3()
     with open(path, "rb") as f:

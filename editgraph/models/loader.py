@@ -20,11 +20,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from editgraph.errors import NodeError
 from editgraph.models import cache, hashing
+from editgraph.models.errors import ModelError
 from editgraph.models.handle import DiffusionModel
-from editgraph.models.tiny import BUILDER_VERSION, MARKER, TINY_NAMES, build_into
+from editgraph.models.tiny import BUILDER_VERSION, MARKER, TINY_NAMES, build_into, quiet_progress
 
+# Belt and braces: every call below passes local_files_only=True, and this keeps any hub lookup a
+# library makes on its own offline too (it only takes effect if huggingface_hub is not yet imported).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 FOLDER_LAYOUT = "a diffusers folder needs model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/"
@@ -42,10 +44,6 @@ _COMPONENTS = {
 _SDXL_COMPONENTS = {"text_encoder_2": ("config.json", "model"), "tokenizer_2": (None, None)}
 
 _build_lock = threading.Lock()
-
-
-class ModelError(NodeError):
-    """A model is missing, incomplete or unreadable. The message names the path and what is wrong."""
 
 
 def models_root() -> Path:
@@ -80,9 +78,18 @@ def ensure_tiny(name: str) -> Path:
     """<cache>/models/<name>, built there the first time (or when the builder changed)."""
     target = models_root() / name
     with _build_lock:
-        if _tiny_version(target) != BUILDER_VERSION:
+        if _tiny_version(target) != BUILDER_VERSION or not _complete(target):
             build_into(name, target)
     return target
+
+
+def _complete(folder: Path) -> bool:
+    """Whether a cached build still has every file a load needs (someone may have pruned it)."""
+    try:
+        _check_folder(folder, _read_index(folder))
+    except ModelError:
+        return False
+    return True
 
 
 def _tiny_version(folder: Path) -> int | None:
@@ -92,14 +99,19 @@ def _tiny_version(folder: Path) -> int | None:
         return None
 
 
-def model_hash(path: Path) -> str:
-    """Content hash of the files a load of `path` reads (a folder's configs, tokenizer files and
-    the weight files chosen; or the checkpoint file itself)."""
+def model_hash(path: Path, config: str | os.PathLike[str] | None = None) -> str:
+    """Content hash of the files a load of `path` reads: a folder's configs, tokenizer files and
+    the weight files chosen; or a checkpoint file and the config folder it loads with."""
     if path.is_file():
-        return hashing.content_hash(path, [path])
+        from editgraph.models.single_file import choose_config
+
+        cfg = choose_config(path, config)
+        weights = hashing.content_hash(path, [path])
+        configs = hashing.content_hash(cfg, [p for p in sorted(cfg.rglob("*")) if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES)])
+        return hashing.combine(weights, configs)
     index = _read_index(path)
-    variant = _check_folder(path, index)
-    return hashing.content_hash(path, _folder_files(path, index, variant))
+    _check_folder(path, index)
+    return hashing.content_hash(path, _folder_files(path, index))
 
 
 def load_model(
@@ -122,7 +134,7 @@ def load_model(
     torch_dtype = parse_dtype(dtype)
     dev = torch.device(device if device is not None else "cpu")
     path = resolve(name_or_path, base_dir)
-    digest = model_hash(path)
+    digest = model_hash(path, config)
     dtype_name = str(torch_dtype).removeprefix("torch.")
     key = cache.CacheKey(str(path), digest, str(dev), dtype_name)
     name = os.fspath(name_or_path)
@@ -130,12 +142,13 @@ def load_model(
         name = path.name  # "<workflow dir>/tiny-sd" fell back to the tiny model: call it that
 
     def load() -> DiffusionModel:
-        if path.is_file():
-            from editgraph.models.single_file import load_single_file
+        with quiet_progress():
+            if path.is_file():
+                from editgraph.models.single_file import load_single_file
 
-            model = load_single_file(path, name=name, content_hash=digest, dtype=torch_dtype, config=config)
-        else:
-            model = _load_folder(path, name=name, content_hash=digest, dtype=torch_dtype)
+                model = load_single_file(path, name=name, content_hash=digest, dtype=torch_dtype, config=config)
+            else:
+                model = _load_folder(path, name=name, content_hash=digest, dtype=torch_dtype)
         for module in (model.unet, model.vae, model.text_encoder, model.text_encoder_2):
             if module is not None:
                 module.to(dev).eval().requires_grad_(False)
@@ -152,7 +165,14 @@ def parse_dtype(dtype: Any):
         return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
     found = names.get(str(dtype).lower().removeprefix("torch."))
     if found is None:
         raise ModelError(f"dtype {dtype!r} is not supported; use one of float32, float16, bfloat16")
@@ -184,10 +204,10 @@ def _components(index: dict[str, Any]) -> dict[str, tuple[str | None, str | None
     return wanted
 
 
-def _check_folder(root: Path, index: dict[str, Any]) -> str | None:
-    """Raise ModelError naming the first missing piece; return the weight variant to load
-    (None for the plain files, "fp16" when a folder holds only fp16 weights)."""
-    variant: str | None = None
+def _check_folder(root: Path, index: dict[str, Any]) -> dict[str, str | None]:
+    """Raise ModelError naming the first missing piece; return each weighted component's variant
+    (None for the plain files, "fp16" where a component holds only fp16 weights)."""
+    variants: dict[str, str | None] = {}
     for comp, (config_name, weight_stem) in _components(index).items():
         folder = root / comp
         if not folder.is_dir():
@@ -203,11 +223,12 @@ def _check_folder(root: Path, index: dict[str, Any]) -> str | None:
         found = _weights(folder, weight_stem)
         if found is None:
             pickled = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
-            why = f"; it holds only {', '.join(pickled)}, and editgraph loads .safetensors only (pickle files can run code)" if pickled else ""
+            why = ""
+            if pickled:
+                why = f"; it holds only {', '.join(pickled)}, and editgraph loads .safetensors only (pickle files can run code)"
             raise ModelError(f"no {comp}/{weight_stem}.safetensors in {root}{why}")
-        if found[1] is not None:
-            variant = found[1]
-    return variant
+        variants[comp] = found[1]
+    return variants
 
 
 def _weights(folder: Path, stem: str) -> tuple[list[Path], str | None] | None:
@@ -231,7 +252,7 @@ def _weights(folder: Path, stem: str) -> tuple[list[Path], str | None] | None:
     return None
 
 
-def _folder_files(root: Path, index: dict[str, Any], variant: str | None) -> list[Path]:
+def _folder_files(root: Path, index: dict[str, Any]) -> list[Path]:
     files = [root / "model_index.json"]
     if (root / MARKER).is_file():
         files.append(root / MARKER)
@@ -291,11 +312,11 @@ def _load_folder(root: Path, *, name: str, content_hash: str, dtype) -> Diffusio
     from transformers import CLIPTokenizer
 
     index = _read_index(root)
-    variant = _check_folder(root, index)
+    variants = _check_folder(root, index)
     marker = _read_json(root / MARKER) if (root / MARKER).is_file() else None
     family, kind = detect_family(_read_json(root / "unet" / "config.json"), marker, where=str(root))
     scheduler_config = _read_json(root / "scheduler" / "scheduler_config.json")
-    common = {"local_files_only": True, "use_safetensors": True, "variant": variant}
+    common = {"local_files_only": True, "use_safetensors": True}
 
     def component(comp: str, load):
         try:
@@ -309,13 +330,20 @@ def _load_folder(root: Path, *, name: str, content_hash: str, dtype) -> Diffusio
         entry = index.get(comp)
         cls_name = entry[1] if isinstance(entry, list) and len(entry) == 2 else "CLIPTextModel"
         if cls_name not in ("CLIPTextModel", "CLIPTextModelWithProjection"):
-            raise ModelError(f"{root / 'model_index.json'}: {comp} is {cls_name}; editgraph loads CLIPTextModel or CLIPTextModelWithProjection")
+            raise ModelError(
+                f"{root / 'model_index.json'}: {comp} is {cls_name}; editgraph loads CLIPTextModel or CLIPTextModelWithProjection"
+            )
         cls = getattr(transformers, cls_name)
-        return component(comp, lambda: cls.from_pretrained(root, subfolder=comp, dtype=dtype, **common))
+        return component(comp, lambda: cls.from_pretrained(root, subfolder=comp, dtype=dtype, variant=variants[comp], **common))
 
-    unet = component("unet", lambda: UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=dtype, **common))
-    vae = component("vae", lambda: AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=dtype, **common))
-    tokenizer = component("tokenizer", lambda: CLIPTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=True))
+    def diffusers_model(comp: str, cls):
+        return component(comp, lambda: cls.from_pretrained(root, subfolder=comp, torch_dtype=dtype, variant=variants[comp], **common))
+
+    def tokenizer(comp: str):
+        return component(comp, lambda: CLIPTokenizer.from_pretrained(root, subfolder=comp, local_files_only=True))
+
+    unet = diffusers_model("unet", UNet2DConditionModel)
+    vae = diffusers_model("vae", AutoencoderKL)
     sdxl = "text_encoder_2" in _components(index)
     return DiffusionModel(
         name=name,
@@ -326,9 +354,9 @@ def _load_folder(root: Path, *, name: str, content_hash: str, dtype) -> Diffusio
         unet=unet,
         vae=vae,
         text_encoder=text_encoder("text_encoder"),
-        tokenizer=tokenizer,
+        tokenizer=tokenizer("tokenizer"),
         scheduler_config=scheduler_config,
         text_encoder_2=text_encoder("text_encoder_2") if sdxl else None,
-        tokenizer_2=component("tokenizer_2", lambda: CLIPTokenizer.from_pretrained(root, subfolder="tokenizer_2", local_files_only=True)) if sdxl else None,
-        extra={"pipeline": index.get("_class_name"), "variant": variant},
+        tokenizer_2=tokenizer("tokenizer_2") if sdxl else None,
+        extra={"pipeline": index.get("_class_name"), "variants": {k: v for k, v in variants.items() if v}},
     )

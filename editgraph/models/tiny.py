@@ -1,23 +1,28 @@
 """Tiny Stable Diffusion models the project builds itself, offline and byte for byte the same.
 
 They have real SD 1.x structure (a UNet with cross-attention, a 4-block VAE so latents are 1/8 of
-the image, a CLIP text encoder and a CLIP BPE tokenizer) at toy width, with seeded random weights.
+the image, a CLIP text encoder and a CLIP BPE tokenizer) at toy width, with seeded random weights:
+tiny-sd, tiny-sd-inpaint (9-channel UNet), tiny-ip2p (8-channel, InstructPix2Pix), medium-sd
+(wider, for benchmarks), and tiny-sdxl (SDXL structure: two text encoders, pooled text, time ids).
 They make noise-like pictures, but every code path a real model takes (from_pretrained, the
 pipelines, encode -> denoise -> decode) runs on them in seconds, which is what CI and the demo need.
 
     make_tiny("tiny-sd", dir)     # -> dir, holding model_index.json, unet/, vae/, ... editgraph.json
 
 Each build seeds torch's RNG per component (inside fork_rng, so the caller's RNG is untouched),
-writes JSON with sorted keys, and trains its tokenizer on a fixed text with the `tokenizers`
-library, so two builds produce identical bytes (tests/models/test_tiny.py checks the hash).
+writes JSON with sorted keys, and trains its tokenizer on a fixed text (CLIP's normalizer and
+pre-tokenizer from the `tokenizers` library, a merge loop with a fixed tie order), so two builds
+produce identical bytes (tests/models/test_tiny.py checks, across processes too).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,7 @@ from typing import Any
 from editgraph.errors import EditgraphError
 
 # Bump when a build would produce different bytes: cached builds carrying an older version are rebuilt.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 MARKER = "editgraph.json"  # written beside model_index.json: family/kind the tiny configs cannot reveal
 
@@ -44,6 +49,21 @@ SD_SCHEDULER = {
 }
 
 
+# SDXL's Euler scheduler settings.
+XL_SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+    "timestep_spacing": "leading",
+    "interpolation_type": "linear",
+    "use_karras_sigmas": False,
+    "trained_betas": None,
+}
+
+
 @dataclass(frozen=True)
 class TinySpec:
     name: str
@@ -55,6 +75,7 @@ class TinySpec:
     text_width: int  # CLIP hidden size = UNet cross-attention dim
     text_layers: int
     seed: int
+    family: str = "sd1"  # "sdxl": two text encoders (the second pooled), size/crop time ids
 
 
 TINY_MODELS: dict[str, TinySpec] = {
@@ -64,6 +85,7 @@ TINY_MODELS: dict[str, TinySpec] = {
         TinySpec("tiny-sd-inpaint", "StableDiffusionInpaintPipeline", "inpaint", 9, (32, 64), (32, 32, 64, 64), 32, 3, 1000),
         TinySpec("tiny-ip2p", "StableDiffusionInstructPix2PixPipeline", "instruct", 8, (32, 64), (32, 32, 64, 64), 32, 3, 1000),
         TinySpec("medium-sd", "StableDiffusionPipeline", "base", 4, (64, 128, 256), (64, 64, 128, 128), 64, 4, 2000),
+        TinySpec("tiny-sdxl", "StableDiffusionXLPipeline", "base", 4, (32, 64), (32, 32, 64, 64), 32, 3, 3000, "sdxl"),
     )
 }
 
@@ -97,7 +119,7 @@ a snowy village with lights in the windows, christmas, evening, quiet, peaceful
 """
 
 _SPECIALS = ("<|startoftext|>", "<|endoftext|>")
-_TOKENIZER_MERGES = 400  # at most; merging stops once no pair occurs twice
+_TOKENIZER_MERGES = 800  # a cap; the corpus runs out of pairs first (every word one token)
 
 
 def make_tiny(name: str, directory: str | os.PathLike[str]) -> Path:
@@ -114,7 +136,10 @@ def make_tiny(name: str, directory: str | os.PathLike[str]) -> Path:
     import torch
 
     # 1. Tokenizer first: its size fixes the text encoder's vocabulary.
+    xl = spec.family == "sdxl"
     vocab_size = write_tokenizer(out / "tokenizer")
+    if xl:
+        write_tokenizer(out / "tokenizer_2", pad="!")  # SDXL's OpenCLIP tokenizer pads with "!"
 
     # 2. Components, each under its own seed, without disturbing the caller's RNG.
     with torch.random.fork_rng(devices=[]):
@@ -124,11 +149,15 @@ def make_tiny(name: str, directory: str | os.PathLike[str]) -> Path:
         vae = _vae(spec)
         torch.manual_seed(spec.seed + 2)
         text_encoder = _text_encoder(spec, vocab_size)
+        if xl:
+            torch.manual_seed(spec.seed + 3)
+            _text_encoder(spec, vocab_size, with_projection=True).save_pretrained(out / "text_encoder_2", safe_serialization=True)
 
     unet.save_pretrained(out / "unet", safe_serialization=True)
     vae.save_pretrained(out / "vae", safe_serialization=True)
     text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
-    _write_json(out / "scheduler" / "scheduler_config.json", {"_class_name": "PNDMScheduler", **SD_SCHEDULER})
+    scheduler = {"_class_name": "EulerDiscreteScheduler", **XL_SCHEDULER} if xl else {"_class_name": "PNDMScheduler", **SD_SCHEDULER}
+    _write_json(out / "scheduler" / "scheduler_config.json", scheduler)
 
     # 3. model_index.json written by hand: save_pretrained on a pipeline would also rewrite the
     # tokenizer as tokenizer.json, and we want the vocab.json + merges.txt a real SD repo has.
@@ -140,7 +169,7 @@ def make_tiny(name: str, directory: str | os.PathLike[str]) -> Path:
         "feature_extractor": [None, None],
         "requires_safety_checker": False,
         "safety_checker": [None, None],
-        "scheduler": ["diffusers", "PNDMScheduler"],
+        "scheduler": ["diffusers", scheduler["_class_name"]],
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"],
@@ -148,16 +177,52 @@ def make_tiny(name: str, directory: str | os.PathLike[str]) -> Path:
     }
     if spec.pipeline == "StableDiffusionPipeline":
         index["image_encoder"] = [None, None]
+    if xl:
+        for key in ("requires_safety_checker", "safety_checker"):
+            del index[key]
+        index.update(
+            {
+                "image_encoder": [None, None],
+                "force_zeros_for_empty_prompt": True,
+                "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+                "tokenizer_2": ["transformers", "CLIPTokenizer"],
+            }
+        )
     _write_json(out / "model_index.json", index)
-    _write_json(out / MARKER, {"name": spec.name, "family": "sd1", "kind": spec.kind, "builder_version": BUILDER_VERSION})
+    _write_json(out / MARKER, {"name": spec.name, "family": spec.family, "kind": spec.kind, "builder_version": BUILDER_VERSION})
     _normalize_configs(out)
     return out
+
+
+def make_tiny_all(directory: str | os.PathLike[str], names: Iterable[str] = TINY_NAMES) -> list[Path]:
+    """Build each of `names` into `directory/<name>` (what `editgraph models make-tiny DIR` does)."""
+    root = Path(directory)
+    return [make_tiny(name, root / name) for name in names]
 
 
 def _unet(spec: TinySpec):
     from diffusers import UNet2DConditionModel
 
     n = len(spec.unet_channels)
+    if spec.family == "sdxl":
+        # SDXL layout: no attention in the shallowest block; the two encoders' widths concatenated;
+        # pooled text (width) + six time ids (8 each) feed the added embedding.
+        return UNet2DConditionModel(
+            sample_size=32,
+            in_channels=spec.in_channels,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            block_out_channels=spec.unet_channels,
+            layers_per_block=2,
+            cross_attention_dim=2 * spec.text_width,
+            attention_head_dim=8,
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=6 * 8 + spec.text_width,
+            norm_num_groups=32,
+        )
     # SD layout: cross-attention in every block but the deepest.
     down = tuple(["CrossAttnDownBlock2D"] * (n - 1) + ["DownBlock2D"])
     up = tuple(["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (n - 1))
@@ -189,12 +254,12 @@ def _vae(spec: TinySpec):
         latent_channels=4,
         norm_num_groups=32,
         sample_size=256,
-        scaling_factor=0.18215,
+        scaling_factor=0.13025 if spec.family == "sdxl" else 0.18215,
     )
 
 
-def _text_encoder(spec: TinySpec, vocab_size: int):
-    from transformers import CLIPTextConfig, CLIPTextModel
+def _text_encoder(spec: TinySpec, vocab_size: int, with_projection: bool = False):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(
         vocab_size=vocab_size,
@@ -209,10 +274,10 @@ def _text_encoder(spec: TinySpec, vocab_size: int):
         eos_token_id=vocab_size - 1,
         pad_token_id=vocab_size - 1,
     )
-    return CLIPTextModel(config).eval()
+    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config).eval()
 
 
-def write_tokenizer(directory: Path) -> int:
+def write_tokenizer(directory: Path, pad: str = "<|endoftext|>") -> int:
     """Train a CLIP-style byte-level BPE on _CORPUS and write vocab.json + merges.txt (+ configs).
 
     The vocabulary is laid out as CLIP's is: 256 byte symbols, the same with the "</w>" end-of-word
@@ -242,7 +307,7 @@ def write_tokenizer(directory: Path) -> int:
     merges = _learn_merges(words, _TOKENIZER_MERGES)
 
     # 3. Rebuild the vocabulary in CLIP's order from the merges.
-    symbols = [_byte_symbol(b) for b in range(256)]
+    symbols = clip_byte_symbols()
     # Two merges can spell the same token ("t he</w>", "th e</w>"): it gets one id.
     tokens = dict.fromkeys([*symbols, *(s + "</w>" for s in symbols), *(a + b for a, b in merges), *_SPECIALS])
     vocab = {token: i for i, token in enumerate(tokens)}
@@ -260,21 +325,21 @@ def write_tokenizer(directory: Path) -> int:
             "bos_token": "<|startoftext|>",
             "eos_token": "<|endoftext|>",
             "unk_token": "<|endoftext|>",
-            "pad_token": "<|endoftext|>",
+            "pad_token": pad,
             "do_lower_case": True,
             "clean_up_tokenization_spaces": True,
         },
     )
     _write_json(
         directory / "special_tokens_map.json",
-        {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"},
+        {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": pad, "unk_token": "<|endoftext|>"},
     )
     return len(vocab)
 
 
 def _learn_merges(words: Counter[tuple[str, ...]], limit: int) -> list[tuple[str, str]]:
     """Classic BPE training on word counts: repeatedly merge the most frequent adjacent pair
-    (seen at least twice; ties go to the smallest pair text) until `limit` merges."""
+    (ties go to the smallest pair text) until every word is one token or `limit` merges."""
     merges: list[tuple[str, str]] = []
     while len(merges) < limit:
         pairs: Counter[tuple[str, str]] = Counter()
@@ -284,8 +349,6 @@ def _learn_merges(words: Counter[tuple[str, ...]], limit: int) -> list[tuple[str
         if not pairs:
             break
         best = min(pairs, key=lambda p: (-pairs[p], p))
-        if pairs[best] < 2:
-            break
         merges.append(best)
         joined = best[0] + best[1]
         merged: Counter[tuple[str, ...]] = Counter()
@@ -304,12 +367,12 @@ def _learn_merges(words: Counter[tuple[str, ...]], limit: int) -> list[tuple[str
     return merges
 
 
-def _byte_symbol(b: int) -> str:
-    """GPT-2/CLIP's printable stand-in for byte b (bytes_to_unicode)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    if b in printable:
-        return chr(b)
-    return chr(256 + sorted(set(range(256)) - set(printable)).index(b))
+def clip_byte_symbols() -> list[str]:
+    """CLIP's printable stand-ins for the 256 bytes (GPT-2's bytes_to_unicode), in CLIP's
+    vocabulary order: the printable bytes first, then the rest mapped above U+0100."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    rest = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + n) for n in range(len(rest))]
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -327,13 +390,34 @@ def _normalize_configs(out: Path) -> None:
             _write_json(path, data)
 
 
+@contextlib.contextmanager
+def quiet_progress():
+    """Hide transformers' and diffusers' own progress bars ("Loading weights", "Writing model
+    shards") while loading or saving: editgraph reports progress through its events, and the bars
+    would interleave with the CLI's output. Restores whatever was set before."""
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    before = (tlog.is_progress_bar_enabled(), dlog.is_progress_bar_enabled())
+    tlog.disable_progress_bar()
+    dlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if before[0]:
+            tlog.enable_progress_bar()
+        if before[1]:
+            dlog.enable_progress_bar()
+
+
 def build_into(name: str, target: Path) -> Path:
     """Build `name` into `target` atomically: into a sibling temp folder, then one rename, so a
     crash or a concurrent build never leaves a half-written model where the loader looks."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.building-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    make_tiny(name, tmp)
+    with quiet_progress():
+        make_tiny(name, tmp)
     if target.exists():
         shutil.rmtree(target, ignore_errors=True)  # an outdated build (older BUILDER_VERSION)
     try:
