@@ -134,7 +134,7 @@ def encode_text(tokenizer: Any, text_encoder: Any, prompts: list[str], clip_skip
     return embeds.to(dtype=text_encoder.dtype)
 
 
-def encode_text_sdxl(model: Any, prompts: list[str], clip_skip: int | None, zero: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_text_sdxl(model: Any, prompts: list[str], clip_skip: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """StableDiffusionXLPipeline.encode_prompt for one side: both encoders' penultimate hidden states
     concatenated (B, tokens, 768 + 1280) and the second encoder's pooled output (B, 1280)."""
     pairs = [(model.tokenizer, model.text_encoder), (model.tokenizer_2, model.text_encoder_2)]
@@ -148,10 +148,7 @@ def encode_text_sdxl(model: Any, prompts: list[str], clip_skip: int | None, zero
         pooled = out[0]  # the last encoder's projected pooled output is what SDXL uses
         # SDXL always indexes from the penultimate layer: "2" because it never uses the last one.
         parts.append(out.hidden_states[-2] if clip_skip is None else out.hidden_states[-(clip_skip + 2)])
-    embeds = torch.cat(parts, dim=-1)
-    if zero:  # force_zeros_for_empty_prompt: an empty negative prompt is all zeros in SDXL
-        return torch.zeros_like(embeds), torch.zeros_like(pooled)
-    return embeds, pooled
+    return torch.cat(parts, dim=-1), pooled
 
 
 # --- the denoise loop -----------------------------------------------------------------------------

@@ -8,7 +8,6 @@ bit for bit on the CPU (tests/nodes/test_diffusion_equivalence.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -45,10 +44,6 @@ def _needs_model(what: str, model: Model) -> Any:
     return model
 
 
-def _progress(ctx: RunContext) -> Callable[[int, int], None]:
-    return ctx.progress
-
-
 @node("prompt.encode", version="1.0.0")
 class PromptEncode(Node):
     """Turn the prompt (what to paint) and negative prompt (what to steer away from) into the text
@@ -66,9 +61,12 @@ class PromptEncode(Node):
         p = self.params
         with torch.inference_mode():
             if getattr(m, "text_encoder_2", None) is not None:
-                zero_neg = p.negative_prompt == "" and m.extra.get("force_zeros_for_empty_prompt", True)
-                embeds, pooled = sampling.encode_text_sdxl(m, [p.prompt], p.clip_skip, zero=False)
-                negative, negative_pooled = sampling.encode_text_sdxl(m, [p.negative_prompt], None, zero=zero_neg)
+                embeds, pooled = sampling.encode_text_sdxl(m, [p.prompt], p.clip_skip)
+                if p.negative_prompt == "" and m.extra.get("force_zeros_for_empty_prompt", True):
+                    # SDXL's pipelines guide away from zeros, not from an encoded empty prompt
+                    negative, negative_pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
+                else:
+                    negative, negative_pooled = sampling.encode_text_sdxl(m, [p.negative_prompt], None)
             else:
                 embeds = sampling.encode_text(m.tokenizer, m.text_encoder, [p.prompt], p.clip_skip)
                 # diffusers applies clip_skip to the prompt only, never to the negative prompt.
@@ -158,12 +156,12 @@ class Denoise(Node):
     ) -> Latent:
         m = _needs_model("denoise", model)
         p = self.params
-        job = sampling.DenoiseJob(
-            model=m, cond=cond, latent=latent, steps=p.steps, cfg=p.cfg, strength=p.strength, seed=int(p.seed),
-            scheduler=p.scheduler, mask=mask, image=image, progress=_progress(ctx),
-        )
         if image is not None and mask is None:
             raise NodeError("denoise: `image` is only used with a `mask` (inpainting); connect a mask or drop the image")
+        job = sampling.DenoiseJob(
+            model=m, cond=cond, latent=latent, steps=p.steps, cfg=p.cfg, strength=p.strength, seed=int(p.seed),
+            scheduler=p.scheduler, mask=mask, image=image, progress=ctx.progress,
+        )
         ctx.check_cancelled()
         with torch.inference_mode():
             samples = sampling.denoise(job)
@@ -211,7 +209,7 @@ class Refine(Node):
                 start = Latent(m.vae.config.scaling_factor * sampling.posterior(moments).mode(), m.family, moments)
             job = sampling.DenoiseJob(
                 model=m, cond=cond, latent=start, steps=p.steps, cfg=p.cfg, strength=p.strength,
-                seed=int(p.seed), scheduler=p.scheduler, progress=_progress(ctx),
+                seed=int(p.seed), scheduler=p.scheduler, progress=ctx.progress,
             )
             samples = sampling.denoise(job)
         return _latent_out(samples, m.family)
@@ -232,6 +230,6 @@ class Instruct(Node):
         with torch.inference_mode():
             samples = sampling.instruct(
                 m, cond, latent, steps=p.steps, cfg=p.cfg, image_cfg=p.image_cfg, seed=int(p.seed),
-                scheduler_name=p.scheduler, progress=_progress(ctx),
+                scheduler_name=p.scheduler, progress=ctx.progress,
             )
         return _latent_out(samples, m.family)

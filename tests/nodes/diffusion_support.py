@@ -69,3 +69,6 @@ def box_mask(size: int = 64) -> PILImage.Image:
 
 def ctx(node_type: str = "test", **kw) -> RunContext:
     return RunContext("n", node_type, **kw)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -132,3 +132,28 @@ def test_clip_skip_uses_an_earlier_layer_for_the_prompt_only(sd):
     assert not torch.equal(skip.embeds, plain.embeds)
     assert torch.equal(skip.negative, plain.negative)
     assert skip.embeds.shape == (1, tok.model_max_length, te.config.hidden_size)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["euler_a", "ddim"])
+def test_sdxl_txt2img_matches_pipeline(scheduler):
+    # Both text encoders, pooled embeddings, zeroed empty negative prompt and time ids, as
+    # StableDiffusionXLPipeline builds them.
+    from diffusers import StableDiffusionXLPipeline
+
+    from editgraph.sampling import make_scheduler
+
+    model = tiny("tiny-sdxl")
+    pipe = StableDiffusionXLPipeline(
+        vae=model.vae, text_encoder=model.text_encoder, text_encoder_2=model.text_encoder_2,
+        tokenizer=model.tokenizer, tokenizer_2=model.tokenizer_2, unet=model.unet,
+        scheduler=make_scheduler(scheduler, model.scheduler_config),
+    )
+    theirs = _pipe_run(pipe, prompt=PROMPT, height=64, width=64)
+    c = ctx()
+    cond = PromptEncode(PromptEncode.Params(prompt=PROMPT)).run(c, model=model)
+    assert cond.pooled is not None and not cond.negative.any()
+    empty = EmptyLatent(EmptyLatent.Params(width=64, height=64)).run(c, model=model)
+    params = Denoise.Params(steps=STEPS, cfg=CFG, strength=1.0, seed=SEED, scheduler=scheduler)
+    out = Denoise(params).run(c, model=model, cond=cond, latent=empty)
+    _assert_same((out.samples, VaeDecode(VaeDecode.Params()).run(c, model=model, latent=out)), theirs)

@@ -132,3 +132,48 @@ def test_random_seed_is_drawn_before_keying_and_recorded(tmp_path, photo_path):
     meta = provenance.read((tmp_path / "o" / "edit.png").read_bytes())
     assert meta["seeds"] == {"denoise.seed": seed}
     assert meta["workflow"]["nodes"]["denoise"]["params"]["seed"] == seed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name", ["tiny-sd-inpaint", "tiny-sd"])
+def test_inpaint_workflow_keeps_every_pixel_outside_the_mask(tmp_path, photo_path, model_name):
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from editgraph.imaging import to_uint8
+
+    # The photo at 240x160 keeps the test quick; the mask travels as a PNG's alpha (image.load's
+    # `alpha` output is a Mask): 255 = change.
+    width, height = 240, 160
+    alpha = np.zeros((height, width), np.uint8)
+    alpha[48:112, 80:168] = 255
+    rgba = np.dstack([np.full((height, width, 3), 255, np.uint8), alpha])
+    PILImage.fromarray(rgba, "RGBA").save(tmp_path / "mask.png")
+    doc = {
+        "format": "editgraph/1",
+        "name": "inpaint",
+        "nodes": {
+            "photo": {"type": "image.load", "params": {"path": str(photo_path)}},
+            "small": {"type": "image.resize", "inputs": {"image": "photo.image"}, "params": {"width": width, "height": height}},
+            "region": {"type": "image.load", "params": {"path": str(tmp_path / "mask.png")}},
+            "model": {"type": "model.load", "params": {"model": str(tiny_path(model_name))}},
+            "text": {"type": "prompt.encode", "inputs": {"model": "model"}, "params": {"prompt": "an empty wooden table"}},
+            "latent": {"type": "vae.encode", "inputs": {"model": "model", "image": "small"}},
+            "denoise": {
+                "type": "denoise",
+                "inputs": {"model": "model", "cond": "text", "latent": "latent", "mask": "region.alpha", "image": "small"},
+                "params": {"steps": 3, "cfg": 7.0, "strength": 1.0, "seed": 0, "scheduler": "dpm++ 2m"},
+            },
+            "pixels": {"type": "vae.decode", "inputs": {"model": "model", "latent": "denoise"}},
+            "result": {"type": "image.composite", "inputs": {"base": "small", "overlay": "pixels", "mask": "region.alpha"}},
+            "save": {"type": "image.save", "inputs": {"image": "result"}, "params": {"path": "inpainted.png"}},
+        },
+    }
+    result = _run(doc, {}, Cache.default(tmp_path / "cache"), tmp_path / "out")
+    original = to_uint8(result.value("small"))[0]
+    with PILImage.open(tmp_path / "out" / "inpainted.png") as pil:
+        saved = np.asarray(pil.convert("RGB"))
+    outside = alpha == 0
+    assert saved.shape == original.shape == (height, width, 3)
+    assert np.array_equal(saved[outside], original[outside])
+    assert np.abs(saved[~outside].astype(int) - original[~outside]).mean() > 5  # the region was repainted
