@@ -43,7 +43,7 @@ def test_unknown_name_lists_what_is_registered(tmp_path, shop_model):
     with pytest.raises(ModelError) as info:
         resolve(tmp_path / "wf" / "sd15")
     msg = str(info.value)
-    assert "model 'sd15' not found" in msg and "registered here: shop-sd" in msg and "EDITGRAPH_MODELS" in msg
+    assert "not found" in msg and "no model registered as 'sd15'" in msg and "registered here: shop-sd" in msg and "EDITGRAPH_MODELS" in msg
 
 
 def test_pinned_hash_that_differs_names_both_and_can_be_overridden(tmp_path, shop_model, monkeypatch):
