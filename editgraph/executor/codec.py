@@ -122,6 +122,10 @@ class Encoded:
 
 
 def encode(value: Any) -> Encoded:
+    if type(value) is torch.Tensor:  # the common case (images, masks): skip the structure walk
+        raw = _tensor_bytes(value)
+        header = msgpack.packb({"v": {"__t": 0}, "t": [[_DTYPE_NAMES[value.dtype], list(value.shape), raw.nbytes]]}, use_bin_type=True)
+        return Encoded([MAGIC + _HEADER_LEN.pack(len(header)) + header, raw])
     tensors: list[torch.Tensor] = []
     structure = _flatten(value, tensors)
     raws = [_tensor_bytes(t) for t in tensors]

@@ -88,6 +88,7 @@ class DiskStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._cursor = self._db.cursor()  # reused: the hot lookups skip making a cursor each time
         self._lock = threading.Lock()
         self._pending_refs: dict[str, bytes] = {}
         self._pending_blobs: dict[str, tuple[int, bytes | None]] = {}
@@ -103,7 +104,7 @@ class DiskStore:
     def get_ref(self, key: str) -> dict[str, str] | None:
         raw = self._pending_refs.get(key)
         if raw is None:
-            row = self._db.execute("SELECT fps FROM refs WHERE key = ?", (key,)).fetchone()
+            row = self._cursor.execute("SELECT fps FROM refs WHERE key = ?", (key,)).fetchone()
             if row is None:
                 return None
             raw = row[0]
