@@ -46,7 +46,7 @@ def embed_cost() -> list[tuple[str, str]]:
     exif = pil.getexif()
     exif[0x010F] = "BenchCam"
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    info = provenance.Provenance({"workflow": load_workflow(REPO / "editgraph" / "workflows" / "demo.json").to_dict(), "keys": {str(i): "0" * 64 for i in range(50)}})
+    info = provenance.Provenance({"workflow": load_workflow(REPO / "editgraph" / "workflows" / "inpaint.json").to_dict(), "keys": {str(i): "0" * 64 for i in range(50)}})
     info.carry["save"] = Carried("photo", "x", exif.tobytes()[6:], icc, None)
     rows = []
     for fmt in ("PNG", "JPEG"):
