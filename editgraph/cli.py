@@ -195,16 +195,12 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    import torch
-
     from editgraph import provenance
     from editgraph.executor.cache import Cache
     from editgraph.executor.run import Executor
     from editgraph.graph.validate import bind
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    workflow, base, label = _load(args.workflow, relocate=True)
+    workflow, base, label = _load_to_run(args)
     graph = bind(workflow, _parse_sets(args.sets), base_dir=base, source=label)
     _warn_threads(args.workflow)
     cache = Cache(None, None) if args.no_cache else Cache.default(args.cache_dir)
@@ -224,6 +220,16 @@ def cmd_run(args) -> int:
     if args.report:
         _write_report(Path(args.report), label, graph, result, wall)
     return EXIT_OK
+
+
+def _load_to_run(args):
+    """run and batch: pin torch's threads first (they change float rounding), then load the
+    workflow, finding an image's moved inputs by name and hash."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return _load(args.workflow, relocate=True)
 
 
 def _warn_threads(ref: str) -> None:
@@ -371,16 +377,12 @@ def cmd_extract(args) -> int:
 
 
 def cmd_batch(args) -> int:
-    import torch
-
     from editgraph import batch
     from editgraph.atomic import write_atomic
     from editgraph.executor.cache import Cache
     from editgraph.executor.run import Executor
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    workflow, base, label = _load(args.workflow, relocate=True)
+    workflow, base, label = _load_to_run(args)
     try:
         groups = []
         if args.table:
