@@ -19,7 +19,9 @@ and are kept in memory only; a process that needs one again re-runs the node tha
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import struct
 from typing import Any
 
@@ -110,9 +112,12 @@ class Encoded:
 
     parts: list[bytes | np.ndarray]
 
-    @property
+    @functools.cached_property
     def nbytes(self) -> int:
         return sum(len(p) if isinstance(p, bytes) else p.nbytes for p in self.parts)
+
+    def tobytes(self) -> bytes:
+        return b"".join(self.parts)  # join takes any buffer: numpy parts are not copied first
 
     def fingerprint(self) -> str:
         h = blake3.blake3()
@@ -124,8 +129,7 @@ class Encoded:
 def encode(value: Any) -> Encoded:
     if type(value) is torch.Tensor:  # the common case (images, masks): skip the structure walk
         raw = _tensor_bytes(value)
-        header = msgpack.packb({"v": {"__t": 0}, "t": [[_DTYPE_NAMES[value.dtype], list(value.shape), raw.nbytes]]}, use_bin_type=True)
-        return Encoded([MAGIC + _HEADER_LEN.pack(len(header)) + header, raw])
+        return Encoded([_tensor_prefix(value.dtype, value.shape), raw])
     tensors: list[torch.Tensor] = []
     structure = _flatten(value, tensors)
     raws = [_tensor_bytes(t) for t in tensors]
@@ -137,6 +141,15 @@ def encode(value: Any) -> Encoded:
         use_bin_type=True,
     )
     return Encoded([MAGIC + _HEADER_LEN.pack(len(header)) + header, *raws])
+
+
+@functools.lru_cache(maxsize=256)
+def _tensor_prefix(dtype: torch.dtype, shape: torch.Size) -> bytes:
+    """MAGIC, header length and header of a lone tensor: a function of dtype and shape only, so a
+    chain of same-sized images packs it once."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    header = msgpack.packb({"v": {"__t": 0}, "t": [[_DTYPE_NAMES[dtype], list(shape), nbytes]]}, use_bin_type=True)
+    return MAGIC + _HEADER_LEN.pack(len(header)) + header
 
 
 class CorruptEntry(ValueError):
@@ -188,7 +201,10 @@ def canonical_hash(doc: Any) -> str:
     JSON rather than msgpack: the C encoder sorts keys itself, 5x faster than canonicalising in
     Python, and Python's float repr is the shortest round-trip form, the same on every machine.
     """
-    return blake3.blake3(json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+    return blake3.blake3(_CANONICAL.encode(doc).encode()).hexdigest()
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def value_nbytes(value: Any) -> int:

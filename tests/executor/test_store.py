@@ -170,6 +170,35 @@ def test_disk_eviction_keeps_recently_used(tmp_path):
     assert store.get_blob(fps[0]) is not MISSING
 
 
+def test_reads_share_a_snapshot_that_each_flush_renews(tmp_path):
+    """Lookups run inside one read transaction until the next flush (cheaper than a lock per
+    statement); a flush ends it, so rows another process committed meanwhile become visible."""
+    reader, writer = DiskStore(tmp_path, 1 << 30), DiskStore(tmp_path, 1 << 30)
+    assert reader.get_ref("k") is None  # opens the snapshot
+    writer.put_ref("k", {"image": "f" * 64})
+    writer.flush()
+    assert reader.get_ref("k") is None  # still the old snapshot: a miss costs a recompute, never a wrong value
+    reader.flush()
+    assert reader.get_ref("k") == {"image": "f" * 64}
+
+
+def test_a_damaged_blob_is_dropped_while_a_snapshot_is_open(tmp_path):
+    """Dropping a row ends the read snapshot first: a stale snapshot cannot be upgraded to write."""
+    store, other = DiskStore(tmp_path, 1 << 30), DiskStore(tmp_path, 1 << 30)
+    enc = encode(_big(0.4))
+    fp = enc.fingerprint()
+    store.put_blob(fp, enc)
+    store.flush()
+    assert store.get_ref("any") is None  # snapshot open
+    other.put_ref("other", {"image": fp})
+    other.flush()  # the snapshot is now stale
+    path = tmp_path / "blobs" / fp[:2] / fp
+    path.write_bytes(path.read_bytes()[:-1])
+    assert store.get_blob(fp) is MISSING  # detected, and its row deleted without SQLITE_BUSY
+    store.flush()
+    assert other.get_blob(fp) is MISSING and not path.exists()
+
+
 def test_memory_tier_is_bounded_in_bytes():
     mem = MemoryStore(max_bytes=3 * 64 * 64 * 3 * 4)
     for i in range(5):
