@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import struct
 from typing import Any
@@ -63,7 +62,7 @@ _DTYPE_NAMES = {d: name for name, d in _DTYPES.items()}
 
 def _tensor_bytes(t: torch.Tensor) -> np.ndarray:
     """The tensor's contiguous CPU bytes as a numpy array (zero-copy where possible)."""
-    if t.device.type != "cpu":
+    if not t.is_cpu:
         t = t.cpu()
     if t.requires_grad:
         t = t.detach()
@@ -106,18 +105,14 @@ def _unflatten(node: Any, tensors: list[torch.Tensor]) -> Any:
     return node
 
 
-@dataclasses.dataclass(frozen=True)
 class Encoded:
     """A value's encoded form, as the parts that go to disk in order (no concatenation copy)."""
 
-    parts: list[bytes | np.ndarray]
+    __slots__ = ("parts", "nbytes")
 
-    @functools.cached_property
-    def nbytes(self) -> int:
-        return sum(len(p) if isinstance(p, bytes) else p.nbytes for p in self.parts)
-
-    def tobytes(self) -> bytes:
-        return b"".join(self.parts)  # join takes any buffer: numpy parts are not copied first
+    def __init__(self, parts: list[bytes | np.ndarray], nbytes: int | None = None):
+        self.parts = parts
+        self.nbytes: int = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts) if nbytes is None else nbytes
 
     def fingerprint(self) -> str:
         h = blake3.blake3()
@@ -125,11 +120,15 @@ class Encoded:
             h.update(p)
         return h.hexdigest()
 
+    def tobytes(self) -> bytes:
+        return b"".join(self.parts)  # join takes any buffer: numpy parts are not copied first
+
 
 def encode(value: Any) -> Encoded:
     if type(value) is torch.Tensor:  # the common case (images, masks): skip the structure walk
         raw = _tensor_bytes(value)
-        return Encoded([_tensor_prefix(value.dtype, value.shape), raw])
+        prefix = _tensor_prefix(value.dtype, value.shape)
+        return Encoded([prefix, raw], len(prefix) + raw.nbytes)
     tensors: list[torch.Tensor] = []
     structure = _flatten(value, tensors)
     raws = [_tensor_bytes(t) for t in tensors]
@@ -193,18 +192,6 @@ def fingerprint(value: Any) -> str:
     if own is not None:
         return own() if callable(own) else str(own)
     return encode(value).fingerprint()
-
-
-def canonical_hash(doc: Any) -> str:
-    """blake3 of a small plain-data document in canonical JSON (sorted keys, no whitespace).
-
-    JSON rather than msgpack: the C encoder sorts keys itself, 5x faster than canonicalising in
-    Python, and Python's float repr is the shortest round-trip form, the same on every machine.
-    """
-    return blake3.blake3(_CANONICAL.encode(doc).encode()).hexdigest()
-
-
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def value_nbytes(value: Any) -> int:

@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import blake3
 import torch
 
 from editgraph.atomic import write_atomic
 from editgraph.context import RunContext
 from editgraph.errors import Cancelled, EditgraphError, NodeFailed
 from editgraph.executor.cache import Cache
-from editgraph.executor.codec import Unstorable, canonical_hash, encode, fingerprint
+from editgraph.executor.codec import Unstorable, encode, fingerprint
 from editgraph.executor.events import (
     ArtifactWritten,
     Event,
@@ -50,17 +51,16 @@ Ref = tuple[str, str]  # (node id, output name)
 
 
 def node_key(node: BoundNode, input_fps: dict[str, str]) -> str:
-    """The content key: what the node is and what it consumes; never its id."""
-    return canonical_hash(
-        {
-            "format": FORMAT,
-            "type": node.cls.type,
-            "version": node.cls.version,
-            "params": node.cls.key_params(node.params),
-            "source": node.cls.source_token(node.params),
-            "inputs": input_fps,
-        }
-    )
+    """The content key: what the node is and what it consumes; never its id.
+
+    blake3 of the fields joined by NUL, which none of them can hold (type and version are
+    validated names, params are JSON, which escapes NUL, the rest are hex digests and input names).
+    """
+    cls = node.cls
+    source = cls.source_token(node.params)
+    inputs = ",".join(f"{name}={fp}" for name, fp in sorted(input_fps.items()))
+    text = f"{FORMAT}\0{cls.type}\0{cls.version}\0{cls.key_params(node.params)}\0{'' if source is None else source}\0{inputs}"
+    return blake3.blake3(text.encode()).hexdigest()
 
 
 @dataclass
@@ -171,7 +171,7 @@ class _Run:
                 node = self.graph.nodes[nid]
                 t0 = time.perf_counter()
                 try:  # source nodes hash what they read here: a missing file fails as that node
-                    key = self.keys[nid] = node_key(node, {name: self.fps[ref] for name, ref in sorted(node.inputs.items())})
+                    key = self.keys[nid] = node_key(node, {name: self.fps[ref] for name, ref in node.inputs.items()})
                 except Exception as exc:
                     ex.emit(NodeFailedEvent(nid, node.type, f"{type(exc).__name__}: {exc}"))
                     raise NodeFailed(nid, node.type, exc) from exc

@@ -68,13 +68,9 @@ class LoadModel(Node):
             return [str(exc)]
         return []
 
-    @classmethod
-    def key_params(cls, params: NodeParams) -> dict:
-        # The expected hash only guards; the actual files' hash (source_token) is what is keyed,
-        # so a pinned and an unpinned reference to the same files share cache entries.
-        data = super().key_params(params)
-        data.pop("hash", None)
-        return data
+    # The expected hash only guards; the actual files' hash (source_token) is what is keyed, so a
+    # pinned and an unpinned reference to the same files share cache entries.
+    unkeyed = ("hash",)
 
     def run(self, ctx: RunContext) -> DiffusionModel:
         from editgraph.models.loader import load_model

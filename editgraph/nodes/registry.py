@@ -38,7 +38,8 @@ _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 class NodeParams(BaseModel):
     """Base of every node's Params: frozen, and a misspelled field is an error, never ignored."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # NaN and infinity are refused: no edit means them, and JSON keys must spell every value apart.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class _Mark:
@@ -92,6 +93,8 @@ class Node:
     inputs: ClassVar[dict[str, InputSpec]]
     outputs: ClassVar[dict[str, SocketType]]  # ordered; the first is the primary output
     multi_output: ClassVar[bool]
+    unkeyed: ClassVar[tuple[str, ...]] = ()  # params that only guard (a pinned hash), never change the output
+    key_exclude: ClassVar[set[str] | None]  # params left out of the content key: input paths and `unkeyed`
 
     def __init__(self, params: NodeParams):
         self.params = params
@@ -102,12 +105,10 @@ class Node:
         return None
 
     @classmethod
-    def key_params(cls, params: NodeParams) -> dict[str, Any]:
-        """The params that go into the content key: all but input paths (source_token covers those)."""
-        data = params.model_dump(mode="json")
-        for name in field_marks(cls.Params, INPUT_PATH):
-            data.pop(name, None)
-        return data
+    def key_params(cls, params: NodeParams) -> str:
+        """The params that go into the content key, as JSON in field order: all but input paths
+        (source_token hashes what they read) and the `unkeyed` ones."""
+        return params.model_dump_json(exclude=cls.key_exclude)
 
 
 REGISTRY: dict[str, type[Node]] = {}
@@ -146,6 +147,10 @@ def node(type_name: str, *, version: str, deterministic: bool = True):
         cls.inputs = inputs
         cls.outputs = outputs
         cls.multi_output = multi
+        unknown = set(cls.unkeyed) - set(cls.Params.model_fields)
+        if unknown:
+            raise bad(f"unkeyed names unknown params {sorted(unknown)}")
+        cls.key_exclude = set(field_marks(cls.Params, INPUT_PATH)) | set(cls.unkeyed) or None
         REGISTRY[type_name] = cls
         return cls
 

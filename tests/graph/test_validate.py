@@ -55,6 +55,11 @@ def test_invalid_param_value_says_what_was_allowed_and_received():
     assert msg == "nodes.r.params.width [node 'r' (image.resize)]: input should be greater than or equal to 0, got -2"
 
 
+def test_nan_param_is_refused():
+    (msg,) = problems(doc({"a": LOAD, "g": {"type": "grade", "inputs": {"image": "a"}, "params": {"exposure": float("nan")}}}))
+    assert msg == "nodes.g.params.exposure [node 'g' (grade)]: input should be a finite number, got nan"
+
+
 def test_invalid_enum_value_lists_choices():
     (msg,) = problems(doc({"a": LOAD, "r": {"type": "image.resize", "inputs": {"image": "a"}, "params": {"width": 8, "filter": "lanczos9"}}}))
     assert "nodes.r.params.filter" in msg and "'bicubic', 'bilinear', 'nearest' or 'area'" in msg and "got 'lanczos9'" in msg
