@@ -6,9 +6,9 @@ config-only folders shipped in editgraph/models/configs/ (JSON configs; the CLIP
 are assembled in the cache, see family_configs.py), chosen by what the checkpoint's tensors say
 about its family and kind, or a folder the caller names.
 
-Writing: `to_single_file` turns a diffusers SD 1.x folder into the original layout, the inverse of
-diffusers' converter for any block count (its own script assumes the full-size SD 1.x UNet). The
-tests use it to check that the tiny models survive a round trip bit for bit.
+Writing: `to_single_file` turns a diffusers SD 1.x or SDXL folder into the original layout, the
+inverse of diffusers' converter for any block count (its own scripts assume the full-size UNets).
+The tests use it to check that the tiny models survive a round trip bit for bit.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from editgraph.models.handle import DiffusionModel
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer.text_model."
+XL_CLIP_PREFIX = "conditioner.embedders.0.transformer.text_model."  # SDXL's CLIP ViT-L
+XL_OPENCLIP_PREFIX = "conditioner.embedders.1.model."  # SDXL's OpenCLIP bigG, in open_clip's names
 
 # The pipeline class diffusers converts a checkpoint with, by family and kind.
 _PIPELINES = {
@@ -160,7 +162,7 @@ _VAE_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_ou
 
 
 def unet_to_original(state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """Diffusers UNet2DConditionModel keys -> original `model.diffusion_model.*` keys (SD 1.x/2.x)."""
+    """Diffusers UNet2DConditionModel keys -> original `model.diffusion_model.*` keys (SD 1.x/2.x, SDXL)."""
     per_block = int(config["layers_per_block"])
     n_blocks = len(config["block_out_channels"])
     up_has_attn = ["CrossAttn" in t for t in config["up_block_types"]]
@@ -175,6 +177,8 @@ def unet_to_original(state: dict[str, Any], config: dict[str, Any]) -> dict[str,
         "mid_block.resnets.0.": "middle_block.0.",
         "mid_block.attentions.0.": "middle_block.1.",
         "mid_block.resnets.1.": "middle_block.2.",
+        "add_embedding.linear_1.": "label_emb.0.0.",  # SDXL: pooled text + size/crop ids
+        "add_embedding.linear_2.": "label_emb.0.2.",
     }
     for i in range(n_blocks):
         for j in range(per_block):
@@ -194,7 +198,7 @@ def unet_to_original(state: dict[str, Any], config: dict[str, Any]) -> dict[str,
     for key, value in state.items():
         prefix = max((p for p in prefixes if key.startswith(p)), key=len, default=None)
         if prefix is None:
-            raise ModelError(f"UNet key {key!r} has no place in the original SD layout (SDXL and adapters are not converted)")
+            raise ModelError(f"UNet key {key!r} has no place in the original SD layout (adapters are not converted)")
         rest = key[len(prefix) :]
         if ".resnets." in prefix:
             member, _, leaf = rest.partition(".")
@@ -231,19 +235,57 @@ def vae_to_original(state: dict[str, Any], config: dict[str, Any]) -> dict[str, 
     return out
 
 
+def openclip_to_original(state: dict[str, Any]) -> dict[str, Any]:
+    """transformers CLIPTextModelWithProjection keys -> open_clip's (SDXL's second encoder): q, k and
+    v fused into one in_proj, layers renamed, the projection stored transposed. The inverse of
+    diffusers' convert_open_clip_checkpoint."""
+    import torch
+
+    state = {k.removeprefix("text_model."): v for k, v in state.items()}
+    out: dict[str, Any] = {
+        "token_embedding.weight": state.pop("embeddings.token_embedding.weight"),
+        "positional_embedding": state.pop("embeddings.position_embedding.weight"),
+        "ln_final.weight": state.pop("final_layer_norm.weight"),
+        "ln_final.bias": state.pop("final_layer_norm.bias"),
+        "text_projection": state.pop("text_projection.weight").T.contiguous(),
+    }
+    state.pop("embeddings.position_ids", None)
+    names = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj", "self_attn.out_proj": "attn.out_proj"}
+    for key in sorted(state):
+        if not key.startswith("encoder.layers."):
+            raise ModelError(f"text encoder key {key!r} has no place in open_clip's layout")
+        _, _, n, rest = key.split(".", 3)
+        block = f"transformer.resblocks.{n}."
+        if rest.startswith("self_attn.q_proj."):
+            leaf = rest.rsplit(".", 1)[1]
+            qkv = [state[f"encoder.layers.{n}.self_attn.{p}_proj.{leaf}"] for p in "qkv"]
+            out[f"{block}attn.in_proj_{leaf}"] = torch.cat(qkv, dim=0)
+        elif rest.startswith(("self_attn.k_proj.", "self_attn.v_proj.")):
+            continue  # fused with q above
+        else:
+            module, leaf = rest.rsplit(".", 1)
+            out[f"{block}{names[module]}.{leaf}"] = state[key]
+    return out
+
+
 def to_single_file(folder: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
-    """Write the SD 1.x diffusers folder `folder` as one original-layout .safetensors file."""
+    """Write the SD 1.x or SDXL diffusers folder `folder` as one original-layout .safetensors file."""
     from safetensors.torch import load_file, save_file
 
     src, dst = Path(folder), Path(target)
     unet_config = json.loads((src / "unet" / "config.json").read_text(encoding="utf-8"))
     vae_config = json.loads((src / "vae" / "config.json").read_text(encoding="utf-8"))
+    xl = (src / "text_encoder_2").is_dir()
     state: dict[str, Any] = {}
     state.update(unet_to_original(load_file(src / "unet" / "diffusion_pytorch_model.safetensors"), unet_config))
     state.update(vae_to_original(load_file(src / "vae" / "diffusion_pytorch_model.safetensors"), vae_config))
+    clip_prefix = XL_CLIP_PREFIX if xl else CLIP_PREFIX
     for key, value in load_file(src / "text_encoder" / "model.safetensors").items():
         # transformers >= 5.6 saves CLIPTextModel without its "text_model." level; originals have it.
-        state[CLIP_PREFIX + key.removeprefix("text_model.")] = value
+        state[clip_prefix + key.removeprefix("text_model.")] = value
+    if xl:
+        for key, value in openclip_to_original(load_file(src / "text_encoder_2" / "model.safetensors")).items():
+            state[XL_OPENCLIP_PREFIX + key] = value
     dst.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in sorted(state.items())}, str(dst), metadata={"format": "pt"})
     return dst

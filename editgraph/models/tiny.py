@@ -30,7 +30,7 @@ from typing import Any
 from editgraph.errors import EditgraphError
 
 # Bump when a build would produce different bytes: cached builds carrying an older version are rebuilt.
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 
 MARKER = "editgraph.json"  # written beside model_index.json: family/kind the tiny configs cannot reveal
 
@@ -76,6 +76,8 @@ class TinySpec:
     text_layers: int
     seed: int
     family: str = "sd1"  # "sdxl": two text encoders (the second pooled), size/crop time ids
+    text_width_2: int = 0  # SDXL's second encoder; wider than the first, as in the real model,
+    # which is also how diffusers' single-file loader tells the two apart
 
 
 TINY_MODELS: dict[str, TinySpec] = {
@@ -85,7 +87,7 @@ TINY_MODELS: dict[str, TinySpec] = {
         TinySpec("tiny-sd-inpaint", "StableDiffusionInpaintPipeline", "inpaint", 9, (32, 64), (32, 32, 64, 64), 32, 3, 1000),
         TinySpec("tiny-ip2p", "StableDiffusionInstructPix2PixPipeline", "instruct", 8, (32, 64), (32, 32, 64, 64), 32, 3, 1000),
         TinySpec("medium-sd", "StableDiffusionPipeline", "base", 4, (64, 128, 256), (64, 64, 128, 128), 64, 4, 2000),
-        TinySpec("tiny-sdxl", "StableDiffusionXLPipeline", "base", 4, (32, 64), (32, 32, 64, 64), 32, 3, 3000, "sdxl"),
+        TinySpec("tiny-sdxl", "StableDiffusionXLPipeline", "base", 4, (32, 64), (32, 32, 64, 64), 32, 3, 3000, "sdxl", 64),
     )
 }
 
@@ -206,7 +208,7 @@ def _unet(spec: TinySpec):
     n = len(spec.unet_channels)
     if spec.family == "sdxl":
         # SDXL layout: no attention in the shallowest block; the two encoders' widths concatenated;
-        # pooled text (width) + six time ids (8 each) feed the added embedding.
+        # the second encoder's pooled text + six time ids (8 each) feed the added embedding.
         return UNet2DConditionModel(
             sample_size=32,
             in_channels=spec.in_channels,
@@ -215,12 +217,12 @@ def _unet(spec: TinySpec):
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             block_out_channels=spec.unet_channels,
             layers_per_block=2,
-            cross_attention_dim=2 * spec.text_width,
+            cross_attention_dim=spec.text_width + spec.text_width_2,
             attention_head_dim=8,
             use_linear_projection=True,
             addition_embed_type="text_time",
             addition_time_embed_dim=8,
-            projection_class_embeddings_input_dim=6 * 8 + spec.text_width,
+            projection_class_embeddings_input_dim=6 * 8 + spec.text_width_2,
             norm_num_groups=32,
         )
     # SD layout: cross-attention in every block but the deepest.
@@ -261,15 +263,16 @@ def _vae(spec: TinySpec):
 def _text_encoder(spec: TinySpec, vocab_size: int, with_projection: bool = False):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+    width = spec.text_width_2 if with_projection else spec.text_width
     config = CLIPTextConfig(
         vocab_size=vocab_size,
-        hidden_size=spec.text_width,
-        intermediate_size=spec.text_width * 4,
+        hidden_size=width,
+        intermediate_size=width * 4,
         num_hidden_layers=spec.text_layers,
         num_attention_heads=4,
         max_position_embeddings=77,
-        projection_dim=spec.text_width,
-        hidden_act="quick_gelu",
+        projection_dim=width,
+        hidden_act="gelu" if with_projection else "quick_gelu",  # OpenCLIP bigG uses gelu, CLIP ViT-L quick_gelu
         bos_token_id=vocab_size - 2,
         eos_token_id=vocab_size - 1,
         pad_token_id=vocab_size - 1,

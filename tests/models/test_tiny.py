@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from editgraph.errors import EditgraphError
-from editgraph.models.tiny import MARKER, TINY_NAMES, make_tiny, make_tiny_all
+from editgraph.models.tiny import BUILDER_VERSION, MARKER, TINY_NAMES, make_tiny, make_tiny_all
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,7 +51,7 @@ def test_layout_matches_a_hub_repo(tiny_dirs, tree_bytes):
     } <= files
     assert json.loads((folder / "model_index.json").read_text())["_class_name"] == "StableDiffusionInpaintPipeline"
     assert json.loads((folder / "unet" / "config.json").read_text())["in_channels"] == 9
-    assert json.loads((folder / MARKER).read_text()) == {"name": "tiny-sd-inpaint", "family": "sd1", "kind": "inpaint", "builder_version": 2}
+    assert json.loads((folder / MARKER).read_text()) == {"name": "tiny-sd-inpaint", "family": "sd1", "kind": "inpaint", "builder_version": BUILDER_VERSION}
 
 
 def test_tokenizer_is_clip_style(tiny_dirs):
@@ -131,7 +131,7 @@ def test_tiny_sdxl_has_sdxl_structure_and_runs(tmp_path):
     model = load_model("tiny-sdxl")
     assert (model.family, model.kind) == ("sdxl", "base")
     assert type(model.text_encoder_2).__name__ == "CLIPTextModelWithProjection" and model.tokenizer_2.pad_token == "!"
-    assert model.unet.config.addition_embed_type == "text_time" and model.unet.config.cross_attention_dim == 64
+    assert model.unet.config.addition_embed_type == "text_time" and model.unet.config.cross_attention_dim == 32 + 64  # both encoders
     assert model.scheduler_config["_class_name"] == "EulerDiscreteScheduler"
     pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(model.path, local_files_only=True)
     out = pipe("a cat", height=64, width=48, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
