@@ -24,6 +24,7 @@ from editgraph.models.handle import DiffusionModel
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer.text_model."
+SD2_OPENCLIP_PREFIX = "cond_stage_model.model."  # SD 2.x's OpenCLIP ViT-H, in open_clip's names
 XL_CLIP_PREFIX = "conditioner.embedders.0.transformer.text_model."  # SDXL's CLIP ViT-L
 XL_OPENCLIP_PREFIX = "conditioner.embedders.1.model."  # SDXL's OpenCLIP bigG, in open_clip's names
 
@@ -236,8 +237,8 @@ def vae_to_original(state: dict[str, Any], config: dict[str, Any]) -> dict[str, 
 
 
 def openclip_to_original(state: dict[str, Any]) -> dict[str, Any]:
-    """transformers CLIPTextModelWithProjection keys -> open_clip's (SDXL's second encoder): q, k and
-    v fused into one in_proj, layers renamed, the projection stored transposed. The inverse of
+    """transformers CLIP text encoder keys -> open_clip's (SD 2.x's encoder, SDXL's second): q, k
+    and v fused into one in_proj, layers renamed, a projection stored transposed. The inverse of
     diffusers' convert_open_clip_checkpoint."""
     import torch
 
@@ -247,8 +248,9 @@ def openclip_to_original(state: dict[str, Any]) -> dict[str, Any]:
         "positional_embedding": state.pop("embeddings.position_embedding.weight"),
         "ln_final.weight": state.pop("final_layer_norm.weight"),
         "ln_final.bias": state.pop("final_layer_norm.bias"),
-        "text_projection": state.pop("text_projection.weight").T.contiguous(),
     }
+    if "text_projection.weight" in state:  # SDXL's pooled projection; SD 2.x uses none
+        out["text_projection"] = state.pop("text_projection.weight").T.contiguous()
     state.pop("embeddings.position_ids", None)
     names = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj", "self_attn.out_proj": "attn.out_proj"}
     for key in sorted(state):
@@ -268,21 +270,29 @@ def openclip_to_original(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def to_single_file(folder: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
-    """Write the SD 1.x or SDXL diffusers folder `folder` as one original-layout .safetensors file."""
+def to_single_file(folder: str | os.PathLike[str], target: str | os.PathLike[str], *, open_clip: bool | None = None) -> Path:
+    """Write the SD 1.x, 2.x or SDXL diffusers folder `folder` as one original-layout .safetensors
+    file. `open_clip`: store the (first) text encoder in open_clip's names, as SD 2.x checkpoints
+    do; by default, when its width is SD 2.x's (1024)."""
     from safetensors.torch import load_file, save_file
 
     src, dst = Path(folder), Path(target)
     unet_config = json.loads((src / "unet" / "config.json").read_text(encoding="utf-8"))
     vae_config = json.loads((src / "vae" / "config.json").read_text(encoding="utf-8"))
     xl = (src / "text_encoder_2").is_dir()
+    if open_clip is None:
+        open_clip = not xl and unet_config.get("cross_attention_dim") == 1024
     state: dict[str, Any] = {}
     state.update(unet_to_original(load_file(src / "unet" / "diffusion_pytorch_model.safetensors"), unet_config))
     state.update(vae_to_original(load_file(src / "vae" / "diffusion_pytorch_model.safetensors"), vae_config))
-    clip_prefix = XL_CLIP_PREFIX if xl else CLIP_PREFIX
-    for key, value in load_file(src / "text_encoder" / "model.safetensors").items():
-        # transformers >= 5.6 saves CLIPTextModel without its "text_model." level; originals have it.
-        state[clip_prefix + key.removeprefix("text_model.")] = value
+    text = load_file(src / "text_encoder" / "model.safetensors")
+    if open_clip:
+        state.update({SD2_OPENCLIP_PREFIX + k: v for k, v in openclip_to_original(text).items()})
+    else:
+        clip_prefix = XL_CLIP_PREFIX if xl else CLIP_PREFIX
+        for key, value in text.items():
+            # transformers >= 5.6 saves CLIPTextModel without its "text_model." level; originals have it.
+            state[clip_prefix + key.removeprefix("text_model.")] = value
     if xl:
         for key, value in openclip_to_original(load_file(src / "text_encoder_2" / "model.safetensors")).items():
             state[XL_OPENCLIP_PREFIX + key] = value

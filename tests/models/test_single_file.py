@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from editgraph.models.family_configs import FAMILY_CONFIGS, SHIPPED, config_folder_for, write_config_folder
 from editgraph.models.loader import ModelError, load_model, model_hash, models_root
-from editgraph.models.single_file import inspect_checkpoint, to_single_file
+from editgraph.models.single_file import CLIP_PREFIX, inspect_checkpoint, to_single_file
 from editgraph.models.tiny import make_tiny
 
 
@@ -64,6 +64,16 @@ def test_sdxl_round_trips_with_its_open_clip_encoder(tmp_path):
     assert (single.family, single.kind, single.extra["pipeline"]) == ("sdxl", "base", "StableDiffusionXLPipeline")
     _assert_same_weights(folder, single, ("unet", "vae", "text_encoder", "text_encoder_2"))
     assert single.tokenizer_2("a photo of a cat").input_ids == folder.tokenizer_2("a photo of a cat").input_ids
+
+
+@pytest.mark.slow
+def test_an_sd2_style_open_clip_text_encoder_round_trips(tiny_dirs, tmp_path):
+    # SD 2.x checkpoints keep their text encoder in open_clip's names under cond_stage_model.model.
+    ckpt = to_single_file(tiny_dirs["tiny-sd"], tmp_path / "sd2.safetensors", open_clip=True)
+    _, _, shapes = inspect_checkpoint(ckpt)
+    assert shapes["cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight"] == (3 * 32, 32)
+    assert not any(k.startswith(CLIP_PREFIX) for k in shapes)
+    _assert_same_weights(load_model(tiny_dirs["tiny-sd"]), load_model(ckpt, config=tiny_dirs["tiny-sd"]))
 
 
 def test_family_and_kind_are_read_from_the_tensors(tmp_path):
