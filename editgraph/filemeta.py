@@ -2,8 +2,9 @@
 RIFF chunks. provenance.py decides what goes in; this module only knows the containers.
 
 What it reads from an input photo (`read_carried`): the EXIF block (orientation reset to 1, since
-image.load already turned the pixels upright), the ICC profile, and a C2PA manifest store (PNG
-`caBX` chunk, JPEG APP11 JUMBF segments, WebP `C2PA` chunk) as raw bytes.
+image.load already turned the pixels upright), the ICC profile, the XMP packet (captions, rights,
+keywords: kept, with the AI label merged in), and a C2PA manifest store (PNG `caBX` chunk, JPEG
+APP11 JUMBF segments, WebP `C2PA` chunk) as raw bytes.
 
 What it writes: the same EXIF and ICC (PNG `eXIf`/`iCCP`; JPEG APP1/APP2), XMP (PNG iTXt
 "XML:com.adobe.xmp"; JPEG APP1 "http://ns.adobe.com/xap/1.0/"), and private blocks for the
@@ -45,6 +46,8 @@ class Carried:
     exif: bytes | None = None  # bare TIFF bytes ("MM\0*..." / "II*\0..."), orientation reset to 1
     icc_profile: bytes | None = None
     c2pa: bytes | None = None  # the source's raw JUMBF manifest store
+    xmp: bytes | None = None  # the source's XMP packet, known to parse (see labelled_xmp)
+    xmp_dropped: str | None = None  # why an XMP packet the source had could not be kept
 
 
 # --- reading an input photo ---------------------------------------------------------------------
@@ -83,7 +86,13 @@ def _read_carried(source_node: str, path: str | Path) -> Carried:
     except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError):
         return Carried(source_node, str(path))
     exif = upright_exif(_bare_tiff(raw)) if raw else None
-    return Carried(source_node, str(path), exif, icc, c2pa_manifest(data))
+    xmp, dropped = read_xmp(data), None
+    if xmp is not None:
+        try:
+            labelled_xmp(xmp, "check")
+        except ValueError as exc:
+            xmp, dropped = None, str(exc)
+    return Carried(source_node, str(path), exif, icc, c2pa_manifest(data), xmp, dropped)
 
 
 def _bare_tiff(exif: bytes) -> bytes:
@@ -306,21 +315,72 @@ def webp_with_metadata(data: bytes, *, exif: bytes | None, icc: bytes | None, xm
 # --- XMP ----------------------------------------------------------------------------------------
 
 
+_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+_IPTC_EXT = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
+_XMP = "http://ns.adobe.com/xap/1.0/"
+_XPACKET_BEGIN = '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+_XPACKET_END = '\n<?xpacket end="w"?>'
+
+
 def ai_label_xmp(tool: str) -> bytes:
     """XMP saying the picture was edited with a trained model (IPTC digital source type)."""
     return (
-        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
-        '<x:xmpmeta xmlns:x="adobe:ns:meta/">\n'
+        _XPACKET_BEGIN + '<x:xmpmeta xmlns:x="adobe:ns:meta/">\n'
         ' <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
         '  <rdf:Description rdf:about=""\n'
-        '    xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"\n'
-        '    xmlns:xmp="http://ns.adobe.com/xap/1.0/"\n'
+        f'    xmlns:Iptc4xmpExt="{_IPTC_EXT}"\n'
+        f'    xmlns:xmp="{_XMP}"\n'
         f'    Iptc4xmpExt:DigitalSourceType="{AI_SOURCE_TYPE}"\n'
         f'    xmp:CreatorTool="{tool}"/>\n'
         " </rdf:RDF>\n"
-        "</x:xmpmeta>\n"
-        '<?xpacket end="w"?>'
+        "</x:xmpmeta>" + _XPACKET_END
     ).encode()
+
+
+def labelled_xmp(source: bytes | None, tool: str) -> bytes:
+    """The output's XMP: the source's packet with every property kept and the AI label set
+    (DigitalSourceType replaced, since the pixels are no longer what it described; CreatorTool
+    kept if present, as XMP defines it as the first tool). Without a source, the label alone.
+    Raises ValueError for a packet that is not XMP, or declares a DOCTYPE (XMP never needs one,
+    and entity tricks are how XML attacks a parser)."""
+    import xml.etree.ElementTree as ET
+
+    if source is None:
+        return ai_label_xmp(tool)
+    try:
+        text = source.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("XMP packet is not UTF-8") from None
+    if "<!DOCTYPE" in text or "<!ENTITY" in text:
+        raise ValueError("XMP packet declares a DOCTYPE or entities")
+    prefixes: dict[str, str] = {}
+    try:
+        for _, (prefix, uri) in ET.iterparse(io.StringIO(text), events=("start-ns",)):
+            prefixes.setdefault(prefix, uri)
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise ValueError(f"XMP packet is not well-formed XML ({exc})") from None
+    rdf = root if root.tag == f"{{{_RDF}}}RDF" else root.find(f"{{{_RDF}}}RDF")
+    if rdf is None:
+        raise ValueError("XMP packet has no rdf:RDF element")
+    descriptions = rdf.findall(f"{{{_RDF}}}Description")
+    source_type, creator = f"{{{_IPTC_EXT}}}DigitalSourceType", f"{{{_XMP}}}CreatorTool"
+    has_creator = False
+    for d in descriptions:  # a property may be an attribute or a child element, in any Description
+        d.attrib.pop(source_type, None)
+        for child in d.findall(source_type):
+            d.remove(child)
+        has_creator |= creator in d.attrib or d.find(creator) is not None
+    target = descriptions[0] if descriptions else ET.SubElement(rdf, f"{{{_RDF}}}Description", {f"{{{_RDF}}}about": ""})
+    target.set(source_type, AI_SOURCE_TYPE)
+    if not has_creator:
+        target.set(creator, tool)
+    for prefix, uri in {**prefixes, "Iptc4xmpExt": _IPTC_EXT, "xmp": _XMP, "rdf": _RDF, "x": "adobe:ns:meta/"}.items():
+        try:
+            ET.register_namespace(prefix, uri)  # keep the source's prefixes (process-wide, harmless)
+        except ValueError:
+            pass  # a reserved-looking prefix (ns0 ...): ElementTree picks its own
+    return (_XPACKET_BEGIN + ET.tostring(root, encoding="unicode") + _XPACKET_END).encode()
 
 
 def read_xmp(data: bytes) -> bytes | None:

@@ -82,7 +82,11 @@ def build(result) -> Provenance:
             continue
         carried = fm.read_carried(source, graph.nodes[source].params.path)
         info.carry[nid] = carried
-        carried_report[nid] = {"from": source, "exif": carried.exif is not None, "icc_profile": carried.icc_profile is not None}
+        carried_report[nid] = {
+            "from": source, "exif": carried.exif is not None, "icc_profile": carried.icc_profile is not None, "xmp": carried.xmp is not None,
+        }
+        if carried.xmp_dropped:
+            carried_report[nid]["xmp_dropped"] = carried.xmp_dropped
         if carried.c2pa is not None:
             ingredient = {
                 "node": source,
@@ -166,7 +170,7 @@ def embed(name: str, data: bytes, info: dict[str, Any], node_id: str | None = No
     other files are returned unchanged."""
     carried = info.carry.get(node_id) if isinstance(info, Provenance) and node_id is not None else None
     text = json.dumps(info, ensure_ascii=False, sort_keys=True).encode()
-    xmp = fm.ai_label_xmp(f"editgraph {editgraph.__version__}")
+    xmp = fm.labelled_xmp(carried.xmp if carried else None, f"editgraph {editgraph.__version__}")
     exif = carried.exif if carried else None
     icc = carried.icc_profile if carried else None
     c2pa = carried.c2pa if carried else None
@@ -190,11 +194,12 @@ def embed(name: str, data: bytes, info: dict[str, Any], node_id: str | None = No
             exif = None
         if any(m == fm.APP2 and p.startswith(fm.ICC_JPEG_ID) for m, p in present):
             icc = None
-        if exif and len(exif) + 6 > fm.JPEG_SEGMENT_MAX:
-            raise EditgraphError(
-                f"{name}: the source photo's EXIF is {len(exif)} bytes; a JPEG holds at most {fm.JPEG_SEGMENT_MAX - 6}. "
-                "Save as .png (or .webp) to keep it"
-            )
+        for what, block, overhead in (("EXIF", exif, 6), ("XMP", xmp, len(fm.XMP_JPEG_ID))):
+            if block and len(block) + overhead > fm.JPEG_SEGMENT_MAX:
+                raise EditgraphError(
+                    f"{name}: the source photo's {what} is {len(block)} bytes; a JPEG holds at most {fm.JPEG_SEGMENT_MAX - overhead}. "
+                    "Save as .png (or .webp) to keep it"
+                )
         segs = [fm.jpeg_segment(fm.APP1, b"Exif\x00\x00" + exif)] if exif else []
         segs.append(fm.jpeg_segment(fm.APP1, fm.XMP_JPEG_ID + xmp))
         if icc:

@@ -104,8 +104,14 @@ def describe_provenance(label: str, info: dict[str, Any], data: bytes) -> str:
     for i in info.get("inputs", []):
         lines.append(f"input: {i['node']}.{i['field']} = {i['path']}  (hash {i.get('source_token') or '?'})")
     for nid, c in info.get("carried", {}).items():
-        kept = [k for k, v in (("EXIF", c.get("exif")), ("ICC profile", c.get("icc_profile")), ("C2PA manifest as ingredient", c.get("c2pa_ingredient"))) if v]
-        lines.append(f"carried into {nid}'s file from {c['from']}: {', '.join(kept) or 'nothing (the input had no EXIF, ICC or C2PA)'}")
+        kept = [
+            k
+            for k, v in (("EXIF", c.get("exif")), ("ICC profile", c.get("icc_profile")), ("XMP", c.get("xmp")), ("C2PA manifest as ingredient", c.get("c2pa_ingredient")))
+            if v
+        ]
+        lines.append(f"carried into {nid}'s file from {c['from']}: {', '.join(kept) or 'nothing (the input had no EXIF, ICC, XMP or C2PA)'}")
+        if c.get("xmp_dropped"):
+            lines.append(f"  not carried: the input's XMP ({c['xmp_dropped']})")
     for ing in info.get("ingredients", []):
         m = ing["c2pa_manifest"]
         lines.append(f"C2PA ingredient: {ing['path']} manifest sha256 {m['sha256']} ({m['bytes']} bytes); not valid for the edited pixels, kept in a private chunk")

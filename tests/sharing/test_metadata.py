@@ -1,4 +1,4 @@
-"""Metadata in an input photo (EXIF, ICC, C2PA) reaches the outputs made from it, in PNG, JPEG and WebP."""
+"""Metadata in an input photo (EXIF, ICC, XMP, C2PA) reaches the outputs made from it, in PNG, JPEG and WebP."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_exif_and_icc_reach_png_jpeg_and_webp_outputs(tmp_path, cli, fmt):
             assert exif[0x0112] == 1, ext  # the pixels are already upright: viewers must not rotate again
             assert im.size == (24, 40), ext  # turned upright on load (EXIF orientation 6)
         info = provenance.read(data)
-        assert info["carried"][ext] == {"from": "photo", "exif": True, "icc_profile": True}, ext
+        assert info["carried"][ext] == {"from": "photo", "exif": True, "icc_profile": True, "xmp": False}, ext
         assert filemeta.AI_SOURCE_TYPE.encode() in filemeta.read_xmp(data), ext
     # Adding metadata never changes pixels: each output decodes exactly like the save node's own bytes.
     raw = saved_bytes(tmp_path, src)
@@ -100,8 +100,61 @@ def test_input_without_metadata_adds_none_but_still_labels(tmp_path, cli, photo_
     outs = run_saves(tmp_path, cli, photo_path)
     with Image.open(io.BytesIO(outs["png"])) as im:
         assert "icc_profile" not in im.info and len(im.getexif()) == 0
-    assert provenance.read(outs["jpg"])["carried"]["jpg"] == {"from": "photo", "exif": False, "icc_profile": False}
+    assert provenance.read(outs["jpg"])["carried"]["jpg"] == {"from": "photo", "exif": False, "icc_profile": False, "xmp": False}
     assert filemeta.AI_SOURCE_TYPE.encode() in filemeta.read_xmp(outs["webp"])
+
+
+PHOTOGRAPHER_XMP = (
+    '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:xmp="http://ns.adobe.com/xap/1.0/"'
+    ' xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" xmp:CreatorTool="TestCam firmware 1.2"'
+    ' Iptc4xmpExt:DigitalSourceType="http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture">'
+    '<dc:rights><rdf:Alt><rdf:li xml:lang="x-default">© Ada Photographer</rdf:li></rdf:Alt></dc:rights>'
+    "</rdf:Description></rdf:RDF></x:xmpmeta>"
+    '<?xpacket end="w"?>'
+)
+
+
+def with_xmp(path, packet: str) -> None:
+    data = path.read_bytes()
+    if data.startswith(filemeta.PNG_SIGNATURE):
+        data = filemeta.png_insert(data, after_ihdr=[filemeta.png_itxt(filemeta.XMP_KEYWORD, packet.encode(), compress=False)], before_iend=[])
+    else:
+        data = filemeta.jpeg_insert(data, [filemeta.jpeg_segment(filemeta.APP1, filemeta.XMP_JPEG_ID + packet.encode())])
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_the_inputs_xmp_is_kept_with_the_ai_label_merged_in(tmp_path, cli, fmt):
+    import xml.etree.ElementTree as ET
+
+    src = tmp_path / f"in.{fmt.lower()}"
+    photo_with_metadata(src, fmt)
+    with_xmp(src, PHOTOGRAPHER_XMP)
+    for ext, data in run_saves(tmp_path, cli, src).items():
+        xmp = filemeta.read_xmp(data).decode()
+        root = ET.fromstring(xmp)
+        (desc,) = root.iter("{http://www.w3.org/1999/02/22-rdf-syntax-ns#}Description")
+        rights = desc.find("{http://purl.org/dc/elements/1.1/}rights")
+        assert rights is not None and "".join(rights.itertext()) == "© Ada Photographer", ext
+        assert desc.get("{http://ns.adobe.com/xap/1.0/}CreatorTool") == "TestCam firmware 1.2", ext  # the first tool stays
+        assert desc.get("{http://iptc.org/std/Iptc4xmpExt/2008-02-29/}DigitalSourceType") == filemeta.AI_SOURCE_TYPE, ext
+        assert xmp.count("DigitalSourceType") == 1 and "digitalCapture" not in xmp, ext  # no longer a plain capture
+        assert provenance.read(data)["carried"][ext] == {"from": "photo", "exif": True, "icc_profile": True, "xmp": True}, ext
+
+
+def test_an_unreadable_xmp_is_reported_not_silently_dropped(tmp_path, cli, photo_path):
+    src = tmp_path / "odd.png"
+    src.write_bytes(photo_path.read_bytes())
+    with_xmp(src, '<!DOCTYPE x [<!ENTITY a "aaaa">]><x:xmpmeta xmlns:x="adobe:ns:meta/">&a;</x:xmpmeta>')
+    outs = run_saves(tmp_path, cli, src)
+    xmp = filemeta.read_xmp(outs["png"])
+    assert filemeta.AI_SOURCE_TYPE.encode() in xmp and b"ENTITY" not in xmp  # the label alone
+    carried = provenance.read(outs["png"])["carried"]["png"]
+    assert carried["xmp"] is False and carried["xmp_dropped"] == "XMP packet declares a DOCTYPE or entities"
+    code, text, _ = cli("show", tmp_path / "out" / "o.png")
+    assert code == 0 and "not carried: the input's XMP (XMP packet declares a DOCTYPE or entities)" in text
 
 
 def test_png_c2pa_manifest_becomes_an_ingredient_not_the_outputs_manifest(tmp_path, cli, photo_path, capsys):
@@ -161,8 +214,8 @@ def test_each_output_inherits_from_its_own_source(tmp_path, cli, photo_path):
     with Image.open(tmp_path / "o" / "b.png") as im:
         assert "icc_profile" not in im.info and len(im.getexif()) == 0
     assert provenance.read_file(tmp_path / "o" / "b.png")["carried"] == {
-        "from_a": {"from": "first", "exif": True, "icc_profile": True},
-        "from_b": {"from": "second", "exif": False, "icc_profile": False},
+        "from_a": {"from": "first", "exif": True, "icc_profile": True, "xmp": False},
+        "from_b": {"from": "second", "exif": False, "icc_profile": False, "xmp": False},
     }
 
 
