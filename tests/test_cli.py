@@ -79,3 +79,16 @@ def test_console_script_help_is_fast_and_works():
     assert "validate" in out.stdout and "schema" in out.stdout
     probe = "import sys, editgraph.cli; editgraph.cli._parser(); print('torch' in sys.modules, 'diffusers' in sys.modules)"
     assert subprocess.check_output([sys.executable, "-c", probe], text=True).split() == ["False", "False"]
+
+
+def test_outputs_get_the_usual_file_mode_not_mkstemps(tmp_path):
+    """Atomic writes go through a private (0o600) temp file; the renamed output gets 0o666 less the umask."""
+    import os
+
+    from editgraph.atomic import write_atomic
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    write_atomic(tmp_path / "a.png", [b"a", b"b"])
+    assert (tmp_path / "a.png").read_bytes() == b"ab"
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o666 & ~mask != 0o600
