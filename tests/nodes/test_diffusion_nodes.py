@@ -155,3 +155,21 @@ def test_refine_upscales_latent_or_image_and_stays_near_its_input(sd, parts):
     full = Denoise(Denoise.Params(steps=6, strength=1.0, seed=2)).run(ctx(), model=sd, cond=cond, latent=first)
     base = decode(first)
     assert (decode(same) - base).abs().mean() < (decode(full) - base).abs().mean()
+
+
+def test_refine_with_a_model_of_another_family_goes_through_pixels(sd, parts):
+    """An SD 1.x result refined by an SDXL model: decoded by its own VAE, re-encoded by the other."""
+    cond, latent = parts
+    xl = tiny("tiny-sdxl")
+    first = Denoise(Denoise.Params(steps=4, strength=0.6, seed=2)).run(ctx(), model=sd, cond=cond, latent=latent)
+    xl_cond = PromptEncode(PromptEncode.Params(prompt="a cup")).run(ctx(), model=xl)
+    params = Refine.Params(steps=6, strength=0.3, seed=2, scale=1.5, upscale="latent")  # latent upscale cannot cross VAEs
+    out = Refine(params).run(ctx(), model=xl, cond=xl_cond, latent=first, source=sd)
+    again = Refine(params).run(ctx(), model=xl, cond=xl_cond, latent=first, source=sd)
+    assert out.family == "sdxl" and out.samples.shape == (1, 4, 12, 12)
+    assert torch.equal(out.samples, again.samples)
+    pixels = VaeDecode(VaeDecode.Params()).run(ctx(), model=xl, latent=out)
+    assert pixels.shape == (1, 3, 96, 96) and torch.isfinite(pixels).all()
+    # the same latent without saying which VAE made it is refused, naming both families
+    with pytest.raises(NodeError, match="'sd1'.*'sdxl'|'sdxl'.*'sd1'"):
+        Refine(params).run(ctx(), model=xl, cond=xl_cond, latent=first)
