@@ -292,24 +292,55 @@ def riff_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
 
 def riff_append(data: bytes, chunks: list[tuple[bytes, bytes]]) -> bytes:
     """Unknown chunks after the image data are skipped by WebP decoders (extended format)."""
-    extra = b"".join(c + struct.pack("<I", len(b)) + b + (b"\x00" if len(b) & 1 else b"") for c, b in chunks)
+    extra = b"".join(_riff_chunk(c, b) for c, b in chunks)
     body = data[8:] + extra
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
-def webp_with_metadata(data: bytes, *, exif: bytes | None, icc: bytes | None, xmp: bytes) -> bytes:
-    """WebP keeps EXIF/ICC/XMP in a VP8X container; Pillow builds it. The decoded pixels are
-    re-encoded losslessly so the output's pixels are exactly what the save node produced."""
-    from PIL import Image as PILImage
+def _riff_chunk(ctype: bytes, body: bytes) -> bytes:
+    return ctype + struct.pack("<I", len(body)) + body + (b"\x00" if len(body) & 1 else b"")
 
-    with PILImage.open(io.BytesIO(data)) as pil:
-        pil.load()
-        buf = io.BytesIO()
-        extra = {"exif": b"Exif\x00\x00" + exif} if exif else {}
-        if icc:
-            extra["icc_profile"] = icc
-        pil.save(buf, format="WEBP", lossless=True, exact=True, xmp=xmp, **extra)
-    return buf.getvalue()
+
+_VP8X_ICC, _VP8X_ALPHA, _VP8X_EXIF, _VP8X_XMP = 0x20, 0x10, 0x08, 0x04
+
+
+def webp_with_metadata(data: bytes, *, exif: bytes | None, icc: bytes | None, xmp: bytes) -> bytes:
+    """The WebP with EXIF (bare TIFF), ICC and XMP chunks spliced in, its image data untouched.
+
+    Metadata needs the extended format: a simple file (one VP8 or VP8L chunk) gets a VP8X header
+    whose canvas size and alpha flag are read from the bitstream header. Chunk order follows the
+    container spec: VP8X, ICCP, image data, EXIF, XMP. A file's own ICC or EXIF is kept; its XMP
+    is replaced by `xmp`, which already merges what the source photo had.
+    """
+    chunks = list(riff_chunks(data))
+    if not chunks:
+        raise ValueError("not a WebP file (no chunks)")
+    first, body = chunks[0]
+    if first == b"VP8X":
+        flags, canvas, rest = body[0], body[4:10], chunks[1:]
+    elif first == b"VP8L" and body[:1] == b"\x2f" and len(body) >= 5:
+        bits = int.from_bytes(body[1:5], "little")
+        w, h = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        flags, canvas, rest = _VP8X_ALPHA if (bits >> 28) & 1 else 0, (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little"), chunks
+    elif first == b"VP8 " and body[3:6] == b"\x9d\x01\x2a" and len(body) >= 10:
+        w = int.from_bytes(body[6:8], "little") & 0x3FFF
+        h = int.from_bytes(body[8:10], "little") & 0x3FFF
+        flags, canvas, rest = 0, (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little"), chunks
+    else:
+        raise ValueError(f"WebP starts with an unknown chunk {first!r}")
+    own = {ctype: b for ctype, b in rest if ctype in (b"ICCP", b"EXIF")}
+    icc, exif = own.get(b"ICCP", icc), own.get(b"EXIF", exif)
+    image = [(c, b) for c, b in rest if c not in (b"ICCP", b"EXIF", b"XMP ")]
+    flags |= _VP8X_XMP | (_VP8X_ICC if icc else 0) | (_VP8X_EXIF if exif else 0)
+    out = [_riff_chunk(b"VP8X", bytes([flags, 0, 0, 0]) + canvas)]
+    if icc:
+        out.append(_riff_chunk(b"ICCP", icc))
+    out += [_riff_chunk(c, b) for c, b in image]
+    if exif:
+        out.append(_riff_chunk(b"EXIF", exif))
+    out.append(_riff_chunk(b"XMP ", xmp))
+    body = b"WEBP" + b"".join(out)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 # --- XMP ----------------------------------------------------------------------------------------

@@ -165,9 +165,8 @@ def _first_source(graph, node_id: str) -> str | None:
 
 
 def embed(name: str, data: bytes, info: dict[str, Any], node_id: str | None = None) -> bytes:
-    """The file's bytes with provenance, carried metadata and the AI label added. PNG and JPEG are
-    spliced without touching the pixel data; WebP is re-encoded losslessly (filemeta.webp_with_metadata);
-    other files are returned unchanged."""
+    """The file's bytes with provenance, carried metadata and the AI label added. PNG, JPEG and
+    WebP are spliced without touching the encoded image data; other files are returned unchanged."""
     carried = info.carry.get(node_id) if isinstance(info, Provenance) and node_id is not None else None
     text = json.dumps(info, ensure_ascii=False, sort_keys=True).encode()
     xmp = fm.labelled_xmp(carried.xmp if carried else None, f"editgraph {editgraph.__version__}")

@@ -83,6 +83,9 @@ def test_exif_and_icc_reach_png_jpeg_and_webp_outputs(tmp_path, cli, fmt):
     for ext, data in outs.items():
         np.testing.assert_array_equal(pixels(io.BytesIO(data)), pixels(io.BytesIO(raw[ext])), err_msg=ext)
         assert provenance.read(raw[ext]) is None
+    # ... and the WebP's (lossy) image data is spliced through byte for byte, not re-encoded.
+    image_chunks = lambda data: [b for c, b in filemeta.riff_chunks(data) if c in (b"VP8 ", b"VP8L", b"ALPH")]  # noqa: E731
+    assert image_chunks(outs["webp"]) == image_chunks(raw["webp"]) != []
 
 
 def saved_bytes(tmp_path, src) -> dict[str, bytes]:
@@ -230,3 +233,31 @@ def test_orientation_is_reset_in_place_leaving_every_other_exif_byte(order):
     assert changed == [8 + 2 + 12 + 8 + (0 if order == "<" else 1)]  # the low byte of the one value
     assert struct.unpack_from(order + "H", out, 8 + 2 + 12 + 8)[0] == 1
     assert filemeta.upright_exif(b"garbage") == b"garbage"
+
+
+@pytest.mark.parametrize("kind", ["lossy", "lossless-alpha", "extended"])
+def test_webp_splice_keeps_the_image_data_and_adds_readable_metadata(kind):
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[..., 0] = np.arange(30, dtype=np.uint8)[None] * 8
+    rgba[..., 3] = 255
+    rgba[5:10, 5:10, 3] = 40  # some transparency
+    im = Image.fromarray(rgba if kind == "lossless-alpha" else rgba[..., :3].copy())
+    buf = io.BytesIO()
+    extra = {"exif": Image.Exif().tobytes()} if kind == "extended" else {}
+    im.save(buf, format="WEBP", lossless=kind == "lossless-alpha", quality=80, **extra)
+    src = buf.getvalue()
+    exif = Image.Exif()
+    exif[0x010F] = "TestCam"
+    tiff = exif.tobytes().removeprefix(b"Exif\x00\x00")  # WebP's EXIF chunk holds bare TIFF
+    xmp = filemeta.labelled_xmp(None, "test")
+    out = filemeta.webp_with_metadata(src, exif=tiff, icc=ICC, xmp=xmp)
+    image = lambda data: [b for c, b in filemeta.riff_chunks(data) if c in (b"VP8 ", b"VP8L", b"ALPH")]  # noqa: E731
+    assert image(out) == image(src) != []
+    assert next(iter(filemeta.riff_chunks(out)))[0] == b"VP8X"
+    with Image.open(io.BytesIO(out)) as a, Image.open(io.BytesIO(src)) as b:
+        assert a.size == (30, 20) and a.mode == b.mode
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert a.info.get("icc_profile") == ICC
+        assert filemeta.read_xmp(out) == xmp
+        if kind != "extended":  # an extended file keeps its own (here empty) EXIF
+            assert a.getexif()[0x010F] == "TestCam"
