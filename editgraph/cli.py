@@ -200,8 +200,16 @@ def cmd_run(args) -> int:
     from editgraph.executor.run import Executor
     from editgraph.graph.validate import bind
 
+    from editgraph.errors import WorkflowInvalid
+    from editgraph.sharing import check_sources
+
     workflow, base, label = _load_to_run(args)
     graph = bind(workflow, _parse_sets(args.sets), base_dir=base, source=label)
+    # Missing input files fail now, not after a model has loaded; models are checked as they load
+    # (their node's error names the hashes and the override flag).
+    problems = check_sources(graph, hooks=False)
+    if problems:
+        raise WorkflowInvalid(problems, label)
     _warn_threads(args.workflow)
     cache = Cache(None, None) if args.no_cache else Cache.default(args.cache_dir)
     display = _Display(graph, quiet=args.quiet)

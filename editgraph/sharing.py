@@ -9,8 +9,8 @@ checks by defining
         ...
 
 (the hook for model nodes: "model 'sd15' not found in EDITGRAPH_MODELS (...)", "hash mismatch").
-When a class defines it, its problems are reported at `nodes.<id>.params` and the generic
-file-exists check still runs for its InputPath fields.
+When a class defines it, its problems are reported at `nodes.<id>.params` and it replaces the
+generic file-exists check: its InputPath fields may hold names (a model registry entry), not files.
 
 `relocate_inputs(info, ...)`: a PNG carries the absolute paths of the files its run read; on
 another machine they are elsewhere. A missing one is looked for by name beside the PNG and in the
@@ -26,13 +26,18 @@ from typing import Any
 from editgraph.errors import Issue
 
 
-def check_sources(graph) -> list[Issue]:
+def check_sources(graph, *, hooks: bool = True) -> list[Issue]:
     from editgraph.nodes.registry import INPUT_PATH, field_marks
 
     issues: list[Issue] = []
     for nid in graph.workflow.nodes:  # document order: the order an author reads them in
         node = graph.nodes[nid]
         raw = graph.workflow.nodes[nid].params
+        hook = getattr(node.cls, "check_sources", None)
+        if callable(hook):
+            for problem in (hook(node.params) if hooks else None) or []:
+                issues.append(Issue(f"nodes.{nid}.params", str(problem), nid, node.type))
+            continue
         for fname in field_marks(node.cls.Params, INPUT_PATH):
             value = getattr(node.params, fname, None)
             if not isinstance(value, str) or not value:
@@ -42,10 +47,6 @@ def check_sources(graph) -> list[Issue]:
                 via = f" (from {binding})" if isinstance(binding, str) and binding.startswith("$") else ""
                 what = "is a folder, not a file" if Path(value).is_dir() else "not found"
                 issues.append(Issue(f"nodes.{nid}.params.{fname}", f"input file {what}: {value}{via}", nid, node.type))
-        hook = getattr(node.cls, "check_sources", None)
-        if callable(hook):
-            for problem in hook(node.params) or []:
-                issues.append(Issue(f"nodes.{nid}.params", str(problem), nid, node.type))
     return issues
 
 
@@ -54,13 +55,17 @@ def relocate_inputs(info: dict[str, Any], search: list[Path]) -> tuple[dict[str,
     same-named file found in `search` whose hash matches the one recorded; notes say what moved
     and what is still missing or differs."""
     from editgraph.imaging import file_hash
+    from editgraph.nodes.registry import load_builtin_nodes
 
+    registry = load_builtin_nodes()
     doc = copy.deepcopy(info["workflow"])
     notes: list[str] = []
     for rec in info.get("inputs", []):
         path = rec.get("path")
         if not isinstance(path, str) or Path(path).is_file():
             continue
+        if callable(getattr(registry.get(rec.get("type", "")), "check_sources", None)):
+            continue  # resolved by the node itself (a model name through the registry), not by file
         name = Path(path).name
         found = next((d / name for d in search if (d / name).is_file()), None)
         if found is None:

@@ -43,10 +43,20 @@ def test_invalid_workflow_exits_3_listing_problems(tmp_path, capsys):
 
 def test_failed_node_exits_4_naming_it(tmp_path, capsys):
     wf = tmp_path / "w.json"
-    wf.write_text(json.dumps({"nodes": {"photo": {"type": "image.load", "params": {"path": "missing.png"}}}}))
+    (tmp_path / "broken.png").write_bytes(b"not a png at all")
+    wf.write_text(json.dumps({"nodes": {"photo": {"type": "image.load", "params": {"path": "broken.png"}}}}))
     code, _, err = run_cli(capsys, "run", str(wf), "--out", str(tmp_path / "o"), "-q")
     assert code == EXIT_NODE_FAILED
-    assert "node 'photo' (image.load) failed" in err and "missing.png" in err
+    assert "node 'photo' (image.load) failed" in err and "broken.png" in err
+
+
+def test_run_refuses_missing_input_files_before_anything_runs(tmp_path, capsys):
+    wf = tmp_path / "w.json"
+    wf.write_text(json.dumps({"nodes": {"photo": {"type": "image.load", "params": {"path": "missing.png"}}}}))
+    code, out, err = run_cli(capsys, "run", str(wf), "--out", str(tmp_path / "o"), "--report", str(tmp_path / "r.json"))
+    assert code == EXIT_INVALID
+    assert "nodes.photo.params.path [node 'photo' (image.load)]: input file not found:" in err and "missing.png" in err
+    assert not (tmp_path / "r.json").exists() and "ran" not in out
 
 
 def test_validate_reports_params_still_to_set(tmp_path, capsys):

@@ -16,6 +16,7 @@ from editgraph.executor.events import EventLog
 from editgraph.executor.run import Executor
 from editgraph.graph.document import load_workflow
 from editgraph.graph.validate import bind
+from editgraph.sharing import check_sources
 from editgraph.nodes.registry import load_builtin_nodes
 from editgraph import provenance
 
@@ -56,7 +57,9 @@ def test_validates_pins_current_versions_and_describes_params(name):
         assert spec.description, f"{name}: param {pname} has no description"
     used = {v[1:] for n in wf.nodes.values() for v in n.params.values() if isinstance(v, str) and v.startswith("$")}
     assert used == set(wf.params), f"{name}: declared but unused params {set(wf.params) - used}"
-    bind(wf, base_dir=workflows.HERE)
+    graph = bind(wf, base_dir=workflows.HERE)
+    # what `editgraph validate NAME` adds: input files exist, models resolve by name (not as files)
+    assert check_sources(graph) == [], name
 
 
 def _run(name, out_dir, cache_dir):
