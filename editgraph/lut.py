@@ -3,6 +3,8 @@ trilinear application."""
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +35,12 @@ def _floats(parts: list[str], n: int, where: str) -> list[float]:
     if len(parts) != n:
         raise NodeError(f"{where}: expected {n} numbers, got {len(parts)}: {' '.join(parts)!r}")
     try:
-        return [float(p) for p in parts]
+        values = [float(p) for p in parts]
     except ValueError:
         raise NodeError(f"{where}: not a number in {' '.join(parts)!r}") from None
+    if not all(math.isfinite(v) for v in values):  # float() reads "nan" and "inf"; a LUT cannot hold them
+        raise NodeError(f"{where}: not a finite number in {' '.join(parts)!r}")
+    return values
 
 
 def parse_cube(text: str, name: str = "<cube>") -> Cube:

@@ -138,6 +138,8 @@ def test_cube_lut_applies_and_mixes(tmp_path):
     [
         ("LUT_3D_SIZE 2\n0 0 0\n1 0 0\n0 1\n", r"line 4: expected 3 numbers"),
         ("LUT_3D_SIZE 2\n0 0 0\n1 0 zero\n", r"line 3: not a number"),
+        ("LUT_3D_SIZE 2\n0 0 0\nnan 1 1\n", r"line 3: not a finite number in 'nan 1 1'"),
+        ("LUT_3D_SIZE 2\nDOMAIN_MAX inf 1 1\n", r"line 2: not a finite number"),
         ("0 0 0\n", r"line 1: data row before LUT_3D_SIZE"),
         ("TITLE x\nLUT_3D_SIZE 1\n", r"line 2: LUT_3D_SIZE must be one integer"),
         ("LUT_3D_SIZE 2\nFOO 1\n", r"line 2: unknown keyword 'FOO'"),
