@@ -137,7 +137,8 @@ def describe_pydantic_error(err: dict[str, Any]) -> str:
         return "required field is missing"
     if kind == "extra_forbidden":
         return f"unknown field (value {_short(err.get('input'))})"
-    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {_short(err.get('input'))}"
+    msg = err["msg"].removeprefix("Value error, ")  # a validator's own ValueError says it all
+    return f"{msg[0].lower()}{msg[1:]}, got {_short(err.get('input'))}"
 
 
 def _short(value: Any, limit: int = 80) -> str:

@@ -43,7 +43,7 @@ class BoundGraph:
     workflow: Workflow
     nodes: dict[str, BoundNode]  # topological order
     params: dict[str, Any]  # resolved workflow params (drawn seeds included)
-    seeds: dict[str, int] = field(default_factory=dict)  # "node.field" -> seed drawn at bind time
+    seeds: dict[str, int] = field(default_factory=dict)  # "node.field" or "$param" -> seed drawn at bind time
     unbound: list[str] = field(default_factory=list)  # required params left without a value
 
     def resolved_document(self) -> dict[str, Any]:
@@ -55,6 +55,8 @@ class BoundGraph:
         for node_id, node in self.nodes.items():
             doc["nodes"][node_id]["version"] = node.cls.version
         for where, seed in self.seeds.items():
+            if where.startswith("$"):
+                continue  # a workflow param's draw: its default above already holds it
             node_id, fname = where.rsplit(".", 1)
             doc["nodes"][node_id].setdefault("params", {})[fname] = seed
         return doc
@@ -79,7 +81,8 @@ def bind(
     issues: list[Issue] = []
 
     issues += _check_param_specs(workflow.params)
-    values, unbound = _resolve_workflow_params(workflow.params, overrides or {}, base_dir, cwd, rng, issues)
+    seeds: dict[str, int] = {}  # "node.field" (or "$param") -> seed drawn now
+    values, unbound = _resolve_workflow_params(workflow.params, overrides or {}, base_dir, cwd, rng, _non_seed_params(workflow, registry), seeds, issues)
     if unbound and require_values:
         for name in unbound:
             spec = workflow.params[name]
@@ -96,7 +99,6 @@ def bind(
             issues += _check_version(node_id, cls, spec.version)
 
     bound_params: dict[str, NodeParams] = {}
-    seeds: dict[str, int] = {}
     for node_id, cls in classes.items():
         params = _bind_params(node_id, cls, workflow, values, base_dir, rng, seeds, issues)
         if params is not None:
@@ -189,7 +191,20 @@ def _coerce(spec: ParamSpec, value: Any, *, from_text: bool) -> Any:
     return value
 
 
-def _resolve_workflow_params(specs, overrides, base_dir, cwd, rng, issues):
+def _non_seed_params(workflow: Workflow, registry: dict[str, type[Node]]) -> dict[str, str]:
+    """Workflow params bound to a field that is not a seed: {param: "node.field"}. "random" is
+    refused for these (it would draw a number the field's bounds never meant)."""
+    found: dict[str, str] = {}
+    for node_id, spec in workflow.nodes.items():
+        cls = registry.get(spec.type)
+        seed_fields = set(field_marks(cls.Params, SEED)) if cls else set()
+        for fname, raw in spec.params.items():
+            if fname not in seed_fields and isinstance(raw, str) and raw.startswith("$") and not raw.startswith("$$"):
+                found.setdefault(raw[1:], f"{node_id}.{fname}")
+    return found
+
+
+def _resolve_workflow_params(specs, overrides, base_dir, cwd, rng, non_seed, seeds, issues):
     values: dict[str, Any] = {}
     unbound = []
     for name in overrides:
@@ -207,15 +222,22 @@ def _resolve_workflow_params(specs, overrides, base_dir, cwd, rng, issues):
             values[name] = _UNBOUND
             unbound.append(name)
             continue
+        where = f"--set {name}" if name in overrides else f"params.{name}.default"
         try:
             value = _coerce(spec, raw, from_text=from_text)
         except ValueError as exc:
-            where = f"--set {name}" if name in overrides else f"params.{name}.default"
-            issues.append(Issue(where, f"{spec.type} param: {exc}"))
+            if name in overrides:  # a bad default is already reported by _check_param_specs
+                issues.append(Issue(where, f"{spec.type} param: {exc}"))
             values[name] = _UNBOUND
             continue
         if value == "random":
-            value = rng.randrange(_SEED_RANGE)
+            if name in non_seed:
+                issues.append(Issue(where, f"int param: 'random' is only for seeds, and ${name} sets {non_seed[name]}, which is not one"))
+                values[name] = _UNBOUND
+                continue
+            low = int(spec.minimum) if spec.minimum is not None else 0
+            high = int(spec.maximum) if spec.maximum is not None else _SEED_RANGE - 1
+            value = seeds[f"${name}"] = rng.randint(low, high)  # within the param's own bounds
         if spec.type == "path":
             value = str((base / value).resolve()) if not Path(value).is_absolute() else value
         values[name] = value

@@ -26,7 +26,7 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from editgraph.errors import NodeDefinitionError
 from editgraph.nodes.sockets import SocketType, socket_of
@@ -58,8 +58,16 @@ SEED = _Mark("Seed")
 # what the file holds instead, so the same photo elsewhere keys alike.
 InputPath = Annotated[str, INPUT_PATH]
 
-# A seed: an integer, or "random", which is drawn before keying and recorded in the run report.
-Seed = Annotated[Union[int, Literal["random"]], SEED]
+# A seed: an integer that torch's generator takes (0 .. 2**64 - 1), or "random", which is drawn
+# before keying and recorded in the run report.
+def _seed_in_range(value: int | str) -> int | str:
+    if isinstance(value, int) and not 0 <= value <= _SEED_MAX:
+        raise ValueError(f"a seed is 'random' or an integer from 0 to {_SEED_MAX}")
+    return value
+
+
+_SEED_MAX = 2**64 - 1
+Seed = Annotated[Union[int, Literal["random"]], AfterValidator(_seed_in_range), SEED]
 
 
 @functools.cache

@@ -223,3 +223,29 @@ def test_nul_in_a_path_is_a_validation_error_not_a_crash():
             {"image": {"type": "path", "default": "a.png"}})
     msgs = problems(d, {"image": "\x00"})
     assert msgs == ["--set image: path param: expected a path, got '\\x00'", "nodes.b.params.path [node 'b' (image.load)]: expected a path, got 'x\\x00y'"]
+
+
+def test_random_is_only_for_seeds_and_every_draw_is_recorded():
+    wf = {
+        "format": "editgraph/1",
+        "params": {"seed": {"type": "int", "default": "random", "minimum": 5, "maximum": 9}, "width": {"type": "int", "default": 8}},
+        "nodes": {"a": LOAD, "r": {"type": "image.resize", "inputs": {"image": "a"}, "params": {"width": "$width"}}},
+    }
+    graph = bind(load_workflow(wf))
+    assert graph.seeds == {"$seed": graph.params["seed"]} and 5 <= graph.params["seed"] <= 9  # the param's own bounds
+    with pytest.raises(WorkflowInvalid) as err:
+        bind(load_workflow(wf), {"width": "random"})
+    assert [str(i) for i in err.value.issues] == ["--set width: int param: 'random' is only for seeds, and $width sets r.width, which is not one"]
+
+
+def test_a_bad_default_is_reported_once():
+    wf = {"format": "editgraph/1", "params": {"amt": {"type": "float", "default": 5, "maximum": 1}}, "nodes": {"a": LOAD}}
+    assert problems(wf) == ["params.amt.default: must be ≤ 1, got 5.0"]
+
+
+@pytest.mark.parametrize("bad", [2**64, -1])
+def test_a_seed_torch_cannot_take_is_refused_before_running(bad):
+    wf = doc({"a": LOAD, "s": {"type": "test.seeded", "inputs": {"image": "a"}, "params": {"seed": bad}}})
+    assert problems(wf) == [
+        f"nodes.s.params.seed [node 's' (test.seeded)]: a seed is 'random' or an integer from 0 to {2**64 - 1}, got {bad}"
+    ]

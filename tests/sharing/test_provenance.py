@@ -48,7 +48,7 @@ def make_output(tmp_path, cli, photo_path, doc=None) -> Path:
 def test_png_copied_to_another_dir_and_fresh_cache_reruns_to_identical_pixels(tmp_path, cli, photo_path):
     out = make_output(tmp_path, cli, photo_path)
     info = provenance.read_file(out)
-    seed = info["seeds"]["noise.seed"] if info["seeds"] else info["params"]["seed"]
+    seed = info["seeds"]["$seed"]  # the workflow param's default "random", drawn and recorded
     assert isinstance(seed, int) and info["workflow"]["params"]["seed"]["default"] == seed
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -174,5 +174,5 @@ def test_jpeg_and_webp_outputs_carry_a_runnable_workflow_too(tmp_path, cli, phot
     assert code == 0, err
     np.testing.assert_array_equal(pixels(tmp_path / "again" / f"result.{suffix}"), pixels(out))
     seeds = provenance.read_file(out)["seeds"]
-    assert list(seeds) == ["noise.seed"] and provenance.read_file(out)["workflow"]["nodes"]["noise"]["params"]["seed"] == seeds["noise.seed"]
+    assert sorted(seeds) == ["$seed", "noise.seed"] and provenance.read_file(out)["workflow"]["nodes"]["noise"]["params"]["seed"] == seeds["noise.seed"]
     assert provenance.read_file(tmp_path / "again" / f"result.{suffix}")["seeds"] == {}  # nothing left to draw: it was written in
