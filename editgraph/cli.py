@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,8 +21,6 @@ def main(argv: list[str] | None = None) -> int:
     from editgraph.errors import Cancelled, EditgraphError, NodeFailed, WorkflowInvalid
 
     if getattr(args, "allow_model_mismatch", False):
-        import os
-
         os.environ["EDITGRAPH_ALLOW_MODEL_MISMATCH"] = "1"  # read where model.load checks the pinned hash
 
     try:
@@ -38,6 +37,27 @@ def main(argv: list[str] | None = None) -> int:
     except EditgraphError as exc:
         _err(f"error: {exc}")
         return EXIT_ERROR
+    except BrokenPipeError:  # `editgraph models list | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except OSError as exc:  # a file or folder the user named: missing, a directory, not writable ...
+        _err(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
+        return EXIT_ERROR
+    except Exception as exc:  # a bug of ours: say so briefly; EDITGRAPH_DEBUG=1 shows the traceback
+        if os.environ.get("EDITGRAPH_DEBUG") == "1":
+            raise
+        _err(f"error: unexpected {type(exc).__name__}: {exc}\n(an editgraph bug; run with EDITGRAPH_DEBUG=1 for the traceback and report it)")
+        return EXIT_ERROR
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads, 1 or more, got {text!r}")
+    return value
 
 
 def _err(text: str) -> None:
@@ -55,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--report", help="write a JSON report: each node's status, seconds and key; the resolved params")
     run.add_argument("--no-cache", action="store_true", help="run every node; read and write no cache")
     run.add_argument("--cache-dir", help="cache root (default: $EDITGRAPH_CACHE_DIR or the user cache dir)")
-    run.add_argument("--threads", type=int, help="torch CPU threads (results are bit-identical only at equal counts)")
+    run.add_argument("--threads", type=_positive_int, help="torch CPU threads (results are bit-identical only at equal counts)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     run.set_defaults(func=cmd_run)
 
@@ -87,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--report", help="write a JSON report: per row per node status, and how often each node ran")
     batch.add_argument("--keep-going", action="store_true", help="after a failed row, run the remaining rows (exit 4 at the end)")
     batch.add_argument("--cache-dir", help="cache root (default: $EDITGRAPH_CACHE_DIR or the user cache dir)")
-    batch.add_argument("--threads", type=int, help="torch CPU threads")
+    batch.add_argument("--threads", type=_positive_int, help="torch CPU threads")
     batch.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     batch.set_defaults(func=cmd_batch)
 
@@ -211,7 +231,7 @@ def cmd_run(args) -> int:
     if problems:
         raise WorkflowInvalid(problems, label)
     _warn_threads(args.workflow)
-    cache = Cache(None, None) if args.no_cache else Cache.default(args.cache_dir)
+    cache = Cache(None, None) if args.no_cache else _open_cache(args.cache_dir)
     display = _Display(graph, quiet=args.quiet)
     executor = Executor(cache, listeners=[display], use_cache=not args.no_cache)
     t0 = time.perf_counter()
@@ -228,6 +248,19 @@ def cmd_run(args) -> int:
     if args.report:
         _write_report(Path(args.report), label, graph, result, wall)
     return EXIT_OK
+
+
+def _open_cache(root):
+    from editgraph.executor.cache import Cache
+
+    cache = Cache.default(root)
+    _note_recovery(cache.disk)
+    return cache
+
+
+def _note_recovery(store) -> None:
+    if store is not None and store.recovered_from is not None:
+        _err(f"note: the cache index was damaged and has been set aside as {store.recovered_from}; starting a fresh one")
 
 
 def _load_to_run(args):
@@ -408,7 +441,7 @@ def cmd_batch(args) -> int:
     except batch.BatchUsageError as exc:
         _err(f"error: {exc}")
         return EXIT_USAGE
-    cache = Cache.default(args.cache_dir)
+    cache = _open_cache(args.cache_dir)
     display = batch.BatchProgress(len(graphs), quiet=args.quiet)
     executor = Executor(cache, listeners=[display])
     t0 = time.perf_counter()
@@ -461,13 +494,12 @@ def cmd_workflows(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    import os
-
     from editgraph.executor.store import DiskStore, default_cache_root, parse_size
     from editgraph.executor.cache import DEFAULT_DISK
 
     root = Path(args.cache_dir) if args.cache_dir else default_cache_root()
-    store = DiskStore(root, parse_size(os.environ.get("EDITGRAPH_CACHE_SIZE", DEFAULT_DISK)))
+    store = DiskStore(root, parse_size(os.environ.get("EDITGRAPH_CACHE_SIZE", DEFAULT_DISK), "EDITGRAPH_CACHE_SIZE"))
+    _note_recovery(store)
     if args.action == "clear":
         store.clear()
         print(f"cleared {root}")

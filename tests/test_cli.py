@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from editgraph import workflows
-from editgraph.cli import EXIT_INVALID, EXIT_NODE_FAILED, EXIT_OK, main
+from editgraph.cli import EXIT_ERROR, EXIT_INVALID, EXIT_NODE_FAILED, EXIT_OK, EXIT_USAGE, main
 
 
 def run_cli(capsys, *argv):
@@ -102,3 +102,34 @@ def test_outputs_get_the_usual_file_mode_not_mkstemps(tmp_path):
     write_atomic(tmp_path / "a.png", [b"a", b"b"])
     assert (tmp_path / "a.png").read_bytes() == b"ab"
     assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o666 & ~mask != 0o600
+
+
+def test_bad_surroundings_are_errors_with_exit_codes_not_tracebacks(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run_cli(capsys, "run", "look", "--out", "afile", "-q")
+    assert code == EXIT_ERROR and err.startswith("error: File exists: ") and "Traceback" not in err
+    monkeypatch.setenv("EDITGRAPH_CACHE_SIZE", "lots")
+    code, _, err = run_cli(capsys, "cache", "info")
+    assert code == EXIT_ERROR and "EDITGRAPH_CACHE_SIZE must be a byte count like 2048, 512M or 20G, got 'lots'" in err
+    monkeypatch.delenv("EDITGRAPH_CACHE_SIZE")
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "look", "--threads", "0"])
+    assert exit_.value.code == EXIT_USAGE and "expected a whole number of threads, 1 or more, got '0'" in capsys.readouterr().err
+    (tmp_path / "deep.json").write_text("[" * 100_000)
+    code, _, err = run_cli(capsys, "validate", "deep.json")
+    assert code == EXIT_INVALID and "JSON nested too deeply" in err
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({"nodes": {}}).encode())
+    assert run_cli(capsys, "validate", "bom.json")[0] == EXIT_OK  # as Windows editors save it
+
+
+def test_a_damaged_cache_index_is_set_aside_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "c"
+    cache.mkdir()
+    (cache / "index.sqlite").write_text("garbage")
+    code, _, err = run_cli(capsys, "run", "look", "--out", "o", "--cache-dir", str(cache), "--report", "r.json", "-q")
+    assert code == EXIT_OK and "the cache index was damaged and has been set aside as" in err
+    assert [p.name.startswith("index.sqlite.damaged-") for p in cache.iterdir() if p.name.startswith("index.sqlite.")] == [True]
+    code, _, _ = run_cli(capsys, "run", "look", "--out", "o", "--cache-dir", str(cache), "--report", "r.json", "-q")
+    assert {n["status"] for n in json.loads((tmp_path / "r.json").read_text())["nodes"].values()} == {"cached"}

@@ -22,8 +22,9 @@ class Cache:
     def default(cls, root: str | Path | None = None) -> "Cache":
         """Memory + disk, sized by EDITGRAPH_MEMORY_CACHE / EDITGRAPH_CACHE_SIZE, rooted at
         `root`, else EDITGRAPH_CACHE_DIR, else the user's cache directory."""
-        mem = MemoryStore(parse_size(os.environ.get("EDITGRAPH_MEMORY_CACHE", DEFAULT_MEMORY)))
-        disk = DiskStore(Path(root) if root else default_cache_root(), parse_size(os.environ.get("EDITGRAPH_CACHE_SIZE", DEFAULT_DISK)))
+        mem = MemoryStore(parse_size(os.environ.get("EDITGRAPH_MEMORY_CACHE", DEFAULT_MEMORY), "EDITGRAPH_MEMORY_CACHE"))
+        size = parse_size(os.environ.get("EDITGRAPH_CACHE_SIZE", DEFAULT_DISK), "EDITGRAPH_CACHE_SIZE")
+        disk = DiskStore(Path(root) if root else default_cache_root(), size)
         return cls(mem, disk)
 
     def lookup(self, key: str) -> dict[str, str] | None:

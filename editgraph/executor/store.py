@@ -85,10 +85,8 @@ class DiskStore:
         self.max_bytes = max_bytes
         self.max_refs = max_refs
         (self.root / "blobs").mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.root / "index.sqlite", timeout=60, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self.recovered_from: Path | None = None  # a damaged index this store set aside
+        self._db = self._open_index()
         self._cursor = self._db.cursor()  # reused: the hot lookups skip making a cursor each time
         self._lock = threading.Lock()
         self._pending_refs: dict[str, bytes] = {}
@@ -99,6 +97,30 @@ class DiskStore:
         # re-read from SQLite (other processes write too) only when they cross a budget.
         self._bytes_estimate = self.total_bytes()
         self._refs_estimate = self._count_refs()
+
+    def _open_index(self) -> sqlite3.Connection:
+        """The index, created if absent. A file that is not a readable SQLite index (a disk fault,
+        a stray write) is renamed aside and a fresh one started: the cache forgets, never lies,
+        and the blob files it no longer lists are swept by `editgraph cache gc`."""
+        path = self.root / "index.sqlite"
+        for attempt in range(2):
+            db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+                db.execute("SELECT COUNT(*) FROM refs").fetchone()
+                return db
+            except sqlite3.DatabaseError:
+                db.close()
+                if attempt:
+                    raise
+                aside = path.with_name(f"index.sqlite.damaged-{int(time.time())}")
+                path.rename(aside)
+                for suffix in ("-wal", "-shm"):
+                    path.with_name(path.name + suffix).unlink(missing_ok=True)
+                self.recovered_from = aside
+        raise AssertionError("unreachable")
 
     # --- refs ---------------------------------------------------------------------------------
 
@@ -299,13 +321,19 @@ class DiskStore:
         self._db.close()
 
 
-def parse_size(text: str) -> int:
-    """'10G', '512M', '2048' -> bytes."""
-    text = text.strip().upper().removesuffix("B").removesuffix("I")
+def parse_size(text: str, what: str = "size") -> int:
+    """'10G', '512M', '2048' -> bytes. Anything else is an EditgraphError naming `what`."""
+    from editgraph.errors import EditgraphError
+
+    clean = text.strip().upper().removesuffix("B").removesuffix("I")
     scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    if text and text[-1] in scale:
-        return int(float(text[:-1]) * scale[text[-1]])
-    return int(text)
+    try:
+        size = int(float(clean[:-1]) * scale[clean[-1]]) if clean and clean[-1] in scale else int(clean)
+    except ValueError:
+        size = -1
+    if size < 0:
+        raise EditgraphError(f"{what} must be a byte count like 2048, 512M or 20G, got {text!r}")
+    return size
 
 
 def default_cache_root() -> Path:

@@ -92,7 +92,7 @@ def load_workflow(source: str | Path | dict[str, Any], *, text: bool = False) ->
         else:
             label = str(source)
             try:
-                raw = Path(source).read_text(encoding="utf-8")
+                raw = Path(source).read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not an error
             except (OSError, UnicodeDecodeError) as exc:
                 raise WorkflowInvalid([Issue("", f"cannot read workflow file: {exc}")], label) from None
         try:
@@ -101,6 +101,8 @@ def load_workflow(source: str | Path | dict[str, Any], *, text: bool = False) ->
             raise WorkflowInvalid(
                 [Issue("", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")], label
             ) from None
+        except RecursionError:
+            raise WorkflowInvalid([Issue("", "not a workflow: JSON nested too deeply")], label) from None
     if not isinstance(data, dict):
         raise WorkflowInvalid([Issue("", f"a workflow must be a JSON object, got {type(data).__name__}")], label)
     fmt = data.get("format", FORMAT)
