@@ -239,8 +239,10 @@ def summary(results: list[RowResult]) -> dict[str, Any]:
     """Counts per row status, and per node how many rows ran it and how many reused it."""
     ran: Counter[str] = Counter()
     cached: Counter[str] = Counter()
+    keys: dict[str, set[str]] = {}
     for r in results:
         for nid, rec in r.nodes.items():
+            keys.setdefault(nid, set()).add(rec.get("key"))
             if rec["status"] == "ran":
                 ran[nid] += 1
             elif rec["status"] == "cached":
@@ -252,8 +254,9 @@ def summary(results: list[RowResult]) -> dict[str, Any]:
         **{s: statuses.get(s, 0) for s in ("ok", "failed", "cancelled", "not run")},
         "node_runs": {n: ran[n] for n in nodes},
         "node_cached": {n: cached[n] for n in nodes},
-        # nodes used by several rows but computed at most once: what the shared cache saved
-        "shared": [n for n in nodes if ran[n] <= 1 and ran[n] + cached[n] > 1],
+        # nodes that are the same computation (one key) in every row, used by several rows and
+        # computed at most once: what the shared cache saved
+        "shared": [n for n in nodes if len(keys[n]) == 1 and ran[n] <= 1 and ran[n] + cached[n] > 1],
     }
 
 

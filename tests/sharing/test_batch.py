@@ -52,6 +52,11 @@ def test_twenty_rows_from_a_table_load_the_photo_once(tmp_path, cli, photo_path)
     assert s["node_runs"] == {"photo": 1, "small": 20, "save": 20} and s["node_cached"] == {"photo": 19, "small": 0, "save": 0}
     assert s["shared"] == ["photo"] and "computed once for all rows: photo" in out
     assert statuses(report["rows"][0])["photo"] == "ran" and all(statuses(r)["photo"] == "cached" for r in report["rows"][1:])
+    # run again: everything is cached, but only the photo is one computation for every row
+    code, out, _ = cli("batch", workflow(tmp_path, photo_path), "--table", table, "--out", tmp_path / "out", "--report", tmp_path / "b.json", "-q")
+    assert code == 0 and json.loads((tmp_path / "b.json").read_text())["summary"]["shared"] == ["photo"]
+    assert "computed once for all rows: photo\n" in out
+    report = json.loads((tmp_path / "b.json").read_text())
     for i, w in enumerate(widths, start=1):
         row = report["rows"][i - 1]
         assert row["row"] == i and row["params"]["width"] == w and row["status"] == "ok"
