@@ -57,11 +57,17 @@ def rows_from_table(path: Path, workflow) -> list[Row]:
         raise WorkflowInvalid([Issue(f"{path}: column {c!r}", f"not a param of this workflow; its params: {allowed}") for c in unknown], str(path))
     base = path.resolve().parent
     rows = []
-    for raw in raw_rows:
+    for number, raw in enumerate(raw_rows, start=1):
+        extra = [v for v in raw.get(None) or [] if v.strip()]
+        if extra:
+            raise BatchUsageError(
+                f"table {path}, row {number}: {len(columns) + len(extra)} cells but {len(columns)} columns "
+                f"({', '.join(columns)}); extra: {', '.join(map(repr, extra))}"
+            )
         row = {}
         for key, value in raw.items():
             if key is None or value is None or value.strip() == "":
-                continue  # extra cells without a header, or an empty cell: keep the default
+                continue  # an empty cell (or an empty trailing one): keep the default
             name, value = key.strip(), value.strip()
             if workflow.params[name].type == "path" and not Path(value).is_absolute():
                 value = str((base / value).resolve())

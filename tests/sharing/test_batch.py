@@ -97,6 +97,14 @@ def test_table_paths_resolve_beside_the_table_and_empty_cells_keep_defaults(tmp_
     assert [width_of(tmp_path / "o" / f"row-{i}" / "shot.png") for i in (1, 2)] == [32, 48]
 
 
+def test_a_row_with_more_cells_than_columns_is_refused_not_trimmed(tmp_path, cli, photo_path):
+    table = tmp_path / "rows.csv"
+    table.write_text("width\n32\n0.2,48\n")  # the second row's 48 has no column: a typo, not data to drop
+    code, _, err = cli("batch", workflow(tmp_path, photo_path), "--table", table, "--out", tmp_path / "o", "-q")
+    assert code == 2 and f"table {table}, row 2: 2 cells but 1 columns (width); extra: '48'" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_failed_row_stops_the_batch_and_a_rerun_resumes_from_the_cache(tmp_path, cli, photo_path, monkeypatch):
     flag = tmp_path / "fail-at"
     monkeypatch.setenv("SHARETEST_FAIL", str(flag))
