@@ -521,6 +521,7 @@ class _Display:
         self.done = 0
         self.progress = None
         self.tasks: dict[str, Any] = {}
+        self.finished: set[str] = set()
 
     def __enter__(self):
         if not self.quiet:
@@ -555,8 +556,12 @@ class _Display:
             if task is not None:
                 p.remove_task(task)
             mark = "[green]ran[/]" if event.status == "ran" else "[dim]cached[/]"
-            p.console.print(f"  {mark:<20} {event.node_id} ({event.node_type}) {event.seconds * 1000:.1f} ms")
-            p.advance(self.overall)
+            again = event.node_id in self.finished  # its cached value was gone (e.g. a model, kept in memory only)
+            why = " again (not stored)" if again else ""
+            p.console.print(f"  {mark:<20} {event.node_id} ({event.node_type}) {event.seconds * 1000:.1f} ms{why}")
+            if not again:
+                self.finished.add(event.node_id)
+                p.advance(self.overall)
         elif isinstance(event, NodeFailedEvent):
             p.console.print(f"  [red]failed[/] {event.node_id} ({event.node_type}): {event.error}")
 

@@ -133,3 +133,18 @@ def test_a_damaged_cache_index_is_set_aside_and_the_run_goes_on(tmp_path, capsys
     assert [p.name.startswith("index.sqlite.damaged-") for p in cache.iterdir() if p.name.startswith("index.sqlite.")] == [True]
     code, _, _ = run_cli(capsys, "run", "look", "--out", "o", "--cache-dir", str(cache), "--report", "r.json", "-q")
     assert {n["status"] for n in json.loads((tmp_path / "r.json").read_text())["nodes"].values()} == {"cached"}
+
+
+def test_progress_counts_each_node_once_even_when_a_cached_one_reruns(capsys):
+    from editgraph.cli import _Display
+    from editgraph.executor.events import NodeFinished, RunPlanned
+
+    display = _Display(None, quiet=False)
+    with display:
+        display(RunPlanned(("model", "text")))
+        display(NodeFinished("model", "model.load", "cached", 0.0, "k1", 0))
+        display(NodeFinished("model", "model.load", "ran", 0.5, "k1", 0))  # its value was memory-only: loaded again
+        display(NodeFinished("text", "prompt.encode", "ran", 0.1, "k2", 0))
+        overall = display.progress.tasks[0]
+        assert (overall.completed, overall.total) == (2, 2)
+    assert "model (model.load) 500.0 ms again (not stored)" in capsys.readouterr().err
