@@ -148,3 +148,11 @@ def test_progress_counts_each_node_once_even_when_a_cached_one_reruns(capsys):
         overall = display.progress.tasks[0]
         assert (overall.completed, overall.total) == (2, 2)
     assert "model (model.load) 500.0 ms again (not stored)" in capsys.readouterr().err
+
+
+def test_models_list_says_what_is_built_and_what_is_missing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EDITGRAPH_MODELS", f"gone={tmp_path / 'nope'}")
+    code, out, _ = run_cli(capsys, "models", "list")
+    assert code == EXIT_OK
+    assert f"gone                 {tmp_path / 'nope'}   MISSING: nothing at this path" in out
+    assert "tiny-sd              built in: " in out

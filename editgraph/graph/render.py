@@ -67,7 +67,7 @@ def to_text(workflow: Workflow, status: dict[str, str] | None = None) -> str:
     consumers: dict[str, list[str]] = {n: [] for n in workflow.nodes}
     for src, dst, name, output in edges(workflow):
         consumers.setdefault(src, []).append(f"{dst}.{name}" + (f" (from {output})" if output else ""))
-    lines.append(f"nodes ({len(workflow.nodes)}, in run order):")
+    lines.append(f"nodes ({len(workflow.nodes)}, each after its inputs):")
     width = max((len(n) for n in workflow.nodes), default=0)
     for nid in _order(workflow):
         spec = workflow.nodes[nid]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_parser(sub) -> None:
@@ -20,12 +21,16 @@ def add_parser(sub) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from editgraph.models import names
+    from editgraph.models.loader import BUILDER_VERSION, _complete, _tiny_version, models_root
     from editgraph.models.tiny import TINY_NAMES
 
     for name in TINY_NAMES:
-        print(f"{name:<20} built in (made on first use)")
+        target = models_root() / name
+        built = _tiny_version(target) == BUILDER_VERSION and _complete(target)
+        print(f"{name:<20} built in: {target if built else '(made on first use)'}")
     for name, path in sorted(names.registered().items()):
-        print(f"{name:<20} {path}")
+        state = "" if Path(path).exists() else "   MISSING: nothing at this path"
+        print(f"{name:<20} {path}{state}")
     print(f"\nregister models with EDITGRAPH_MODELS=/folder/of/models or in {names.config_file()}")
     return 0
 
