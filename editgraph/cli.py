@@ -420,7 +420,6 @@ def cmd_extract(args) -> int:
 def cmd_batch(args) -> int:
     from editgraph import batch
     from editgraph.atomic import write_atomic
-    from editgraph.executor.cache import Cache
     from editgraph.executor.run import Executor
 
     workflow, base, label = _load_to_run(args)

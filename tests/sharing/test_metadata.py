@@ -200,7 +200,7 @@ def test_large_provenance_spans_jpeg_segments(tmp_path):
 
 
 def test_each_output_inherits_from_its_own_source(tmp_path, cli, photo_path):
-    a, b = tmp_path / "a.jpg", tmp_path / "b.png"
+    a = tmp_path / "a.jpg"
     photo_with_metadata(a, "JPEG", orientation=1)
     doc = {
         "nodes": {

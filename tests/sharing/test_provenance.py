@@ -134,7 +134,7 @@ def test_show_image_prints_provenance(tmp_path, cli, photo_path):
     info = provenance.read_file(out)
     code, text, _ = cli("show", out)
     assert code == 0
-    assert "made by editgraph 0.1.0" in text and f"AI-edit label: yes" in text
+    assert "made by editgraph 0.1.0" in text and "AI-edit label: yes" in text
     assert f"seed = {info['params']['seed']}" in text
     assert f"model: model (sharetest.model_load) fake-sd  content hash {info['models'][0]['content_hash']}" in text
     assert "noise  sharetest.noise" in text  # the graph follows

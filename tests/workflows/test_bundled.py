@@ -3,8 +3,6 @@ describes its params, runs on the tiny models, keeps what it promises to keep, a
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
