@@ -321,7 +321,7 @@ def cmd_nodes(args) -> int:
         close = difflib.get_close_matches(args.type, list(registry), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         _err(f"error: unknown node type {args.type!r}{hint}")
-        return EXIT_ERROR
+        return EXIT_USAGE
     print(f"{cls.type}  (version {cls.version}{'' if cls.deterministic else ', not deterministic: never cached'})")
     print("\n" + (cls.__doc__ or "").strip() + "\n")
     print("inputs:")

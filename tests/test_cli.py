@@ -71,6 +71,8 @@ def test_nodes_lists_and_describes(capsys):
     assert code == EXIT_OK and "image.composite" in out and "image.load" in out
     code, out, _ = run_cli(capsys, "nodes", "image.resize")
     assert "multiple_of: integer, default 1, minimum 1, maximum 256" in out and "inputs:\n  image: Image" in out
+    code, _, err = run_cli(capsys, "nodes", "grde")
+    assert code == EXIT_USAGE and "unknown node type 'grde'; did you mean grade" in err
 
 
 def test_schema_validates_bundled_workflows_and_catches_typos(capsys):
