@@ -50,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+def _executor_args(p: argparse.ArgumentParser) -> None:
+    """The options run and batch share: where the cache is, torch's threads, the display."""
+    p.add_argument("--cache-dir", help="cache root (default: $EDITGRAPH_CACHE_DIR or the user cache dir)")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (results are bit-identical only at equal counts)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -74,9 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="out", help="output folder; the only place a run writes files (default: ./out)")
     run.add_argument("--report", help="write a JSON report: each node's status, seconds and key; the resolved params")
     run.add_argument("--no-cache", action="store_true", help="run every node; read and write no cache")
-    run.add_argument("--cache-dir", help="cache root (default: $EDITGRAPH_CACHE_DIR or the user cache dir)")
-    run.add_argument("--threads", type=_positive_int, help="torch CPU threads (results are bit-identical only at equal counts)")
-    run.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    _executor_args(run)
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check a workflow without running it, input files included; lists every problem")
@@ -106,9 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--out", default="out", help="output root (rows go to OUT/row-<n>/), or a template using {row} and param names")
     batch.add_argument("--report", help="write a JSON report: per row per node status, and how often each node ran")
     batch.add_argument("--keep-going", action="store_true", help="after a failed row, run the remaining rows (exit 4 at the end)")
-    batch.add_argument("--cache-dir", help="cache root (default: $EDITGRAPH_CACHE_DIR or the user cache dir)")
-    batch.add_argument("--threads", type=_positive_int, help="torch CPU threads")
-    batch.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    _executor_args(batch)
     batch.set_defaults(func=cmd_batch)
 
     nodes = sub.add_parser("nodes", help="list node types, or show one's sockets and params")
