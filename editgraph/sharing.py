@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from editgraph.errors import Issue
+from editgraph.graph.document import param_ref
 
 
 def check_sources(graph, *, hooks: bool = True) -> list[Issue]:
@@ -43,8 +44,8 @@ def check_sources(graph, *, hooks: bool = True) -> list[Issue]:
             if not isinstance(value, str) or not value:
                 continue  # an unbound $param: nothing to look for yet
             if not Path(value).is_file():
-                binding = raw.get(fname)
-                via = f" (from {binding})" if isinstance(binding, str) and binding.startswith("$") else ""
+                bound = param_ref(raw.get(fname))
+                via = f" (from ${bound})" if bound is not None else ""
                 what = "is a folder, not a file" if Path(value).is_dir() else "not found"
                 issues.append(Issue(f"nodes.{nid}.params.{fname}", f"input file {what}: {value}{via}", nid, node.type))
     return issues
@@ -82,9 +83,9 @@ def relocate_inputs(info: dict[str, Any], search: list[Path]) -> tuple[dict[str,
 
 def _set_path(doc: dict[str, Any], node_id: str, field: str, value: str) -> None:
     params = doc["nodes"][node_id].setdefault("params", {})
-    raw = params.get(field)
-    if isinstance(raw, str) and raw.startswith("$") and not raw.startswith("$$"):
-        doc["params"][raw[1:]]["default"] = value
+    bound = param_ref(params.get(field))
+    if bound is not None:
+        doc["params"][bound]["default"] = value
     else:
         params[field] = value
 

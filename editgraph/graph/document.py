@@ -77,6 +77,14 @@ class Workflow(BaseModel):
         write_atomic(Path(path), self.to_json().encode())
 
 
+def param_ref(raw: Any) -> str | None:
+    """The workflow param a raw node param value binds ("$name" -> "name"), or None for a literal
+    (including "$$...", an escaped string that starts with "$")."""
+    if isinstance(raw, str) and raw.startswith("$") and not raw.startswith("$$"):
+        return raw[1:]
+    return None
+
+
 def load_workflow(source: str | Path | dict[str, Any], *, text: bool = False) -> Workflow:
     """Load a document from a file path, a JSON string (text=True) or a dict.
 

@@ -19,7 +19,7 @@ import networkx as nx
 from pydantic import ValidationError
 
 from editgraph.errors import Issue, WorkflowInvalid
-from editgraph.graph.document import ParamSpec, Workflow, describe_pydantic_error
+from editgraph.graph.document import ParamSpec, Workflow, describe_pydantic_error, param_ref
 from editgraph.nodes.registry import INPUT_PATH, SEED, Node, NodeParams, field_marks, load_builtin_nodes
 
 _UNBOUND = object()  # a required workflow param with no value yet (validate without --set)
@@ -199,8 +199,9 @@ def _non_seed_params(workflow: Workflow, registry: dict[str, type[Node]]) -> dic
         cls = registry.get(spec.type)
         seed_fields = set(field_marks(cls.Params, SEED)) if cls else set()
         for fname, raw in spec.params.items():
-            if fname not in seed_fields and isinstance(raw, str) and raw.startswith("$") and not raw.startswith("$$"):
-                found.setdefault(raw[1:], f"{node_id}.{fname}")
+            pname = param_ref(raw)
+            if pname is not None and fname not in seed_fields:
+                found.setdefault(pname, f"{node_id}.{fname}")
     return found
 
 
@@ -280,10 +281,10 @@ def _bind_params(node_id, cls, workflow, values, base_dir, rng, seeds, issues) -
     skipped: set[str] = set()
     path_fields = set(field_marks(cls.Params, INPUT_PATH))
     for fname, raw in spec.params.items():
+        pname = param_ref(raw)
         if isinstance(raw, str) and raw.startswith("$$"):
             data[fname] = raw[1:]
-        elif isinstance(raw, str) and raw.startswith("$"):
-            pname = raw[1:]
+        elif pname is not None:
             if pname not in workflow.params:
                 close = difflib.get_close_matches(pname, list(workflow.params), n=3)
                 hint = f"; did you mean {', '.join('$' + c for c in close)}?" if close else ""
