@@ -21,13 +21,12 @@ def add_parser(sub) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from editgraph.models import names
-    from editgraph.models.loader import BUILDER_VERSION, _complete, _tiny_version, models_root
+    from editgraph.models.loader import models_root, tiny_is_built
     from editgraph.models.tiny import TINY_NAMES
 
     for name in TINY_NAMES:
         target = models_root() / name
-        built = _tiny_version(target) == BUILDER_VERSION and _complete(target)
-        print(f"{name:<20} built in: {target if built else '(made on first use)'}")
+        print(f"{name:<20} built in: {target if tiny_is_built(target) else '(made on first use)'}")
     for name, path in sorted(names.registered().items()):
         state = "" if Path(path).exists() else "   MISSING: nothing at this path"
         print(f"{name:<20} {path}{state}")

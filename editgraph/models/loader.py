@@ -87,9 +87,14 @@ def ensure_tiny(name: str) -> Path:
     """<cache>/models/<name>, built there the first time (or when the builder changed)."""
     target = models_root() / name
     with _build_lock:
-        if _tiny_version(target) != BUILDER_VERSION or not _complete(target):
+        if not tiny_is_built(target):
             build_into(name, target)
     return target
+
+
+def tiny_is_built(folder: Path) -> bool:
+    """Whether `folder` holds a complete tiny-model build from this builder version."""
+    return _tiny_version(folder) == BUILDER_VERSION and _complete(folder)
 
 
 def _complete(folder: Path) -> bool:
