@@ -496,17 +496,15 @@ def cmd_workflows(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    from editgraph.executor.store import DiskStore, default_cache_root, parse_size
-    from editgraph.executor.cache import DEFAULT_DISK
+    from editgraph.executor.cache import default_disk
 
-    root = Path(args.cache_dir) if args.cache_dir else default_cache_root()
-    store = DiskStore(root, parse_size(os.environ.get("EDITGRAPH_CACHE_SIZE", DEFAULT_DISK), "EDITGRAPH_CACHE_SIZE"))
+    store = default_disk(args.cache_dir)
     _note_recovery(store)
     if args.action == "clear":
         store.clear()
-        print(f"cleared {root}")
+        print(f"cleared {store.root}")
     elif args.action == "gc":
-        print(f"removed {store.sweep_orphans()} orphaned files from {root}")
+        print(f"removed {store.sweep_orphans()} orphaned files from {store.root}")
     else:
         info = store.info()
         print(f"root:    {info['root']}\nentries: {info['entries']}\nblobs:   {info['blobs']}\nsize:    {info['bytes'] / 2**20:.1f} MiB of {info['max_bytes'] / 2**30:.1f} GiB")

@@ -13,6 +13,13 @@ DEFAULT_MEMORY = "2G"  # holds a few dozen 1024 px images or SD latents; the res
 DEFAULT_DISK = "20G"  # room for a working week of latents at 512-1024 px
 
 
+def default_disk(root: str | Path | None = None) -> DiskStore:
+    """The disk tier at `root`, else EDITGRAPH_CACHE_DIR, else the user's cache directory, sized
+    by EDITGRAPH_CACHE_SIZE."""
+    size = parse_size(os.environ.get("EDITGRAPH_CACHE_SIZE", DEFAULT_DISK), "EDITGRAPH_CACHE_SIZE")
+    return DiskStore(Path(root) if root else default_cache_root(), size)
+
+
 class Cache:
     def __init__(self, memory: MemoryStore | None = None, disk: DiskStore | None = None):
         self.memory = memory or MemoryStore(parse_size(DEFAULT_MEMORY))
@@ -23,9 +30,7 @@ class Cache:
         """Memory + disk, sized by EDITGRAPH_MEMORY_CACHE / EDITGRAPH_CACHE_SIZE, rooted at
         `root`, else EDITGRAPH_CACHE_DIR, else the user's cache directory."""
         mem = MemoryStore(parse_size(os.environ.get("EDITGRAPH_MEMORY_CACHE", DEFAULT_MEMORY), "EDITGRAPH_MEMORY_CACHE"))
-        size = parse_size(os.environ.get("EDITGRAPH_CACHE_SIZE", DEFAULT_DISK), "EDITGRAPH_CACHE_SIZE")
-        disk = DiskStore(Path(root) if root else default_cache_root(), size)
-        return cls(mem, disk)
+        return cls(mem, default_disk(root))
 
     def lookup(self, key: str) -> dict[str, str] | None:
         fps = self.memory.get_ref(key)
