@@ -79,6 +79,21 @@ CREATE TABLE IF NOT EXISTS blobs (fp TEXT PRIMARY KEY, size INTEGER NOT NULL, us
 """
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    """An index connection (WAL, so processes share it) with the schema in place, or
+    sqlite3.DatabaseError if the file is not a readable index."""
+    db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        db.execute("SELECT COUNT(*) FROM refs").fetchone()
+    except sqlite3.DatabaseError:
+        db.close()
+        raise
+    return db
+
+
 class DiskStore:
     def __init__(self, root: str | Path, max_bytes: int, max_refs: int = 2_000_000):
         self.root = Path(root)
@@ -103,24 +118,14 @@ class DiskStore:
         a stray write) is renamed aside and a fresh one started: the cache forgets, never lies,
         and the blob files it no longer lists are swept by `editgraph cache gc`."""
         path = self.root / "index.sqlite"
-        for attempt in range(2):
-            db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SCHEMA)
-                db.execute("SELECT COUNT(*) FROM refs").fetchone()
-                return db
-            except sqlite3.DatabaseError:
-                db.close()
-                if attempt:
-                    raise
-                aside = path.with_name(f"index.sqlite.damaged-{int(time.time())}")
-                path.rename(aside)
-                for suffix in ("-wal", "-shm"):
-                    path.with_name(path.name + suffix).unlink(missing_ok=True)
-                self.recovered_from = aside
-        raise AssertionError("unreachable")
+        try:
+            return _connect(path)
+        except sqlite3.DatabaseError:
+            self.recovered_from = path.with_name(f"index.sqlite.damaged-{int(time.time())}")
+            path.rename(self.recovered_from)
+            for suffix in ("-wal", "-shm"):
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
+            return _connect(path)
 
     # --- refs ---------------------------------------------------------------------------------
 

@@ -58,15 +58,17 @@ SEED = _Mark("Seed")
 # what the file holds instead, so the same photo elsewhere keys alike.
 InputPath = Annotated[str, INPUT_PATH]
 
-# A seed: an integer that torch's generator takes (0 .. 2**64 - 1), or "random", which is drawn
-# before keying and recorded in the run report.
+_SEED_MAX = 2**64 - 1  # what torch's generator takes
+
+
 def _seed_in_range(value: int | str) -> int | str:
     if isinstance(value, int) and not 0 <= value <= _SEED_MAX:
         raise ValueError(f"a seed is 'random' or an integer from 0 to {_SEED_MAX}")
     return value
 
 
-_SEED_MAX = 2**64 - 1
+# A seed: an integer torch's generator takes, or "random", which is drawn before keying and
+# recorded in the run report.
 Seed = Annotated[Union[int, Literal["random"]], AfterValidator(_seed_in_range), SEED]
 
 
