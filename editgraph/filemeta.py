@@ -304,6 +304,11 @@ def _riff_chunk(ctype: bytes, body: bytes) -> bytes:
 _VP8X_ICC, _VP8X_ALPHA, _VP8X_EXIF, _VP8X_XMP = 0x20, 0x10, 0x08, 0x04
 
 
+def _vp8x_canvas(width: int, height: int) -> bytes:
+    """VP8X's canvas field: width - 1 and height - 1, 24 bits each, little endian."""
+    return (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+
+
 def webp_with_metadata(data: bytes, *, exif: bytes | None, icc: bytes | None, xmp: bytes) -> bytes:
     """The WebP with EXIF (bare TIFF), ICC and XMP chunks spliced in, its image data untouched.
 
@@ -321,11 +326,11 @@ def webp_with_metadata(data: bytes, *, exif: bytes | None, icc: bytes | None, xm
     elif first == b"VP8L" and body[:1] == b"\x2f" and len(body) >= 5:
         bits = int.from_bytes(body[1:5], "little")
         w, h = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-        flags, canvas, rest = _VP8X_ALPHA if (bits >> 28) & 1 else 0, (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little"), chunks
+        flags, canvas, rest = _VP8X_ALPHA if (bits >> 28) & 1 else 0, _vp8x_canvas(w, h), chunks
     elif first == b"VP8 " and body[3:6] == b"\x9d\x01\x2a" and len(body) >= 10:
         w = int.from_bytes(body[6:8], "little") & 0x3FFF
         h = int.from_bytes(body[8:10], "little") & 0x3FFF
-        flags, canvas, rest = 0, (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little"), chunks
+        flags, canvas, rest = 0, _vp8x_canvas(w, h), chunks
     else:
         raise ValueError(f"WebP starts with an unknown chunk {first!r}")
     own = {ctype: b for ctype, b in rest if ctype in (b"ICCP", b"EXIF")}
@@ -386,9 +391,10 @@ def labelled_xmp(source: bytes | None, tool: str) -> bytes:
         raise ValueError("XMP packet declares a DOCTYPE or entities")
     prefixes: dict[str, str] = {}
     try:
-        for _, (prefix, uri) in ET.iterparse(io.StringIO(text), events=("start-ns",)):
+        parser = ET.iterparse(io.StringIO(text), events=("start-ns",))  # one parse: prefixes and tree
+        for _, (prefix, uri) in parser:
             prefixes.setdefault(prefix, uri)
-        root = ET.fromstring(text)
+        root = parser.root
     except ET.ParseError as exc:
         raise ValueError(f"XMP packet is not well-formed XML ({exc})") from None
     rdf = root if root.tag == f"{{{_RDF}}}RDF" else root.find(f"{{{_RDF}}}RDF")
