@@ -55,7 +55,7 @@ def workflow(model_dir: Path, image: Path, steps: int, denoisers: int = 1) -> di
 def make_pipeline(model):
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    from editgraph.sampling import make_scheduler
+    from editgraph.diffusion.denoise import make_scheduler
 
     return StableDiffusionImg2ImgPipeline(
         vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer, unet=model.unet,

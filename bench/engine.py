@@ -29,14 +29,14 @@ from pydantic import Field
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from editgraph.context import RunContext  # noqa: E402
+from editgraph.nodes.context import RunContext  # noqa: E402
 from editgraph.executor.cache import Cache  # noqa: E402
 from editgraph.executor.events import EventLog  # noqa: E402
 from editgraph.executor.run import Executor  # noqa: E402
 from editgraph.graph.document import load_workflow  # noqa: E402
 from editgraph.graph.validate import bind  # noqa: E402
 from editgraph.nodes.registry import Node, NodeParams, load_builtin_nodes, node  # noqa: E402
-from editgraph.nodes.sockets import Image  # noqa: E402
+from editgraph.values.sockets import Image  # noqa: E402
 
 PHOTO = REPO / "editgraph" / "workflows" / "assets" / "coffee.png"
 NOOP_CHAIN = 1000

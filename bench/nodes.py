@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from editgraph.context import RunContext
-from editgraph.imaging import read_image
-from editgraph.lut import identity_cube_text
-from editgraph.nodes.canvas import BlendImage, CropImage, CropToMask, PadImage, PasteBack
-from editgraph.nodes.grade import Grade, MatchColors
-from editgraph.nodes.mask import (
+from editgraph.nodes.context import RunContext
+from editgraph.ops.imaging import read_image
+from editgraph.ops.lut import identity_cube_text
+from editgraph.nodes.builtin.canvas import BlendImage, CropImage, CropToMask, PadImage, PasteBack
+from editgraph.nodes.builtin.grade import Grade, MatchColors
+from editgraph.nodes.builtin.mask import (
     CombineMask,
     EllipseMask,
     FeatherMask,
@@ -33,7 +33,7 @@ from editgraph.nodes.mask import (
     RectMask,
     ThresholdMask,
 )
-from editgraph.nodes.outpaint import OutpaintPad
+from editgraph.nodes.builtin.outpaint import OutpaintPad
 
 ASSETS = Path(__file__).resolve().parents[1] / "editgraph" / "workflows" / "assets"
 

@@ -26,10 +26,11 @@ from PIL import Image, ImageCms
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from editgraph import batch, provenance  # noqa: E402
+from editgraph.batch import runner as batch
+from editgraph.sharing import provenance  # noqa: E402
 from editgraph.executor.cache import Cache  # noqa: E402
 from editgraph.executor.run import Executor  # noqa: E402
-from editgraph.filemeta import Carried  # noqa: E402
+from editgraph.sharing.metadata import Carried  # noqa: E402
 from editgraph.graph.document import load_workflow  # noqa: E402
 from editgraph.graph.validate import bind  # noqa: E402
 
@@ -83,7 +84,7 @@ def batch_cost(tmp: Path) -> list[tuple[str, str]]:
     t0 = time.perf_counter()
     for i, row in enumerate(rows):
         cache = Cache.default(tmp / f"solo-{i}")
-        Executor(cache).run(bind(wf, row), out_dir=tmp / "solo" / str(i), provenance=provenance.build)
+        Executor(cache).run(bind(wf, row), out_dir=tmp / "solo" / str(i), stamp=provenance.stamp)
         cache.close()
     separate = time.perf_counter() - t0
 

@@ -1,3 +1,5 @@
 """editgraph: image edits as JSON graphs of typed nodes, with every intermediate result cached."""
 
-__version__ = "0.1.0"
+from editgraph.version import __version__
+
+__all__ = ["__version__"]

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from editgraph import workflows
-from editgraph.cli import EXIT_ERROR, EXIT_INVALID, EXIT_NODE_FAILED, EXIT_OK, EXIT_USAGE, main
+from editgraph.cli.main import EXIT_ERROR, EXIT_INVALID, EXIT_NODE_FAILED, EXIT_OK, EXIT_USAGE, main
 
 
 def run_cli(capsys, *argv):
@@ -87,9 +87,9 @@ def test_schema_validates_bundled_workflows_and_catches_typos(capsys):
 
 
 def test_console_script_help_is_fast_and_works():
-    out = subprocess.run([sys.executable, "-m", "editgraph.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "editgraph.cli.main", "--help"], capture_output=True, text=True, check=True)
     assert "validate" in out.stdout and "schema" in out.stdout
-    probe = "import sys, editgraph.cli; editgraph.cli._parser(); print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    probe = "import sys, editgraph.cli.main; editgraph.cli.main._parser(); print('torch' in sys.modules, 'diffusers' in sys.modules)"
     assert subprocess.check_output([sys.executable, "-c", probe], text=True).split() == ["False", "False"]
 
 
@@ -138,7 +138,7 @@ def test_a_damaged_cache_index_is_set_aside_and_the_run_goes_on(tmp_path, capsys
 
 
 def test_progress_counts_each_node_once_even_when_a_cached_one_reruns(capsys):
-    from editgraph.cli import _Display
+    from editgraph.cli.main import _Display
     from editgraph.executor.events import NodeFinished, RunPlanned
 
     display = _Display(None, quiet=False)

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from editgraph.executor.codec import Encoded
-from editgraph.executor.store import MISSING, DiskStore, MemoryStore, default_cache_root, parse_size
+from editgraph.values.codec import Encoded
+from editgraph.executor.store import MISSING, DiskStore, MemoryStore
+from editgraph.settings import Settings, parse_size
 
 DEFAULT_MEMORY = "2G"  # holds a few dozen 1024 px images or SD latents; the rest comes from disk
 DEFAULT_DISK = "20G"  # room for a working week of latents at 512-1024 px
 
 
-def default_disk(root: str | Path | None = None) -> DiskStore:
-    """The disk tier at `root`, else EDITGRAPH_CACHE_DIR, else the user's cache directory, sized
-    by EDITGRAPH_CACHE_SIZE."""
-    size = parse_size(os.environ.get("EDITGRAPH_CACHE_SIZE", DEFAULT_DISK), "EDITGRAPH_CACHE_SIZE")
-    return DiskStore(Path(root) if root else default_cache_root(), size)
+def default_disk(root: str | Path | None = None, settings: Settings | None = None) -> DiskStore:
+    """The disk tier at `root`, else the settings' cache_dir, sized by their cache_size."""
+    settings = settings or Settings.from_env()
+    return DiskStore(Path(root) if root else settings.cache_dir, settings.cache_size)
 
 
 class Cache:
@@ -26,11 +25,11 @@ class Cache:
         self.disk = disk
 
     @classmethod
-    def default(cls, root: str | Path | None = None) -> "Cache":
-        """Memory + disk, sized by EDITGRAPH_MEMORY_CACHE / EDITGRAPH_CACHE_SIZE, rooted at
-        `root`, else EDITGRAPH_CACHE_DIR, else the user's cache directory."""
-        mem = MemoryStore(parse_size(os.environ.get("EDITGRAPH_MEMORY_CACHE", DEFAULT_MEMORY), "EDITGRAPH_MEMORY_CACHE"))
-        return cls(mem, default_disk(root))
+    def default(cls, root: str | Path | None = None, settings: Settings | None = None) -> "Cache":
+        """Memory + disk, sized by the settings (EDITGRAPH_MEMORY_CACHE / EDITGRAPH_CACHE_SIZE),
+        rooted at `root`, else the settings' cache_dir."""
+        settings = settings or Settings.from_env()
+        return cls(MemoryStore(settings.memory_cache), default_disk(root, settings))
 
     def lookup(self, key: str) -> dict[str, str] | None:
         fps = self.memory.get_ref(key)

@@ -29,10 +29,10 @@ import blake3
 import torch
 
 from editgraph.atomic import write_atomic
-from editgraph.context import RunContext
+from editgraph.nodes.context import RunContext
 from editgraph.errors import Cancelled, EditgraphError, NodeFailed
 from editgraph.executor.cache import Cache
-from editgraph.executor.codec import Unstorable, encode, fingerprint
+from editgraph.values.codec import Unstorable, encode, fingerprint
 from editgraph.executor.events import (
     ArtifactWritten,
     Event,
@@ -45,9 +45,11 @@ from editgraph.executor.events import (
 from editgraph.executor.store import MISSING
 from editgraph.graph.document import FORMAT
 from editgraph.graph.validate import BoundGraph, BoundNode
-from editgraph.nodes.sockets import Artifact
+from editgraph.values.sockets import Artifact
 
 Ref = tuple[str, str]  # (node id, output name)
+# Given a finished run, a function (node id, file name, bytes) -> the bytes to write.
+Stamp = Callable[["RunResult"], Callable[[str, str, bytes], bytes]]
 
 
 def node_key(node: BoundNode, input_fps: dict[str, str]) -> str:
@@ -119,9 +121,12 @@ class Executor:
         targets: Iterable[str] | None = None,
         out_dir: str | Path | None = None,
         cancel: threading.Event | None = None,
-        provenance: Callable[[RunResult], dict[str, Any]] | None = None,
+        stamp: Stamp | None = None,
     ) -> RunResult:
-        return _Run(self, graph, targets, cancel).execute(out_dir, provenance)
+        """Run what `targets` (default: every sink) need; write Artifacts into `out_dir`, each
+        file passed through `stamp(result)` first (provenance, metadata, signatures: the sharing
+        layer's, see editgraph.sharing.provenance.stamp)."""
+        return _Run(self, graph, targets, cancel).execute(out_dir, stamp)
 
 
 class _Run:
@@ -162,7 +167,7 @@ class _Run:
 
     # --- the pass ---------------------------------------------------------------------------
 
-    def execute(self, out_dir, provenance) -> RunResult:
+    def execute(self, out_dir, stamp: Stamp | None) -> RunResult:
         ex = self.ex
         ex.emit(RunPlanned(tuple(self.order)))
         result = RunResult(self.graph, self.records, self.fps, _fetch=self.fetch)
@@ -186,7 +191,7 @@ class _Run:
                     self._run_node(node)
                 self._release_inputs(node)
             if out_dir is not None:
-                self._write_artifacts(Path(out_dir), result, provenance)
+                self._write_artifacts(Path(out_dir), result, stamp)
         finally:
             ex.cache.flush()
         return result
@@ -279,11 +284,9 @@ class _Run:
 
     # --- outputs ----------------------------------------------------------------------------
 
-    def _write_artifacts(self, out_dir: Path, result: RunResult, provenance) -> None:
-        from editgraph.provenance import embed
-
+    def _write_artifacts(self, out_dir: Path, result: RunResult, stamp: Stamp | None) -> None:
         root = out_dir.resolve()
-        info = provenance(result) if provenance is not None else None
+        finish = stamp(result) if stamp is not None else None
         for nid in self.order:
             node = self.graph.nodes[nid]
             for out, sock in node.cls.outputs.items():
@@ -294,6 +297,6 @@ class _Run:
                     dest = (root / name).resolve()
                     if not dest.is_relative_to(root):
                         raise EditgraphError(f"node '{nid}' ({node.type}): refusing to write {name!r} outside {root}")
-                    write_atomic(dest, embed(name, data, info, node_id=nid) if info is not None else data)
+                    write_atomic(dest, finish(nid, name, data) if finish is not None else data)
                     result.written.append(dest)
                     self.ex.emit(ArtifactWritten(nid, str(dest)))

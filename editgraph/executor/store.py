@@ -14,7 +14,6 @@ Small blobs live in the index itself: a no-op node's output is a row, not a file
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -26,7 +25,7 @@ import blake3
 import msgpack
 
 from editgraph.atomic import write_atomic
-from editgraph.executor.codec import CorruptEntry, Encoded, decode, value_nbytes
+from editgraph.values.codec import CorruptEntry, Encoded, decode, value_nbytes
 
 MISSING: Any = object()
 
@@ -324,27 +323,3 @@ class DiskStore:
     def close(self) -> None:
         self.flush()
         self._db.close()
-
-
-def parse_size(text: str, what: str = "size") -> int:
-    """'10G', '512M', '2048' -> bytes. Anything else is an EditgraphError naming `what`."""
-    from editgraph.errors import EditgraphError
-
-    clean = text.strip().upper().removesuffix("B").removesuffix("I")
-    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    try:
-        size = int(float(clean[:-1]) * scale[clean[-1]]) if clean and clean[-1] in scale else int(clean)
-    except ValueError:
-        size = -1
-    if size < 0:
-        raise EditgraphError(f"{what} must be a byte count like 2048, 512M or 20G, got {text!r}")
-    return size
-
-
-def default_cache_root() -> Path:
-    env = os.environ.get("EDITGRAPH_CACHE_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("editgraph"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from editgraph.nodes.sockets import Model
+from editgraph.values.sockets import Model
 
 Family = Literal["sd1", "sd2", "sdxl"]
 Kind = Literal["base", "inpaint", "instruct"]  # UNet in-channels 4, 9, 8

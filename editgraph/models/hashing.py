@@ -26,9 +26,9 @@ _loaded_from: Path | None = None
 
 
 def memo_path() -> Path:
-    from editgraph.executor.store import default_cache_root
+    from editgraph.settings import Settings
 
-    return default_cache_root() / "models" / MEMO_NAME
+    return Settings.from_env().cache_dir / "models" / MEMO_NAME
 
 
 def content_hash(root: Path, files: list[Path]) -> str:

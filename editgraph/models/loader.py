@@ -22,12 +22,10 @@ from typing import Any
 
 from editgraph.models import cache, hashing, names
 from editgraph.models.errors import ModelError
+from editgraph.settings import Settings
 from editgraph.models.handle import DiffusionModel
 from editgraph.models.tiny import BUILDER_VERSION, MARKER, TINY_NAMES, build_into, quiet_progress
 
-# Belt and braces: every call below passes local_files_only=True, and this keeps any hub lookup a
-# library makes on its own offline too (it only takes effect if huggingface_hub is not yet imported).
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 FOLDER_LAYOUT = "a diffusers folder needs model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".onnx", ".h5", ".pb")
@@ -48,10 +46,7 @@ _build_lock = threading.Lock()
 
 def models_root() -> Path:
     """Where tiny models are built on first use: $EDITGRAPH_MODELS_DIR, else <cache root>/models."""
-    from editgraph.executor.store import default_cache_root
-
-    env = os.environ.get("EDITGRAPH_MODELS_DIR")
-    return Path(env) if env else default_cache_root() / "models"
+    return Settings.from_env().models_root
 
 
 def resolve(name_or_path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -12,26 +12,21 @@ Explicit entries (name=path, the JSON file) win over folder scans.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from editgraph.models.errors import ModelError
+from editgraph.settings import Settings
 
 
 def config_file() -> Path:
-    env = os.environ.get("EDITGRAPH_MODELS_FILE")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("editgraph")) / "models.json"
+    return Settings.from_env().models_config
 
 
 def registered() -> dict[str, Path]:
     """Every model name this machine knows, mapped to its folder or checkpoint file."""
     scanned: dict[str, Path] = {}
     explicit: dict[str, Path] = {}
-    for entry in filter(None, os.environ.get("EDITGRAPH_MODELS", "").split(os.pathsep)):
+    for entry in Settings.from_env().model_folders:
         name, eq, target = entry.partition("=")
         if eq:
             explicit[name.strip()] = Path(target).expanduser()

@@ -29,7 +29,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origi
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from editgraph.errors import NodeDefinitionError
-from editgraph.nodes.sockets import SocketType, socket_of
+from editgraph.values.sockets import SocketType, socket_of
 
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
@@ -211,13 +211,13 @@ def _sockets(run: Any, bad) -> tuple[dict[str, InputSpec], dict[str, SocketType]
 
 
 BUILTIN_MODULES = (
-    "editgraph.nodes.image",
-    "editgraph.nodes.mask",
-    "editgraph.nodes.canvas",
-    "editgraph.nodes.grade",
-    "editgraph.nodes.outpaint",
-    "editgraph.nodes.model",
-    "editgraph.nodes.diffusion",
+    "editgraph.nodes.builtin.image",
+    "editgraph.nodes.builtin.mask",
+    "editgraph.nodes.builtin.canvas",
+    "editgraph.nodes.builtin.grade",
+    "editgraph.nodes.builtin.outpaint",
+    "editgraph.nodes.builtin.model",
+    "editgraph.nodes.builtin.diffusion",
 )
 
 

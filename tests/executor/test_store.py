@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from editgraph.executor.codec import CorruptEntry, decode, encode, fingerprint
-from editgraph.executor.store import MISSING, DiskStore, MemoryStore, parse_size
-from editgraph.nodes.sockets import Latent
+from editgraph.values.codec import CorruptEntry, decode, encode, fingerprint
+from editgraph.executor.store import MISSING, DiskStore, MemoryStore
+from editgraph.settings import parse_size
+from editgraph.values.sockets import Latent
 
 from .testnodes import chain
 
@@ -89,7 +90,7 @@ def test_killed_writer_leaves_nothing_read_as_valid(tmp_path):
         import sys, time, torch
         sys.path.insert(0, {str(REPO)!r})
         import editgraph.atomic as atomic
-        from editgraph.executor.codec import encode
+        from editgraph.values.codec import encode
         from editgraph.executor.store import DiskStore
         real_write = atomic.os.fdopen
         class Slow:
@@ -128,7 +129,7 @@ def test_two_processes_share_one_cache(tmp_path):
         f"""
         import sys, torch
         sys.path.insert(0, {str(REPO)!r})
-        from editgraph.executor.codec import encode
+        from editgraph.values.codec import encode
         from editgraph.executor.store import DiskStore
         store = DiskStore({str(tmp_path)!r}, 1 << 30)
         which = int(sys.argv[1])

@@ -7,9 +7,9 @@ import os
 import torch
 from pydantic import Field
 
-from editgraph.context import RunContext
+from editgraph.nodes.context import RunContext
 from editgraph.nodes.registry import Node, NodeParams, node
-from editgraph.nodes.sockets import Image
+from editgraph.values.sockets import Image
 
 
 @node("test.source", version="1.0.0")

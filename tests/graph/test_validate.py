@@ -11,7 +11,7 @@ from editgraph.errors import WorkflowInvalid
 from editgraph.graph.document import Workflow, load_workflow
 from editgraph.graph.validate import bind, validate
 from editgraph.nodes.registry import Node, NodeParams, Seed, node
-from editgraph.nodes.sockets import Image
+from editgraph.values.sockets import Image
 
 
 @node("test.seeded", version="1.0.0")

@@ -26,7 +26,7 @@ def _run(tmp_path, params, log=None):
 
 
 def test_model_load_is_registered_with_one_model_output():
-    assert "editgraph.nodes.model" in BUILTIN_MODULES
+    assert "editgraph.nodes.builtin.model" in BUILTIN_MODULES
     cls = load_builtin_nodes()["model.load"]
     assert cls.inputs == {} and list(cls.outputs) == ["model"] and cls.outputs["model"].name == "Model"
     assert cls.deterministic and (cls.__doc__ or "").strip()

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from editgraph.context import RunContext
+from editgraph.nodes.context import RunContext
 
 ASSETS = Path(__file__).resolve().parents[2] / "editgraph" / "workflows" / "assets"
 _ROOT: Path | None = None
@@ -40,7 +40,7 @@ def tiny(name: str):
 
 def pipeline(cls, model, scheduler: str):
     """A diffusers pipeline over the model's own components (no copies) with a fresh scheduler."""
-    from editgraph.sampling import make_scheduler
+    from editgraph.diffusion.denoise import make_scheduler
 
     return cls(
         vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer, unet=model.unet,

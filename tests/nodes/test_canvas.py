@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from editgraph.context import RunContext
+from editgraph.nodes.context import RunContext
 from editgraph.errors import NodeError
-from editgraph.imaging import read_image, to_uint8
-from editgraph.nodes.canvas import BlendImage, CropImage, CropToMask, PadImage, PasteBack
-from editgraph.nodes.mask import EllipseMask
+from editgraph.ops.imaging import read_image, to_uint8
+from editgraph.nodes.builtin.canvas import BlendImage, CropImage, CropToMask, PadImage, PasteBack
+from editgraph.nodes.builtin.mask import EllipseMask
 
 CTX = RunContext("n", "canvas")
 
@@ -170,8 +170,8 @@ def test_batches_share_one_box(photo):
 
 
 def test_paste_back_feather_equals_a_whole_frame_feather(photo):
-    from editgraph.filters import feather
-    from editgraph.regions import mask_box
+    from editgraph.ops.filters import feather
+    from editgraph.ops.regions import mask_box
 
     mask = torch.zeros(1, 1, 400, 600)
     mask[..., 5:120, 400:590] = 1  # near the frame edge: the local blur must mirror like the full one

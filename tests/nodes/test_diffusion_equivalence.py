@@ -7,7 +7,7 @@ import pytest
 import torch
 from .diffusion_support import box_mask, ctx, photo, pipeline, tiny, to_tensor
 
-from editgraph.nodes.diffusion import Denoise, EmptyLatent, Instruct, PromptEncode, VaeDecode, VaeEncode
+from editgraph.nodes.builtin.diffusion import Denoise, EmptyLatent, Instruct, PromptEncode, VaeDecode, VaeEncode
 
 STEPS, CFG, SEED, PROMPT = 5, 7.0, 3, "a red cup on a wooden table"
 
@@ -141,7 +141,7 @@ def test_sdxl_txt2img_matches_pipeline(scheduler):
     # StableDiffusionXLPipeline builds them.
     from diffusers import StableDiffusionXLPipeline
 
-    from editgraph.sampling import make_scheduler
+    from editgraph.diffusion.denoise import make_scheduler
 
     model = tiny("tiny-sdxl")
     pipe = StableDiffusionXLPipeline(

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from editgraph import sampling
+from editgraph.diffusion import schedules, vae
 from editgraph.errors import Cancelled, NodeError
-from editgraph.nodes.diffusion import Denoise, EmptyLatent, Instruct, PromptEncode, Refine, VaeDecode, VaeEncode
-from editgraph.nodes.sockets import Latent
+from editgraph.nodes.builtin.diffusion import Denoise, EmptyLatent, Instruct, PromptEncode, Refine, VaeDecode, VaeEncode
+from editgraph.values.sockets import Latent
 
 from .diffusion_support import REPO_ROOT, box_mask, ctx, photo, tiny, to_tensor
 
@@ -110,7 +110,7 @@ def test_latent_blending_keeps_the_image_latents_outside_the_mask(sd, parts):
     params = Denoise.Params(steps=4, strength=1.0, seed=9, scheduler="euler")
     out = Denoise(params).run(ctx(), model=sd, cond=cond, latent=latent, mask=mask).samples
     # The loop's first draw is the image latents; outside the (latent-size) mask they survive exactly.
-    image_latents = sampling.sample_image_latents(sd, latent.moments, sampling.generator_for(9))
+    image_latents = vae.sample_image_latents(sd, latent.moments, schedules.generator_for(9))
     keep = F.interpolate((mask >= 0.5).float(), size=(8, 8)) == 0
     keep = keep.expand_as(out)
     assert torch.equal(out[keep], image_latents[keep])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from editgraph import provenance
+from editgraph.sharing import provenance
 from editgraph.executor.cache import Cache
 from editgraph.executor.events import EventLog, NodeProgress
 from editgraph.executor.run import Executor
@@ -54,11 +54,11 @@ def edit_workflow(model_dir: Path) -> dict:
 def _run(doc, values, cache, out_dir, log=None):
     graph = bind(load_workflow(doc), values, base_dir=REPO)
     listeners = [log] if log is not None else []
-    return Executor(cache, listeners=listeners).run(graph, out_dir=out_dir, provenance=provenance.build)
+    return Executor(cache, listeners=listeners).run(graph, out_dir=out_dir, stamp=provenance.stamp)
 
 
 def _cli(wf: Path, sets: list[str], cache_dir: Path, out: Path, report: Path) -> dict:
-    cmd = [sys.executable, "-m", "editgraph.cli", "run", str(wf), "--out", str(out), "--report", str(report),
+    cmd = [sys.executable, "-m", "editgraph.cli.main", "run", str(wf), "--out", str(out), "--report", str(report),
            "--cache-dir", str(cache_dir), "--threads", "2", "-q"]
     for s in sets:
         cmd += ["--set", s]
@@ -128,7 +128,7 @@ def test_random_seed_is_drawn_before_keying_and_recorded(tmp_path, photo_path):
     graph = bind(load_workflow(doc), {"image": str(photo_path)}, base_dir=REPO)
     seed = graph.seeds["denoise.seed"]
     assert isinstance(seed, int) and graph.nodes["denoise"].params.seed == seed
-    Executor(Cache.default(tmp_path / "cache")).run(graph, out_dir=tmp_path / "o", provenance=provenance.build)
+    Executor(Cache.default(tmp_path / "cache")).run(graph, out_dir=tmp_path / "o", stamp=provenance.stamp)
     meta = provenance.read((tmp_path / "o" / "edit.png").read_bytes())
     assert meta["seeds"] == {"denoise.seed": seed}
     assert meta["workflow"]["nodes"]["denoise"]["params"]["seed"] == seed
@@ -140,7 +140,7 @@ def test_inpaint_workflow_keeps_every_pixel_outside_the_mask(tmp_path, photo_pat
     import numpy as np
     from PIL import Image as PILImage
 
-    from editgraph.imaging import to_uint8
+    from editgraph.ops.imaging import to_uint8
 
     # The photo at 240x160 keeps the test quick; the mask travels as a PNG's alpha (image.load's
     # `alpha` output is a Mask): 255 = change.

@@ -8,16 +8,16 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from editgraph.colour import srgb_to_linear
+from editgraph.ops.colour import srgb_to_linear
 from editgraph.executor.cache import Cache
 from editgraph.executor.events import EventLog
 from editgraph.executor.run import Executor
 from editgraph.graph.document import load_workflow
 from editgraph.graph.validate import bind
-from editgraph.imaging import read_image
+from editgraph.ops.imaging import read_image
 from editgraph.nodes.registry import load_builtin_nodes
 
-OWN_MODULES = ("editgraph.nodes.mask", "editgraph.nodes.canvas", "editgraph.nodes.grade", "editgraph.nodes.outpaint")
+OWN_MODULES = ("editgraph.nodes.builtin.mask", "editgraph.nodes.builtin.canvas", "editgraph.nodes.builtin.grade", "editgraph.nodes.builtin.outpaint")
 
 WORKFLOW = {
     "format": "editgraph/1",
@@ -108,7 +108,7 @@ def test_misspelled_param_is_a_workflow_error(tmp_path, name):
 
 
 def test_lut_file_is_keyed_by_its_contents(tmp_path, photo_path):
-    from editgraph.lut import identity_cube_text
+    from editgraph.ops.lut import identity_cube_text
 
     (tmp_path / "look.cube").write_text(identity_cube_text(5))
     doc = {

@@ -9,12 +9,12 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from editgraph.colour import linear_to_srgb, oklab_to_srgb, srgb_to_linear, srgb_to_oklab
-from editgraph.context import RunContext
+from editgraph.ops.colour import linear_to_srgb, oklab_to_srgb, srgb_to_linear, srgb_to_oklab
+from editgraph.nodes.context import RunContext
 from editgraph.errors import NodeError
-from editgraph.imaging import read_image, to_uint8
-from editgraph.lut import identity_cube_text, parse_cube
-from editgraph.nodes.grade import Grade, MatchColors
+from editgraph.ops.imaging import read_image, to_uint8
+from editgraph.ops.lut import identity_cube_text, parse_cube
+from editgraph.nodes.builtin.grade import Grade, MatchColors
 
 CTX = RunContext("n", "grade")
 

@@ -9,15 +9,15 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from editgraph.context import RunContext
+from editgraph.nodes.context import RunContext
 from editgraph.errors import NodeError
 from editgraph.executor.events import EventLog
 from editgraph.executor.cache import Cache
 from editgraph.executor.run import Executor
 from editgraph.graph.document import load_workflow
 from editgraph.graph.validate import bind
-from editgraph.nodes.image import CompositeImage, LoadImage, ResizeImage, SaveImage
-from editgraph.provenance import read as read_provenance
+from editgraph.nodes.builtin.image import CompositeImage, LoadImage, ResizeImage, SaveImage
+from editgraph.sharing.provenance import read as read_provenance
 
 CTX = RunContext("n", "test")
 
@@ -132,9 +132,9 @@ def test_saved_png_carries_resolved_workflow_and_is_written_only_in_out(tmp_path
     }
     log = EventLog()
     ex = Executor(Cache.default(tmp_path / "cache"), listeners=[log])
-    from editgraph import provenance
+    from editgraph.sharing import provenance
 
-    result = ex.run(bind(load_workflow(doc), {"w": "80"}), out_dir=tmp_path / "out", provenance=provenance.build)
+    result = ex.run(bind(load_workflow(doc), {"w": "80"}), out_dir=tmp_path / "out", stamp=provenance.stamp)
     assert result.written == [tmp_path / "out" / "deep" / "o.png"]
     assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == ["deep", "o.png"]  # no temp files left
     info = read_provenance((tmp_path / "out/deep/o.png").read_bytes())

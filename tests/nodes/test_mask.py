@@ -10,10 +10,10 @@ import torch
 from pydantic import ValidationError
 from PIL import Image as PILImage
 
-from editgraph.context import RunContext
+from editgraph.nodes.context import RunContext
 from editgraph.errors import NodeError
-from editgraph.imaging import read_image
-from editgraph.nodes.mask import (
+from editgraph.ops.imaging import read_image
+from editgraph.nodes.builtin.mask import (
     CombineMask,
     EllipseMask,
     FeatherMask,
@@ -214,7 +214,7 @@ def test_combine_size_mismatch_names_both_sizes_unless_resize():
 
 @pytest.mark.parametrize("radius", [1, 2, 5, 17, 40, 70])  # shifted sums, FFT, and pads longer than the axis
 def test_gaussian_blur_matches_a_direct_float64_convolution(radius):
-    from editgraph.filters import gaussian_blur, gaussian_kernel, pad
+    from editgraph.ops.filters import gaussian_blur, gaussian_kernel, pad
 
     torch.manual_seed(0)
     x = torch.rand(2, 3, 37, 53)
@@ -229,7 +229,7 @@ def test_gaussian_blur_matches_a_direct_float64_convolution(radius):
 
 @pytest.mark.parametrize("shape", ["disc", "square"])
 def test_dilate_matches_a_brute_force_max_over_the_structuring_element(shape):
-    from editgraph.filters import dilate
+    from editgraph.ops.filters import dilate
 
     torch.manual_seed(1)
     x = (torch.rand(2, 1, 30, 41) > 0.93).float() * torch.rand(2, 1, 30, 41)  # sparse, soft
@@ -242,7 +242,7 @@ def test_dilate_matches_a_brute_force_max_over_the_structuring_element(shape):
 
 @pytest.mark.parametrize("shape", ["disc", "square"])
 def test_erode_matches_a_brute_force_min_with_the_frame_counting_as_one(shape):
-    from editgraph.filters import erode
+    from editgraph.ops.filters import erode
 
     torch.manual_seed(2)
     x = torch.zeros(1, 1, 40, 50)

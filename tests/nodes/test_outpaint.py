@@ -6,9 +6,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from editgraph.context import RunContext
-from editgraph.imaging import read_image
-from editgraph.nodes.outpaint import OutpaintPad
+from editgraph.nodes.context import RunContext
+from editgraph.ops.imaging import read_image
+from editgraph.nodes.builtin.outpaint import OutpaintPad
 
 CTX = RunContext("n", "outpaint.pad")
 

@@ -7,7 +7,7 @@ from pydantic import ConfigDict
 
 from editgraph.errors import NodeDefinitionError
 from editgraph.nodes.registry import REGISTRY, InputPath, Node, NodeParams, load_builtin_nodes, node
-from editgraph.nodes.sockets import Image, Mask
+from editgraph.values.sockets import Image, Mask
 
 
 def define(type_name="test.bad", version="1.0.0", **body):
@@ -79,7 +79,7 @@ def test_reading_a_file_requires_a_source_token():
 
 def test_type_names_are_unique():
     load_builtin_nodes()
-    with pytest.raises(NodeDefinitionError, match="type already registered by editgraph.nodes.image.LoadImage"):
+    with pytest.raises(NodeDefinitionError, match="type already registered by editgraph.nodes.builtin.image.LoadImage"):
         define("image.load")
 
 

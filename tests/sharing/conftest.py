@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from editgraph.cli import main
+from editgraph.cli.main import main
 
 from . import testnodes  # noqa: F401  (registers sharetest.* node types)
 

@@ -9,7 +9,7 @@ import shutil
 import pytest
 from PIL import Image
 
-from editgraph.batch import BatchUsageError, combine, rows_from_product, rows_from_zip
+from editgraph.batch.runner import BatchUsageError, combine, rows_from_product, rows_from_zip
 
 
 def workflow(tmp_path, photo, *, fail_node: bool = False) -> str:
@@ -196,7 +196,7 @@ def test_a_model_loaded_for_the_first_row_serves_every_row(tmp_path, cli, photo_
 def test_cancelled_batch_reports_where_it_stopped_and_resumes(tmp_path, photo_path):
     import threading
 
-    from editgraph import batch
+    from editgraph.batch import runner as batch
     from editgraph.errors import Cancelled
     from editgraph.executor.cache import Cache
     from editgraph.executor.run import Executor

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from editgraph import filemeta, provenance
+from editgraph.sharing import metadata as filemeta, provenance
 
 from .conftest import pixels
 

@@ -13,8 +13,8 @@ import blake3
 import numpy as np
 import pytest
 
-from editgraph import provenance
-from editgraph.filemeta import AI_SOURCE_TYPE, png_chunks, read_xmp
+from editgraph.sharing import provenance
+from editgraph.sharing.metadata import AI_SOURCE_TYPE, png_chunks, read_xmp
 
 from .conftest import pixels
 
@@ -55,7 +55,7 @@ def test_png_copied_to_another_dir_and_fresh_cache_reruns_to_identical_pixels(tm
     shutil.copy(out, elsewhere / "shared.png")
     fresh_cache = tmp_path / "fresh-cache"
     # A new process, another working directory, an empty cache: nothing can come from the first run.
-    code = "import sys, tests.sharing.testnodes; from editgraph.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys, tests.sharing.testnodes; from editgraph.cli.main import main; sys.exit(main(sys.argv[1:]))"
     env = {**os.environ, "PYTHONPATH": str(REPO), "EDITGRAPH_CACHE_DIR": str(fresh_cache)}
     proc = subprocess.run(
         [sys.executable, "-c", code, "run", "shared.png", "--out", "again", "--report", "r.json", "--threads", "2", "-q"],

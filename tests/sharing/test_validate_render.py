@@ -13,8 +13,8 @@ from editgraph.graph.document import load_workflow
 from editgraph.graph.render import STATUS_COLOURS, layers, to_text
 from editgraph.graph.validate import bind
 from editgraph.nodes.registry import InputPath, Node, NodeParams, node
-from editgraph.nodes.sockets import Image as ImageSocket
-from editgraph.sharing import check_sources
+from editgraph.values.sockets import Image as ImageSocket
+from editgraph.sharing.preflight import check_sources
 
 
 @node("sharetest.checked", version="1.0.0")

@@ -9,9 +9,9 @@ import blake3
 import torch
 from pydantic import Field
 
-from editgraph.context import RunContext
+from editgraph.nodes.context import RunContext
 from editgraph.nodes.registry import Node, NodeParams, Seed, node
-from editgraph.nodes.sockets import Image, Model
+from editgraph.values.sockets import Image, Model
 
 
 @node("sharetest.noise", version="1.0.0")

@@ -14,9 +14,9 @@ from editgraph.executor.events import EventLog
 from editgraph.executor.run import Executor
 from editgraph.graph.document import load_workflow
 from editgraph.graph.validate import bind
-from editgraph.sharing import check_sources
+from editgraph.sharing.preflight import check_sources
 from editgraph.nodes.registry import load_builtin_nodes
-from editgraph import provenance
+from editgraph.sharing import provenance
 
 # Small, fast settings per workflow, and the output size those settings must give (width, height).
 FAST = {
@@ -64,7 +64,7 @@ def _run(name, out_dir, cache_dir):
     sets, _ = FAST[name]
     graph = bind(load_workflow(workflows.find(name)), sets, base_dir=workflows.HERE)
     log = EventLog()
-    result = Executor(Cache.default(cache_dir), listeners=[log]).run(graph, out_dir=out_dir, provenance=provenance.build)
+    result = Executor(Cache.default(cache_dir), listeners=[log]).run(graph, out_dir=out_dir, stamp=provenance.stamp)
     return graph, result, log
 
 

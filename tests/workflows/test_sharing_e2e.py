@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from editgraph.cli import EXIT_NODE_FAILED, EXIT_OK, EXIT_INVALID, main
+from editgraph.cli.main import EXIT_NODE_FAILED, EXIT_OK, EXIT_INVALID, main
 
 FAST = ["--set", "steps=2", "--set", "working_size=64", "-q"]
 PROMPT_NODES = {"text", "denoise", "pixels", "result", "save"}

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 
-from editgraph.context import RunContext
+from editgraph.nodes.context import RunContext
 from editgraph.errors import NodeError
-from editgraph.imaging import file_hash, read_image, same_size, to_pil
+from editgraph.ops.imaging import file_hash, read_image, same_size, to_pil
 from editgraph.nodes.registry import InputPath, Node, NodeParams, node
-from editgraph.nodes.sockets import Artifact, Image, Mask
+from editgraph.values.sockets import Artifact, Image, Mask
 
 
 class LoadedImage(NamedTuple):

@@ -20,7 +20,7 @@ from typing import Annotated, Any, get_args, get_origin
 
 import torch
 
-from editgraph.executor.codec import storable
+from editgraph.values.codec import storable
 
 
 @dataclass(frozen=True)

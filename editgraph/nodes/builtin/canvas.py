@@ -8,14 +8,14 @@ from typing import Literal, NamedTuple
 import torch
 from pydantic import Field
 
-from editgraph.colour import RGB
-from editgraph.context import RunContext
+from editgraph.ops.colour import RGB
+from editgraph.nodes.context import RunContext
 from editgraph.errors import NodeError
-from editgraph.filters import feather, pad
-from editgraph.imaging import same_size
+from editgraph.ops.filters import feather, pad
+from editgraph.ops.imaging import same_size
 from editgraph.nodes.registry import Node, NodeParams, node
-from editgraph.nodes.sockets import Image, Mask
-from editgraph.regions import mask_box, resample
+from editgraph.values.sockets import Image, Mask
+from editgraph.ops.regions import mask_box, resample
 
 
 def _batch_match(what: str, a: torch.Tensor, b: torch.Tensor, a_name: str, b_name: str) -> None:

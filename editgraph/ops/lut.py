@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from editgraph.errors import NodeError
-from editgraph.imaging import file_hash
+from editgraph.ops.imaging import file_hash
 
 _MAX_SIZE = 256  # a 256^3 cube is 200 MB of text; nothing real is larger
 

@@ -125,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     wfs = sub.add_parser("workflows", help="list the bundled workflows")
     wfs.set_defaults(func=cmd_workflows)
 
-    from editgraph.models.commands import add_parser as add_models_parser
+    from editgraph.cli.models import add_parser as add_models_parser
 
     add_models_parser(sub)
     for p_ in (run, val, batch):
@@ -160,7 +160,7 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 def _read_image_provenance(ref: str) -> dict[str, Any]:
     from editgraph.errors import Issue, WorkflowInvalid
-    from editgraph.provenance import read
+    from editgraph.sharing.provenance import read
 
     try:
         info = read(Path(ref).read_bytes())
@@ -184,7 +184,7 @@ def _load(ref: str, *, relocate: bool = False):
         info = _read_image_provenance(ref)
         doc = info["workflow"]
         if relocate:
-            from editgraph.sharing import relocate_inputs
+            from editgraph.sharing.preflight import relocate_inputs
 
             doc, notes = relocate_inputs(info, [path.resolve().parent, Path.cwd()])
             for note in notes:
@@ -205,7 +205,7 @@ def _load(ref: str, *, relocate: bool = False):
 def cmd_validate(args) -> int:
     from editgraph.errors import WorkflowInvalid
     from editgraph.graph.validate import bind
-    from editgraph.sharing import check_sources
+    from editgraph.sharing.preflight import check_sources
 
     workflow, base, label = _load(args.workflow, relocate=True)  # an image: check what `run` would use
     graph = bind(workflow, _parse_sets(args.sets), base_dir=base, require_values=False, source=label)
@@ -218,13 +218,13 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from editgraph import provenance
+    from editgraph.sharing import provenance
     from editgraph.executor.cache import Cache
     from editgraph.executor.run import Executor
     from editgraph.graph.validate import bind
 
     from editgraph.errors import WorkflowInvalid
-    from editgraph.sharing import check_sources
+    from editgraph.sharing.preflight import check_sources
 
     workflow, base, label = _load_to_run(args)
     graph = bind(workflow, _parse_sets(args.sets), base_dir=base, source=label)
@@ -240,7 +240,7 @@ def cmd_run(args) -> int:
     t0 = time.perf_counter()
     try:
         with display:
-            result = executor.run(graph, out_dir=args.out, provenance=provenance.build)
+            result = executor.run(graph, out_dir=args.out, stamp=provenance.stamp)
     finally:
         cache.close()
     wall = time.perf_counter() - t0
@@ -290,7 +290,7 @@ def _warn_threads(ref: str) -> None:
 def _write_report(path: Path, label: str, graph, result, wall: float) -> None:
     import torch
 
-    import editgraph
+    from editgraph.version import __version__
     from editgraph.atomic import write_atomic
 
     report: dict[str, Any] = {
@@ -302,7 +302,7 @@ def _write_report(path: Path, label: str, graph, result, wall: float) -> None:
         "outputs": [str(p) for p in result.written],
         "seconds": round(wall, 6),
         "torch_threads": torch.get_num_threads(),
-        "editgraph": editgraph.__version__,
+        "editgraph": __version__,
     }
     write_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
 
@@ -382,7 +382,7 @@ def _statuses(report_path: str | None, row: int | None) -> dict[str, str]:
 
 def cmd_show(args) -> int:
     from editgraph.graph import render
-    from editgraph.sharing import describe_provenance
+    from editgraph.sharing.preflight import describe_provenance
 
     fmt = args.format
     if fmt == "png" and not args.output:
@@ -421,7 +421,7 @@ def cmd_extract(args) -> int:
 
 
 def cmd_batch(args) -> int:
-    from editgraph import batch
+    from editgraph.batch import runner as batch
     from editgraph.atomic import write_atomic
     from editgraph.executor.run import Executor
 

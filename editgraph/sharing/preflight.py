@@ -55,7 +55,7 @@ def relocate_inputs(info: dict[str, Any], search: list[Path]) -> tuple[dict[str,
     """(workflow document, notes): the carried document with each missing input file replaced by a
     same-named file found in `search` whose hash matches the one recorded; notes say what moved
     and what is still missing or differs."""
-    from editgraph.imaging import file_hash
+    from editgraph.ops.imaging import file_hash
     from editgraph.nodes.registry import load_builtin_nodes
 
     registry = load_builtin_nodes()
@@ -94,7 +94,7 @@ def describe_provenance(label: str, info: dict[str, Any], data: bytes) -> str:
     """What `editgraph show IMAGE` prints above the graph: who made it, with what, from what."""
     import json
 
-    from editgraph import filemeta
+    from editgraph.sharing import metadata as filemeta
 
     lines = [f"{label}: made by editgraph {info.get('editgraph', '?')} (torch {info.get('torch', '?')}, {info.get('torch_threads', '?')} threads)"]
     xmp = filemeta.read_xmp(data) or b""

@@ -23,10 +23,11 @@ import hashlib
 import json
 import zlib
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import editgraph
-from editgraph import filemeta as fm
+from editgraph.version import __version__
+from editgraph.sharing import metadata as fm
 from editgraph.errors import EditgraphError
 
 KEYWORD = b"editgraph"
@@ -56,7 +57,7 @@ def build(result) -> Provenance:
     graph = result.graph
     info = Provenance(
         {
-            "editgraph": editgraph.__version__,
+            "editgraph": __version__,
             "workflow": portable_document(graph),
             "params": graph.params,
             "seeds": graph.seeds,
@@ -164,12 +165,18 @@ def _first_source(graph, node_id: str) -> str | None:
 # --- writing ------------------------------------------------------------------------------------
 
 
+def stamp(result) -> Callable[[str, str, bytes], bytes]:
+    """The executor's Stamp: provenance built once per run, embedded into every file it writes."""
+    info = build(result)
+    return lambda node_id, name, data: embed(name, data, info, node_id=node_id)
+
+
 def embed(name: str, data: bytes, info: dict[str, Any], node_id: str | None = None) -> bytes:
     """The file's bytes with provenance, carried metadata and the AI label added. PNG, JPEG and
     WebP are spliced without touching the encoded image data; other files are returned unchanged."""
     carried = info.carry.get(node_id) if isinstance(info, Provenance) and node_id is not None else None
     text = json.dumps(info, ensure_ascii=False, sort_keys=True).encode()
-    xmp = fm.labelled_xmp(carried.xmp if carried else None, f"editgraph {editgraph.__version__}")
+    xmp = fm.labelled_xmp(carried.xmp if carried else None, f"editgraph {__version__}")
     exif = carried.exif if carried else None
     icc = carried.icc_profile if carried else None
     c2pa = carried.c2pa if carried else None

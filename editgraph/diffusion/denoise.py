@@ -21,137 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from editgraph.diffusion.schedules import generator_for, make_scheduler
+from editgraph.diffusion.vae import check_model_family, encode_moments, posterior, sample_image_latents, vae_input
 from editgraph.errors import NodeError
 
-SchedulerName = Literal["euler", "euler_a", "ddim", "dpm++ 2m", "unipc", "pndm"]
-
-# Scheduler name -> diffusers class name. "dpm++ 2m" is DPMSolverMultistepScheduler's default
-# (algorithm_type="dpmsolver++", solver_order=2).
-SCHEDULER_CLASSES: dict[str, str] = {
-    "euler": "EulerDiscreteScheduler",
-    "euler_a": "EulerAncestralDiscreteScheduler",
-    "ddim": "DDIMScheduler",
-    "dpm++ 2m": "DPMSolverMultistepScheduler",
-    "unipc": "UniPCMultistepScheduler",
-    "pndm": "PNDMScheduler",
-}
-
-
-def make_scheduler(name: str, config: dict[str, Any]) -> Any:
-    """A fresh scheduler (they are stateful) of the named kind, from the model's scheduler config."""
-    import diffusers
-
-    if name not in SCHEDULER_CLASSES:
-        raise NodeError(f"unknown scheduler {name!r}; choose one of {sorted(SCHEDULER_CLASSES)}")
-    return getattr(diffusers, SCHEDULER_CLASSES[name]).from_config(config)
-
-
-def generator_for(seed: int) -> torch.Generator:
-    return torch.Generator("cpu").manual_seed(int(seed))
-
-
-# --- pixels and the VAE -------------------------------------------------------------------------
-
-
-def check_model_family(what: str, model: Any, latent_family: str) -> None:
-    if latent_family and model.family != latent_family:
-        raise NodeError(
-            f"{what}: the latent belongs to the {latent_family!r} family but model {model.name!r} is {model.family!r}; "
-            "latents do not cross families (decode with one model and encode with the other to move between them)"
-        )
-
-
-def vae_input(model: Any, image: torch.Tensor, what: str = "image") -> torch.Tensor:
-    """0..1 pixels -> the VAE's -1..1 input, in the channels-last layout of diffusers' preprocessing."""
-    if image.ndim != 4 or image.shape[1] != 3:
-        raise NodeError(f"{what} must be a (B, 3, H, W) image tensor, got shape {tuple(image.shape)}")
-    f = model.vae_scale_factor
-    h, w = image.shape[-2:]
-    if h % f or w % f:
-        raise NodeError(
-            f"{what} is {w}x{h} (width x height) but the VAE of {model.name!r} needs both divisible by {f}; "
-            f"resize it first, e.g. image.resize with multiple_of={f}"
-        )
-    # Same expression as VaeImageProcessor.normalize, on the same layout (see module docstring).
-    pixels = image.to(dtype=model.vae.dtype).contiguous(memory_format=torch.channels_last)
-    return 2.0 * pixels - 1.0
-
-
-def encode_moments(model: Any, pixels: torch.Tensor) -> torch.Tensor:
-    """The VAE posterior's parameters (B, 2C, h, w) for -1..1 pixels from vae_input()."""
-    return model.vae.encode(pixels).latent_dist.parameters
-
-
-def posterior(moments: torch.Tensor) -> Any:
-    """The VAE posterior, rebuilt in the layout the VAE encoder gives it (channels-last)."""
-    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-
-    return DiagonalGaussianDistribution(moments.contiguous(memory_format=torch.channels_last))
-
-
-def sample_image_latents(model: Any, moments: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Draw an image latent from the posterior with the run's generator, scaled as the pipelines do."""
-    return model.vae.config.scaling_factor * posterior(moments).sample(generator)
-
-
-def is_channels_last(t: torch.Tensor) -> bool:
-    """True when a 4-D tensor is laid out channels-last (and that differs from contiguous)."""
-    return t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
-
-
-def decode_latents(model: Any, samples: torch.Tensor, tiled: bool, channels_last: bool = False) -> torch.Tensor:
-    """Latent -> 0..1 pixels, as the pipelines' decode + postprocess("pt") do, from the layout
-    the pipeline would have (see Latent.channels_last)."""
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    z = samples.to(dtype=model.vae.dtype).contiguous(memory_format=layout) / model.vae.config.scaling_factor
-    image = model.vae.tiled_decode(z, return_dict=False)[0] if tiled else model.vae.decode(z, return_dict=False)[0]
-    return (image * 0.5 + 0.5).clamp(0, 1)
-
-
-# --- prompts --------------------------------------------------------------------------------------
-
-
-def encode_text(tokenizer: Any, text_encoder: Any, prompts: list[str], clip_skip: int | None) -> torch.Tensor:
-    """StableDiffusionPipeline.encode_prompt for one list of prompts: (B, tokens, dim)."""
-    ids = tokenizer(
-        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
-    mask = ids.attention_mask if getattr(text_encoder.config, "use_attention_mask", False) else None
-    if clip_skip is None:
-        embeds = text_encoder(ids.input_ids, attention_mask=mask)[0]
-    else:
-        # hidden_states[-(clip_skip + 1)], then the final layer norm the last hidden state also gets.
-        hidden = text_encoder(ids.input_ids, attention_mask=mask, output_hidden_states=True)[-1]
-        # transformers 5 flattened CLIPTextModel (no .text_model); diffusers 0.42 still reaches for
-        # .text_model here and fails, so its pipelines cannot run clip_skip on this stack.
-        final_layer_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
-        embeds = final_layer_norm(hidden[-(clip_skip + 1)])
-    return embeds.to(dtype=text_encoder.dtype)
-
-
-def encode_text_sdxl(model: Any, prompts: list[str], clip_skip: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """StableDiffusionXLPipeline.encode_prompt for one side: both encoders' penultimate hidden states
-    concatenated (B, tokens, 768 + 1280) and the second encoder's pooled output (B, 1280)."""
-    pairs = [(model.tokenizer, model.text_encoder), (model.tokenizer_2, model.text_encoder_2)]
-    pairs = [(t, e) for t, e in pairs if t is not None and e is not None]
-    parts, pooled = [], None
-    for tokenizer, encoder in pairs:
-        ids = tokenizer(
-            prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        )
-        out = encoder(ids.input_ids, output_hidden_states=True)
-        pooled = out[0]  # the last encoder's projected pooled output is what SDXL uses
-        # SDXL always indexes from the penultimate layer: "2" because it never uses the last one.
-        parts.append(out.hidden_states[-2] if clip_skip is None else out.hidden_states[-(clip_skip + 2)])
-    return torch.cat(parts, dim=-1), pooled
-
-
-# --- the denoise loop -----------------------------------------------------------------------------
 
 
 @dataclass

@@ -206,7 +206,7 @@ def run_batch(
 ) -> list[RowResult]:
     """Run each bound graph into its folder with one executor. Stops at the first failed row
     unless keep_going; Ctrl-C / cancel marks the row cancelled and re-raises after on_row."""
-    from editgraph import provenance
+    from editgraph.sharing import provenance
 
     results = [RowResult(i, g.params, str(d), dict(g.seeds)) for i, (g, d) in enumerate(zip(graphs, dirs), start=1)]
     events = _RowEvents()
@@ -218,7 +218,7 @@ def run_batch(
                 on_row_start(row)
             t0 = time.perf_counter()
             try:
-                result = executor.run(graph, out_dir=out, provenance=provenance.build, cancel=cancel)
+                result = executor.run(graph, out_dir=out, stamp=provenance.stamp, cancel=cancel)
             except NodeFailed as exc:
                 row.status, row.error = "failed", str(exc)
             except (Cancelled, KeyboardInterrupt):
@@ -269,7 +269,7 @@ def summary(results: list[RowResult]) -> dict[str, Any]:
 def report(label: str, workflow, results: list[RowResult], seconds: float) -> dict[str, Any]:
     import torch
 
-    import editgraph
+    from editgraph.version import __version__
 
     return {
         "workflow": label,
@@ -278,7 +278,7 @@ def report(label: str, workflow, results: list[RowResult], seconds: float) -> di
         "summary": summary(results),
         "seconds": round(seconds, 6),
         "torch_threads": torch.get_num_threads(),
-        "editgraph": editgraph.__version__,
+        "editgraph": __version__,
     }
 
 

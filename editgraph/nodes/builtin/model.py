@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from editgraph.context import RunContext
+from editgraph.nodes.context import RunContext
 from editgraph.models.handle import DiffusionModel
 from editgraph.nodes.registry import InputPath, Node, NodeParams, node
 

@@ -9,13 +9,13 @@ from typing import Annotated, Literal
 import torch
 from pydantic import Field
 
-from editgraph.colour import LUMA, linear_to_srgb, oklab_to_srgb, srgb_to_linear, srgb_to_oklab
-from editgraph.context import RunContext
+from editgraph.ops.colour import LUMA, linear_to_srgb, oklab_to_srgb, srgb_to_linear, srgb_to_oklab
+from editgraph.nodes.context import RunContext
 from editgraph.errors import NodeError
-from editgraph.imaging import file_hash
-from editgraph.lut import apply_cube, load_cube
+from editgraph.ops.imaging import file_hash
+from editgraph.ops.lut import apply_cube, load_cube
 from editgraph.nodes.registry import InputPath, Node, NodeParams, node
-from editgraph.nodes.sockets import Image, Mask
+from editgraph.values.sockets import Image, Mask
 
 # Per-channel (r, g, b) controls, range-checked when the workflow is bound.
 _Lift = Annotated[float, Field(ge=-1, le=1)]

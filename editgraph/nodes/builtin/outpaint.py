@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from editgraph.colour import RGB
-from editgraph.context import RunContext
-from editgraph.filters import gaussian_blur, pad
+from editgraph.ops.colour import RGB
+from editgraph.nodes.context import RunContext
+from editgraph.ops.filters import gaussian_blur, pad
 from editgraph.nodes.registry import Node, NodeParams, node
-from editgraph.nodes.sockets import Image, Mask
+from editgraph.values.sockets import Image, Mask
 
 Aspect = Literal["none", "1:1", "4:5", "5:4", "2:3", "3:2", "3:4", "4:3", "9:16", "16:9"]
 Anchor = Literal["center", "top", "bottom", "left", "right", "top_left", "top_right", "bottom_left", "bottom_right"]

@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from editgraph.colour import RGB, luminance, srgb_to_oklab
-from editgraph.context import RunContext
+from editgraph.ops.colour import RGB, luminance, srgb_to_oklab
+from editgraph.nodes.context import RunContext
 from editgraph.errors import NodeError
-from editgraph.filters import dilate, erode, feather
-from editgraph.imaging import file_hash, read_image, same_size
+from editgraph.ops.filters import dilate, erode, feather
+from editgraph.ops.imaging import file_hash, read_image, same_size
 from editgraph.nodes.registry import InputPath, Node, NodeParams, node
-from editgraph.nodes.sockets import Image, Mask
+from editgraph.values.sockets import Image, Mask
 
 Channel = Literal["auto", "luminance", "alpha", "red", "green", "blue"]
 

@@ -1,7 +1,7 @@
 """Diffusion nodes: prompt and VAE encode/decode, an empty latent, denoise, refine and instruct.
 
 Each is one typed step, so the cache holds the latents between them: a change after the denoise
-(a grade, a composite, the save path) never reruns it. The maths lives in editgraph/sampling.py
+(a grade, a composite, the save path) never reruns it. The maths lives in editgraph/editgraph.diffusion
 and follows diffusers' pipelines operation for operation, so a workflow reproduces their output
 bit for bit on the CPU (tests/nodes/test_diffusion_equivalence.py).
 """
@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from editgraph import sampling
-from editgraph.context import RunContext
+from editgraph.diffusion import denoise, schedules, text, vae
+from editgraph.nodes.context import RunContext
 from editgraph.errors import NodeError
 from editgraph.nodes.registry import Node, NodeParams, Seed, node
-from editgraph.nodes.sockets import Conditioning, Image, Latent, Mask, Model
+from editgraph.values.sockets import Conditioning, Image, Latent, Mask, Model
 
 # Pixels on a side above which vae.decode works in tiles (tile="auto"): a 2048 px decode in one
 # piece needs several GB for the VAE's attention and upsampling activations.
@@ -34,7 +34,7 @@ def _owned(value: Any) -> Any:
 
 def _latent_out(samples: torch.Tensor, family: str) -> Latent:
     """A loop's result, stored contiguous, remembering the layout the pipeline would decode from."""
-    return Latent(_owned(samples).contiguous(), family=family, channels_last=sampling.is_channels_last(samples))
+    return Latent(_owned(samples).contiguous(), family=family, channels_last=vae.is_channels_last(samples))
 
 
 def _needs_model(what: str, model: Model) -> Any:
@@ -61,16 +61,16 @@ class PromptEncode(Node):
         p = self.params
         with torch.inference_mode():
             if getattr(m, "text_encoder_2", None) is not None:
-                embeds, pooled = sampling.encode_text_sdxl(m, [p.prompt], p.clip_skip)
+                embeds, pooled = text.encode_text_sdxl(m, [p.prompt], p.clip_skip)
                 if p.negative_prompt == "" and m.extra.get("force_zeros_for_empty_prompt", True):
                     # SDXL's pipelines guide away from zeros, not from an encoded empty prompt
                     negative, negative_pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
                 else:
-                    negative, negative_pooled = sampling.encode_text_sdxl(m, [p.negative_prompt], None)
+                    negative, negative_pooled = text.encode_text_sdxl(m, [p.negative_prompt], None)
             else:
-                embeds = sampling.encode_text(m.tokenizer, m.text_encoder, [p.prompt], p.clip_skip)
+                embeds = text.encode_text(m.tokenizer, m.text_encoder, [p.prompt], p.clip_skip)
                 # diffusers applies clip_skip to the prompt only, never to the negative prompt.
-                negative = sampling.encode_text(m.tokenizer, m.text_encoder, [p.negative_prompt], None)
+                negative = text.encode_text(m.tokenizer, m.text_encoder, [p.negative_prompt], None)
                 pooled = negative_pooled = None
         return Conditioning(
             embeds=_owned(embeds), negative=_owned(negative), pooled=_owned(pooled),
@@ -89,8 +89,8 @@ class VaeEncode(Node):
     def run(self, ctx: RunContext, model: Model, image: Image) -> Latent:
         m = _needs_model("vae.encode", model)
         with torch.inference_mode():
-            moments = sampling.encode_moments(m, sampling.vae_input(m, image))  # (B, 2C, h, w)
-            mode = m.vae.config.scaling_factor * sampling.posterior(moments).mode()
+            moments = vae.encode_moments(m, vae.vae_input(m, image))  # (B, 2C, h, w)
+            mode = m.vae.config.scaling_factor * vae.posterior(moments).mode()
         return Latent(samples=_owned(mode).contiguous(), family=m.family, moments=_owned(moments).contiguous())
 
 
@@ -105,7 +105,7 @@ class VaeDecode(Node):
 
     def run(self, ctx: RunContext, model: Model, latent: Latent) -> Image:
         m = _needs_model("vae.decode", model)
-        sampling.check_model_family("vae.decode", m, latent.family)
+        vae.check_model_family("vae.decode", m, latent.family)
         if latent.samples.shape[1] != m.latent_channels:
             raise NodeError(
                 f"vae.decode: latent has {latent.samples.shape[1]} channels but the VAE of {m.name!r} takes {m.latent_channels}"
@@ -113,7 +113,7 @@ class VaeDecode(Node):
         side = max(latent.samples.shape[-2:]) * m.vae_scale_factor
         tiled = self.params.tile == "always" or (self.params.tile == "auto" and side > TILE_ABOVE_PX)
         with torch.inference_mode():
-            image = sampling.decode_latents(m, latent.samples, tiled, latent.channels_last)
+            image = vae.decode_latents(m, latent.samples, tiled, latent.channels_last)
         return _owned(image.float())
 
 
@@ -138,7 +138,7 @@ class _Sampling(NodeParams):
     steps: int = Field(20, ge=1, le=1000, description="denoising steps over the whole schedule")
     cfg: float = Field(7.5, ge=0.0, le=50.0, description="classifier-free guidance scale; <= 1 disables it")
     seed: Seed = Field(0, description="random seed (an integer, or 'random': drawn once and recorded)")
-    scheduler: sampling.SchedulerName = Field("euler", description="sampler: " + ", ".join(sampling.SCHEDULER_CLASSES))
+    scheduler: schedules.SchedulerName = Field("euler", description="sampler: " + ", ".join(schedules.SCHEDULER_CLASSES))
 
 
 @node("denoise", version="1.0.0")
@@ -158,13 +158,13 @@ class Denoise(Node):
         p = self.params
         if image is not None and mask is None:
             raise NodeError("denoise: `image` is only used with a `mask` (inpainting); connect a mask or drop the image")
-        job = sampling.DenoiseJob(
+        job = denoise.DenoiseJob(
             model=m, cond=cond, latent=latent, steps=p.steps, cfg=p.cfg, strength=p.strength, seed=int(p.seed),
             scheduler=p.scheduler, mask=mask, image=image, progress=ctx.progress,
         )
         ctx.check_cancelled()
         with torch.inference_mode():
-            samples = sampling.denoise(job)
+            samples = denoise.denoise(job)
         return _latent_out(samples, m.family)
 
 
@@ -192,26 +192,26 @@ class Refine(Node):
         ctx.check_cancelled()
         with torch.inference_mode():
             if p.upscale == "latent" and same_vae:
-                sampling.check_model_family("refine", m, latent.family)
+                vae.check_model_family("refine", m, latent.family)
                 h, w = latent.samples.shape[-2:]
                 size = (round(h * p.scale), round(w * p.scale))
                 samples = latent.samples if size == (h, w) else F.interpolate(latent.samples, size=size, mode="bilinear")
                 start = Latent(samples.contiguous(), family=m.family)
             else:
-                sampling.check_model_family("refine (source)", src, latent.family)
+                vae.check_model_family("refine (source)", src, latent.family)
                 tiled = max(latent.samples.shape[-2:]) * f > TILE_ABOVE_PX
-                pixels = sampling.decode_latents(src, latent.samples, tiled, latent.channels_last)
+                pixels = vae.decode_latents(src, latent.samples, tiled, latent.channels_last)
                 if p.scale != 1.0:
                     h, w = pixels.shape[-2:]
                     size = (max(f, round(h * p.scale / f) * f), max(f, round(w * p.scale / f) * f))
                     pixels = F.interpolate(pixels, size=size, mode="bicubic", antialias=True).clamp(0, 1)
-                moments = sampling.encode_moments(m, sampling.vae_input(m, pixels))
-                start = Latent(m.vae.config.scaling_factor * sampling.posterior(moments).mode(), m.family, moments)
-            job = sampling.DenoiseJob(
+                moments = vae.encode_moments(m, vae.vae_input(m, pixels))
+                start = Latent(m.vae.config.scaling_factor * vae.posterior(moments).mode(), m.family, moments)
+            job = denoise.DenoiseJob(
                 model=m, cond=cond, latent=start, steps=p.steps, cfg=p.cfg, strength=p.strength,
                 seed=int(p.seed), scheduler=p.scheduler, progress=ctx.progress,
             )
-            samples = sampling.denoise(job)
+            samples = denoise.denoise(job)
         return _latent_out(samples, m.family)
 
 
@@ -228,7 +228,7 @@ class Instruct(Node):
         p = self.params
         ctx.check_cancelled()
         with torch.inference_mode():
-            samples = sampling.instruct(
+            samples = denoise.instruct(
                 m, cond, latent, steps=p.steps, cfg=p.cfg, image_cfg=p.image_cfg, seed=int(p.seed),
                 scheduler_name=p.scheduler, progress=ctx.progress,
             )

@@ -1,0 +1,95 @@
+"""Every EDITGRAPH_* environment variable, read in this one place.
+
+`Settings.from_env()` reads them; entry points (the CLI, `editgraph.run`, a server) read once per
+run and pass the result down. Options are passed, never written back into os.environ.
+
+| variable                  | field             | default                                   |
+|---------------------------|-------------------|-------------------------------------------|
+| EDITGRAPH_CACHE_DIR       | cache_dir         | the user cache dir (platformdirs)         |
+| EDITGRAPH_CACHE_SIZE      | cache_size        | 20G: a working week of latents            |
+| EDITGRAPH_MEMORY_CACHE    | memory_cache      | 2G: a few dozen 1024 px images or latents |
+| EDITGRAPH_MODELS_DIR      | models_dir        | <cache_dir>/models (tiny builds, memos)   |
+| EDITGRAPH_MODELS          | model_folders     | none: folders (os.pathsep) or name=path   |
+| EDITGRAPH_MODELS_FILE     | models_file       | <user config dir>/editgraph/models.json   |
+| EDITGRAPH_CHECK_INPUTS    | check_inputs      | off; the tests turn it on                 |
+| EDITGRAPH_DEBUG           | debug             | off; on shows tracebacks of our own bugs  |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from editgraph.errors import EditgraphError
+
+__all__ = ["Settings", "parse_size"]
+
+def parse_size(text: str | int, what: str = "size") -> int:
+    """'10G', '512M', '2048' -> bytes. Anything else is an EditgraphError naming `what`."""
+    if isinstance(text, int):
+        return text
+    clean = text.strip().upper().removesuffix("B").removesuffix("I")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    try:
+        size = int(float(clean[:-1]) * scale[clean[-1]]) if clean and clean[-1] in scale else int(clean)
+    except ValueError:
+        size = -1
+    if size < 0:
+        raise EditgraphError(f"{what} must be a byte count like 2048, 512M or 20G, got {text!r}")
+    return size
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "") == "1"
+
+
+@dataclass(frozen=True)
+class Settings:
+    cache_dir: Path
+    cache_size: int = parse_size("20G")  # a working week of latents at 512-1024 px
+    memory_cache: int = parse_size("2G")  # a few dozen 1024 px images or SD latents
+    models_dir: Path | None = None  # None: <cache_dir>/models
+    model_folders: tuple[str, ...] = ()  # EDITGRAPH_MODELS entries: folders, or name=path
+    models_file: Path | None = None  # None: the user config dir's models.json
+    check_inputs: bool = False  # re-hash a node's inputs after it ran: catches writes into cached values
+    debug: bool = False  # tracebacks for errors that are editgraph bugs
+    allow_model_mismatch: bool = False  # a CLI/API option, never an environment variable
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        cache_dir = env.get("EDITGRAPH_CACHE_DIR")
+        if not cache_dir:
+            import platformdirs
+
+            cache_dir = platformdirs.user_cache_dir("editgraph")
+        models_dir = env.get("EDITGRAPH_MODELS_DIR")
+        models_file = env.get("EDITGRAPH_MODELS_FILE")
+        return cls(
+            cache_dir=Path(cache_dir),
+            cache_size=parse_size(env.get("EDITGRAPH_CACHE_SIZE", "20G"), "EDITGRAPH_CACHE_SIZE"),
+            memory_cache=parse_size(env.get("EDITGRAPH_MEMORY_CACHE", "2G"), "EDITGRAPH_MEMORY_CACHE"),
+            models_dir=Path(models_dir) if models_dir else None,
+            model_folders=tuple(filter(None, env.get("EDITGRAPH_MODELS", "").split(os.pathsep))),
+            models_file=Path(models_file) if models_file else None,
+            check_inputs=_flag(env, "EDITGRAPH_CHECK_INPUTS"),
+            debug=_flag(env, "EDITGRAPH_DEBUG"),
+        )
+
+    @property
+    def models_root(self) -> Path:
+        """Where tiny models are built on first use, and model hash memos kept."""
+        return self.models_dir if self.models_dir is not None else self.cache_dir / "models"
+
+    @property
+    def models_config(self) -> Path:
+        if self.models_file is not None:
+            return self.models_file
+        import platformdirs
+
+        return Path(platformdirs.user_config_dir("editgraph")) / "models.json"
+
+    def with_options(self, **changes) -> "Settings":
+        return replace(self, **changes)
