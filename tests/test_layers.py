@@ -20,13 +20,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("editgraph.ops",),
     ("editgraph.nodes.registry", "editgraph.nodes.context", "editgraph.nodes"),  # the node API
     ("editgraph.graph",),
+    ("editgraph.workflows",),  # bundled documents, found by name
     ("editgraph.models",),
     ("editgraph.diffusion",),
     ("editgraph.engines",),
     ("editgraph.nodes.builtin",),
     ("editgraph.executor",),
     ("editgraph.sharing",),
-    ("editgraph.workflows",),
+    ("editgraph.api",),  # open_workflow, run: what the CLI, batches and the server share
     ("editgraph.batch",),
     ("editgraph.serve",),
     ("editgraph.testing",),

@@ -20,9 +20,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from editgraph.errors import Cancelled, EditgraphError, NodeFailed, WorkflowInvalid
 
-    if getattr(args, "allow_model_mismatch", False):
-        os.environ["EDITGRAPH_ALLOW_MODEL_MISMATCH"] = "1"  # read where model.load checks the pinned hash
-
     try:
         return args.func(args) or EXIT_OK
     except WorkflowInvalid as exc:
@@ -44,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         _err(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
         return EXIT_ERROR
     except Exception as exc:  # a bug of ours: say so briefly; EDITGRAPH_DEBUG=1 shows the traceback
-        if os.environ.get("EDITGRAPH_DEBUG") == "1":
+        from editgraph.settings import Settings
+
+        if Settings.from_env().debug:
             raise
         _err(f"error: unexpected {type(exc).__name__}: {exc}\n(an editgraph bug; run with EDITGRAPH_DEBUG=1 for the traceback and report it)")
         return EXIT_ERROR
@@ -55,6 +54,7 @@ def _executor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", help="cache root (default: $EDITGRAPH_CACHE_DIR or the user cache dir)")
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads (results are bit-identical only at equal counts)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best available); results are bit-identical per device")
 
 
 def _positive_int(text: str) -> int:
@@ -155,48 +155,18 @@ def _parse_sets(sets: list[str]) -> dict[str, str]:
     return out
 
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
-
-def _read_image_provenance(ref: str) -> dict[str, Any]:
-    from editgraph.errors import Issue, WorkflowInvalid
-    from editgraph.sharing.provenance import read
-
-    try:
-        info = read(Path(ref).read_bytes())
-    except (ValueError, OSError) as exc:  # zlib / JSON damage, unreadable file
-        raise WorkflowInvalid([Issue("", f"cannot read the editgraph provenance: {exc}")], ref) from None
-    if info is None or not isinstance(info.get("workflow"), dict):
-        raise WorkflowInvalid([Issue("", "this image carries no editgraph workflow (it was not written by editgraph, or its metadata was stripped)")], ref)
-    return info
-
-
 def _load(ref: str, *, relocate: bool = False):
-    """(Workflow, base dir for relative paths, label) from a path, a bundled name, or an image
-    editgraph wrote. relocate: input files missing at their recorded paths are looked for (same
-    bytes) beside the image and in the working directory."""
-    from editgraph import workflows
-    from editgraph.errors import Issue, WorkflowInvalid
-    from editgraph.graph.document import load_workflow
+    """(Workflow, base dir, label): see editgraph.sharing.source.open_source."""
+    from editgraph.sharing.source import open_source
 
-    path = Path(ref)
-    if path.suffix.lower() in _IMAGE_SUFFIXES and path.is_file():
-        info = _read_image_provenance(ref)
-        doc = info["workflow"]
-        if relocate:
-            from editgraph.sharing.preflight import relocate_inputs
+    return open_source(ref, relocate=relocate, on_note=lambda note: _err(f"note: {note}"))
 
-            doc, notes = relocate_inputs(info, [path.resolve().parent, Path.cwd()])
-            for note in notes:
-                _err(f"note: {note}")
-        return load_workflow(doc), Path.cwd(), ref
-    if path.is_file():
-        return load_workflow(path), path.resolve().parent, ref
-    bundled = workflows.find(ref)
-    if bundled is not None:
-        return load_workflow(bundled), bundled.parent, ref
-    names = ", ".join(workflows.names()) or "(none)"
-    raise WorkflowInvalid([Issue("", f"no workflow file {ref!r}, and no bundled workflow by that name; bundled: {names}")], ref)
+
+def _settings(args):
+    """The environment's settings with this command's options."""
+    from editgraph.settings import Settings
+
+    return Settings.from_env().with_options(allow_model_mismatch=getattr(args, "allow_model_mismatch", False))
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -209,7 +179,7 @@ def cmd_validate(args) -> int:
 
     workflow, base, label = _load(args.workflow, relocate=True)  # an image: check what `run` would use
     graph = bind(workflow, _parse_sets(args.sets), base_dir=base, require_values=False, source=label)
-    problems = check_sources(graph)
+    problems = check_sources(graph, deep=True, settings=_settings(args))
     if problems:
         raise WorkflowInvalid(problems, label)
     needs = f"; params to set when running: {', '.join(graph.unbound)}" if graph.unbound else ""
@@ -218,38 +188,31 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from editgraph.sharing import provenance
-    from editgraph.executor.cache import Cache
-    from editgraph.executor.run import Executor
+    from editgraph.api import Workflow, execute
+    from editgraph.atomic import write_atomic
     from editgraph.graph.validate import bind
-
-    from editgraph.errors import WorkflowInvalid
-    from editgraph.sharing.preflight import check_sources
 
     workflow, base, label = _load_to_run(args)
     graph = bind(workflow, _parse_sets(args.sets), base_dir=base, source=label)
-    # Missing input files fail now, not after a model has loaded; models are checked as they load
-    # (their node's error names the hashes and the override flag).
-    problems = check_sources(graph, hooks=False)
-    if problems:
-        raise WorkflowInvalid(problems, label)
     _warn_threads(args.workflow)
-    cache = Cache(None, None) if args.no_cache else _open_cache(args.cache_dir)
     display = _Display(graph, quiet=args.quiet)
-    executor = Executor(cache, listeners=[display], use_cache=not args.no_cache)
-    t0 = time.perf_counter()
-    try:
-        with display:
-            result = executor.run(graph, out_dir=args.out, stamp=provenance.stamp)
-    finally:
-        cache.close()
-    wall = time.perf_counter() - t0
+    with display:
+        result = execute(
+            Workflow(workflow, base, label),
+            graph,
+            out=args.out,
+            cache=False if args.no_cache else (args.cache_dir or True),
+            device=args.device,
+            listeners=[display],
+            settings=_settings(args),
+            on_cache_open=lambda cache: _note_recovery(cache.disk),
+        )
     for path in result.written:
         print(f"wrote {path}")
     if graph.seeds:
         print("seeds drawn: " + ", ".join(f"{k}={v}" for k, v in graph.seeds.items()))
     if args.report:
-        _write_report(Path(args.report), label, graph, result, wall)
+        write_atomic(Path(args.report), (json.dumps(result.report, indent=2) + "\n").encode())
     return EXIT_OK
 
 
@@ -278,33 +241,17 @@ def _load_to_run(args):
 
 def _warn_threads(ref: str) -> None:
     """Re-running an image's workflow reproduces its pixels bit for bit only at its thread count."""
-    if Path(ref).suffix.lower() not in _IMAGE_SUFFIXES:
+    from editgraph.sharing.source import is_image
+
+    if not is_image(ref):
         return
     import torch
 
-    made_with = _read_image_provenance(ref).get("torch_threads")
+    from editgraph.sharing.source import read_image_provenance
+
+    made_with = read_image_provenance(ref).get("torch_threads")
     if made_with and made_with != torch.get_num_threads():
         _err(f"note: {ref} was made with {made_with} torch threads, this run uses {torch.get_num_threads()}; add --threads {made_with} for identical pixels")
-
-
-def _write_report(path: Path, label: str, graph, result, wall: float) -> None:
-    import torch
-
-    from editgraph.version import __version__
-    from editgraph.atomic import write_atomic
-
-    report: dict[str, Any] = {
-        "workflow": label,
-        "name": graph.workflow.name,
-        "params": graph.params,
-        "seeds": graph.seeds,
-        "nodes": {nid: {"type": r.type, "status": r.status, "seconds": round(r.seconds, 6), "key": r.key} for nid, r in result.records.items()},
-        "outputs": [str(p) for p in result.written],
-        "seconds": round(wall, 6),
-        "torch_threads": torch.get_num_threads(),
-        "editgraph": __version__,
-    }
-    write_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
 
 
 def cmd_nodes(args) -> int:
@@ -388,8 +335,10 @@ def cmd_show(args) -> int:
     if fmt == "png" and not args.output:
         _err("error: --format png needs -o FILE (a picture is not written to the terminal)")
         return EXIT_USAGE
-    is_image = Path(args.workflow).suffix.lower() in _IMAGE_SUFFIXES and Path(args.workflow).is_file()
-    info = _read_image_provenance(args.workflow) if is_image else None
+    from editgraph.sharing.source import is_image, read_image_provenance
+
+    image = is_image(args.workflow) and Path(args.workflow).is_file()
+    info = read_image_provenance(args.workflow) if image else None
     workflow, _, label = _load(args.workflow)
     status = _statuses(args.report, args.row)
     if fmt == "json":
@@ -412,7 +361,9 @@ def cmd_show(args) -> int:
 def cmd_extract(args) -> int:
     from editgraph.graph.document import load_workflow
 
-    info = _read_image_provenance(args.image)
+    from editgraph.sharing.source import read_image_provenance
+
+    info = read_image_provenance(args.image)
     workflow = load_workflow(info["workflow"])  # checks it is a well-formed document before writing
     _write_out(args.output, workflow.to_json().encode())
     if args.output:
@@ -445,7 +396,20 @@ def cmd_batch(args) -> int:
         return EXIT_USAGE
     cache = _open_cache(args.cache_dir)
     display = batch.BatchProgress(len(graphs), quiet=args.quiet)
-    executor = Executor(cache, listeners=[display])
+    from editgraph.executor.devices import pick_device
+    from editgraph.sharing.preflight import check_sources
+
+    from editgraph.errors import Issue, WorkflowInvalid
+
+    # Every row's sources (files, models and their pinned hashes) are checked before a long run.
+    problems = [
+        Issue(f"rows[{i}].{issue.path}", issue.message, issue.node_id, issue.node_type)
+        for i, graph in enumerate(graphs)
+        for issue in check_sources(graph, deep=True, settings=_settings(args))
+    ]
+    if problems:
+        raise WorkflowInvalid(problems, label)
+    executor = Executor(cache, listeners=[display], device=pick_device(args.device), settings=_settings(args))
     t0 = time.perf_counter()
 
     def on_row(row, results) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from editgraph.errors import NodeError
 
@@ -32,4 +33,6 @@ def make_scheduler(name: str, config: dict[str, Any]) -> Any:
 
 
 def generator_for(seed: int) -> torch.Generator:
+    import torch
+
     return torch.Generator("cpu").manual_seed(int(seed))

@@ -17,7 +17,6 @@ the fixed re-run starts where this one stopped.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -45,6 +44,7 @@ from editgraph.executor.events import (
 from editgraph.executor.store import MISSING
 from editgraph.graph.document import FORMAT
 from editgraph.graph.validate import BoundGraph, BoundNode
+from editgraph.settings import Settings
 from editgraph.values.sockets import Artifact
 
 Ref = tuple[str, str]  # (node id, output name)
@@ -100,15 +100,20 @@ class Executor:
         listeners: Iterable[Callable[[Event], None]] = (),
         device: torch.device | None = None,
         use_cache: bool = True,
+        settings: Settings | None = None,
     ):
         self.cache = cache or Cache()
+        if not use_cache:
+            # Neither read (lookups are skipped below) nor written: a run-local memory tier only.
+            self.cache = Cache(None, None)
         self.listeners = list(listeners)
         self.device = device or torch.device("cpu")
         self.use_cache = use_cache
         # Cached values are shared, so a node that writes into its inputs corrupts them for every
         # later consumer. EDITGRAPH_CHECK_INPUTS=1 (the test suite sets it) re-hashes inputs after
         # each node and fails the node that changed one.
-        self.check_inputs = os.environ.get("EDITGRAPH_CHECK_INPUTS") == "1"
+        self.settings = settings or Settings.from_env()
+        self.check_inputs = self.settings.check_inputs
 
     def emit(self, event: Event) -> None:
         for listener in self.listeners:
@@ -208,7 +213,12 @@ class _Run:
         args = {name: self.fetch(ref) for name, ref in node.inputs.items()}
         ex.emit(NodeStarted(nid, node.type, key))
         ctx = RunContext(
-            nid, node.type, ex.device, on_progress=lambda k, n: ex.emit(NodeProgress(nid, node.type, k, n)), cancel=self.cancel
+            nid,
+            node.type,
+            ex.device,
+            on_progress=lambda k, n: ex.emit(NodeProgress(nid, node.type, k, n)),
+            cancel=self.cancel,
+            settings=ex.settings,
         )
         t0 = time.perf_counter()
         try:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import networkx as nx
 
+from editgraph.graph import topology
 from editgraph.graph.document import Workflow
 
 STATUS_COLOURS = {"ran": "#c8f0c8", "cached": "#dcdcdc", "failed": "#f4b4b4", None: "#ffffff"}
@@ -28,21 +28,10 @@ def edges(workflow: Workflow) -> list[tuple[str, str, str, str | None]]:
     return out
 
 
-def dag(workflow: Workflow) -> nx.DiGraph:
-    g = nx.DiGraph()
-    g.add_nodes_from(workflow.nodes)
-    for src, dst, _, _ in edges(workflow):
-        if src in workflow.nodes:
-            g.add_edge(src, dst)
-    return g
-
-
 def layers(workflow: Workflow) -> list[list[str]]:
     """Nodes by topological generation (sources first); a cyclic document falls back to one layer."""
-    try:
-        return [sorted(gen) for gen in nx.topological_generations(dag(workflow))]
-    except nx.NetworkXUnfeasible:
-        return [list(workflow.nodes)]
+    pairs = [(src, dst) for src, dst, _, _ in edges(workflow)]
+    return topology.generations(workflow.nodes, pairs) or [list(workflow.nodes)]
 
 
 def _order(workflow: Workflow) -> list[str]:

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
 from pydantic import ValidationError
 
 from editgraph.errors import Issue, WorkflowInvalid
+from editgraph.graph import topology
 from editgraph.graph.document import ParamSpec, Workflow, describe_pydantic_error, param_ref
 from editgraph.nodes.registry import INPUT_PATH, SEED, Node, NodeParams, field_marks, load_builtin_nodes
 
@@ -369,18 +369,12 @@ def _resolve_inputs(node_id, cls, workflow, classes, issues) -> dict[str, tuple[
 
 
 def _topological_order(workflow, inputs, issues) -> list[str]:
-    dag = nx.DiGraph()
-    dag.add_nodes_from(workflow.nodes)
-    for nid, ins in inputs.items():
-        for src, _ in ins.values():
-            dag.add_edge(src, nid)
-    try:
-        # Sorted among equals so the order, and so event order, is the same every run.
-        return list(nx.lexicographical_topological_sort(dag))
-    except nx.NetworkXUnfeasible:
-        for component in nx.strongly_connected_components(dag):
-            if len(component) > 1 or any(dag.has_edge(n, n) for n in component):
-                cycle = [u for u, _ in nx.find_cycle(dag.subgraph(component))]
-                chain = " -> ".join(cycle + [cycle[0]])
-                issues.append(Issue("nodes", f"cycle: {chain}", cycle[0], workflow.nodes[cycle[0]].type))
-        return []
+    edges = [(src, nid) for nid, ins in inputs.items() for src, _ in ins.values()]
+    # Sorted among equals so the order, and so event order, is the same every run.
+    found = topology.order(workflow.nodes, edges)
+    if found is not None:
+        return found
+    for cycle in topology.cycles(workflow.nodes, edges):
+        chain = " -> ".join(cycle + [cycle[0]])
+        issues.append(Issue("nodes", f"cycle: {chain}", cycle[0], workflow.nodes[cycle[0]].type))
+    return []

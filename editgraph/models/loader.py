@@ -49,11 +49,12 @@ def models_root() -> Path:
     return Settings.from_env().models_root
 
 
-def resolve(name_or_path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The folder or file a model name or path stands for, building a tiny model if needed."""
+def resolve(name_or_path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None = None, *, build: bool = True) -> Path:
+    """The folder or file a model name or path stands for, building a tiny model if needed
+    (build=False: where it would be built, which may not exist yet)."""
     text = os.fspath(name_or_path)
     if text in TINY_NAMES:
-        return ensure_tiny(text)
+        return ensure_tiny(text) if build else models_root() / text
     path = Path(text).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
@@ -63,7 +64,7 @@ def resolve(name_or_path: str | os.PathLike[str], base_dir: str | os.PathLike[st
     # A workflow's "sd15" arrives as <workflow dir>/sd15 (model.load's param is an InputPath):
     # with nothing there, the last part is a name: a built-in tiny model or a registered one.
     if path.name in TINY_NAMES:
-        return ensure_tiny(path.name)
+        return ensure_tiny(path.name) if build else models_root() / path.name
     known = names.registered()
     if path.name in known:
         target = known[path.name]

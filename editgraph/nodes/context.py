@@ -5,19 +5,29 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from editgraph.errors import Cancelled
+from editgraph.settings import Settings
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _cpu() -> Any:
+    import torch
+
+    return torch.device("cpu")
 
 
 @dataclass
 class RunContext:
     node_id: str
     node_type: str
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device = field(default_factory=_cpu)
     on_progress: Callable[[int, int], None] | None = None
     cancel: threading.Event | None = None
+    settings: Settings | None = None  # the run's options (model-mismatch override ...)
 
     def progress(self, step: int, total: int) -> None:
         """Report step k of n (emits a progress event) and honour a pending cancel."""

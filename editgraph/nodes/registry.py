@@ -26,7 +26,7 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from editgraph.errors import NodeDefinitionError
 from editgraph.values.sockets import SocketType, socket_of
@@ -57,6 +57,10 @@ SEED = _Mark("Seed")
 # working directory for --set values). Not part of the key: the node's source_token() hashes
 # what the file holds instead, so the same photo elsewhere keys alike.
 InputPath = Annotated[str, INPUT_PATH]
+
+# A colour param: three sRGB values, each checked to lie in 0..1 when the workflow is bound.
+Unit = Annotated[float, Field(ge=0, le=1)]
+RGB = tuple[Unit, Unit, Unit]
 
 _SEED_MAX = 2**64 - 1  # what torch's generator takes
 
@@ -113,6 +117,29 @@ class Node:
     def source_token(cls, params: NodeParams) -> str | None:
         """For nodes that read outside the graph: a hash of what they read (file bytes, model files)."""
         return None
+
+    @classmethod
+    def check_sources(cls, params: NodeParams, *, deep: bool = True, settings: Any = None) -> list[tuple[str, str]]:
+        """What the node reads, checked before anything runs: (param field, problem) pairs.
+
+        The default checks that every InputPath param names an existing regular file. `deep`
+        (editgraph validate) lets a node look further without loading anything: model.load checks
+        its files' layout and pinned hash."""
+        from pathlib import Path
+
+        problems = []
+        for fname in field_marks(cls.Params, INPUT_PATH):
+            value = getattr(params, fname, None)
+            if not isinstance(value, str) or not value:
+                continue  # an unbound $param: nothing to look for yet
+            path = Path(value)
+            if not path.is_file():
+                problems.append((fname, f"input file {'is a folder, not a file' if path.is_dir() else 'not found'}: {value}"))
+        return problems
+
+    # Its InputPath files may be looked for again by name and hash when an image's workflow runs
+    # on another machine (model.load: no, its names resolve through the model registry).
+    relocatable: ClassVar[bool] = True
 
     @classmethod
     def key_params(cls, params: NodeParams) -> str:

@@ -8,14 +8,7 @@ OkLab: Björn Ottosson, "A perceptual color space for image processing" (2020).
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import torch
-from pydantic import Field
-
-# A colour param: three sRGB values, each checked to lie in 0..1 when the workflow is bound.
-Unit = Annotated[float, Field(ge=0, le=1)]
-RGB = tuple[Unit, Unit, Unit]
 
 # Linear sRGB -> LMS cone response, then cube root -> OkLab (Ottosson's published matrices).
 _RGB_TO_LMS = torch.tensor(

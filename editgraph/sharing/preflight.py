@@ -27,27 +27,18 @@ from editgraph.errors import Issue
 from editgraph.graph.document import param_ref
 
 
-def check_sources(graph, *, hooks: bool = True) -> list[Issue]:
-    from editgraph.nodes.registry import INPUT_PATH, field_marks
-
+def check_sources(graph, *, deep: bool = True, settings=None) -> list[Issue]:
+    """Every node's Node.check_sources, as Issues with JSON paths, in document order (the order an
+    author reads them in). deep=False checks only that input files exist (run does the rest as
+    nodes load)."""
     issues: list[Issue] = []
-    for nid in graph.workflow.nodes:  # document order: the order an author reads them in
+    for nid in graph.workflow.nodes:
         node = graph.nodes[nid]
         raw = graph.workflow.nodes[nid].params
-        hook = getattr(node.cls, "check_sources", None)
-        if callable(hook):
-            for problem in (hook(node.params) if hooks else None) or []:
-                issues.append(Issue(f"nodes.{nid}.params", str(problem), nid, node.type))
-            continue
-        for fname in field_marks(node.cls.Params, INPUT_PATH):
-            value = getattr(node.params, fname, None)
-            if not isinstance(value, str) or not value:
-                continue  # an unbound $param: nothing to look for yet
-            if not Path(value).is_file():
-                bound = param_ref(raw.get(fname))
-                via = f" (from ${bound})" if bound is not None else ""
-                what = "is a folder, not a file" if Path(value).is_dir() else "not found"
-                issues.append(Issue(f"nodes.{nid}.params.{fname}", f"input file {what}: {value}{via}", nid, node.type))
+        for fname, problem in node.cls.check_sources(node.params, deep=deep, settings=settings):
+            bound = param_ref(raw.get(fname))
+            via = f" (from ${bound})" if bound is not None else ""
+            issues.append(Issue(f"nodes.{nid}.params.{fname}", f"{problem}{via}", nid, node.type))
     return issues
 
 
@@ -65,7 +56,8 @@ def relocate_inputs(info: dict[str, Any], search: list[Path]) -> tuple[dict[str,
         path = rec.get("path")
         if not isinstance(path, str) or Path(path).is_file():
             continue
-        if callable(getattr(registry.get(rec.get("type", "")), "check_sources", None)):
+        cls = registry.get(rec.get("type", ""))
+        if cls is not None and not cls.relocatable:
             continue  # resolved by the node itself (a model name through the registry), not by file
         name = Path(path).name
         found = next((d / name for d in search if (d / name).is_file()), None)

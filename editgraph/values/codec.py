@@ -33,15 +33,7 @@ MAGIC = b"EGV1"
 _HEADER_LEN = struct.Struct("<I")
 
 # Registered dataclasses, by name. Names are part of stored headers: never rename one.
-STRUCTS: dict[str, type] = {}
-
-
-def storable(cls: type) -> type:
-    """Class decorator: a dataclass whose instances can be encoded field by field."""
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"@storable needs a dataclass, got {cls.__name__}")
-    STRUCTS[cls.__name__] = cls
-    return cls
+from editgraph.values.structs import STRUCTS, storable  # noqa: F401  (storable: re-exported)
 
 
 class Unstorable(TypeError):

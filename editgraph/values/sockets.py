@@ -16,11 +16,12 @@ it takes); the richer values are small dataclasses the cache knows how to encode
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin
 
-import torch
+from editgraph.values.structs import storable
 
-from editgraph.values.codec import storable
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,14 @@ class SocketType:
 IMAGE = SocketType("Image", "float32 tensor (B, 3, H, W), values 0..1, sRGB")
 MASK = SocketType("Mask", "float32 tensor (B, 1, H, W), values 0..1, 1 = the region to change")
 
-Image = Annotated[torch.Tensor, IMAGE]
-Mask = Annotated[torch.Tensor, MASK]
+# Node signatures are read at registration, which must not import torch (`validate` stays
+# instant); type checkers see the tensor type.
+if TYPE_CHECKING:
+    Image = Annotated[torch.Tensor, IMAGE]
+    Mask = Annotated[torch.Tensor, MASK]
+else:
+    Image = Annotated[object, IMAGE]
+    Mask = Annotated[object, MASK]
 
 
 @storable

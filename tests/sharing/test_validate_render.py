@@ -30,8 +30,8 @@ class Checked(Node):
         return "x"
 
     @classmethod
-    def check_sources(cls, params) -> list[str]:
-        return [] if params.model == "ok" else [f"model {params.model!r} not found in the model folders"]
+    def check_sources(cls, params, *, deep=True, settings=None) -> list[tuple[str, str]]:
+        return [] if params.model == "ok" else [("model", f"model {params.model!r} not found in the model folders")]
 
     def run(self, ctx) -> ImageSocket:
         raise AssertionError("never run in these tests")
@@ -78,7 +78,7 @@ def test_validate_passes_when_files_exist_and_skips_unset_params(tmp_path, cli, 
 def test_node_classes_may_add_source_checks(tmp_path, photo_path):
     doc = {"nodes": {"a": {"type": "sharetest.checked", "params": {"path": str(photo_path), "model": "sd99"}}}}
     (issue,) = check_sources(bind(load_workflow(doc)))
-    assert (issue.path, issue.node_id, issue.message) == ("nodes.a.params", "a", "model 'sd99' not found in the model folders")
+    assert (issue.path, issue.node_id, issue.message) == ("nodes.a.params.model", "a", "model 'sd99' not found in the model folders")
 
 
 def diamond() -> dict:

@@ -3,19 +3,17 @@ keeps inpainting sharp on a large photo."""
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
-import torch
 from pydantic import Field
 
-from editgraph.ops.colour import RGB
-from editgraph.nodes.context import RunContext
 from editgraph.errors import NodeError
-from editgraph.ops.filters import feather, pad
-from editgraph.ops.imaging import same_size
-from editgraph.nodes.registry import Node, NodeParams, node
+from editgraph.nodes.context import RunContext
+from editgraph.nodes.registry import RGB, Node, NodeParams, node
 from editgraph.values.sockets import Image, Mask
-from editgraph.ops.regions import mask_box, resample
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _batch_match(what: str, a: torch.Tensor, b: torch.Tensor, a_name: str, b_name: str) -> None:
@@ -25,6 +23,8 @@ def _batch_match(what: str, a: torch.Tensor, b: torch.Tensor, a_name: str, b_nam
 
 def _composite(base: torch.Tensor, over: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """base where mask is 0 (bit for bit), over where it is 1, a linear mix between."""
+    import torch
+
     mixed = torch.lerp(base, over, mask)
     return torch.where(mask <= 0, base, torch.where(mask >= 1, over, mixed))
 
@@ -64,6 +64,10 @@ class PadImage(Node):
         color: RGB = Field((0.0, 0.0, 0.0), description="sRGB fill for fill='color', 0..1 each")
 
     def run(self, ctx: RunContext, image: Image) -> Image:
+        import torch
+
+        from editgraph.ops.filters import pad
+
         p = self.params
         if p.fill == "color":
             b, _, h, w = image.shape
@@ -84,6 +88,8 @@ def _screen(a, b):
 
 def _overlay(a, b):
     # the base decides: multiply in its shadows, screen in its highlights
+    import torch
+
     return torch.where(a <= 0.5, 2 * a * b, 1 - 2 * (1 - a) * (1 - b))
 
 
@@ -102,6 +108,11 @@ class BlendImage(Node):
         resize: bool = Field(False, description="scale top (and mask) to the base's size instead of failing")
 
     def run(self, ctx: RunContext, base: Image, top: Image, mask: Mask | None = None) -> Image:
+        import torch
+
+        from editgraph.ops.imaging import same_size
+        from editgraph.ops.regions import resample
+
         p = self.params
         if p.resize:
             top = resample(top, *base.shape[-2:])
@@ -147,6 +158,9 @@ class CropToMask(Node):
     Params = _BoxParams
 
     def run(self, ctx: RunContext, image: Image, mask: Mask) -> CroppedRegion:
+        from editgraph.ops.imaging import same_size
+        from editgraph.ops.regions import mask_box, resample
+
         p = self.params
         same_size("image.crop_to_mask", image, mask, "image", "mask")
         box = mask_box(mask, p.margin, p.working_size, p.multiple_of, "image.crop_to_mask")
@@ -170,6 +184,10 @@ class PasteBack(Node):
         feather: int = Field(0, ge=0, le=1024, description="feather (mask.feather) before blending, px; keep <= margin")
 
     def run(self, ctx: RunContext, base: Image, crop: Image, mask: Mask) -> Image:
+        from editgraph.ops.filters import feather
+        from editgraph.ops.imaging import same_size
+        from editgraph.ops.regions import mask_box, resample
+
         p = self.params
         same_size("image.paste_back", base, mask, "base", "mask")
         _batch_match("image.paste_back", base, mask, "base", "mask")

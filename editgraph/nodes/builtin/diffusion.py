@@ -8,17 +8,18 @@ bit for bit on the CPU (tests/nodes/test_diffusion_equivalence.py).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field
 
-from editgraph.diffusion import denoise, schedules, text, vae
-from editgraph.nodes.context import RunContext
+from editgraph.diffusion import schedules
 from editgraph.errors import NodeError
+from editgraph.nodes.context import RunContext
 from editgraph.nodes.registry import Node, NodeParams, Seed, node
 from editgraph.values.sockets import Conditioning, Image, Latent, Mask, Model
+
+if TYPE_CHECKING:
+    import torch
 
 # Pixels on a side above which vae.decode works in tiles (tile="auto"): a 2048 px decode in one
 # piece needs several GB for the VAE's attention and upsampling activations.
@@ -27,6 +28,8 @@ TILE_ABOVE_PX = 1024
 
 def _owned(value: Any) -> Any:
     """Turn inference tensors into ordinary ones, so downstream nodes may modify them in place."""
+    import torch
+
     if isinstance(value, torch.Tensor):
         return value.clone() if value.is_inference() else value
     return value
@@ -34,6 +37,8 @@ def _owned(value: Any) -> Any:
 
 def _latent_out(samples: torch.Tensor, family: str) -> Latent:
     """A loop's result, stored contiguous, remembering the layout the pipeline would decode from."""
+    from editgraph.diffusion import vae
+
     return Latent(_owned(samples).contiguous(), family=family, channels_last=vae.is_channels_last(samples))
 
 
@@ -57,6 +62,10 @@ class PromptEncode(Node):
         )
 
     def run(self, ctx: RunContext, model: Model) -> Conditioning:
+        import torch
+
+        from editgraph.diffusion import text
+
         m = _needs_model("prompt.encode", model)
         p = self.params
         with torch.inference_mode():
@@ -87,6 +96,10 @@ class VaeEncode(Node):
         pass
 
     def run(self, ctx: RunContext, model: Model, image: Image) -> Latent:
+        import torch
+
+        from editgraph.diffusion import vae
+
         m = _needs_model("vae.encode", model)
         with torch.inference_mode():
             moments = vae.encode_moments(m, vae.vae_input(m, image))  # (B, 2C, h, w)
@@ -104,6 +117,10 @@ class VaeDecode(Node):
         )
 
     def run(self, ctx: RunContext, model: Model, latent: Latent) -> Image:
+        import torch
+
+        from editgraph.diffusion import vae
+
         m = _needs_model("vae.decode", model)
         vae.check_model_family("vae.decode", m, latent.family)
         if latent.samples.shape[1] != m.latent_channels:
@@ -127,6 +144,8 @@ class EmptyLatent(Node):
         batch: int = Field(1, ge=1, le=64, description="how many pictures")
 
     def run(self, ctx: RunContext, model: Model) -> Latent:
+        import torch
+
         m = _needs_model("latent.empty", model)
         p, f = self.params, m.vae_scale_factor
         if p.width % f or p.height % f:
@@ -154,6 +173,10 @@ class Denoise(Node):
         self, ctx: RunContext, model: Model, cond: Conditioning, latent: Latent,
         mask: Mask | None = None, image: Image | None = None,
     ) -> Latent:
+        import torch
+
+        from editgraph.diffusion import denoise
+
         m = _needs_model("denoise", model)
         p = self.params
         if image is not None and mask is None:
@@ -184,6 +207,11 @@ class Refine(Node):
     def run(
         self, ctx: RunContext, model: Model, cond: Conditioning, latent: Latent, source: Model | None = None
     ) -> Latent:
+        import torch
+        import torch.nn.functional as F
+
+        from editgraph.diffusion import denoise, vae
+
         m = _needs_model("refine", model)
         src = _needs_model("refine", source) if source is not None else m
         p = self.params
@@ -224,6 +252,10 @@ class Instruct(Node):
         image_cfg: float = Field(1.5, ge=0.0, le=20.0, description="image guidance: higher keeps more of the source")
 
     def run(self, ctx: RunContext, model: Model, cond: Conditioning, latent: Latent) -> Latent:
+        import torch
+
+        from editgraph.diffusion import denoise
+
         m = _needs_model("instruct", model)
         p = self.params
         ctx.check_cancelled()

@@ -3,19 +3,19 @@ matching the palette of a reference image."""
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import torch
 from pydantic import Field
 
-from editgraph.ops.colour import LUMA, linear_to_srgb, oklab_to_srgb, srgb_to_linear, srgb_to_oklab
-from editgraph.nodes.context import RunContext
 from editgraph.errors import NodeError
-from editgraph.ops.imaging import file_hash
-from editgraph.ops.lut import apply_cube, load_cube
+from editgraph.nodes.context import RunContext
 from editgraph.nodes.registry import InputPath, Node, NodeParams, node
 from editgraph.values.sockets import Image, Mask
+
+if TYPE_CHECKING:
+    import torch
 
 # Per-channel (r, g, b) controls, range-checked when the workflow is bound.
 _Lift = Annotated[float, Field(ge=-1, le=1)]
@@ -23,7 +23,15 @@ _Gamma = Annotated[float, Field(ge=0.01, le=10)]
 _Gain = Annotated[float, Field(ge=0, le=16)]
 
 # Mid-grey (18 % reflectance) in sRGB encoding: the pivot contrast turns around.
-_MID_GREY = float(linear_to_srgb(torch.tensor(0.18)))
+@functools.cache
+def _mid_grey() -> float:
+    import torch
+
+    from editgraph.ops.colour import linear_to_srgb
+
+    return float(linear_to_srgb(torch.tensor(0.18)))
+
+
 # Per-unit strength of temperature / tint as a log gain on the linear channels: temperature +1
 # multiplies red by e^0.3 = 1.35 and blue by 0.74 before luminance is restored; a visible but
 # not garish warm-up, so the -2..2 range covers what a photographer would use.
@@ -70,9 +78,16 @@ class Grade(Node):
 
     @classmethod
     def source_token(cls, params: Params) -> str | None:
+        from editgraph.ops.imaging import file_hash
+
         return file_hash(params.lut) if params.lut else None
 
     def run(self, ctx: RunContext, image: Image) -> Image:
+        import torch
+
+        from editgraph.ops.colour import linear_to_srgb, oklab_to_srgb, srgb_to_linear, srgb_to_oklab
+        from editgraph.ops.lut import apply_cube, load_cube
+
         p = self.params
         x = image
         # 1-2. exposure and white balance act on light, so in linear
@@ -85,7 +100,7 @@ class Grade(Node):
             x = linear_to_srgb(lin * scale)
         # 3. contrast around mid-grey
         if p.contrast != 1:
-            x = (x - _MID_GREY) * p.contrast + _MID_GREY
+            x = (x - _mid_grey()) * p.contrast + _mid_grey()
         # 4. lift / gamma / gain
         if p.lift != (0, 0, 0) or p.gain != (1, 1, 1):
             lift = torch.tensor(p.lift, dtype=x.dtype).view(1, 3, 1, 1)
@@ -112,6 +127,10 @@ class Grade(Node):
 
 def _white_balance_gains(temperature: float, tint: float) -> torch.Tensor | None:
     """(1, 3, 1, 1) linear gains for a temperature / tint shift, luminance-neutral; None at 0, 0."""
+    import torch
+
+    from editgraph.ops.colour import LUMA
+
     if temperature == 0 and tint == 0:
         return None
     r = math.exp(_WB_STRENGTH * temperature)
@@ -140,6 +159,10 @@ class MatchColors(Node):
         )
 
     def run(self, ctx: RunContext, image: Image, reference: Image, mask: Mask | None = None) -> Image:
+        import torch
+
+        from editgraph.ops.colour import oklab_to_srgb, srgb_to_oklab
+
         p = self.params
         if p.strength == 0:
             return image

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import io
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field, field_validator
 
-from editgraph.nodes.context import RunContext
 from editgraph.errors import NodeError
-from editgraph.ops.imaging import file_hash, read_image, same_size, to_pil
+from editgraph.nodes.context import RunContext
 from editgraph.nodes.registry import InputPath, Node, NodeParams, node
 from editgraph.values.sockets import Artifact, Image, Mask
+
+if TYPE_CHECKING:
+    import torch
 
 
 class LoadedImage(NamedTuple):
@@ -34,9 +34,15 @@ class LoadImage(Node):
 
     @classmethod
     def source_token(cls, params: Params) -> str:
+        from editgraph.ops.imaging import file_hash
+
         return file_hash(params.path)
 
     def run(self, ctx: RunContext) -> LoadedImage:
+        import torch
+
+        from editgraph.ops.imaging import read_image
+
         decoded = read_image(self.params.path)
         alpha = decoded.alpha if decoded.alpha is not None else torch.ones_like(decoded.image[:, :1])
         return LoadedImage(decoded.image, alpha)
@@ -67,6 +73,8 @@ class SaveImage(Node):
             return v
 
     def run(self, ctx: RunContext, image: Image) -> Artifact:
+        from editgraph.ops.imaging import to_pil
+
         path = PurePosixPath(self.params.path)
         fmt = _SAVE_SUFFIXES[path.suffix.lower()]
         files = {}
@@ -90,6 +98,8 @@ class ResizeImage(Node):
         filter: Literal["bicubic", "bilinear", "nearest", "area"] = Field("bicubic", description="resampling filter")
 
     def run(self, ctx: RunContext, image: Image) -> Image:
+        import torch.nn.functional as F
+
         h, w = image.shape[-2:]
         p = self.params
         if p.width == 0 and p.height == 0:
@@ -115,6 +125,10 @@ class CompositeImage(Node):
         resize_overlay: bool = Field(False, description="scale overlay and mask to the base's size instead of failing")
 
     def run(self, ctx: RunContext, base: Image, overlay: Image, mask: Mask | None = None) -> Image:
+        import torch
+
+        from editgraph.ops.imaging import same_size
+
         if self.params.resize_overlay:
             overlay = _fit(overlay, base)
             mask = None if mask is None else _fit(mask, base)
@@ -128,6 +142,8 @@ class CompositeImage(Node):
 
 
 def _fit(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    import torch.nn.functional as F
+
     if x.shape[-2:] == like.shape[-2:]:
         return x
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)

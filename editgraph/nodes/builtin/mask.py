@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field
 
-from editgraph.ops.colour import RGB, luminance, srgb_to_oklab
-from editgraph.nodes.context import RunContext
 from editgraph.errors import NodeError
-from editgraph.ops.filters import dilate, erode, feather
-from editgraph.ops.imaging import file_hash, read_image, same_size
-from editgraph.nodes.registry import InputPath, Node, NodeParams, node
+from editgraph.nodes.context import RunContext
+from editgraph.nodes.registry import RGB, InputPath, Node, NodeParams, node
 from editgraph.values.sockets import Image, Mask
+
+if TYPE_CHECKING:
+    import torch
 
 Channel = Literal["auto", "luminance", "alpha", "red", "green", "blue"]
 
@@ -29,6 +27,10 @@ def _canvas(what: str, image: torch.Tensor | None, width: int, height: int) -> t
 
 
 def _fit(what: str, mask: torch.Tensor, like: torch.Tensor, resize: bool, names: tuple[str, str]) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    from editgraph.ops.imaging import same_size
+
     if resize and mask.shape[-2:] != like.shape[-2:]:
         out = F.interpolate(mask, size=like.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
         return out.clamp_(0, 1)
@@ -55,9 +57,14 @@ class LoadMask(Node):
 
     @classmethod
     def source_token(cls, params: Params) -> str:
+        from editgraph.ops.imaging import file_hash
+
         return file_hash(params.path)
 
     def run(self, ctx: RunContext) -> Mask:
+        from editgraph.ops.colour import luminance
+        from editgraph.ops.imaging import read_image
+
         decoded = read_image(self.params.path)
         channel = self.params.channel
         alpha_varies = decoded.alpha is not None and bool((decoded.alpha < 1).any())
@@ -102,6 +109,8 @@ class RectMask(Node):
         height: int = Field(0, ge=0, le=65536, description="canvas height when no image is connected")
 
     def run(self, ctx: RunContext, image: Image | None = None) -> Mask:
+        import torch
+
         p = self.params
         b, h, w = _canvas("mask.rect", image, p.width, p.height)
         mask = torch.zeros(b, 1, h, w)
@@ -125,6 +134,8 @@ class EllipseMask(Node):
         height: int = Field(0, ge=0, le=65536, description="canvas height when no image is connected")
 
     def run(self, ctx: RunContext, image: Image | None = None) -> Mask:
+        import torch
+
         p = self.params
         b, h, w = _canvas("mask.ellipse", image, p.width, p.height)
         rx, ry = p.rx * w, p.ry * h
@@ -163,6 +174,10 @@ class MaskFromColor(Node):
         softness: float = Field(0.05, ge=0, le=2, description="OkLab distance over which the mask fades to 0")
 
     def run(self, ctx: RunContext, image: Image) -> Mask:
+        import torch
+
+        from editgraph.ops.colour import srgb_to_oklab
+
         p = self.params
         lab = srgb_to_oklab(image)
         ref = srgb_to_oklab(torch.tensor(p.color, dtype=image.dtype).view(1, 3, 1, 1))
@@ -186,6 +201,8 @@ class FeatherMask(Node):
         radius: int = Field(8, ge=0, le=1024, description="half-width of the soft edge in px (0 = unchanged)")
 
     def run(self, ctx: RunContext, mask: Mask) -> Mask:
+        from editgraph.ops.filters import feather
+
         return feather(mask, self.params.radius)
 
 
@@ -204,6 +221,8 @@ class GrowMask(Node):
         )
 
     def run(self, ctx: RunContext, mask: Mask) -> Mask:
+        from editgraph.ops.filters import dilate, erode
+
         n, shape = self.params.pixels, self.params.shape
         if n == 0:
             return mask
@@ -231,6 +250,8 @@ class CombineMask(Node):
         resize: bool = Field(False, description="scale b to a's size instead of failing on a size mismatch")
 
     def run(self, ctx: RunContext, a: Mask, b: Mask) -> Mask:
+        import torch
+
         b = _fit("mask.combine", b, a, self.params.resize, ("a", "b"))
         if self.params.mode == "union":
             return torch.maximum(a, b)

@@ -9,12 +9,12 @@ reruns everything made with it and the same files elsewhere share cache entries.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from editgraph.nodes.context import RunContext
 from editgraph.models.handle import DiffusionModel
+from editgraph.nodes.context import RunContext
 from editgraph.nodes.registry import InputPath, Node, NodeParams, node
 
 
@@ -41,32 +41,41 @@ class LoadModel(Node):
 
     @classmethod
     def source_token(cls, params: NodeParams) -> str | None:
-        import os
-
-        from editgraph.models.errors import ModelError
         from editgraph.models.loader import model_hash, resolve
 
-        path = resolve(params.model)  # type: ignore[attr-defined]
-        digest = model_hash(path)
-        wanted = params.hash  # type: ignore[attr-defined]
-        if wanted and not digest.startswith(wanted) and os.environ.get("EDITGRAPH_ALLOW_MODEL_MISMATCH") != "1":
-            raise ModelError(
+        return model_hash(resolve(params.model))  # type: ignore[attr-defined]
+
+    @classmethod
+    def check_sources(cls, params: NodeParams, *, deep: bool = True, settings: Any = None) -> list[tuple[str, str]]:
+        """The model resolves on this machine and, when the workflow pins one, has that content
+        hash (unless the run allows a mismatch). Nothing is loaded, and a tiny model that is not
+        built yet is left to the run that needs it."""
+        from editgraph.models.errors import ModelError
+        from editgraph.models.loader import model_hash, resolve, tiny_is_built
+        from editgraph.models.tiny import TINY_NAMES
+
+        if not deep:
+            return []
+        try:
+            path = resolve(params.model, build=False)  # type: ignore[attr-defined]
+            if path.name in TINY_NAMES and not tiny_is_built(path):
+                return []
+            wanted = params.hash  # type: ignore[attr-defined]
+            if not wanted or (settings is not None and settings.allow_model_mismatch):
+                return []
+            digest = model_hash(path)
+        except ModelError as exc:
+            return [("model", str(exc))]
+        if not digest.startswith(wanted):
+            return [("model", (
                 f"model {Path(params.model).name!r} at {path} is not the one this workflow was made with: "  # type: ignore[attr-defined]
                 f"expected content hash {wanted}, found {digest}. Point the name at the right files, "
                 f"or run with --allow-model-mismatch to use these anyway"
-            )
-        return digest
-
-    @classmethod
-    def check_sources(cls, params: NodeParams) -> list[str]:
-        """For `editgraph validate`: the model resolves on this machine and has the pinned hash."""
-        from editgraph.models.errors import ModelError
-
-        try:
-            cls.source_token(params)
-        except ModelError as exc:
-            return [str(exc)]
+            ))]
         return []
+
+    # Model names resolve through the model registry, not as files to find beside an image.
+    relocatable = False
 
     # The expected hash only guards; the actual files' hash (source_token) is what is keyed, so a
     # pinned and an unpinned reference to the same files share cache entries.

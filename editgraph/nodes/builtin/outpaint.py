@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field
 
-from editgraph.ops.colour import RGB
 from editgraph.nodes.context import RunContext
-from editgraph.ops.filters import gaussian_blur, pad
-from editgraph.nodes.registry import Node, NodeParams, node
+from editgraph.nodes.registry import RGB, Node, NodeParams, node
 from editgraph.values.sockets import Image, Mask
+
+if TYPE_CHECKING:
+    import torch
 
 Aspect = Literal["none", "1:1", "4:5", "5:4", "2:3", "3:2", "3:4", "4:3", "9:16", "16:9"]
 Anchor = Literal["center", "top", "bottom", "left", "right", "top_left", "top_right", "bottom_left", "bottom_right"]
@@ -37,6 +36,8 @@ def _split(total: int, anchor: Anchor, before_word: str, after_word: str) -> tup
 def _ramp(n: int, overlap: int, feather: int) -> torch.Tensor:
     """Mask values along n px of the original, measured from the padded side: 1 for the first
     overlap - feather px, then a smoothstep down over `feather` px, 0 from `overlap` px on."""
+    import torch
+
     d = torch.arange(n, dtype=torch.float32)
     t = ((overlap - d) / (feather + 1)).clamp(0, 1)
     return t * t * (3 - 2 * t)
@@ -45,6 +46,10 @@ def _ramp(n: int, overlap: int, feather: int) -> torch.Tensor:
 def _soft_fill(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Gaussian blur for the pre-fill. Wide radii blur a copy shrunk by radius / 8 and scale it
     back: the fill is only a starting point for the model, and this is ~radius/8 squared cheaper."""
+    import torch.nn.functional as F
+
+    from editgraph.ops.filters import gaussian_blur
+
     factor = max(1, radius // 8)
     if factor == 1:
         return gaussian_blur(x, radius).clamp_(0, 1)
@@ -107,6 +112,10 @@ class OutpaintPad(Node):
         return left, right, top, bottom
 
     def run(self, ctx: RunContext, image: Image) -> Outpainted:
+        import torch
+
+        from editgraph.ops.filters import pad
+
         p = self.params
         b, _, h, w = image.shape
         left, right, top, bottom = self._geometry(h, w)
