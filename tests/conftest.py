@@ -13,6 +13,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["EDITGRAPH_CHECK_INPUTS"] = "1"  # any node writing into a shared cached input fails loudly
 torch.set_num_threads(2)
 
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu", help="torch device for the diffusion equivalence tests: cpu (default), cuda, cuda:N, mps")
+
+
+def pytest_configure(config):
+    from tests.nodes import diffusion_support
+
+    diffusion_support.DEVICE = torch.device(config.getoption("--device"))
+
+
 ASSETS = Path(__file__).resolve().parents[1] / "editgraph" / "workflows" / "assets"
 
 

@@ -80,7 +80,7 @@ def step_kwargs(scheduler: Any, generator: torch.Generator) -> dict[str, Any]:
 def _randn(shape: torch.Size | tuple[int, ...], generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
     from diffusers.utils.torch_utils import randn_tensor
 
-    return randn_tensor(shape, generator=generator, device=torch.device("cpu"), dtype=dtype)
+    return randn_tensor(shape, generator=generator, device=generator.device, dtype=dtype)
 
 
 def _prompt_embeds(cond: Any, batch: int, cfg_on: bool) -> torch.Tensor:
@@ -133,22 +133,23 @@ def denoise(job: DenoiseJob) -> torch.Tensor:
     batch = latent.samples.shape[0]
     h, w = latent.samples.shape[-2:]
     f = model.vae_scale_factor
-    generator = generator_for(job.seed)
+    device = unet.device
+    generator = generator_for(job.seed, device)
     cfg_on = job.cfg > 1.0 and unet.config.time_cond_proj_dim is None
 
     # 1. prompt embeddings, negative first
-    prompt_embeds = _prompt_embeds(job.cond, batch, cfg_on).to(dtype)
+    prompt_embeds = _prompt_embeds(job.cond, batch, cfg_on).to(device=device, dtype=dtype)
 
     # 2. timesteps, cut by strength
     scheduler = make_scheduler(job.scheduler, model.scheduler_config)
-    scheduler.set_timesteps(job.steps, device=torch.device("cpu"))
+    scheduler.set_timesteps(job.steps, device=device)
     timesteps = get_timesteps(scheduler, job.steps, job.strength)
     latent_timestep = timesteps[:1].repeat(batch)
     strength_max = job.strength == 1.0
 
     # 3. starting latents: draws in the pipelines' order (posterior sample, noise, masked image)
-    moments = latent.moments
-    bare = latent.samples.to(dtype).contiguous()
+    moments = latent.moments.to(device) if latent.moments is not None else None
+    bare = latent.samples.to(device=device, dtype=dtype).contiguous()
     if not inpaint:
         if moments is not None:  # StableDiffusionImg2ImgPipeline.prepare_latents
             init_latents = torch.cat([sample_image_latents(model, moments.to(dtype), generator)], dim=0)
@@ -169,7 +170,7 @@ def denoise(job: DenoiseJob) -> torch.Tensor:
         latents = noise * scheduler.init_noise_sigma if strength_max else scheduler.add_noise(image_latents, noise, latent_timestep)
 
         # 4. mask (binarized like the pipeline's mask processor) and masked-image latents
-        mask_condition = _pixel_mask(job.mask, batch, h * f, w * f).to(dtype)
+        mask_condition = _pixel_mask(job.mask, batch, h * f, w * f).to(device=device, dtype=dtype)
         if job.image is not None:
             init_image = vae_input(model, job.image, "image").to(torch.float32)
             if init_image.shape[-2:] != mask_condition.shape[-2:]:
@@ -215,7 +216,7 @@ def denoise(job: DenoiseJob) -> torch.Tensor:
             # latent blending: outside the mask, the image's own latents noised to the next timestep
             init_latents_proper = image_latents
             if i < n - 1:
-                init_latents_proper = scheduler.add_noise(init_latents_proper, noise, torch.tensor([timesteps[i + 1]]))
+                init_latents_proper = scheduler.add_noise(init_latents_proper, noise, timesteps[i + 1 : i + 2])
             latents = (1 - mask) * init_latents_proper + mask * latents
         if job.progress is not None:
             job.progress(i + 1, n)
@@ -249,7 +250,8 @@ def instruct(
         )
     check_model_family("instruct", model, latent.family)
     dtype = unet.dtype
-    generator = generator_for(seed)
+    device = unet.device
+    generator = generator_for(seed, device)
     cfg_on = cfg > 1.0 and image_cfg >= 1.0
 
     # 1. prompt embeddings: [text, negative, negative] (pix2pix's own order)
@@ -261,18 +263,18 @@ def instruct(
         prompt_embeds = torch.cat([pos, neg, neg])
     else:
         prompt_embeds = pos
-    prompt_embeds = prompt_embeds.to(dtype)
+    prompt_embeds = prompt_embeds.to(device=device, dtype=dtype)
 
     # 2. timesteps (no strength: pix2pix always runs the whole schedule)
     sched = make_scheduler(scheduler_name, model.scheduler_config)
-    sched.set_timesteps(steps, device=torch.device("cpu"))
+    sched.set_timesteps(steps, device=device)
     timesteps = sched.timesteps
 
     # 3. the source image's latent: the posterior's mode, unscaled, as the pipeline takes it
     if latent.moments is not None:
-        image_latents = posterior(latent.moments.to(dtype)).mode()
+        image_latents = posterior(latent.moments.to(device=device, dtype=dtype)).mode()
     else:
-        image_latents = latent.samples.to(dtype).contiguous() / model.vae.config.scaling_factor
+        image_latents = latent.samples.to(device=device, dtype=dtype).contiguous() / model.vae.config.scaling_factor
     image_latents = torch.cat([image_latents], dim=0)
     if cfg_on:
         image_latents = torch.cat([image_latents, image_latents, torch.zeros_like(image_latents)], dim=0)

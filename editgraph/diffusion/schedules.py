@@ -32,7 +32,9 @@ def make_scheduler(name: str, config: dict[str, Any]) -> Any:
     return getattr(diffusers, SCHEDULER_CLASSES[name]).from_config(config)
 
 
-def generator_for(seed: int) -> torch.Generator:
+def generator_for(seed: int, device: Any = "cpu") -> torch.Generator:
+    """A seeded generator on the device the model runs on, where diffusers' pipelines draw when
+    handed a generator of that device: results are bit-identical per device, not across devices."""
     import torch
 
-    return torch.Generator("cpu").manual_seed(int(seed))
+    return torch.Generator(device).manual_seed(int(seed))

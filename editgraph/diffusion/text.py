@@ -12,12 +12,13 @@ def encode_text(tokenizer: Any, text_encoder: Any, prompts: list[str], clip_skip
     ids = tokenizer(
         prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     )
-    mask = ids.attention_mask if getattr(text_encoder.config, "use_attention_mask", False) else None
+    mask = ids.attention_mask.to(text_encoder.device) if getattr(text_encoder.config, "use_attention_mask", False) else None
+    input_ids = ids.input_ids.to(text_encoder.device)
     if clip_skip is None:
-        embeds = text_encoder(ids.input_ids, attention_mask=mask)[0]
+        embeds = text_encoder(input_ids, attention_mask=mask)[0]
     else:
         # hidden_states[-(clip_skip + 1)], then the final layer norm the last hidden state also gets.
-        hidden = text_encoder(ids.input_ids, attention_mask=mask, output_hidden_states=True)[-1]
+        hidden = text_encoder(input_ids, attention_mask=mask, output_hidden_states=True)[-1]
         # transformers 5 flattened CLIPTextModel (no .text_model); diffusers 0.42 still reaches for
         # .text_model here and fails, so its pipelines cannot run clip_skip on this stack.
         final_layer_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
@@ -35,7 +36,7 @@ def encode_text_sdxl(model: Any, prompts: list[str], clip_skip: int | None) -> t
         ids = tokenizer(
             prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
         )
-        out = encoder(ids.input_ids, output_hidden_states=True)
+        out = encoder(ids.input_ids.to(encoder.device), output_hidden_states=True)
         pooled = out[0]  # the last encoder's projected pooled output is what SDXL uses
         # SDXL always indexes from the penultimate layer: "2" because it never uses the last one.
         parts.append(out.hidden_states[-2] if clip_skip is None else out.hidden_states[-(clip_skip + 2)])

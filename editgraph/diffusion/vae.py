@@ -30,7 +30,7 @@ def vae_input(model: Any, image: torch.Tensor, what: str = "image") -> torch.Ten
             f"resize it first, e.g. image.resize with multiple_of={f}"
         )
     # Same expression as VaeImageProcessor.normalize, on the same layout (see module docstring).
-    pixels = image.to(dtype=model.vae.dtype).contiguous(memory_format=torch.channels_last)
+    pixels = image.to(device=model.vae.device, dtype=model.vae.dtype).contiguous(memory_format=torch.channels_last)
     return 2.0 * pixels - 1.0
 
 
@@ -43,7 +43,7 @@ def posterior(moments: torch.Tensor) -> Any:
     """The VAE posterior, rebuilt in the layout the VAE encoder gives it (channels-last)."""
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-    return DiagonalGaussianDistribution(moments.contiguous(memory_format=torch.channels_last))
+    return DiagonalGaussianDistribution(moments.contiguous(memory_format=torch.channels_last))  # on the moments' device
 
 
 def sample_image_latents(model: Any, moments: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -60,6 +60,7 @@ def decode_latents(model: Any, samples: torch.Tensor, tiled: bool, channels_last
     """Latent -> 0..1 pixels, as the pipelines' decode + postprocess("pt") do, from the layout
     the pipeline would have (see Latent.channels_last)."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    z = samples.to(dtype=model.vae.dtype).contiguous(memory_format=layout) / model.vae.config.scaling_factor
+    z = samples.to(device=model.vae.device, dtype=model.vae.dtype).contiguous(memory_format=layout) / model.vae.config.scaling_factor
     image = model.vae.tiled_decode(z, return_dict=False)[0] if tiled else model.vae.decode(z, return_dict=False)[0]
-    return (image * 0.5 + 0.5).clamp(0, 1)
+    # Pixels go back to the CPU: the pixel nodes after a decode run there on every device.
+    return (image * 0.5 + 0.5).clamp(0, 1).cpu()

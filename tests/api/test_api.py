@@ -100,3 +100,18 @@ def test_allow_model_mismatch_is_an_option_not_an_environment_variable(tmp_path)
     path.write_text(__import__("json").dumps(wf))
     assert main(["validate", str(path), "--allow-model-mismatch"]) == 0
     assert "EDITGRAPH_ALLOW_MODEL_MISMATCH" not in os.environ
+
+
+def test_devices_are_named_or_picked_and_bad_names_are_refused():
+    import torch
+
+    from editgraph.errors import EditgraphError
+    from editgraph.executor.devices import pick_device
+
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device(None).type in ("cpu", "cuda", "mps")
+    with pytest.raises(EditgraphError, match="must be cpu, cuda, cuda:N, mps or auto, got 'tpu'"):
+        pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(EditgraphError, match="no CUDA device"):
+            pick_device("cuda:0")

@@ -16,6 +16,8 @@ from editgraph.nodes.context import RunContext
 
 ASSETS = Path(__file__).resolve().parents[2] / "editgraph" / "workflows" / "assets"
 _ROOT: Path | None = None
+# The device the equivalence tests run on: `pytest --device cuda` on a GPU machine (tests/conftest.py).
+DEVICE = torch.device("cpu")
 _BUILT: dict[str, Path] = {}
 
 
@@ -35,7 +37,7 @@ def tiny_path(name: str) -> Path:
 def tiny(name: str):
     from editgraph.models.loader import load_model
 
-    return load_model(tiny_path(name))
+    return load_model(tiny_path(name), device=DEVICE)
 
 
 def pipeline(cls, model, scheduler: str):
@@ -68,6 +70,7 @@ def box_mask(size: int = 64) -> PILImage.Image:
 
 
 def ctx(node_type: str = "test", **kw) -> RunContext:
+    kw.setdefault("device", DEVICE)
     return RunContext("n", node_type, **kw)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from . import diffusion_support
 from .diffusion_support import box_mask, ctx, photo, pipeline, tiny, to_tensor
 
 from editgraph.nodes.builtin.diffusion import Denoise, EmptyLatent, Instruct, PromptEncode, VaeDecode, VaeEncode
@@ -21,7 +22,7 @@ def _pipe_run(pipe, **kw):
         return {}
 
     pixels = pipe(
-        **kw, num_inference_steps=STEPS, guidance_scale=CFG, generator=torch.Generator().manual_seed(SEED),
+        **kw, num_inference_steps=STEPS, guidance_scale=CFG, generator=torch.Generator(diffusion_support.DEVICE).manual_seed(SEED),
         output_type="pt", callback_on_step_end=grab,
     ).images
     return seen["latents"], pixels
@@ -38,7 +39,7 @@ def _engine(model, scheduler, strength, prompt=PROMPT, mask=None, image=None):
 
 
 def _assert_same(ours, theirs):
-    (lat, pix), (plat, ppix) = ours, theirs
+    (lat, pix), (plat, ppix) = (t.cpu() for t in ours), (t.cpu() for t in theirs)
     assert lat.shape == plat.shape and pix.shape == ppix.shape
     assert (lat - plat).abs().max().item() == 0.0
     assert (pix - ppix).abs().max().item() == 0.0
