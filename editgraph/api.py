@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from editgraph.errors import WorkflowInvalid
 from editgraph.settings import Settings
 
 
@@ -122,14 +121,8 @@ def execute(wf: Workflow, graph, *, out=None, cache: Any = True, device: str | N
     from editgraph.executor.report import run_report
     from editgraph.executor.run import Executor
     from editgraph.sharing import provenance
-    from editgraph.sharing.preflight import check_sources
 
     settings = settings or Settings.from_env()
-    # Missing input files fail now, not after a model has loaded; models are checked as they load
-    # (their node's error names the hashes and the override flag).
-    problems = check_sources(graph, deep=False)
-    if problems:
-        raise WorkflowInvalid(problems, wf.label)
     use_cache = cache is not False
     owned = False
     if isinstance(cache, Cache):

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ["EDITGRAPH_CHECK_INPUTS"] = "1"  # any node writing into a shared cached input fails loudly
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before any test module imports huggingface_hub
 torch.set_num_threads(2)
 
 def pytest_addoption(parser):
@@ -27,9 +26,27 @@ ASSETS = Path(__file__).resolve().parents[1] / "editgraph" / "workflows" / "asse
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _shared_tiny_models(tmp_path_factory):
-    """Tiny models are built once per test session, outside the per-test caches."""
+def _session_environment(tmp_path_factory):
+    """Tiny models are built once per test session, outside the per-test caches; any node writing
+    into a shared cached input fails loudly. The environment is restored at the end."""
+    saved = dict(os.environ)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["EDITGRAPH_CHECK_INPUTS"] = "1"
     os.environ["EDITGRAPH_MODELS_DIR"] = str(tmp_path_factory.mktemp("models"))
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _restore_registry():
+    """A test that registers node types leaves the registry as it found it."""
+    from editgraph.nodes.registry import REGISTRY
+
+    before = dict(REGISTRY)
+    yield
+    REGISTRY.clear()
+    REGISTRY.update(before)
 
 
 @pytest.fixture(autouse=True)

@@ -266,10 +266,8 @@ def summary(results: list[RowResult]) -> dict[str, Any]:
     }
 
 
-def report(label: str, workflow, results: list[RowResult], seconds: float) -> dict[str, Any]:
-    import torch
-
-    from editgraph.version import __version__
+def report(label: str, workflow, results: list[RowResult], seconds: float, device: Any = None) -> dict[str, Any]:
+    from editgraph.executor.report import environment
 
     return {
         "workflow": label,
@@ -277,8 +275,7 @@ def report(label: str, workflow, results: list[RowResult], seconds: float) -> di
         "rows": [r.as_dict() for r in results],
         "summary": summary(results),
         "seconds": round(seconds, 6),
-        "torch_threads": torch.get_num_threads(),
-        "editgraph": __version__,
+        **environment(device),
     }
 
 

@@ -415,7 +415,7 @@ def cmd_batch(args) -> int:
     def on_row(row, results) -> None:
         display.row_done(row)
         if args.report:
-            report = batch.report(label, workflow, results, time.perf_counter() - t0)
+            report = batch.report(label, workflow, results, time.perf_counter() - t0, executor.device)
             write_atomic(Path(args.report), (json.dumps(report, indent=2) + "\n").encode())
 
     try:

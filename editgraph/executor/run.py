@@ -29,7 +29,7 @@ import torch
 
 from editgraph.atomic import write_atomic
 from editgraph.nodes.context import RunContext
-from editgraph.errors import Cancelled, EditgraphError, NodeFailed
+from editgraph.errors import Cancelled, EditgraphError, NodeFailed, WorkflowInvalid
 from editgraph.executor.cache import Cache
 from editgraph.values.codec import Unstorable, encode, fingerprint
 from editgraph.executor.events import (
@@ -43,6 +43,7 @@ from editgraph.executor.events import (
 )
 from editgraph.executor.store import MISSING
 from editgraph.graph.document import FORMAT
+from editgraph.graph.sources import check_sources
 from editgraph.graph.validate import BoundGraph, BoundNode
 from editgraph.settings import Settings
 from editgraph.values.sockets import Artifact
@@ -174,6 +175,9 @@ class _Run:
 
     def execute(self, out_dir, stamp: Stamp | None) -> RunResult:
         ex = self.ex
+        problems = check_sources(self.graph, deep=True, settings=ex.settings)
+        if problems:
+            raise WorkflowInvalid(problems, self.graph.workflow.name or None)
         ex.emit(RunPlanned(tuple(self.order)))
         result = RunResult(self.graph, self.records, self.fps, _fetch=self.fetch)
         try:

@@ -16,9 +16,9 @@ from pathlib import Path
 import blake3
 
 from editgraph.atomic import write_atomic
+from editgraph.filehash import file_digest
 
 MEMO_NAME = "hash-memo.json"
-_CHUNK = 1 << 22
 
 _lock = threading.Lock()
 _memo: dict[str, list] = {}  # abs path -> [size, mtime_ns, digest]
@@ -56,14 +56,6 @@ def content_hash(root: Path, files: list[Path]) -> str:
 def combine(*digests: str) -> str:
     """One hash standing for several (a checkpoint and the config folder it loads with)."""
     return blake3.blake3("\n".join(digests).encode()).hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    h = blake3.blake3()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _rel(root: Path, path: Path) -> str:

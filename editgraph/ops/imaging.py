@@ -6,33 +6,21 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import blake3
 import numpy as np
 import torch
 from PIL import Image as PILImage
 from PIL import ImageOps
 
 from editgraph.errors import NodeError
-
-_HASH_MEMO: dict[tuple[str, int, int], str] = {}
+from editgraph.filehash import memo_digest
 
 
 def file_hash(path: str | Path) -> str:
     """blake3 of a file's bytes, remembered by (path, size, mtime) so a re-run does not re-read it."""
-    path = os.fspath(path)
     try:
-        st = os.stat(path)
+        return memo_digest(path)
     except OSError as exc:
-        raise NodeError(f"cannot read {path}: {exc.strerror}") from None
-    memo_key = (path, st.st_size, st.st_mtime_ns)
-    digest = _HASH_MEMO.get(memo_key)
-    if digest is None:
-        h = blake3.blake3()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        digest = _HASH_MEMO[memo_key] = h.hexdigest()
-    return digest
+        raise NodeError(f"cannot read {os.fspath(path)}: {exc.strerror}") from None
 
 
 @dataclass(frozen=True)

@@ -88,3 +88,18 @@ def resample(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         return x
     out = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
     return out.clamp_(0, 1)
+
+
+def fit_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """x scaled to like's height and width (bilinear, antialiased when shrinking); the same size
+    returns x itself."""
+    if x.shape[-2:] == like.shape[-2:]:
+        return x
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
+
+
+def composite(base: torch.Tensor, over: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """base where mask is 0 (bit for bit), over where it is 1, a linear mix between (exact at
+    both ends, whatever lerp rounds)."""
+    mixed = torch.lerp(base, over, mask)
+    return torch.where(mask <= 0, base, torch.where(mask >= 1, over, mixed))

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from editgraph.filehash import StatMemo
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SOI = b"\xff\xd8"
 C2PA_PNG_CHUNK = b"caBX"
@@ -53,24 +55,19 @@ class Carried:
 # --- reading an input photo ---------------------------------------------------------------------
 
 
-_CARRIED_MEMO: dict[tuple[str, int, int], Carried] = {}
-
-
 def read_carried(source_node: str, path: str | Path) -> Carried:
     """EXIF, ICC and C2PA of an image file; fields the file lacks are None. Unreadable -> all None.
     Remembered by (path, size, mtime): a 280-row batch over one hero photo parses it once."""
     import dataclasses
-    import os
 
     try:
-        st = os.stat(path)
+        found = _carried_memo(path)
     except OSError:
         return Carried(source_node, str(path))
-    memo_key = (os.fspath(path), st.st_size, st.st_mtime_ns)
-    found = _CARRIED_MEMO.get(memo_key)
-    if found is None:
-        found = _CARRIED_MEMO[memo_key] = _read_carried(source_node, path)
     return dataclasses.replace(found, source_node=source_node)
+
+
+_carried_memo: StatMemo[Carried] = StatMemo(lambda path: _read_carried("", path))
 
 
 def _read_carried(source_node: str, path: str | Path) -> Carried:

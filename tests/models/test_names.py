@@ -9,7 +9,8 @@ import pytest
 
 from editgraph.executor.cache import Cache
 from editgraph.executor.run import Executor
-from editgraph.errors import NodeFailed
+from editgraph.errors import WorkflowInvalid
+from editgraph.settings import Settings
 from editgraph.graph.document import load_workflow
 from editgraph.graph.validate import bind
 from editgraph.models.errors import ModelError
@@ -52,10 +53,10 @@ def test_pinned_hash_that_differs_names_both_and_can_be_overridden(tmp_path, sho
     Executor(Cache.default(tmp_path / "c")).run(bind(wf, base_dir=base))  # matches: runs
     wrong = "0123456789abcdef" * 4
     wf, base = workflow(tmp_path, pinned=wrong)
-    with pytest.raises(NodeFailed) as info:
+    with pytest.raises(WorkflowInvalid) as info:  # refused before any node runs
         Executor(Cache.default(tmp_path / "c")).run(bind(wf, base_dir=base))
     msg = str(info.value)
     assert "node 'm' (model.load)" in msg and f"expected content hash {wrong}, found {right}" in msg
-    monkeypatch.setenv("EDITGRAPH_ALLOW_MODEL_MISMATCH", "1")
-    result = Executor(Cache.default(tmp_path / "c")).run(bind(wf, base_dir=base))
+    allow = Settings.from_env().with_options(allow_model_mismatch=True)
+    result = Executor(Cache.default(tmp_path / "c"), settings=allow).run(bind(wf, base_dir=base))
     assert result.fingerprints[("m", "model")] == f"model:{right}"

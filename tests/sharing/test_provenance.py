@@ -75,8 +75,11 @@ def test_png_copied_to_another_dir_and_fresh_cache_reruns_to_identical_pixels(tm
 def test_provenance_has_resolved_workflow_seeds_models_inputs_version(tmp_path, cli, photo_path):
     out = make_output(tmp_path, cli, photo_path)
     info = provenance.read_file(out)
-    assert info["editgraph"] == "0.1.0" and info["torch_threads"] == 2
-    assert info["workflow"]["nodes"]["noise"]["version"] == "1.0.0"
+    from editgraph.nodes.registry import REGISTRY
+    from editgraph.version import __version__
+
+    assert info["editgraph"] == __version__ and info["torch_threads"] == 2
+    assert info["workflow"]["nodes"]["noise"]["version"] == REGISTRY["sharetest.noise"].version
     assert info["models"] == [
         {"node": "model", "type": "sharetest.model_load", "name": "fake-sd", "content_hash": blake3.blake3(b"fake-sd").hexdigest()}
     ]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from editgraph.cli.main import EXIT_NODE_FAILED, EXIT_OK, EXIT_INVALID, main
+from editgraph.cli.main import EXIT_INVALID, EXIT_OK, main
 
 FAST = ["--set", "steps=2", "--set", "working_size=64", "-q"]
 PROMPT_NODES = {"text", "denoise", "pixels", "result", "save"}
@@ -80,7 +80,7 @@ def test_model_hash_mismatch_names_both_hashes_and_the_flag_overrides(tmp_path, 
     assert main(["validate", "shared.json"]) == EXIT_INVALID
     err = capsys.readouterr().err
     assert "expected content hash 0123456789abcdef0123, found " in err and "--allow-model-mismatch" in err
-    assert main(["run", "shared.json", *fast]) == EXIT_NODE_FAILED
-    assert "node 'model' (model.load) failed" in capsys.readouterr().err
+    assert main(["run", "shared.json", *fast]) == EXIT_INVALID  # refused before any node runs
+    assert "node 'model' (model.load)" in capsys.readouterr().err
     assert main(["run", "shared.json", "--allow-model-mismatch", *fast]) == EXIT_OK
     assert (tmp_path / "out" / "img2img.png").is_file()

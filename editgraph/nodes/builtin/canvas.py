@@ -21,13 +21,6 @@ def _batch_match(what: str, a: torch.Tensor, b: torch.Tensor, a_name: str, b_nam
         raise NodeError(f"{what}: {b_name} batch is {b.shape[0]} but {a_name} batch is {a.shape[0]}; use 1 or the same")
 
 
-def _composite(base: torch.Tensor, over: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """base where mask is 0 (bit for bit), over where it is 1, a linear mix between."""
-    import torch
-
-    mixed = torch.lerp(base, over, mask)
-    return torch.where(mask <= 0, base, torch.where(mask >= 1, over, mixed))
-
 
 @node("image.crop", version="1.0.0")
 class CropImage(Node):
@@ -96,7 +89,7 @@ def _overlay(a, b):
 _MODES = {"normal": lambda a, b: b, "multiply": _multiply, "screen": _screen, "overlay": _overlay}
 
 
-@node("image.blend", version="1.0.0")
+@node("image.blend", version="1.0.1")
 class BlendImage(Node):
     """Lay `top` over `base` with a blend mode (normal, multiply, screen, overlay, as in image
     editors, on sRGB values) at `opacity`, optionally only where `mask` is 1. Where the effective
@@ -111,7 +104,7 @@ class BlendImage(Node):
         import torch
 
         from editgraph.ops.imaging import same_size
-        from editgraph.ops.regions import resample
+        from editgraph.ops.regions import composite, resample
 
         p = self.params
         if p.resize:
@@ -127,7 +120,7 @@ class BlendImage(Node):
             same_size("image.blend", base, mask, "base", "mask")
             _batch_match("image.blend", base, mask, "base", "mask")
             weight = weight * mask
-        return _composite(base, blended.expand_as(base), weight)
+        return composite(base, blended.expand_as(base), weight)
 
 
 class _BoxParams(NodeParams):
@@ -170,7 +163,7 @@ class CropToMask(Node):
         return CroppedRegion(crop, sub)
 
 
-@node("image.paste_back", version="1.0.0")
+@node("image.paste_back", version="1.0.1")
 class PasteBack(Node):
     """Put an edited crop from image.crop_to_mask back into the full photo: scale it back to its
     box and blend it in through the mask (optionally feathered first by `feather` px). Every pixel
@@ -186,7 +179,7 @@ class PasteBack(Node):
     def run(self, ctx: RunContext, base: Image, crop: Image, mask: Mask) -> Image:
         from editgraph.ops.filters import feather
         from editgraph.ops.imaging import same_size
-        from editgraph.ops.regions import mask_box, resample
+        from editgraph.ops.regions import composite, mask_box, resample
 
         p = self.params
         same_size("image.paste_back", base, mask, "base", "mask")
@@ -215,5 +208,5 @@ class PasteBack(Node):
         # 3. composite inside the box only; outside it the base is copied untouched
         b = max(base.shape[0], crop.shape[0])
         out = base.expand(b, *base.shape[1:]).clone()
-        out[region] = _composite(out[region], patch.expand(b, *patch.shape[1:]), blend)
+        out[region] = composite(out[region], patch.expand(b, *patch.shape[1:]), blend)
         return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 from pydantic import Field, field_validator
 
@@ -12,9 +12,6 @@ from editgraph.errors import NodeError
 from editgraph.nodes.context import RunContext
 from editgraph.nodes.registry import InputPath, Node, NodeParams, node
 from editgraph.values.sockets import Artifact, Image, Mask
-
-if TYPE_CHECKING:
-    import torch
 
 
 class LoadedImage(NamedTuple):
@@ -117,7 +114,7 @@ class ResizeImage(Node):
         return out.clamp_(0, 1)
 
 
-@node("image.composite", version="1.0.0")
+@node("image.composite", version="1.0.1")
 class CompositeImage(Node):
     """Lay `overlay` over `base` through `mask`: 1 takes the overlay, 0 keeps the base bit for bit."""
 
@@ -125,25 +122,15 @@ class CompositeImage(Node):
         resize_overlay: bool = Field(False, description="scale overlay and mask to the base's size instead of failing")
 
     def run(self, ctx: RunContext, base: Image, overlay: Image, mask: Mask | None = None) -> Image:
-        import torch
-
         from editgraph.ops.imaging import same_size
+        from editgraph.ops.regions import composite, fit_to
 
         if self.params.resize_overlay:
-            overlay = _fit(overlay, base)
-            mask = None if mask is None else _fit(mask, base)
+            overlay = fit_to(overlay, base)
+            mask = None if mask is None else fit_to(mask, base)
         same_size("image.composite", base, overlay, "base", "overlay")
         if mask is None:
             return overlay.expand_as(base).clone()
         same_size("image.composite", base, mask, "base", "mask")
-        blended = torch.lerp(base, overlay, mask)
-        # Exactly the base where the mask is 0 and exactly the overlay where it is 1, whatever lerp rounds.
-        return torch.where(mask <= 0, base, torch.where(mask >= 1, overlay, blended))
+        return composite(base, overlay, mask)
 
-
-def _fit(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    import torch.nn.functional as F
-
-    if x.shape[-2:] == like.shape[-2:]:
-        return x
-    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)

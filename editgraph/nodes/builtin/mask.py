@@ -27,13 +27,11 @@ def _canvas(what: str, image: torch.Tensor | None, width: int, height: int) -> t
 
 
 def _fit(what: str, mask: torch.Tensor, like: torch.Tensor, resize: bool, names: tuple[str, str]) -> torch.Tensor:
-    import torch.nn.functional as F
-
     from editgraph.ops.imaging import same_size
+    from editgraph.ops.regions import fit_to
 
-    if resize and mask.shape[-2:] != like.shape[-2:]:
-        out = F.interpolate(mask, size=like.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
-        return out.clamp_(0, 1)
+    if resize:
+        return fit_to(mask, like)
     same_size(what, like, mask, *names)
     return mask
 
@@ -240,7 +238,7 @@ class InvertMask(Node):
         return 1.0 - mask
 
 
-@node("mask.combine", version="1.0.0")
+@node("mask.combine", version="1.0.1")
 class CombineMask(Node):
     """Combine two masks pixel by pixel: union (max), intersect (min), or subtract (a and not b:
     min(a, 1 - b)). Masks of different sizes are an error unless `resize` scales b to a."""
