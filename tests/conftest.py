@@ -41,8 +41,9 @@ def _session_environment(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _restore_registry():
     """A test that registers node types leaves the registry as it found it."""
-    from editgraph.nodes.registry import REGISTRY
+    from editgraph.nodes.registry import REGISTRY, load_builtin_nodes
 
+    load_builtin_nodes()  # registered once per process, on import: part of what is restored
     before = dict(REGISTRY)
     yield
     REGISTRY.clear()

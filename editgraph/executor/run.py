@@ -80,6 +80,7 @@ class RunResult:
     records: dict[str, NodeRecord]
     fingerprints: dict[Ref, str]
     written: list[Path] = field(default_factory=list)
+    device: Any = "cpu"  # what the run's model work ran on; provenance records it
     _fetch: Callable[[Ref], Any] | None = None
 
     def value(self, node_id: str, output: str | None = None) -> Any:
@@ -179,7 +180,7 @@ class _Run:
         if problems:
             raise WorkflowInvalid(problems, self.graph.workflow.name or None)
         ex.emit(RunPlanned(tuple(self.order)))
-        result = RunResult(self.graph, self.records, self.fps, _fetch=self.fetch)
+        result = RunResult(self.graph, self.records, self.fps, device=ex.device, _fetch=self.fetch)
         try:
             for nid in self.order:
                 node = self.graph.nodes[nid]

@@ -65,6 +65,9 @@ def build(result) -> Provenance:
             "inputs": _inputs(graph, INPUT_PATH, field_marks),
             "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
+            # Keys leave the device out; the same pixels again need the same kind of device.
+            "device": str(getattr(result, "device", "cpu")),
+            "bit_identical": "per device and torch thread count",
             "keys": {nid: rec.key for nid, rec in result.records.items()},
             "digital_source_type": fm.AI_SOURCE_TYPE,
         }
