@@ -138,10 +138,10 @@ def test_a_damaged_cache_index_is_set_aside_and_the_run_goes_on(tmp_path, capsys
 
 
 def test_progress_counts_each_node_once_even_when_a_cached_one_reruns(capsys):
-    from editgraph.cli.main import _Display
+    from editgraph.cli.display import Display
     from editgraph.executor.events import NodeFinished, RunPlanned
 
-    display = _Display(None, quiet=False)
+    display = Display(quiet=False)
     with display:
         display(RunPlanned(("model", "text")))
         display(NodeFinished("model", "model.load", "cached", 0.0, "k1", 0))

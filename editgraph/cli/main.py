@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 EXIT_OK, EXIT_USAGE, EXIT_INVALID, EXIT_NODE_FAILED, EXIT_ERROR, EXIT_CANCELLED = 0, 2, 3, 4, 5, 130
 
@@ -195,7 +194,9 @@ def cmd_run(args) -> int:
     workflow, base, label = _load_to_run(args)
     graph = bind(workflow, _parse_sets(args.sets), base_dir=base, source=label)
     _warn_threads(args.workflow)
-    display = _Display(graph, quiet=args.quiet)
+    from editgraph.cli.display import Display
+
+    display = Display(quiet=args.quiet)
     with display:
         result = execute(
             Workflow(workflow, base, label),
@@ -395,7 +396,9 @@ def cmd_batch(args) -> int:
         _err(f"error: {exc}")
         return EXIT_USAGE
     cache = _open_cache(args.cache_dir)
-    display = batch.BatchProgress(len(graphs), quiet=args.quiet)
+    from editgraph.cli.display import Display
+
+    display = Display(rows=len(graphs), quiet=args.quiet)
     from editgraph.executor.devices import pick_device
     from editgraph.sharing.preflight import check_sources
 
@@ -474,60 +477,6 @@ def cmd_cache(args) -> int:
         print(f"root:    {info['root']}\nentries: {info['entries']}\nblobs:   {info['blobs']}\nsize:    {info['bytes'] / 2**20:.1f} MiB of {info['max_bytes'] / 2**30:.1f} GiB")
     store.close()
     return EXIT_OK
-
-
-class _Display:
-    """Draws executor events with rich: one line per node as it finishes, a bar for steps."""
-
-    def __init__(self, graph, quiet: bool):
-        self.quiet = quiet
-        self.total = 0
-        self.done = 0
-        self.progress = None
-        self.tasks: dict[str, Any] = {}
-        self.finished: set[str] = set()
-
-    def __enter__(self):
-        if not self.quiet:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True), transient=False
-            )
-            self.progress.start()
-            self.overall = self.progress.add_task("nodes", total=None)
-        return self
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.stop()
-
-    def __call__(self, event) -> None:
-        if self.progress is None:
-            return
-        from editgraph.executor.events import NodeFailedEvent, NodeFinished, NodeProgress, NodeStarted, RunPlanned
-
-        p = self.progress
-        if isinstance(event, RunPlanned):
-            p.update(self.overall, total=len(event.nodes))
-        elif isinstance(event, NodeStarted):
-            self.tasks[event.node_id] = p.add_task(f"  {event.node_id} ({event.node_type})", total=None)
-        elif isinstance(event, NodeProgress):
-            p.update(self.tasks[event.node_id], completed=event.step, total=event.total)
-        elif isinstance(event, NodeFinished):
-            task = self.tasks.pop(event.node_id, None)
-            if task is not None:
-                p.remove_task(task)
-            mark = "[green]ran[/]" if event.status == "ran" else "[dim]cached[/]"
-            again = event.node_id in self.finished  # its cached value was gone (e.g. a model, kept in memory only)
-            why = " again (not stored)" if again else ""
-            p.console.print(f"  {mark:<20} {event.node_id} ({event.node_type}) {event.seconds * 1000:.1f} ms{why}")
-            if not again:
-                self.finished.add(event.node_id)
-                p.advance(self.overall)
-        elif isinstance(event, NodeFailedEvent):
-            p.console.print(f"  [red]failed[/] {event.node_id} ({event.node_type}): {event.error}")
 
 
 if __name__ == "__main__":
