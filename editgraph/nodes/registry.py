@@ -245,6 +245,7 @@ BUILTIN_MODULES = (
     "editgraph.nodes.builtin.outpaint",
     "editgraph.nodes.builtin.model",
     "editgraph.nodes.builtin.diffusion",
+    "editgraph.nodes.builtin.fill",
 )
 
 

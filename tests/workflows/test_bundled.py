@@ -21,7 +21,8 @@ from editgraph.sharing import provenance
 # Small, fast settings per workflow, and the output size those settings must give (width, height).
 FAST = {
     "inpaint": ({"steps": "2", "working_size": "64"}, (600, 400)),
-    "object-removal": ({"steps": "2", "working_size": "64"}, (600, 400)),
+    "object-removal": ({}, (600, 400)),  # no model: PatchMatch
+    "object-removal-refine": ({"model": "tiny-sd", "steps": "4", "working_size": "64"}, (600, 400)),
     "product-variant": ({"steps": "2", "working_size": "64"}, (600, 400)),
     "img2img": ({"steps": "2", "width": "64"}, (64, 40)),
     "outpaint": ({"steps": "2", "width": "64", "overlap": "4"}, (64, 80)),
@@ -33,7 +34,8 @@ FAST = {
 # Where a workflow promises to leave the input untouched: (node whose mask is 0 there, node holding the input).
 KEEPS = {
     "inpaint": ("soft", "photo"),
-    "object-removal": ("soft", "photo"),
+    "object-removal": ("fill.mask", "photo"),
+    "object-removal-refine": ("soft", "photo"),
     "product-variant": ("soft", "photo"),
     "background-replace": ("soft", "photo"),
     "outpaint": ("canvas.mask", "canvas.image"),
@@ -55,7 +57,7 @@ def test_validates_pins_current_versions_and_describes_params(name):
         assert spec.description, f"{name}: param {pname} has no description"
     used = {v[1:] for n in wf.nodes.values() for v in n.params.values() if isinstance(v, str) and v.startswith("$")}
     assert used == set(wf.params), f"{name}: declared but unused params {set(wf.params) - used}"
-    graph = bind(wf, base_dir=workflows.HERE)
+    graph = bind(wf, FAST[name][0], base_dir=workflows.HERE)  # a required param (a real model) gets its test value
     # what `editgraph validate NAME` adds: input files exist, models resolve by name (not as files)
     assert check_sources(graph) == [], name
 
