@@ -1,0 +1,96 @@
+"""Fill benchmark: what the README's main job (object-removal) costs on the bundled 600x400 photo.
+
+    python bench/fill.py            # prints a markdown table; torch pinned to 2 threads (2 cores)
+
+Rows, each the median of 3 runs in a fresh cache (every node runs):
+  1. the `fill` node alone, patchmatch (the default) and smooth: wall and CPU seconds;
+  2. the whole object-removal workflow through the executor (load, fill, save), in process;
+  3. `editgraph run object-removal` as a new process, wall clock, python start-up and imports included.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+from editgraph import workflows  # noqa: E402
+from editgraph.context import RunContext  # noqa: E402
+from editgraph.executor.cache import Cache  # noqa: E402
+from editgraph.executor.run import Executor  # noqa: E402
+from editgraph.graph.document import load_workflow  # noqa: E402
+from editgraph.graph.validate import bind  # noqa: E402
+from editgraph.imaging import read_image  # noqa: E402
+from editgraph.nodes.fill import Fill  # noqa: E402
+
+ASSETS = REPO / "editgraph" / "workflows" / "assets"
+RUNS = 3
+
+
+def cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def timed(fn) -> tuple[float, float]:
+    walls, cpus = [], []
+    for _ in range(RUNS):
+        c0, t0 = cpu(), time.perf_counter()
+        fn()
+        walls.append(time.perf_counter() - t0)
+        cpus.append(cpu() - c0)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def main() -> None:
+    photo = read_image(ASSETS / "coffee.png").image
+    mask = read_image(ASSETS / "coffee-spoon-mask.png").image[:, :1]
+    rows = []
+    for method in ("patchmatch", "smooth"):
+        node = Fill(Fill.Params(method=method))
+        wall, used = timed(lambda: node.run(RunContext("fill", "fill"), image=photo, mask=mask))
+        rows.append((f"fill node, {method}", wall, used))
+
+    def workflow() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            graph = bind(load_workflow(workflows.find("object-removal")), base_dir=workflows.HERE)
+            Executor(Cache.default(Path(tmp) / "cache")).run(graph, out_dir=Path(tmp) / "out")
+
+    rows.append(("object-removal workflow, in process", *timed(workflow)))
+
+    def command() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**os.environ, "EDITGRAPH_CACHE_DIR": str(Path(tmp) / "cache")}
+            subprocess.run(
+                [sys.executable, "-m", "editgraph.cli", "run", "object-removal", "--out", str(Path(tmp) / "out"), "-q", "--threads", "2"],
+                check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+            )
+
+    walls = []
+    for _ in range(RUNS):
+        t0 = time.perf_counter()
+        command()
+        walls.append(time.perf_counter() - t0)
+    rows.append(("`editgraph run object-removal`, new process", statistics.median(walls), float("nan")))
+
+    print(f"object removal on the bundled photo (600x400, spoon mask), median of {RUNS}, torch threads 2, {os.cpu_count()} CPUs\n")
+    print("| what | wall s | CPU s |")
+    print("|---|---:|---:|")
+    for what, wall, used in rows:
+        print(f"| {what} | {wall:.2f} | {'-' if used != used else f'{used:.2f}'} |")
+
+
+if __name__ == "__main__":
+    main()
