@@ -127,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     from editgraph.cli.models import add_parser as add_models_parser
 
     add_models_parser(sub)
+    from editgraph.comfy.command import add_parser as add_import_parser
+
+    add_import_parser(sub)
     for p_ in (run, val, batch):
         p_.add_argument("--allow-model-mismatch", action="store_true", help="use a model whose files differ from the hash the workflow pins")
 
