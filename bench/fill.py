@@ -27,13 +27,13 @@ import torch  # noqa: E402
 torch.set_num_threads(2)
 
 from editgraph import workflows  # noqa: E402
-from editgraph.context import RunContext  # noqa: E402
+from editgraph.nodes.context import RunContext  # noqa: E402
 from editgraph.executor.cache import Cache  # noqa: E402
 from editgraph.executor.run import Executor  # noqa: E402
 from editgraph.graph.document import load_workflow  # noqa: E402
 from editgraph.graph.validate import bind  # noqa: E402
-from editgraph.imaging import read_image  # noqa: E402
-from editgraph.nodes.fill import Fill  # noqa: E402
+from editgraph.ops.imaging import read_image  # noqa: E402
+from editgraph.nodes.builtin.fill import Fill  # noqa: E402
 
 ASSETS = REPO / "editgraph" / "workflows" / "assets"
 RUNS = 3
@@ -74,7 +74,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             env = {**os.environ, "EDITGRAPH_CACHE_DIR": str(Path(tmp) / "cache")}
             subprocess.run(
-                [sys.executable, "-m", "editgraph.cli", "run", "object-removal", "--out", str(Path(tmp) / "out"), "-q", "--threads", "2"],
+                [sys.executable, "-m", "editgraph.cli.main", "run", "object-removal", "--out", str(Path(tmp) / "out"), "-q", "--threads", "2"],
                 check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
             )
 

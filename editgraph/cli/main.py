@@ -127,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     from editgraph.cli.models import add_parser as add_models_parser
 
     add_models_parser(sub)
-    from editgraph.comfy.command import add_parser as add_import_parser
+    from editgraph.cli.comfy import add_parser as add_import_parser
 
     add_import_parser(sub)
     for p_ in (run, val, batch):

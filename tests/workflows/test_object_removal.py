@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from editgraph.cli import main
-from editgraph.imaging import read_image
+from editgraph.cli.main import main
+from editgraph.ops.imaging import read_image
 from editgraph.ops.fill import hole_of
 
 from tests.conftest import ASSETS

@@ -14,13 +14,13 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from editgraph.comfy import ComfyFormatError, import_comfy, read_comfy
+from editgraph.sharing.comfy import ComfyFormatError, import_comfy, read_comfy
 from editgraph.executor.cache import Cache
 from editgraph.executor.events import EventLog
 from editgraph.executor.run import Executor
 from editgraph.graph.document import load_workflow
 from editgraph.graph.validate import bind
-from editgraph.sharing import check_sources
+from editgraph.sharing.preflight import check_sources
 
 from tests.conftest import ASSETS
 

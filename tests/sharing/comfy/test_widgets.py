@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from editgraph.comfy.ui import ui_to_api, widget_order
+from editgraph.sharing.comfy.ui import ui_to_api, widget_order
 
 # type -> (widgets_values as ComfyUI's editor saves them, the API inputs they are)
 CASES = {

@@ -5,8 +5,6 @@ editor saves), and a PNG ComfyUI wrote (its "prompt" text chunk, else its "workf
 documents are first turned into the API form (ui.py), so both forms of a workflow import to the
 same document; api.py translates that. Anything that cannot be translated is listed (node id,
 class_type, why): the import fails, or with partial=True leaves it out and says so.
-
-Until the layout lands this package sits at editgraph/comfy/; its place is editgraph/sharing/comfy/.
 """
 
 from __future__ import annotations
@@ -16,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from editgraph.comfy.api import Issue, Translator
-from editgraph.comfy.ui import ComfyFormatError, ui_to_api
+from editgraph.sharing.comfy.api import Issue, Translator
+from editgraph.sharing.comfy.ui import ComfyFormatError, ui_to_api
 from editgraph.errors import EditgraphError
 
 __all__ = ["ComfyFormatError", "ImportResult", "Issue", "NothingImported", "import_comfy", "read_comfy"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from editgraph.comfy.api import (
+from editgraph.sharing.comfy.api import (
     SAMPLERS,
     SCALE_FILTERS,
     SPACINGS,

@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
 
 
 def cmd_import_comfy(args: argparse.Namespace) -> int:
-    from editgraph.comfy import import_comfy, read_comfy
+    from editgraph.sharing.comfy import import_comfy, read_comfy
     from editgraph.errors import Issue, WorkflowInvalid
     from editgraph.graph.document import load_workflow
     from editgraph.graph.validate import bind

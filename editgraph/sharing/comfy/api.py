@@ -288,5 +288,5 @@ def handles(*names: str):
 
 
 # the node handlers live in api_nodes.py (imported for its registrations)
-from editgraph.comfy import api_nodes as _api_nodes  # noqa: E402,F401
+from editgraph.sharing.comfy import api_nodes as _api_nodes  # noqa: E402,F401
 

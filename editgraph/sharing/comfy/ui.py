@@ -37,7 +37,7 @@ class ComfyFormatError(EditgraphError):
 
 @cache
 def widget_order() -> dict[str, tuple[str, ...]]:
-    table = json.loads(resources.files("editgraph.comfy").joinpath("widgets.json").read_text(encoding="utf-8"))
+    table = json.loads(resources.files("editgraph.sharing.comfy").joinpath("widgets.json").read_text(encoding="utf-8"))
     return {k: tuple(v) for k, v in table.items() if not k.startswith("_")}
 
 
