@@ -26,6 +26,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, Callable
 
 OUTPUT_TYPES = ("SaveImage", "PreviewImage")
+CHECKPOINT_LOADERS = ("CheckpointLoaderSimple", "CheckpointLoader")
 SAMPLERS = {"euler": "euler", "euler_ancestral": "euler_a", "ddim": "ddim", "dpmpp_2m": "dpm++ 2m", "uni_pc": "unipc", "uni_pc_bh2": "unipc"}
 SPACINGS = {"normal", "simple", "sgm_uniform", "ddim_uniform"}
 SCALE_FILTERS = {"nearest-exact": "nearest", "bilinear": "bilinear", "area": "area", "bicubic": "bicubic"}
@@ -98,6 +99,11 @@ def _eg_id(role: str, comfy_id: str) -> str:
     return f"{role}_{_ID_SAFE.sub('_', str(comfy_id))}"
 
 
+def comfy_file(name: Any) -> str:
+    """A file name as ComfyUI's widgets hold it, without the " [input]" folder tag it may carry."""
+    return re.sub(r" \[(input|output|temp)\]$", "", str(name))
+
+
 def _stem(file_name: str) -> str:
     name = PureWindowsPath(str(file_name)).name if "\\" in str(file_name) else PurePosixPath(str(file_name)).name
     return name.rsplit(".", 1)[0] if "." in name else name
@@ -131,6 +137,15 @@ class Translator:
                     self.output(nid)
                 except Untranslatable as exc:
                     self.fail(exc)
+        if self.issues and not self.partial:
+            # the import fails: look at every node, not only those the first failure reached, so
+            # one attempt lists every problem
+            for nid in sorted(self.prompt, key=_id_order):
+                if nid not in self._failed and not any(k[0] == nid for k in self._values) and self.class_type(nid) in HANDLERS:
+                    try:
+                        self.value(nid, 0, object, consumer=nid)
+                    except Untranslatable as exc:
+                        self.fail(exc)
         # unknown nodes nothing asked for are still reported: the file holds them
         for nid, exc in self._failed.items():
             if not any(i.node_id == nid for i in self.issues):
@@ -211,6 +226,12 @@ class Translator:
                 if isinstance(got, want):
                     self.issues.append(Issue(nid, exc.class_type, f"{exc.why}; its input '{name}' passes through", "bypassed"))
                     return got
+            checkpoints = [c for c in self.prompt if self.class_type(c) in CHECKPOINT_LOADERS]
+            if want is ModelV and len(checkpoints) == 1:
+                # a separate VAE / text encoder file: the one checkpoint's own part stands in
+                got = self.value(checkpoints[0], 0, ModelV, consumer=nid)
+                self.issues.append(Issue(nid, exc.class_type, f"{exc.why}; the one checkpoint's own (node {checkpoints[0]}) stands in", "bypassed"))
+                return got
         self.fail(exc)
         raise Untranslatable(consumer, self.class_type(consumer), f"needs the output of node {nid} ({exc.class_type}), which could not be translated")
 

@@ -19,6 +19,7 @@ from editgraph.sharing.comfy.api import (
     Untranslatable,
     _eg_id,
     _stem,
+    comfy_file,
     handles,
 )
 
@@ -245,7 +246,7 @@ def sampler_custom(t: Translator, nid: str, slot: int) -> LatentV:
 
 @handles("LoadImage")
 def load_image(t: Translator, nid: str, slot: int) -> Pixels | MaskV:
-    name = str(t.input(nid, "image", str))
+    name = comfy_file(t.input(nid, "image", str))
     ref = t.param("image", {"type": "path", "default": name, "description": f"the photo ComfyUI loaded as {name!r}"})
     eg = _eg_id("image", nid)
     if eg not in t.nodes:
@@ -258,7 +259,7 @@ def load_image(t: Translator, nid: str, slot: int) -> Pixels | MaskV:
 
 @handles("LoadImageMask")
 def load_mask(t: Translator, nid: str, slot: int) -> MaskV:
-    name = str(t.input(nid, "image", str))
+    name = comfy_file(t.input(nid, "image", str))
     channel = str(t.input(nid, "channel", str, default="alpha"))
     if channel not in ("alpha", "red", "green", "blue"):
         raise _no(t, nid, f"channel {channel!r} is not alpha, red, green or blue")
