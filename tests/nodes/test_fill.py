@@ -51,6 +51,7 @@ def fill(image, mask, **params):
     return Fill(Fill.Params(**params)).run(CTX, image=image, mask=mask)
 
 
+@pytest.mark.slow
 def test_patchmatch_changes_only_the_grown_hole_and_matches_the_surroundings(photo, spoon):
     out, hole = fill(photo, spoon, grow=4)
     assert torch.equal(hole, hole_of(spoon, 4))
@@ -69,6 +70,7 @@ def test_the_colour_measure_rejects_a_fill_that_invents_colours(photo, spoon):
     assert colour_distance(noise, hole).max() > 4 * MAX_OKLAB
 
 
+@pytest.mark.slow
 def test_same_seed_same_fill_other_seed_other_fill(photo, spoon):
     a, _ = fill(photo, spoon, seed=7)
     b, _ = fill(photo, spoon, seed=7)
@@ -91,6 +93,7 @@ def test_smooth_fill_stays_within_the_edge_colours(photo, spoon):
     assert colour_distance(out, hole).max() <= MAX_OKLAB
 
 
+@pytest.mark.slow
 def test_large_photo_fills_at_working_size_and_keeps_full_resolution_outside(photo, spoon):
     big = F.interpolate(photo, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)  # 2400 x 1600
     mask = F.interpolate(spoon, scale_factor=4, mode="nearest")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from editgraph.cli.main import main
@@ -21,6 +22,7 @@ from tests.nodes.test_fill import MAX_OKLAB, colour_distance
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_object_removal_command_keeps_outside_fills_plausibly_and_repeats_bytes(tmp_path):
     assert main(["run", "object-removal", "--out", str(tmp_path / "a"), "-q", "--cache-dir", str(tmp_path / "c1")]) == 0
     assert main(["run", "object-removal", "--out", str(tmp_path / "b"), "-q", "--cache-dir", str(tmp_path / "c2")]) == 0
