@@ -76,9 +76,15 @@ def import_comfy(data: Any, *, name: str = "comfy-import", partial: bool = False
     partial, see the CLI)."""
     from editgraph.nodes.registry import load_builtin_nodes
 
-    prompt, fmt = _api_form(data)
-    t = Translator(prompt, partial)
-    t.translate()
+    try:
+        prompt, fmt = _api_form(data)
+        t = Translator(prompt, partial)
+        t.translate()
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        # a field of the wrong shape somewhere in a hand-edited or damaged file
+        raise ComfyFormatError(f"malformed ComfyUI workflow: {type(exc).__name__}: {exc}") from None
+    except RecursionError:
+        raise ComfyFormatError("malformed ComfyUI workflow: its links nest too deeply (a chain of thousands of nodes?)") from None
     registry = load_builtin_nodes()
     nodes = {}
     for nid, spec in t.nodes.items():

@@ -207,3 +207,5 @@ def test_not_a_comfyui_file_says_what_was_expected(tmp_path):
     broken["links"] = broken["links"][1:]
     with pytest.raises(ComfyFormatError, match="link 1 is referenced but not defined"):
         import_comfy(broken)
+    with pytest.raises(ComfyFormatError, match="malformed ComfyUI workflow"):
+        import_comfy({"3": {"class_type": "KSampler", "inputs": ["not", "a", "dict"]}})
