@@ -208,4 +208,5 @@ def test_not_a_comfyui_file_says_what_was_expected(tmp_path):
     with pytest.raises(ComfyFormatError, match="link 1 is referenced but not defined"):
         import_comfy(broken)
     with pytest.raises(ComfyFormatError, match="malformed ComfyUI workflow"):
-        import_comfy({"3": {"class_type": "KSampler", "inputs": ["not", "a", "dict"]}})
+        import_comfy({"3": {"class_type": "VAEDecode", "inputs": ["not", "a", "dict"]},
+                      "9": {"class_type": "SaveImage", "inputs": {"images": ["3", 0]}}})
