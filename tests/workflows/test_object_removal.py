@@ -40,3 +40,10 @@ def test_object_removal_command_keeps_outside_fills_plausibly_and_repeats_bytes(
     # the README shows this picture as what the command writes
     shown = np.asarray(read_image(REPO / "docs" / "images" / "object-removal.png").image)
     assert np.array_equal(shown, np.asarray(out)), "docs/images/object-removal.png is stale: rerun the README command"
+
+
+def test_the_refine_variant_validates_without_a_model_and_asks_for_one(capsys):
+    assert main(["validate", "object-removal-refine"]) == 0
+    assert "params to set when running: model" in capsys.readouterr().out
+    assert main(["run", "object-removal-refine", "-q"]) == 3  # no model given: nothing runs
+    assert "required string param has no value; set it with --set model=" in capsys.readouterr().err
