@@ -16,6 +16,8 @@ def check_sources(graph, *, deep: bool = True, settings=None) -> list[Issue]:
     for nid in graph.workflow.nodes:
         node = graph.nodes[nid]
         raw = graph.workflow.nodes[nid].params
+        if any(not hasattr(node.params, f) for f in node.cls.Params.model_fields):
+            continue  # a required $param still to be set (validate before --set): nothing to look for yet
         for fname, problem in node.cls.check_sources(node.params, deep=deep, settings=settings):
             bound = param_ref(raw.get(fname))
             via = f" (from ${bound})" if bound is not None else ""
