@@ -121,8 +121,11 @@ def execute(wf: Workflow, graph, *, out=None, cache: Any = True, device: str | N
     from editgraph.executor.report import run_report
     from editgraph.executor.run import Executor
     from editgraph.sharing import provenance
+    from editgraph.sharing.source import is_image
 
     settings = settings or Settings.from_env()
+    # A C2PA identity is checked before anything runs; an image's replayed workflow cites it.
+    stamp = provenance.signing_stamp(settings, replayed_from=wf.label if is_image(wf.label) and Path(wf.label).is_file() else None)
     use_cache = cache is not False
     owned = False
     if isinstance(cache, Cache):
@@ -137,7 +140,7 @@ def execute(wf: Workflow, graph, *, out=None, cache: Any = True, device: str | N
     executor = Executor(store, listeners=listeners, device=pick_device(device), use_cache=use_cache, settings=settings)
     t0 = time.perf_counter()
     try:
-        result = executor.run(graph, targets=targets, out_dir=out, stamp=provenance.stamp, cancel=cancel)
+        result = executor.run(graph, targets=targets, out_dir=out, stamp=stamp, cancel=cancel)
     finally:
         if owned:
             store.close()

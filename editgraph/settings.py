@@ -13,6 +13,15 @@ run and pass the result down. Options are passed, never written back into os.env
 | EDITGRAPH_MODELS_FILE     | models_file       | <user config dir>/editgraph/models.json   |
 | EDITGRAPH_CHECK_INPUTS    | check_inputs      | off; the tests turn it on                 |
 | EDITGRAPH_DEBUG           | debug             | off; on shows tracebacks of our own bugs  |
+| EDITGRAPH_C2PA_CONFIG     | c2pa_config       | <user config dir>/editgraph/c2pa.toml     |
+| EDITGRAPH_C2PA_CERT       | c2pa_cert         | none: PEM chain of the signing identity   |
+| EDITGRAPH_C2PA_KEY        | c2pa_key          | none: its PEM private key file            |
+| EDITGRAPH_C2PA_SIGN_COMMAND | c2pa_sign_command | none: or a command that signs stdin     |
+| EDITGRAPH_C2PA_ALG        | c2pa_alg          | none: es256                               |
+| EDITGRAPH_C2PA_TSA_URL    | c2pa_tsa_url      | none: no RFC 3161 timestamp               |
+| EDITGRAPH_C2PA_TRUST_ANCHORS | c2pa_trust_anchors | none: PEM roots `verify` trusts       |
+
+The C2PA values are paths and names, never key material; sharing/c2pa.py reads the files.
 """
 
 from __future__ import annotations
@@ -56,6 +65,14 @@ class Settings:
     check_inputs: bool = False  # re-hash a node's inputs after it ran: catches writes into cached values
     debug: bool = False  # tracebacks for errors that are editgraph bugs
     allow_model_mismatch: bool = False  # a CLI/API option, never an environment variable
+    # Content Credentials (sharing/c2pa.py): where the signing identity is, never what it holds.
+    c2pa_config: Path | None = None  # None: the user config dir's c2pa.toml
+    c2pa_cert: str | None = None
+    c2pa_key: str | None = None
+    c2pa_sign_command: str | None = None
+    c2pa_alg: str | None = None
+    c2pa_tsa_url: str | None = None
+    c2pa_trust_anchors: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -76,6 +93,13 @@ class Settings:
             models_file=Path(models_file) if models_file else None,
             check_inputs=_flag(env, "EDITGRAPH_CHECK_INPUTS"),
             debug=_flag(env, "EDITGRAPH_DEBUG"),
+            c2pa_config=Path(env["EDITGRAPH_C2PA_CONFIG"]).expanduser() if env.get("EDITGRAPH_C2PA_CONFIG") else None,
+            c2pa_cert=env.get("EDITGRAPH_C2PA_CERT") or None,
+            c2pa_key=env.get("EDITGRAPH_C2PA_KEY") or None,
+            c2pa_sign_command=env.get("EDITGRAPH_C2PA_SIGN_COMMAND") or None,
+            c2pa_alg=env.get("EDITGRAPH_C2PA_ALG") or None,
+            c2pa_tsa_url=env.get("EDITGRAPH_C2PA_TSA_URL") or None,
+            c2pa_trust_anchors=env.get("EDITGRAPH_C2PA_TRUST_ANCHORS") or None,
         )
 
     @property
@@ -90,6 +114,14 @@ class Settings:
         import platformdirs
 
         return Path(platformdirs.user_config_dir("editgraph")) / "models.json"
+
+    @property
+    def c2pa_config_file(self) -> Path:
+        if self.c2pa_config is not None:
+            return self.c2pa_config
+        import platformdirs
+
+        return Path(platformdirs.user_config_dir("editgraph")) / "c2pa.toml"
 
     def with_options(self, **changes) -> "Settings":
         return replace(self, **changes)

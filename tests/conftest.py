@@ -55,6 +55,16 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("EDITGRAPH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
+@pytest.fixture(autouse=True)
+def _no_signing_identity(tmp_path_factory, monkeypatch):
+    """Tests run unsigned unless they configure a throwaway C2PA identity: a developer's real one
+    (environment or ~/.config/editgraph/c2pa.toml) must neither sign test outputs nor be needed."""
+    for name in list(os.environ):
+        if name.startswith("EDITGRAPH_C2PA_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("EDITGRAPH_C2PA_CONFIG", str(tmp_path_factory.getbasetemp() / "no-c2pa.toml"))
+
+
 @pytest.fixture
 def photo_path() -> Path:
     """The bundled real photo (600x400 coffee cup, CC0)."""

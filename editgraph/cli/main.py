@@ -1,6 +1,7 @@
 """The `editgraph` command. Heavy imports (torch, diffusers) happen inside commands, so --help is instant.
 
-Exit codes: 0 success, 2 usage, 3 invalid workflow, 4 a node failed, 5 other error, 130 cancelled.
+Exit codes: 0 success, 2 usage, 3 invalid workflow, 4 a node failed, 5 other error, 130 cancelled;
+`verify`: 1 when the image's C2PA credentials do not verify.
 """
 
 from __future__ import annotations
@@ -124,9 +125,11 @@ def _parser() -> argparse.ArgumentParser:
     wfs = sub.add_parser("workflows", help="list the bundled workflows")
     wfs.set_defaults(func=cmd_workflows)
 
+    from editgraph.cli.credentials import add_parser as add_verify_parser
     from editgraph.cli.models import add_parser as add_models_parser
 
     add_models_parser(sub)
+    add_verify_parser(sub)
     from editgraph.cli.comfy import add_parser as add_import_parser
 
     add_import_parser(sub)
@@ -376,6 +379,7 @@ def cmd_extract(args) -> int:
 
 
 def cmd_batch(args) -> int:
+    from editgraph.sharing.provenance import signing_stamp
     from editgraph.batch import runner as batch
     from editgraph.atomic import write_atomic
     from editgraph.executor.run import Executor
@@ -398,6 +402,7 @@ def cmd_batch(args) -> int:
     except batch.BatchUsageError as exc:
         _err(f"error: {exc}")
         return EXIT_USAGE
+    signing_stamp()  # a misconfigured C2PA identity fails before row 1, not after it
     cache = _open_cache(args.cache_dir)
     from editgraph.cli.display import Display
 

@@ -108,6 +108,9 @@ class Node:
     outputs: ClassVar[dict[str, SocketType]]  # ordered; the first is the primary output
     multi_output: ClassVar[bool]
     unkeyed: ClassVar[tuple[str, ...]] = ()  # params that only guard (a pinned hash), never change the output
+    # True: its output is made by a trained generative model (a denoiser, a VAE decoder, a hosted
+    # image model). Decides the AI disclosure of every file saved downstream (C2PA, IPTC XMP).
+    generative: ClassVar[bool] = False
     key_exclude: ClassVar[set[str] | None]  # params left out of the content key: input paths and `unkeyed`
 
     def __init__(self, params: NodeParams):

@@ -37,7 +37,6 @@ import datetime
 import hashlib
 import io
 import json
-import os
 import shlex
 import subprocess
 import tomllib
@@ -45,9 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import editgraph
 from editgraph.errors import EditgraphError
+from editgraph.settings import Settings
+from editgraph.version import __version__
 
+# The environment variables (read by settings.py), named here for messages and tests.
 ENV_CERT = "EDITGRAPH_C2PA_CERT"  # PEM certificate chain, signing certificate first
 ENV_KEY = "EDITGRAPH_C2PA_KEY"  # PEM private key file
 ENV_COMMAND = "EDITGRAPH_C2PA_SIGN_COMMAND"  # signs stdin, writes the signature to stdout
@@ -89,17 +90,8 @@ class Identity:
         return f"{self.alg.upper()} with {how}, certificate chain {self.cert_chain} (from {self.origin})"
 
 
-def config_file() -> Path:
-    env = os.environ.get(ENV_CONFIG)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("editgraph")) / "c2pa.toml"
-
-
-def _config() -> tuple[dict[str, Any], Path]:
-    path = config_file()
+def _config(settings: Settings) -> tuple[dict[str, Any], Path]:
+    path = settings.c2pa_config_file
     if not path.is_file():
         return {}, path
     try:
@@ -119,20 +111,20 @@ def _config() -> tuple[dict[str, Any], Path]:
     return table, path
 
 
-def identity() -> Identity | None:
+def identity(settings: Settings | None = None) -> Identity | None:
     """The configured signing identity, or None (unsigned mode).
 
     From the environment when any of EDITGRAPH_C2PA_CERT / _KEY / _SIGN_COMMAND is set, else from
     the config file (keys cert_chain, private_key or sign_command, alg, tsa_url; relative paths
     are relative to the file). Only paths are read here: a missing file is an error now, before
     any node runs, naming where it was configured."""
-    env = os.environ
-    if any(env.get(k) for k in (ENV_CERT, ENV_KEY, ENV_COMMAND)):
-        raw = {"cert_chain": env.get(ENV_CERT), "private_key": env.get(ENV_KEY), "sign_command": env.get(ENV_COMMAND), "alg": env.get(ENV_ALG), "tsa_url": env.get(ENV_TSA)}
+    s = settings or Settings.from_env()
+    if s.c2pa_cert or s.c2pa_key or s.c2pa_sign_command:
+        raw = {"cert_chain": s.c2pa_cert, "private_key": s.c2pa_key, "sign_command": s.c2pa_sign_command, "alg": s.c2pa_alg, "tsa_url": s.c2pa_tsa_url}
         names = {"cert_chain": ENV_CERT, "private_key": ENV_KEY, "sign_command": ENV_COMMAND, "alg": ENV_ALG}
         origin, base = "environment", Path.cwd()
     else:
-        raw, path = _config()
+        raw, path = _config(s)
         if not any(raw.get(k) for k in ("cert_chain", "private_key", "sign_command")):
             return None
         names = {k: f"{k} in {path}" for k in CONFIG_KEYS}
@@ -161,13 +153,14 @@ def identity() -> Identity | None:
     return Identity(existing("cert_chain"), existing("private_key") if raw.get("private_key") else None, tuple(command) if command else None, alg, tsa, origin)
 
 
-def trust_anchors() -> str | None:
+def trust_anchors(settings: Settings | None = None) -> str | None:
     """PEM text of the root certificates a verifier trusts (EDITGRAPH_C2PA_TRUST_ANCHORS, else
     trust_anchors in the config file), or None: signatures are then checked, signers not trusted."""
-    value, where = os.environ.get(ENV_TRUST), ENV_TRUST
+    s = settings or Settings.from_env()
+    value, where = s.c2pa_trust_anchors, ENV_TRUST
     base = Path.cwd()
     if not value:
-        table, path = _config()
+        table, path = _config(s)
         value, where, base = table.get("trust_anchors"), f"trust_anchors in {path}", path.parent
     if not value:
         return None
@@ -295,9 +288,11 @@ def _classify(graph, node_id: str) -> tuple[bool, str | None, list[str], list[tu
 
 def plan(graph, node_id: str, info: dict[str, Any], replayed_from: str | None = None) -> Plan:
     """What the manifest of the files node `node_id` saves will say."""
-    from editgraph.nodes.registry import INPUT_PATH, field_marks
+    from editgraph.nodes.registry import INPUT_PATH, SEED, field_marks
 
     created, kind, generative, files = _classify(graph, node_id)
+    # Every seed upstream, as the run used it (fixed or drawn), so a verifier can replay.
+    seeds = {f"{nid}.{f}": getattr(graph.nodes[nid].params, f) for nid in [*upstream(graph, node_id), node_id] for f in field_marks(graph.nodes[nid].cls.Params, SEED)}
     tokens = {(rec["node"], rec["field"]): rec.get("source_token") for rec in info.get("inputs", [])}
     ingredients: list[Ingredient] = []
     for nid, relationship in files:
@@ -310,12 +305,12 @@ def plan(graph, node_id: str, info: dict[str, Any], replayed_from: str | None = 
         ingredients.append(Ingredient("", str(replayed_from), "inputTo", None))
     workflow = json.dumps(info.get("workflow"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assertion = {
-        "editgraph": editgraph.__version__,
+        "editgraph": __version__,
         "workflow_name": (info.get("workflow") or {}).get("name"),
         "workflow_sha256": hashlib.sha256(workflow.encode()).hexdigest(),
         "node": node_id,
         "key": info.get("keys", {}).get(node_id),
-        "seeds": info.get("seeds", {}),
+        "seeds": seeds,
         "models": [{"node": m["node"], "name": m["name"], "content_hash": m["content_hash"]} for m in info.get("models", [])],
         "inputs": [{"node": i.node, "file": Path(i.path).name, "relationship": i.relationship, "blake3": i.token} for i in ingredients],
         "generative_nodes": generative,
@@ -359,7 +354,7 @@ def sign(name: str, data: bytes, plan: Plan, ident: Identity, *, trust: str | No
     if mime not in ("image/png", "image/jpeg", "image/webp"):
         return data
     c2pa = _c2pa()
-    agent = {"name": "editgraph", "version": editgraph.__version__}
+    agent = {"name": "editgraph", "version": __version__}
     actions: list[dict[str, Any]] = []
     blobs: list[tuple[dict[str, Any], str, bytes]] = []
     steered: list[str] = []

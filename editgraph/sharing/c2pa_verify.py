@@ -160,7 +160,8 @@ def describe(s: dict[str, Any]) -> str:
         lines.append(f"made with: {s['claim_generator']}")
     for a in s.get("actions", []):
         extra = [x for x in (a.get("digitalSourceType", "").removeprefix(_IPTC), a.get("description")) if x]
-        used = f" {', '.join(map(str, a['ingredients']))}" if a.get("ingredients") else ""
+        used = ", ".join(map(str, a.get("ingredients", [])))
+        used = f" {used}" if a["action"] == "c2pa.opened" and used else (f" with inputs {used}" if used else "")
         lines.append(f"action: {a['action']}{used}" + (f" ({'; '.join(extra)})" if extra else ""))
     kinds = ", ".join(t.removeprefix(_IPTC) for t in s.get("digital_source_types", [])) or "none"
     lines.append(f"AI disclosure: {'yes, generative AI: ' + kinds if s.get('ai_generated') else 'no generative AI claimed (digital source type: ' + kinds + ')'}")

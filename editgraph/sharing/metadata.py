@@ -355,31 +355,35 @@ _XPACKET_BEGIN = '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
 _XPACKET_END = '\n<?xpacket end="w"?>'
 
 
-def ai_label_xmp(tool: str) -> bytes:
-    """XMP saying the picture was edited with a trained model (IPTC digital source type)."""
+def ai_label_xmp(tool: str, source_type: str | None = AI_SOURCE_TYPE) -> bytes:
+    """XMP naming the tool and, when a trained model made the pixels, saying so (IPTC digital
+    source type). source_type None: no source type is claimed (a grade is not generative)."""
+    claim = f'    Iptc4xmpExt:DigitalSourceType="{source_type}"\n' if source_type else ""
     return (
         _XPACKET_BEGIN + '<x:xmpmeta xmlns:x="adobe:ns:meta/">\n'
         ' <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
         '  <rdf:Description rdf:about=""\n'
         f'    xmlns:Iptc4xmpExt="{_IPTC_EXT}"\n'
         f'    xmlns:xmp="{_XMP}"\n'
-        f'    Iptc4xmpExt:DigitalSourceType="{AI_SOURCE_TYPE}"\n'
-        f'    xmp:CreatorTool="{tool}"/>\n'
+        + claim
+        + f'    xmp:CreatorTool="{tool}"/>\n'
         " </rdf:RDF>\n"
         "</x:xmpmeta>" + _XPACKET_END
     ).encode()
 
 
-def labelled_xmp(source: bytes | None, tool: str) -> bytes:
+def labelled_xmp(source: bytes | None, tool: str, source_type: str | None = AI_SOURCE_TYPE) -> bytes:
     """The output's XMP: the source's packet with every property kept and the AI label set
     (DigitalSourceType replaced, since the pixels are no longer what it described; CreatorTool
     kept if present, as XMP defines it as the first tool). Without a source, the label alone.
+    source_type None (no generative node made the pixels): the source's own DigitalSourceType,
+    if any, is kept and none is added: a graded photograph is still a photograph.
     Raises ValueError for a packet that is not XMP, or declares a DOCTYPE (XMP never needs one,
     and entity tricks are how XML attacks a parser)."""
     import xml.etree.ElementTree as ET
 
     if source is None:
-        return ai_label_xmp(tool)
+        return ai_label_xmp(tool, source_type)
     try:
         text = source.decode("utf-8")
     except UnicodeDecodeError:
@@ -398,15 +402,17 @@ def labelled_xmp(source: bytes | None, tool: str) -> bytes:
     if rdf is None:
         raise ValueError("XMP packet has no rdf:RDF element")
     descriptions = rdf.findall(f"{{{_RDF}}}Description")
-    source_type, creator = f"{{{_IPTC_EXT}}}DigitalSourceType", f"{{{_XMP}}}CreatorTool"
+    kind, creator = f"{{{_IPTC_EXT}}}DigitalSourceType", f"{{{_XMP}}}CreatorTool"
     has_creator = False
     for d in descriptions:  # a property may be an attribute or a child element, in any Description
-        d.attrib.pop(source_type, None)
-        for child in d.findall(source_type):
-            d.remove(child)
+        if source_type is not None:
+            d.attrib.pop(kind, None)
+            for child in d.findall(kind):
+                d.remove(child)
         has_creator |= creator in d.attrib or d.find(creator) is not None
     target = descriptions[0] if descriptions else ET.SubElement(rdf, f"{{{_RDF}}}Description", {f"{{{_RDF}}}about": ""})
-    target.set(source_type, AI_SOURCE_TYPE)
+    if source_type is not None:
+        target.set(kind, source_type)
     if not has_creator:
         target.set(creator, tool)
     for prefix, uri in {**prefixes, "Iptc4xmpExt": _IPTC_EXT, "xmp": _XMP, "rdf": _RDF, "x": "adobe:ns:meta/"}.items():

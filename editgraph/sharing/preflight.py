@@ -72,11 +72,24 @@ def describe_provenance(label: str, info: dict[str, Any], data: bytes) -> str:
     import json
 
     from editgraph.sharing import metadata as filemeta
+    from editgraph.sharing.c2pa import COMPOSITE_AI, TRAINED_AI
 
     lines = [f"{label}: made by editgraph {info.get('editgraph', '?')} (torch {info.get('torch', '?')}, {info.get('torch_threads', '?')} threads)"]
     xmp = filemeta.read_xmp(data) or b""
-    labelled = filemeta.AI_SOURCE_TYPE.encode() in xmp
-    lines.append(f"AI-edit label: {'yes, XMP Iptc4xmpExt:DigitalSourceType = ' + filemeta.AI_SOURCE_TYPE if labelled else 'MISSING (no XMP digital source type in this file)'}")
+    claimed = [t for t in (COMPOSITE_AI, TRAINED_AI) if t.encode() in xmp]
+    types = info.get("digital_source_type")
+    if claimed:
+        lines.append(f"AI-edit label: yes, XMP Iptc4xmpExt:DigitalSourceType = {claimed[0]}")
+    elif isinstance(types, dict) and not any(types.values()):
+        lines.append("AI-edit label: none claimed (no generative node made these pixels)")
+    else:
+        lines.append("AI-edit label: MISSING (no XMP digital source type in this file)")
+    if filemeta.c2pa_manifest(data) is not None:
+        lines.append("C2PA: signed manifest present (check it with: editgraph verify IMAGE)")
+    elif info.get("c2pa_signed"):
+        lines.append("C2PA: not signed any more (it was signed when written: its manifest has been stripped)")
+    else:
+        lines.append("C2PA: not signed (no signing identity was configured when it was made)")
     if info.get("params"):
         lines.append("params:")
         lines += [f"  {k} = {json.dumps(v)}" for k, v in info["params"].items()]
@@ -97,5 +110,6 @@ def describe_provenance(label: str, info: dict[str, Any], data: bytes) -> str:
             lines.append(f"  not carried: the input's XMP ({c['xmp_dropped']})")
     for ing in info.get("ingredients", []):
         m = ing["c2pa_manifest"]
-        lines.append(f"C2PA ingredient: {ing['path']} manifest sha256 {m['sha256']} ({m['bytes']} bytes); not valid for the edited pixels, kept in a private chunk")
+        where = "an ingredient of this file's signed manifest" if info.get("c2pa_signed") else "not valid for the edited pixels, kept in a private chunk"
+        lines.append(f"C2PA ingredient: {ing['path']} manifest sha256 {m['sha256']} ({m['bytes']} bytes); {where}")
     return "\n".join(lines) + "\n"

@@ -10,11 +10,15 @@ ids and one save node's cache entry serves every workflow that makes the same pi
   PNG: iTXt "editgraph" (zlib); JPEG: APP15 "editgraph" segments; WebP: an `EGPV` chunk.
 - the first image.load ancestor's EXIF (orientation reset: the pixels are already upright) and
   ICC profile, so camera data and colour management survive the edit.
-- an AI-edit label: XMP with Iptc4xmpExt:DigitalSourceType = compositeWithTrainedAlgorithmicMedia.
-- a C2PA manifest found in that input is NOT written back as the output's manifest: an edit breaks
-  its hash binding, and editgraph does not sign. It is recorded as an ingredient (sha256, size,
-  source) in the provenance, and its raw bytes ride along in a private chunk (filemeta.py) so a
-  signing tool downstream can cite it. Nothing is dropped silently.
+- an AI-edit label when a generative node made the pixels: XMP with Iptc4xmpExt:DigitalSourceType
+  = compositeWithTrainedAlgorithmicMedia (trainedAlgorithmicMedia when no photo went in). A
+  workflow of grades, crops and masks claims none (sharing/c2pa.py decides, from node types).
+- a C2PA manifest found in that input is never written back as the output's own manifest: an edit
+  breaks its hash binding. Unsigned, it is recorded as an ingredient (sha256, size, source) in the
+  provenance and its raw bytes ride along in a private chunk (metadata.py), so a signing tool
+  downstream can cite it. Signed (a C2PA identity configured, sharing/c2pa.py), the output gets a
+  manifest of its own, signed last, in which that input is a validated ingredient.
+  Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from collections.abc import Callable
 from typing import Any
 
 from editgraph.version import __version__
+from editgraph.sharing import c2pa
 from editgraph.sharing import metadata as fm
 from editgraph.errors import EditgraphError
+from editgraph.settings import Settings
 
 KEYWORD = b"editgraph"
 PNG_SIGNATURE = fm.PNG_SIGNATURE
@@ -48,8 +54,8 @@ class Provenance(dict):
         self.carry: dict[str, fm.Carried] = {}
 
 
-def build(result) -> Provenance:
-    """Provenance for a finished run (a RunResult)."""
+def build(result, *, signed: bool = False) -> Provenance:
+    """Provenance for a finished run (a RunResult). signed: its files will get C2PA manifests."""
     import torch
 
     from editgraph.nodes.registry import INPUT_PATH, field_marks
@@ -69,7 +75,9 @@ def build(result) -> Provenance:
             "device": str(getattr(result, "device", "cpu")),
             "bit_identical": "per device and torch thread count",
             "keys": {nid: rec.key for nid, rec in result.records.items()},
-            "digital_source_type": fm.AI_SOURCE_TYPE,
+            # per saving node: what made its pixels (None: no generative node, no AI claimed)
+            "digital_source_type": {nid: c2pa.source_type(graph, nid) for nid in _savers(result)},
+            "c2pa_signed": signed,
         }
     )
     for record in info["models"]:  # a re-run elsewhere must use the same weights, or say it cannot
@@ -78,9 +86,7 @@ def build(result) -> Provenance:
             spec.setdefault("params", {})["hash"] = record["content_hash"]
     carried_report: dict[str, Any] = {}
     ingredients = []
-    for nid, node in graph.nodes.items():
-        if nid not in result.records or not any(s.name == "Artifact" for s in node.cls.outputs.values()):
-            continue
+    for nid in _savers(result):
         source = _first_source(graph, nid)
         if source is None:
             continue
@@ -97,7 +103,9 @@ def build(result) -> Provenance:
                 "path": carried.path,
                 "relationship": "parentOf",
                 "c2pa_manifest": {"sha256": hashlib.sha256(carried.c2pa).hexdigest(), "bytes": len(carried.c2pa)},
-                "note": "the source's C2PA manifest cannot stay valid on edited pixels; its bytes are carried in a private chunk",
+                "note": "a validated ingredient of this file's signed C2PA manifest"
+                if signed
+                else "the source's C2PA manifest cannot stay valid on edited pixels; its bytes are carried in a private chunk",
             }
             if ingredient not in ingredients:
                 ingredients.append(ingredient)
@@ -105,6 +113,12 @@ def build(result) -> Provenance:
     info["carried"] = carried_report
     info["ingredients"] = ingredients
     return info
+
+
+def _savers(result) -> list[str]:
+    """The nodes of the run that write files (an Artifact output)."""
+    nodes = result.graph.nodes
+    return [nid for nid in nodes if nid in result.records and any(s.name == "Artifact" for s in nodes[nid].cls.outputs.values())]
 
 
 def portable_document(graph) -> dict[str, Any]:
@@ -168,21 +182,50 @@ def _first_source(graph, node_id: str) -> str | None:
 # --- writing ------------------------------------------------------------------------------------
 
 
-def stamp(result) -> Callable[[str, str, bytes], bytes]:
-    """The executor's Stamp: provenance built once per run, embedded into every file it writes."""
-    info = build(result)
-    return lambda node_id, name, data: embed(name, data, info, node_id=node_id)
+def stamp(result, *, settings: Settings | None = None, replayed_from: str | None = None) -> Callable[[str, str, bytes], bytes]:
+    """The executor's Stamp: provenance built once per run, embedded into every file it writes;
+    then, when a C2PA identity is configured, a signed manifest, once per file. replayed_from: the
+    image whose embedded workflow this run replays (an ingredient of what it signs)."""
+    identity = c2pa.identity(settings)
+    info = build(result, signed=identity is not None)
+    if identity is None:
+        return lambda node_id, name, data: embed(name, data, info, node_id=node_id)
+    trust = c2pa.trust_anchors(settings)
+    plans: dict[str, c2pa.Plan] = {}
+
+    def finish(node_id: str, name: str, data: bytes) -> bytes:
+        if node_id not in plans:
+            plans[node_id] = c2pa.plan(result.graph, node_id, info, replayed_from)
+        return c2pa.sign(name, embed(name, data, info, node_id=node_id, signing=True), plans[node_id], identity, trust=trust)
+
+    return finish
 
 
-def embed(name: str, data: bytes, info: dict[str, Any], node_id: str | None = None) -> bytes:
+def signing_stamp(settings: Settings | None = None, *, replayed_from: str | None = None) -> Callable:
+    """`stamp` bound to these settings, with the C2PA identity (if any) checked now, before a run
+    spends anything: a wrong key path or a key that is not the certificate's fails here."""
+    import functools
+
+    identity = c2pa.identity(settings)
+    if identity is not None:
+        c2pa.check(identity)
+    replayed = str(Path(replayed_from).resolve()) if replayed_from is not None else None
+    return functools.partial(stamp, settings=settings, replayed_from=replayed)
+
+
+def embed(name: str, data: bytes, info: dict[str, Any], node_id: str | None = None, *, signing: bool = False) -> bytes:
     """The file's bytes with provenance, carried metadata and the AI label added. PNG, JPEG and
-    WebP are spliced without touching the encoded image data; other files are returned unchanged."""
+    WebP are spliced without touching the encoded image data; other files are returned unchanged.
+    signing: a C2PA manifest follows, citing the input's own manifest properly, so its raw
+    bytes are not also carried in the private chunk."""
     carried = info.carry.get(node_id) if isinstance(info, Provenance) and node_id is not None else None
     text = json.dumps(info, ensure_ascii=False, sort_keys=True).encode()
-    xmp = fm.labelled_xmp(carried.xmp if carried else None, f"editgraph {__version__}")
+    types = info.get("digital_source_type")
+    kind = types.get(node_id) if isinstance(types, dict) else fm.AI_SOURCE_TYPE
+    xmp = fm.labelled_xmp(carried.xmp if carried else None, f"editgraph {__version__}", kind)
     exif = carried.exif if carried else None
     icc = carried.icc_profile if carried else None
-    c2pa = carried.c2pa if carried else None
+    source_manifest = carried.c2pa if carried and not signing else None
     if data.startswith(PNG_SIGNATURE):
         present = fm.png_chunk_types(data)
         head = []
@@ -194,8 +237,8 @@ def embed(name: str, data: bytes, info: dict[str, Any], node_id: str | None = No
         # XMP before the pixels: metadata readers that stop at the first IDAT still see the label.
         head.append(fm.png_itxt(fm.XMP_KEYWORD, xmp, compress=False))
         tail = [fm.png_itxt(KEYWORD, text, compress=True)]
-        if c2pa:
-            tail.append(fm.png_chunk(fm.INGREDIENT_PNG_CHUNK, c2pa))
+        if source_manifest:
+            tail.append(fm.png_chunk(fm.INGREDIENT_PNG_CHUNK, source_manifest))
         return fm.png_insert(data, after_ihdr=head, before_iend=tail)
     if data.startswith(fm.JPEG_SOI):
         present = list(fm.jpeg_segments(data))
@@ -214,12 +257,12 @@ def embed(name: str, data: bytes, info: dict[str, Any], node_id: str | None = No
         if icc:
             segs += fm.jpeg_icc(icc)
         segs += fm.jpeg_chunked(fm.APP15, JPEG_IDENT, zlib.compress(text, 9))
-        if c2pa:
-            segs += fm.jpeg_chunked(fm.APP15, JPEG_C2PA_IDENT, c2pa)
+        if source_manifest:
+            segs += fm.jpeg_chunked(fm.APP15, JPEG_C2PA_IDENT, source_manifest)
         return fm.jpeg_insert(data, segs)
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         out = fm.webp_with_metadata(data, exif=exif, icc=icc, xmp=xmp)
-        chunks = [(WEBP_CHUNK, zlib.compress(text, 9))] + ([(WEBP_C2PA_CHUNK, c2pa)] if c2pa else [])
+        chunks = [(WEBP_CHUNK, zlib.compress(text, 9))] + ([(WEBP_C2PA_CHUNK, source_manifest)] if source_manifest else [])
         return fm.riff_append(out, chunks)
     return data
 

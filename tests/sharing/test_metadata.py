@@ -47,14 +47,18 @@ def with_jpeg_manifest(data: bytes, box: bytes, split: int) -> bytes:
     return filemeta.jpeg_insert(data, [filemeta.jpeg_segment(filemeta.APP11, seg1), filemeta.jpeg_segment(filemeta.APP11, seg2)])
 
 
-def run_saves(tmp_path, cli, source) -> dict[str, bytes]:
+def run_saves(tmp_path, cli, source, generative: bool = True) -> dict[str, bytes]:
+    """Save the photo as PNG, JPEG and WebP; generative: through a denoiser's stand-in (adding no
+    noise), so the outputs carry the AI label; else straight from the load (no label)."""
+    made = "gen" if generative else "photo"
     doc = {
         "params": {"image": {"type": "path"}},
         "nodes": {
             "photo": {"type": "image.load", "params": {"path": "$image"}},
-            "png": {"type": "image.save", "inputs": {"image": "photo"}, "params": {"path": "o.png"}},
-            "jpg": {"type": "image.save", "inputs": {"image": "photo"}, "params": {"path": "o.jpg"}},
-            "webp": {"type": "image.save", "inputs": {"image": "photo"}, "params": {"path": "o.webp"}},
+            "gen": {"type": "sharetest.noise", "inputs": {"image": "photo"}, "params": {"amount": 0.0}},
+            "png": {"type": "image.save", "inputs": {"image": made}, "params": {"path": "o.png"}},
+            "jpg": {"type": "image.save", "inputs": {"image": made}, "params": {"path": "o.jpg"}},
+            "webp": {"type": "image.save", "inputs": {"image": made}, "params": {"path": "o.webp"}},
         },
     }
     (tmp_path / "wf.json").write_text(json.dumps(doc))
@@ -145,6 +149,18 @@ def test_the_inputs_xmp_is_kept_with_the_ai_label_merged_in(tmp_path, cli, fmt):
         assert desc.get("{http://iptc.org/std/Iptc4xmpExt/2008-02-29/}DigitalSourceType") == filemeta.AI_SOURCE_TYPE, ext
         assert xmp.count("DigitalSourceType") == 1 and "digitalCapture" not in xmp, ext  # no longer a plain capture
         assert provenance.read(data)["carried"][ext] == {"from": "photo", "exif": True, "icc_profile": True, "xmp": True}, ext
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_without_a_generative_node_the_inputs_source_type_stays_and_no_ai_label_is_added(tmp_path, cli, fmt):
+    src = tmp_path / f"in.{fmt.lower()}"
+    photo_with_metadata(src, fmt)
+    with_xmp(src, PHOTOGRAPHER_XMP)
+    for ext, data in run_saves(tmp_path, cli, src, generative=False).items():
+        xmp = filemeta.read_xmp(data).decode()
+        assert "digitalsourcetype/digitalCapture" in xmp and "TrainedAlgorithmicMedia" not in xmp, ext
+        assert "© Ada Photographer" in xmp, ext
+        assert provenance.read(data)["digital_source_type"] == {"png": None, "jpg": None, "webp": None}, ext
 
 
 def test_an_unreadable_xmp_is_reported_not_silently_dropped(tmp_path, cli, photo_path):

@@ -18,6 +18,8 @@ from editgraph.values.sockets import Image, Model
 class Noise(Node):
     """Add seeded uniform noise (stands in for a denoiser: its pixels depend on the seed)."""
 
+    generative = True  # a denoiser's stand-in: outputs downstream carry the AI disclosure
+
     class Params(NodeParams):
         seed: Seed = Field(0, description="noise seed, or 'random'")
         amount: float = Field(0.2, ge=0, le=1, description="noise strength")

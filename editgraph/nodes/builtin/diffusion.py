@@ -111,6 +111,8 @@ class VaeEncode(Node):
 class VaeDecode(Node):
     """Turn a latent back into pixels with the model's VAE (in overlapping tiles when large)."""
 
+    generative = True  # pixels (or latents) made by the trained model
+
     class Params(NodeParams):
         tile: Literal["auto", "always", "never"] = Field(
             "auto", description=f"decode in tiles: auto = when a side exceeds {TILE_ABOVE_PX} px"
@@ -166,6 +168,8 @@ class Denoise(Node):
     (img2img: strength = how much changes), or only inside `mask` (inpainting: latent blending for
     ordinary models, masked-image conditioning for inpainting models, which also need `image`)."""
 
+    generative = True  # pixels (or latents) made by the trained model
+
     class Params(_Sampling):
         strength: float = Field(1.0, gt=0.0, le=1.0, description="share of the schedule to run; 1.0 repaints fully")
 
@@ -196,6 +200,8 @@ class Refine(Node):
     """A second, light denoise pass that sharpens detail, optionally at a larger size (upscaling the
     latent, or the decoded picture, first) and optionally with another model (`source` is the model
     whose VAE made `latent` when it is not `model`; the latent then goes through pixels)."""
+
+    generative = True  # pixels (or latents) made by the trained model
 
     class Params(_Sampling):
         strength: float = Field(0.3, gt=0.0, le=1.0, description="share of the schedule to rerun; low keeps the picture")
@@ -247,6 +253,8 @@ class Refine(Node):
 class Instruct(Node):
     """Edit the photo by instruction ("make it snowy") with an InstructPix2Pix model: `cfg` pulls
     toward the instruction, `image_cfg` toward the source photo."""
+
+    generative = True  # pixels (or latents) made by the trained model
 
     class Params(_Sampling):
         image_cfg: float = Field(1.5, ge=0.0, le=20.0, description="image guidance: higher keeps more of the source")

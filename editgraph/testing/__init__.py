@@ -1,0 +1,1 @@
+"""Stand-ins the tests, benchmarks and demos use: throwaway identities, tiny builds."""
