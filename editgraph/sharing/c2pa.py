@@ -38,6 +38,7 @@ import hashlib
 import io
 import json
 import shlex
+import shutil
 import subprocess
 import tomllib
 from dataclasses import dataclass
@@ -150,6 +151,8 @@ def identity(settings: Settings | None = None) -> Identity | None:
     command = raw.get("sign_command")
     if isinstance(command, str):
         command = shlex.split(command)
+    if command and shutil.which(command[0]) is None:
+        raise SigningError(f"{names['sign_command']}: no executable {command[0]!r} (on PATH, or as a path)")
     return Identity(existing("cert_chain"), existing("private_key") if raw.get("private_key") else None, tuple(command) if command else None, alg, tsa, origin)
 
 
@@ -181,8 +184,23 @@ def _c2pa():
 
 
 def check(ident: Identity) -> None:
-    """Build the signer once (reads the chain and key) so a bad identity fails before a run starts."""
-    _signer(_c2pa(), ident, []).close()
+    """Sign a 1x1 PNG and read it back, so a bad identity fails before a run starts: an unreadable
+    chain or key, a failing signer command, or a key that is not the certificate's (the bindings
+    sign with it anyway, and every file of the run would carry an invalid manifest)."""
+    from PIL import Image
+
+    c2pa = _c2pa()
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, format="PNG")
+    pixel = buf.getvalue()
+    probe = Plan("check", True, ALGORITHMIC, (), (), {"workflow_name": "identity check"})
+    signed = sign("check.png", pixel, probe, ident)
+    with c2pa.Context.from_dict({}) as ctx, c2pa.Reader("image/png", io.BytesIO(signed), None, ctx) as reader:
+        failed = [f.get("code", "?") for f in ((reader.get_validation_results() or {}).get("activeManifest") or {}).get("failure", [])]
+    failed = [code for code in failed if code != "signingCredential.untrusted"]
+    if failed:
+        hint = " (the key does not belong to the signing certificate, the first in the chain)" if "claimSignature.mismatch" in failed else ""
+        raise SigningError(f"the C2PA signing identity ({ident.describe()}) makes manifests that do not validate: {', '.join(failed)}{hint}")
 
 
 def _signer(c2pa, ident: Identity, errors: list[str]):

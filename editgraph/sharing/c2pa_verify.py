@@ -55,6 +55,7 @@ def verify(data: bytes, *, label: str = "", trust: str | None = None, require_tr
         trusted=state == "Trusted",
         failures=[f for f in failures if f["code"] not in _TRUST_CODES],
         manifest=store.get("active_manifest"),
+        manifests_in_store=len(store.get("manifests", {})),
         **_manifest_summary(active),
     )
     deltas = {d.get("ingredientAssertionURI", "").rsplit("/", 1)[-1]: d.get("validationDeltas", {}).get("failure", []) for d in results.get("ingredientDeltas", [])}

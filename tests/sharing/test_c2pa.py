@@ -113,6 +113,27 @@ def test_grade_only_output_is_signed_trusted_and_not_labelled_generative(tmp_pat
     assert code == 0 and "C2PA: signed manifest present" in text
 
 
+def test_png_jpeg_and_webp_outputs_are_signed_once_and_keep_their_provenance(tmp_path, cli, signed_runs, photo_path):
+    doc = json.loads(grade_workflow(tmp_path / "g.json").read_text())
+    for ext in ("jpg", "webp"):
+        doc["nodes"][f"save_{ext}"] = {"type": "image.save", "inputs": {"image": "graded"}, "params": {"path": f"edit.{ext}"}}
+    (tmp_path / "g.json").write_text(json.dumps(doc))
+    assert cli("run", tmp_path / "g.json", "--set", f"image={photo_path}", "--out", tmp_path / "out", "-q")[0] == 0
+    for ext in ("png", "jpg", "webp"):
+        out = tmp_path / "out" / f"edit.{ext}"
+        data = out.read_bytes()
+        code, s = verify(cli, out)
+        assert code == 0 and s["state"] == "Trusted" and s["title"] == f"edit.{ext}", ext
+        assert provenance.read(data)["workflow"]["name"] == "brighten", ext  # replayable as before
+        assert s["manifests_in_store"] == 1, ext  # signed once (the photo had no manifest)
+        # A changed byte in the middle of the compressed image data breaks the hard binding.
+        broken = bytearray(data)
+        broken[len(data) // 2] ^= 0x01
+        (tmp_path / f"broken.{ext}").write_bytes(bytes(broken))
+        code, s = verify(cli, tmp_path / f"broken.{ext}")
+        assert code == 1 and "assertion.dataHash.mismatch" in {f["code"] for f in s["failures"]}, ext
+
+
 def test_verify_without_the_root_still_checks_the_signature_but_not_trust(tmp_path, cli, signed_runs, photo_path, monkeypatch):
     out = edit(cli, tmp_path, photo_path, "one")
     monkeypatch.delenv(signing.ENV_TRUST)
@@ -217,11 +238,14 @@ def test_identity_from_the_config_file_with_a_signer_command(tmp_path, cli, iden
         ({signing.ENV_CERT: "chain", signing.ENV_KEY: "missing"}, "EDITGRAPH_C2PA_KEY names"),
         ({signing.ENV_CERT: "chain", signing.ENV_KEY: "key", signing.ENV_ALG: "rot13"}, "unknown signing algorithm 'rot13'"),
         ({signing.ENV_CERT: "root", signing.ENV_KEY: "garbage"}, "cannot use the C2PA signing identity"),
+        ({signing.ENV_CERT: "chain", signing.ENV_KEY: "other"}, "the key does not belong to the signing certificate"),
+        ({signing.ENV_CERT: "chain", signing.ENV_COMMAND: "no-such-signer --key x"}, "no executable 'no-such-signer'"),
     ],
 )
 def test_a_misconfigured_identity_fails_before_anything_runs(tmp_path, cli, identity, photo_path, monkeypatch, env, message):
     (tmp_path / "garbage").write_text("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
-    files = {"chain": identity.chain, "key": identity.key, "root": identity.root, "missing": tmp_path / "nope.pem", "garbage": tmp_path / "garbage"}
+    other = make_test_identity(tmp_path / "other").key  # a valid key, but not the certificate's
+    files = {"chain": identity.chain, "key": identity.key, "root": identity.root, "missing": tmp_path / "nope.pem", "garbage": tmp_path / "garbage", "other": other}
     for var, value in env.items():
         monkeypatch.setenv(var, str(files.get(value, value)))
     wf = grade_workflow(tmp_path / "grade.json")
