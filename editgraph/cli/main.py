@@ -279,7 +279,8 @@ def cmd_nodes(args) -> int:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         _err(f"error: unknown node type {args.type!r}{hint}")
         return EXIT_USAGE
-    print(f"{cls.type}  (version {cls.version}{'' if cls.deterministic else ', not deterministic: never cached'})")
+    flags = ("" if cls.deterministic else ", not deterministic: never cached") + (", generative: files saved downstream disclose AI" if cls.generative else "")
+    print(f"{cls.type}  (version {cls.version}{flags})")
     print("\n" + (cls.__doc__ or "").strip() + "\n")
     print("inputs:")
     for i in cls.inputs.values():

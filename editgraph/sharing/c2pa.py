@@ -142,6 +142,8 @@ def identity(settings: Settings | None = None) -> Identity | None:
         raise SigningError(f"tsa_url must be an http(s) URL of an RFC 3161 timestamp authority, got {tsa!r}")
 
     def existing(field: str) -> Path:
+        if "-----BEGIN" in raw[field] or "\n" in raw[field]:  # the PEM itself: never echo it back
+            raise SigningError(f"{names[field]} must name a PEM file, not hold its contents")
         p = Path(raw[field]).expanduser()
         p = p if p.is_absolute() else base / p
         if not p.is_file():

@@ -240,18 +240,21 @@ def test_identity_from_the_config_file_with_a_signer_command(tmp_path, cli, iden
         ({signing.ENV_CERT: "root", signing.ENV_KEY: "garbage"}, "cannot use the C2PA signing identity"),
         ({signing.ENV_CERT: "chain", signing.ENV_KEY: "other"}, "the key does not belong to the signing certificate"),
         ({signing.ENV_CERT: "chain", signing.ENV_COMMAND: "no-such-signer --key x"}, "no executable 'no-such-signer'"),
+        ({signing.ENV_CERT: "chain", signing.ENV_KEY: "inline"}, "EDITGRAPH_C2PA_KEY must name a PEM file, not hold its contents"),
     ],
 )
 def test_a_misconfigured_identity_fails_before_anything_runs(tmp_path, cli, identity, photo_path, monkeypatch, env, message):
     (tmp_path / "garbage").write_text("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
     other = make_test_identity(tmp_path / "other").key  # a valid key, but not the certificate's
     files = {"chain": identity.chain, "key": identity.key, "root": identity.root, "missing": tmp_path / "nope.pem", "garbage": tmp_path / "garbage", "other": other}
+    files["inline"] = identity.key.read_text()  # the key pasted where its path belongs
     for var, value in env.items():
         monkeypatch.setenv(var, str(files.get(value, value)))
     wf = grade_workflow(tmp_path / "grade.json")
     code, _, err = cli("run", wf, "--set", f"image={photo_path}", "--out", tmp_path / "out", "-q", "--report", tmp_path / "r.json")
     assert code == 5 and message in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "r.json").exists()
+    assert "PRIVATE KEY" not in err and identity.key.read_text().splitlines()[1] not in err
 
 
 # --- slow: the inpaint workflow with a tiny model ---------------------------------------------------
@@ -311,3 +314,12 @@ def test_signed_inpaint_verifies_fails_on_one_pixel_byte_replays_and_never_leaks
     for path in written:
         data = path.read_bytes()
         assert not any(secret in data for secret in secrets), path
+
+
+def test_the_generative_flag_is_on_the_nodes_whose_output_a_trained_model_makes(cli):
+    from editgraph.nodes.registry import load_builtin_nodes
+
+    flagged = {name for name, cls in load_builtin_nodes().items() if cls.generative}
+    assert {"denoise", "instruct", "refine", "vae.decode"} <= flagged
+    assert not [n for n in flagged if n.split(".")[0] in ("image", "mask", "grade", "outpaint", "prompt", "latent", "model")] + [n for n in flagged if n == "vae.encode"]
+    assert "generative" in cli("nodes", "denoise")[1] and "generative" not in cli("nodes", "grade")[1]
