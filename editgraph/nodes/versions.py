@@ -2,7 +2,7 @@
 
 A node's cache entries are keyed by its version, so a node whose code changes must get a new
 version or old results are served for new code. `code_hash` reads the node class's code (its
-AST: comments, docstrings and formatting do not count) together with every function, class and
+AST: comments, docstrings, formatting and DESCRIPTIVE attributes do not count) together with every function, class and
 constant of its own module that it uses, followed transitively. tests/nodes/test_versions.py
 fails when a hash changes under an unchanged version, naming the node.
 
@@ -28,13 +28,25 @@ import blake3
 TABLE = Path(__file__).with_name("versions.json")
 
 
+# Class attributes that describe a node's output to people and labels, never compute it (like a
+# docstring): setting one must not demand a version bump, which would void every cached result.
+DESCRIPTIVE = frozenset({"generative"})
+
+
 def _strip_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
             body = node.body
             if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
                 node.body = body[1:] or [ast.Pass()]
+        if isinstance(node, ast.ClassDef):
+            node.body = [stmt for stmt in node.body if not _describes(stmt)] or [ast.Pass()]
     return tree
+
+
+def _describes(stmt: ast.stmt) -> bool:
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
+    return bool(targets) and all(isinstance(t, ast.Name) and t.id in DESCRIPTIVE for t in targets)
 
 
 def _module_defs(module: ast.Module) -> dict[str, ast.AST]:

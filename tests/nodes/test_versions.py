@@ -34,6 +34,9 @@ def test_a_changed_body_or_helper_changes_the_hash_and_prose_does_not():
     changed = _node_module('class Probe:\n    """Doubles."""\n    def run(self, x):\n        return helper(x) + 1\n')
     assert versions.code_hash(base) == versions.code_hash(reworded)
     assert versions.code_hash(base) != versions.code_hash(changed)
+    # Declaring what made the output (the AI disclosure) computes nothing: no version bump.
+    flagged = _node_module('class Probe:\n    """Doubles."""\n    generative = True\n    def run(self, x):\n        return helper(x)\n')
+    assert versions.code_hash(base) == versions.code_hash(flagged)
 
 
 def test_drift_names_the_node_changed_without_a_bump():
