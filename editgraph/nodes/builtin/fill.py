@@ -9,7 +9,6 @@ from pydantic import Field
 from editgraph.errors import NodeError
 from editgraph.nodes.context import RunContext
 from editgraph.nodes.registry import Node, NodeParams, Seed, node
-from editgraph.ops.imaging import same_size
 from editgraph.values.sockets import Image, Mask
 
 
@@ -18,7 +17,7 @@ class Filled(NamedTuple):
     mask: Mask  # the hole that was replaced: mask >= 0.5 grown by `grow`, 0 or 1
 
 
-@node("fill", version="1.0.0")
+@node("fill", version="1.0.1")
 class Fill(Node):
     """Remove the masked object without a model: the hole (mask >= 0.5, grown by `grow` px so no
     sliver of the object's edge survives) is painted from the surrounding picture, and only the
@@ -44,6 +43,8 @@ class Fill(Node):
         )
 
     def run(self, ctx: RunContext, image: Image, mask: Mask) -> Filled:
+        from editgraph.ops.imaging import same_size
+
         from editgraph.ops.fill import FillSettings, check_hole, fill_region, hole_of
 
         p = self.params
