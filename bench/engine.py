@@ -10,6 +10,13 @@ Rows:
      the run's wall time less the time spent inside the nodes' run() (each makes a 1x1 tensor,
      about 3-8 us), which is printed beside it.
   3. A new process re-running the unchanged workflows from the disk cache.
+  4. What the disk tier costs a cold run (issue 16), each measured beside its reference in one run:
+     a 500-node graph of 64 px images (50 wide x 10 deep) with disk+memory tiers, memory only and
+     --no-cache; 10 grades of a 4096 px photo with the cache and with --no-cache, and re-run;
+     1,000- and 10,000-node chains, cold and re-run; a 500-node chain re-run. These rows time the
+     whole call a user makes: load the document, bind it, run it, and wait for its writes.
+
+    python bench/engine.py --only scale   # just the rows of 4 (skips 1-3)
 """
 
 from __future__ import annotations
@@ -57,6 +64,20 @@ class Noop(Node):
         return out
 
 
+@node("bench.px64", version="1.0.0")
+class Px64(Node):
+    """A 64 px image: a flat grey from its index, or the average of its inputs nudged by it."""
+
+    class Params(NodeParams):
+        i: int = Field(0, description="index in the graph")
+
+    def run(self, ctx: RunContext, a: Image | None = None, b: Image | None = None) -> Image:
+        nudge = self.params.i * 1e-4
+        if a is None:
+            return torch.full((1, 3, 64, 64), nudge)
+        return (a + b) * 0.5 + nudge if b is not None else a + nudge
+
+
 IN_RUN = [0.0]  # seconds spent inside Noop.run, so the table can separate the engine's share
 
 
@@ -89,6 +110,33 @@ def image_chain(variant: int) -> dict:
         nodes[f"op{i}"] = {"type": typ, "inputs": {"image": prev}, "params": params}
         prev = f"op{i}"
     return {"format": "editgraph/1", "name": "image-chain", "nodes": nodes}
+
+
+def wide_graph(width: int = 50, depth: int = 10) -> dict:
+    """depth layers of width 64 px nodes; each node averages the two above it (its column and the next)."""
+    nodes: dict = {}
+    for d in range(depth):
+        for w in range(width):
+            nid, i = f"d{d}w{w}", d * width + w
+            if d == 0:
+                nodes[nid] = {"type": "bench.px64", "params": {"i": i}}
+            else:
+                nodes[nid] = {"type": "bench.px64", "inputs": {"a": f"d{d - 1}w{w}", "b": f"d{d - 1}w{(w + 1) % width}"}, "params": {"i": i}}
+    return {"format": "editgraph/1", "name": "wide", "nodes": nodes}
+
+
+def grade_chain(n: int = 10, side: int = 4096) -> dict:
+    """photo -> resize to `side` px -> n grades (exposure and contrast, alternating)."""
+    nodes = {
+        "photo": {"type": "image.load", "params": {"path": str(PHOTO)}},
+        "big": {"type": "image.resize", "inputs": {"image": "photo"}, "params": {"width": side}},
+    }
+    prev = "big"
+    for i in range(n):
+        params = {"exposure": 0.05 * (i + 1)} if i % 2 == 0 else {"contrast": 1 + 0.02 * i}
+        nodes[f"g{i}"] = {"type": "grade", "inputs": {"image": prev}, "params": params}
+        prev = f"g{i}"
+    return {"format": "editgraph/1", "name": "grades", "nodes": nodes}
 
 
 def timed_run(executor: Executor, doc: dict) -> tuple[float, EventLog]:
@@ -136,6 +184,114 @@ def bench_image_chain(cache_dir: Path) -> dict:
     return {"full_s": full, "rerun_s": rerun, "last_node_s": node_cost, "overhead_ms": (rerun - node_cost) * 1e3}
 
 
+def run_all_in(executor: Executor, doc: dict) -> tuple[float, EventLog]:
+    """Seconds for what a caller pays: load the document, bind it, run it (writes durable at return)."""
+    log = EventLog()
+    executor.listeners = [log]
+    t0 = time.perf_counter()
+    graph = _bind(doc)
+    executor.run(graph)
+    return time.perf_counter() - t0, log
+
+
+def _bind(doc: dict):
+    try:  # issue 16: a document bound before in this process is not bound again
+        from editgraph.graph.memo import bind_document
+    except ImportError:  # the code before issue 16, for the "before" figures
+        return bind(load_workflow(doc))
+    return bind_document(doc)
+
+
+def _tiers(kind: str, root: Path) -> Executor:
+    from editgraph.executor.store import MemoryStore
+    from editgraph.settings import parse_size
+
+    if kind == "disk":
+        return Executor(Cache.default(root))
+    if kind == "memory":
+        return Executor(Cache(MemoryStore(parse_size("2G")), None))
+    return Executor(Cache(None, None), use_cache=False)  # what `run --no-cache` builds
+
+
+def _median_ms(xs: list[float]) -> float:
+    return statistics.median(xs) * 1e3
+
+
+def bench_wide(cache_dir: Path, repeats: int = REPEATS) -> dict:
+    """Cold runs of the 500-node 64 px graph, the three setups interleaved so drift hits all alike."""
+    doc = wide_graph()
+    times: dict[str, list[float]] = {"disk": [], "memory": [], "none": []}
+    for r in range(repeats):
+        for kind in times:
+            ex = _tiers(kind, cache_dir / f"wide-{kind}{r}")
+            t, log = run_all_in(ex, doc)
+            assert len(log.ran()) == 500, len(log.ran())
+            times[kind].append(t)
+            ex.cache.close()
+    return {k: _median_ms(v) for k, v in times.items()}
+
+
+def bench_grades(cache_dir: Path, repeats: int = 3) -> dict:
+    doc = grade_chain()
+    times: dict[str, list[float]] = {"disk": [], "none": [], "rerun": []}
+    for r in range(repeats):
+        for kind in ("disk", "none"):
+            ex = _tiers(kind, cache_dir / f"grades-{kind}{r}")
+            t, log = run_all_in(ex, doc)
+            assert len(log.ran()) == 12, log.ran()
+            times[kind].append(t)
+            if kind == "disk":
+                t, log = run_all_in(ex, doc)
+                assert len(log.cached()) == 12, log.cached()
+                times["rerun"].append(t)
+            ex.cache.close()
+    return {k: _median_ms(v) for k, v in times.items()}
+
+
+def bench_scale(cache_dir: Path, repeats: int = 5) -> dict:
+    """Cold (empty disk cache) and identical re-run (same process) of no-op chains, all in."""
+    out = {}
+    for n in (1000, 10000):
+        doc = noop_chain(n)
+        cold, rerun = [], []
+        for r in range(repeats if n == 1000 else max(2, repeats // 2)):
+            ex = _tiers("disk", cache_dir / f"scale{n}-{r}")
+            t, log = run_all_in(ex, doc)
+            assert len(log.ran()) == n
+            cold.append(t)
+            t, log = run_all_in(ex, doc)
+            assert len(log.cached()) == n
+            rerun.append(t)
+            ex.cache.close()
+        out[n] = {"cold": _median_ms(cold), "rerun": _median_ms(rerun)}
+    doc = noop_chain(500)
+    ex = _tiers("disk", cache_dir / "chain500")
+    run_all_in(ex, doc)
+    reruns = []
+    for _ in range(REPEATS * 3):
+        t, log = run_all_in(ex, doc)
+        assert len(log.cached()) == 500
+        reruns.append(t)
+    ex.cache.close()
+    out["chain500"] = {"rerun": _median_ms(reruns), "best": min(reruns) * 1e3}
+    return out
+
+
+def print_issue16(wide: dict, grades: dict, scale: dict) -> None:
+    print("\n### What caching costs (issue 16): load + bind + run, writes durable; medians\n")
+    print("| measurement | result | reference | ratio | target |")
+    print("|---|---|---|---|---|")
+    print(f"| 500 nodes of 64 px (50 wide x 10 deep), cold, disk+memory | {wide['disk']:.1f} ms | memory only {wide['memory']:.1f} ms | {wide['disk'] / wide['memory']:.2f}x | <= 1.1x |")
+    print(f"| same graph, cold, disk+memory vs --no-cache | {wide['disk']:.1f} ms | --no-cache {wide['none']:.1f} ms | {wide['disk'] / wide['none']:.2f}x | |")
+    print(f"| 10 grades of a 4096 px photo (12 nodes with load, resize), cold with cache | {grades['disk']:.0f} ms | --no-cache {grades['none']:.0f} ms | {grades['disk'] / grades['none']:.2f}x | <= 1.1x |")
+    print(f"| same chain, identical re-run | {grades['rerun']:.1f} ms | | | |")
+    for what in ("cold", "rerun"):
+        a, b = scale[1000][what], scale[10000][what]
+        print(f"| no-op chain, {what}: 10,000 nodes vs 1,000 | {b:.1f} ms | 1,000 nodes {a:.1f} ms | {b / a:.1f}x | <= 11x |")
+    c = scale["chain500"]
+    print(f"| 500-node chain, identical re-run | {c['rerun']:.2f} ms (best {c['best']:.2f}) | | | <= 3.5 ms |")
+
+
 _CHILD = """
 import json, sys, time
 sys.path.insert(0, {repo!r})
@@ -174,9 +330,16 @@ def bench_validate(runs: int = 7) -> dict:
 
 def main() -> None:
     torch.set_num_threads(2)
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["EDITGRAPH_CACHE_DIR"] = tmp
         cache_dir = Path(tmp)
+        if only in (None, "scale"):
+            wide, scale = bench_wide(cache_dir), bench_scale(cache_dir)
+            grades = bench_grades(cache_dir)
+        if only == "scale":
+            print_issue16(wide, grades, scale)
+            return
         noop = bench_noop(cache_dir)
         img = bench_image_chain(cache_dir)
         proc = bench_new_process(cache_dir)
@@ -196,6 +359,7 @@ def main() -> None:
     print(f"| `editgraph validate inpaint`, whole process | {val['median_s'] * 1e3:.0f} ms (best {val['best_s'] * 1e3:.0f} ms) | <= 300 ms |")
     print(f"| new process, image chain from disk cache | {proc['image']['run_s'] * 1e3:.1f} ms run; {proc['image']['process_s']:.2f} s with imports | |")
     print(f"\nimage chain ops: {' -> '.join(ops)}; medians (and best) of {REPEATS} runs")
+    print_issue16(wide, grades, scale)
 
 
 if __name__ == "__main__":

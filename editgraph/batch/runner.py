@@ -194,6 +194,15 @@ class _RowEvents:
             row.nodes[event.node_id] = {"type": event.node_type, "status": "failed", "error": event.error}
 
 
+def _add_persistence(nodes: dict[str, dict], records: dict) -> None:
+    """Beside each node that ran: whether its outputs got a disk entry, and why not."""
+    for nid, rec in records.items():
+        if rec.persisted is not None and nid in nodes:
+            nodes[nid]["persisted"] = rec.persisted
+            if rec.why_not:
+                nodes[nid]["why_not"] = rec.why_not
+
+
 def run_batch(
     graphs: list,
     dirs: list[Path],
@@ -230,6 +239,7 @@ def run_batch(
             else:
                 row.status = "ok"
                 row.outputs = [str(p) for p in result.written]
+                _add_persistence(row.nodes, result.records)
             row.seconds = time.perf_counter() - t0
             if on_row is not None:
                 on_row(row, results)

@@ -484,6 +484,7 @@ def cmd_cache(args) -> int:
     else:
         info = store.info()
         print(f"root:    {info['root']}\nentries: {info['entries']}\nblobs:   {info['blobs']}\nsize:    {info['bytes'] / 2**20:.1f} MiB of {info['max_bytes'] / 2**30:.1f} GiB")
+        print(f"outputs: {info['outputs']} named by entries; {info['outputs_stored']} stored, {info['outputs_recompute']} recomputed when needed (cheaper than storing)")
     store.close()
     return EXIT_OK
 

@@ -1,7 +1,8 @@
 """The run report: one builder for the CLI, the Python API, batches and the server.
 
-`run_report()` describes one run (each node's status, seconds and key, the params and seeds, the
-files written, the device); `environment()` is the part every report shares.
+`run_report()` describes one run (each node's status, seconds and key, whether its outputs were
+stored on disk and why not, the params and seeds, the files written, the device);
+`environment()` is the part every report shares.
 """
 
 from __future__ import annotations
@@ -22,11 +23,19 @@ def environment(device: Any = None) -> dict[str, Any]:
     }
 
 
+def node_report(record) -> dict[str, Any]:
+    """A node's line: status, seconds, key; for a node that ran, whether its outputs got a disk
+    entry (`persisted`) and, if not, why (`why_not`)."""
+    line: dict[str, Any] = {"type": record.type, "status": record.status, "seconds": round(record.seconds, 6), "key": record.key}
+    if record.persisted is not None:
+        line["persisted"] = record.persisted
+        if record.why_not:
+            line["why_not"] = record.why_not
+    return line
+
+
 def run_report(label: str, graph, result, seconds: float, device: Any = None) -> dict[str, Any]:
-    nodes = {
-        nid: {"type": r.type, "status": r.status, "seconds": round(r.seconds, 6), "key": r.key}
-        for nid, r in result.records.items()
-    }
+    nodes = {nid: node_report(r) for nid, r in result.records.items()}
     return {
         "workflow": label,
         "name": graph.workflow.name,

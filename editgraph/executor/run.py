@@ -17,9 +17,11 @@ the fixed re-run starts where this one stopped.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,10 +43,12 @@ from editgraph.executor.events import (
     NodeStarted,
     RunPlanned,
 )
+from editgraph.executor.persist import DEFAULT as DEFAULT_PERSISTENCE, Persistence
 from editgraph.executor.store import MISSING
 from editgraph.graph.document import FORMAT
 from editgraph.graph.sources import check_sources
 from editgraph.graph.validate import BoundGraph, BoundNode
+from editgraph.nodes.registry import Node
 from editgraph.settings import Settings
 from editgraph.values.sockets import Artifact
 
@@ -59,19 +63,91 @@ def node_key(node: BoundNode, input_fps: dict[str, str]) -> str:
     blake3 of the fields joined by NUL, which none of them can hold (type and version are
     validated names, params are JSON, which escapes NUL, the rest are hex digests and input names).
     """
-    cls = node.cls
-    source = cls.source_token(node.params)
     inputs = ",".join(f"{name}={fp}" for name, fp in sorted(input_fps.items()))
-    text = f"{FORMAT}\0{cls.type}\0{cls.version}\0{cls.key_params(node.params)}\0{'' if source is None else source}\0{inputs}"
-    return blake3.blake3(text.encode()).hexdigest()
+    return _key(_key_prefix(node), f"{_source(node)}\0{inputs}")
 
 
-@dataclass
+def _key_prefix(node: BoundNode) -> str:
+    cls = node.cls
+    return f"{FORMAT}\0{cls.type}\0{cls.version}\0{cls.key_params(node.params)}\0"
+
+
+def _source(node: BoundNode) -> str:
+    source = node.cls.source_token(node.params)
+    return "" if source is None else source
+
+
+def _key(prefix: str, inputs: str) -> str:
+    """prefix: format, type, version, key params, each NUL-terminated; inputs: the source token
+    (for nodes that read files), NUL, then the sorted name=fingerprint pairs."""
+    return blake3.blake3(f"{prefix}{inputs}".encode()).hexdigest()
+
+
+class _Step:
+    """One node of a plan, with what its key needs precomputed (params are frozen)."""
+
+    __slots__ = ("id", "node", "type", "deterministic", "output_names", "prefix", "reads_files", "inputs", "last")
+
+    def __init__(self, node: BoundNode):
+        self.id = node.id
+        self.node = node
+        self.type = node.cls.type
+        self.deterministic = node.cls.deterministic
+        self.output_names = node.cls.outputs.keys()
+        self.prefix = _key_prefix(node)
+        self.reads_files = node.cls.source_token.__func__ is not Node.source_token.__func__
+        self.inputs = tuple(sorted(node.inputs.items()))  # (name, ref), in key order
+        self.last: tuple[str, str] | None = None  # (inputs text, key) of the last run
+
+
+class _Plan:
+    """What a run of these targets needs, in order; derived once per bound graph and targets."""
+
+    __slots__ = ("targets", "steps", "uses")
+
+    def __init__(self, graph: BoundGraph, targets: Iterable[str] | None):
+        consumers: dict[str, list[str]] = {nid: [] for nid in graph.nodes}
+        for nid, node in graph.nodes.items():
+            for src, _ in node.inputs.values():
+                consumers[src].append(nid)
+        wanted = list(targets) if targets is not None else [n for n, c in consumers.items() if not c]
+        unknown = [t for t in wanted if t not in graph.nodes]
+        if unknown:
+            raise EditgraphError(f"unknown target node(s) {unknown}; nodes are {list(graph.nodes)}")
+        self.targets = frozenset(wanted)
+        needed: set[str] = set()
+        stack = list(self.targets)
+        while stack:
+            nid = stack.pop()
+            if nid in needed:
+                continue
+            needed.add(nid)
+            stack.extend(src for src, _ in graph.nodes[nid].inputs.values())
+        self.steps = [_Step(node) for nid, node in graph.nodes.items() if nid in needed]
+        # How many nodes of the plan consume each output: a run counts down and drops values at zero.
+        self.uses: dict[Ref, int] = {}
+        for step in self.steps:
+            for ref in step.node.inputs.values():
+                self.uses[ref] = self.uses.get(ref, 0) + 1
+
+    @staticmethod
+    def of(graph: BoundGraph, targets: Iterable[str] | None) -> "_Plan":
+        memo_key = ("executor.plan", None if targets is None else tuple(targets))
+        plan = graph.derived.get(memo_key)
+        if plan is None:
+            plan = graph.derived[memo_key] = _Plan(graph, targets)
+        return plan
+
+
+@dataclass(slots=True)
 class NodeRecord:
     type: str
     status: str  # "ran" | "cached"
     seconds: float
     key: str
+    # Did this run give the outputs a disk entry? None: cached, nothing was decided this run.
+    persisted: bool | None = None
+    why_not: str | None = None  # when not persisted: why (per output for multi-output nodes)
 
 
 @dataclass
@@ -103,11 +179,13 @@ class Executor:
         device: torch.device | None = None,
         use_cache: bool = True,
         settings: Settings | None = None,
+        persistence: Persistence = DEFAULT_PERSISTENCE,
     ):
         self.cache = cache or Cache()
         if not use_cache:
             # Neither read (lookups are skipped below) nor written: a run-local memory tier only.
             self.cache = Cache(None, None)
+        self.persistence = persistence  # which outputs are worth a disk entry
         self.listeners = list(listeners)
         self.device = device or torch.device("cpu")
         self.use_cache = use_cache
@@ -133,7 +211,40 @@ class Executor:
         """Run what `targets` (default: every sink) need; write Artifacts into `out_dir`, each
         file passed through `stamp(result)` first (provenance, metadata, signatures: the sharing
         layer's, see editgraph.sharing.provenance.stamp)."""
-        return _Run(self, graph, targets, cancel).execute(out_dir, stamp)
+        with _collector_paused():
+            return _Run(self, graph, targets, cancel).execute(out_dir, stamp)
+
+
+# Python's cyclic garbage collector scans every tracked object it has not frozen. A run adds a
+# few per node (keys, fingerprints, records), so on large graphs its periodic full scans grow with
+# everything alive (the bound graph, the memory tier's refs, earlier runs' results): 36-64 % of a
+# 10,000-node run in issue 16's profile, and runs no longer scaled linearly. During a run the
+# objects alive when it started are frozen (out of the collector's sight) and young collections
+# happen less often; at the end both are undone, so garbage cycles are still collected, later.
+_gc_lock = threading.Lock()
+_gc_depth = 0
+_gc_saved: tuple[int, ...] | None = None
+RUN_GC_THRESHOLD = 20_000  # allocations between young collections during a run (Python's default: 700)
+
+
+@contextmanager
+def _collector_paused():
+    global _gc_depth, _gc_saved
+    with _gc_lock:
+        _gc_depth += 1
+        if _gc_depth == 1 and gc.isenabled():
+            _gc_saved = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(RUN_GC_THRESHOLD, *_gc_saved[1:])
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_depth -= 1
+            if _gc_depth == 0 and _gc_saved is not None:
+                gc.set_threshold(*_gc_saved)
+                gc.unfreeze()
+                _gc_saved = None
 
 
 class _Run:
@@ -141,36 +252,18 @@ class _Run:
         self.ex = ex
         self.graph = graph
         self.cancel = cancel
-        consumers: dict[str, list[str]] = {nid: [] for nid in graph.nodes}
-        for nid, node in graph.nodes.items():
-            for src, _ in node.inputs.values():
-                consumers[src].append(nid)
-        wanted = list(targets) if targets is not None else [n for n, c in consumers.items() if not c]
-        unknown = [t for t in wanted if t not in graph.nodes]
-        if unknown:
-            raise EditgraphError(f"unknown target node(s) {unknown}; nodes are {list(graph.nodes)}")
-        self.targets = set(wanted)
-        self.order = self._needed_in_order()
+        self.plan = _Plan.of(graph, targets)
+        self.targets = self.plan.targets
+        self.order = [step.id for step in self.plan.steps]
         # How many still-unprocessed nodes consume each output: values are dropped at zero.
-        self.pending_uses: dict[Ref, int] = {}
-        for nid in self.order:
-            for ref in graph.nodes[nid].inputs.values():
-                self.pending_uses[ref] = self.pending_uses.get(ref, 0) + 1
+        self.pending_uses: dict[Ref, int] = self.plan.uses.copy()
         self.keys: dict[str, str] = {}
         self.fps: dict[Ref, str] = {}
         self.values: dict[Ref, Any] = {}
         self.records: dict[str, NodeRecord] = {}
-
-    def _needed_in_order(self) -> list[str]:
-        needed: set[str] = set()
-        stack = list(self.targets)
-        while stack:
-            nid = stack.pop()
-            if nid in needed:
-                continue
-            needed.add(nid)
-            stack.extend(src for src, _ in self.graph.nodes[nid].inputs.values())
-        return [nid for nid in self.graph.nodes if nid in needed]
+        # Outputs not persisted: the seconds a recompute would take (theirs plus their own
+        # unpersisted parents'), so a chain of cheap nodes persists before recomputing grows costly.
+        self.redo_s: dict[Ref, float] = {}
 
     # --- the pass ---------------------------------------------------------------------------
 
@@ -182,21 +275,32 @@ class _Run:
         ex.emit(RunPlanned(tuple(self.order)))
         result = RunResult(self.graph, self.records, self.fps, device=ex.device, _fetch=self.fetch)
         try:
-            for nid in self.order:
-                node = self.graph.nodes[nid]
-                t0 = time.perf_counter()
+            fps, keys, records, cache, emit = self.fps, self.keys, self.records, ex.cache, ex.emit
+            use_cache, clock = ex.use_cache, time.perf_counter
+            for step in self.plan.steps:
+                nid, node = step.id, step.node
+                t0 = clock()
                 try:  # source nodes hash what they read here: a missing file fails as that node
-                    key = self.keys[nid] = node_key(node, {name: self.fps[ref] for name, ref in node.inputs.items()})
+                    inputs = ",".join([f"{name}={fps[ref]}" for name, ref in step.inputs])
+                    inputs = f"{_source(node)}\0{inputs}" if step.reads_files else f"\0{inputs}"
+                    # A re-run of the same graph mostly sees the same inputs: reuse the last key.
+                    last = step.last
+                    if last is not None and last[0] == inputs:
+                        key = last[1]
+                    else:
+                        key = _key(step.prefix, inputs)
+                        step.last = (inputs, key)
+                    keys[nid] = key
                 except Exception as exc:
-                    ex.emit(NodeFailedEvent(nid, node.type, f"{type(exc).__name__}: {exc}"))
-                    raise NodeFailed(nid, node.type, exc) from exc
-                hit = ex.cache.lookup(key) if ex.use_cache and node.cls.deterministic else None
-                if hit is not None and hit.keys() == node.cls.outputs.keys():
+                    emit(NodeFailedEvent(nid, step.type, f"{type(exc).__name__}: {exc}"))
+                    raise NodeFailed(nid, step.type, exc) from exc
+                hit = cache.lookup(key) if use_cache and step.deterministic else None
+                if hit is not None and hit.keys() == step.output_names:
                     for out, fp in hit.items():
-                        self.fps[(nid, out)] = fp
-                    seconds = time.perf_counter() - t0
-                    self.records[nid] = NodeRecord(node.type, "cached", seconds, key)
-                    ex.emit(NodeFinished(nid, node.type, "cached", seconds, key, 0))
+                        fps[(nid, out)] = fp
+                    seconds = clock() - t0
+                    records[nid] = NodeRecord(step.type, "cached", seconds, key)
+                    emit(NodeFinished(nid, step.type, "cached", seconds, key, 0))
                 else:
                     self._run_node(node)
                 self._release_inputs(node)
@@ -241,27 +345,41 @@ class _Run:
                     exc = RuntimeError(f"run() modified its input {name!r} in place; cached values are shared, copy first")
                     ex.emit(NodeFailedEvent(nid, node.type, str(exc)))
                     raise NodeFailed(nid, node.type, exc)
+        run_s = time.perf_counter() - t0
         outputs = out._asdict() if node.cls.multi_output else {next(iter(node.cls.outputs)): out}
-        fps, nbytes = {}, 0
+        redo_s = run_s
+        for ref in node.inputs.values():
+            redo_s += self.redo_s.get(ref, 0.0)
+        on_disk = ex.cache.disk is not None
+        fps, nbytes, why_not = {}, 0, {}
         for name, value in outputs.items():
             try:
                 enc = encode(value)
             except Unstorable:
                 enc = None
                 fp = fingerprint(value)  # models fingerprint themselves and stay in memory
+                why = "not storable (held in memory; a new process re-runs the node)"
             else:
                 fp = enc.fingerprint()
                 nbytes += enc.nbytes
-            ex.cache.store_blob(fp, value, enc)
+                why = ex.persistence.why_not(node.cls.cost_class, redo_s, enc.nbytes) if on_disk else "no disk tier"
+            if why is not None:
+                why_not[name] = why
+                self.redo_s[(nid, name)] = redo_s
+            ex.cache.store_blob(fp, value, enc if why is None else None)
             fps[name] = fp
             self.fps[(nid, name)] = fp
             self.values[(nid, name)] = value
         if node.cls.deterministic:
             ex.cache.store_ref(key, fps)
         seconds = time.perf_counter() - t0
-        if seconds > 0.05:
-            ex.cache.flush()  # expensive work reaches the disk index at once, not in the next batch
-        self.records[nid] = NodeRecord(node.type, "ran", seconds, key)
+        if not why_not:
+            reason = None
+        elif len(outputs) == 1:
+            reason = next(iter(why_not.values()))
+        else:
+            reason = "; ".join(f"{name}: {why}" for name, why in why_not.items())
+        self.records[nid] = NodeRecord(node.type, "ran", seconds, key, not why_not, reason)
         ex.emit(NodeFinished(nid, node.type, "ran", seconds, key, nbytes))
 
     def fetch(self, ref: Ref) -> Any:

@@ -10,6 +10,10 @@ processes can share it) and content-addressed blob files named by their fingerpr
 is written to a temporary name and renamed; it is listed in the index only after the rename; and
 when read it is hashed and compared with its name, so a torn or altered file is never served.
 Small blobs live in the index itself: a no-op node's output is a row, not a file.
+
+DiskStore writes behind: a writer thread writes files and commits rows while the run goes on;
+flush() is the barrier that makes everything queued so far durable (the executor calls it at the
+end of each run).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from editgraph.values.codec import CorruptEntry, Encoded, decode, value_nbytes
 MISSING: Any = object()
 
 INLINE_LIMIT = 16 * 1024  # blobs up to this size live in the index: one row beats a file for tiny values
-FLUSH_AFTER_S = 0.25  # cheap outputs are batched into one transaction at most this long
+WRITER_GATHER_S = 0.05  # index rows alone wait this long for company: one commit per batch, not per node
+MAX_PENDING_BYTES = 512 << 20  # blob bytes queued for the writer before producers wait
 
 
 class MemoryStore:
@@ -94,19 +99,44 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class DiskStore:
-    def __init__(self, root: str | Path, max_bytes: int, max_refs: int = 2_000_000):
+    """The disk tier. Writes are behind: put_ref/put_blob queue work for one writer thread (its
+    own SQLite connection) and return; until the writer commits, entries are served from an
+    overlay in this process. flush() is the barrier: it returns once everything queued so far is
+    durable (blob files renamed into place, index rows committed). Pending blob bytes are bounded
+    by `max_pending_bytes`: a producer that gets ahead of the disk waits (back-pressure).
+
+    Ordering makes a crash safe: the writer renames a batch's blob files before it commits the
+    batch's rows, and batches commit in order, so a committed row never names an unwritten file.
+    A SIGKILL loses what was queued, never leaves a torn or wrong entry.
+    """
+
+    def __init__(self, root: str | Path, max_bytes: int, max_refs: int = 2_000_000, max_pending_bytes: int = MAX_PENDING_BYTES):
         self.root = Path(root)
         self.max_bytes = max_bytes
         self.max_refs = max_refs
+        self.max_pending_bytes = max_pending_bytes
         (self.root / "blobs").mkdir(parents=True, exist_ok=True)
         self.recovered_from: Path | None = None  # a damaged index this store set aside
         self._db = self._open_index()
         self._cursor = self._db.cursor()  # reused: the hot lookups skip making a cursor each time
-        self._lock = threading.Lock()
-        self._pending_refs: dict[str, bytes] = {}
-        self._pending_blobs: dict[str, tuple[int, bytes | None]] = {}
+        self._lock = threading.Lock()  # the reading connection: lookups, forget, evict
+        # Queued, maybe not yet visible to this process's read snapshot: entries carry the queue
+        # seq that wrote them and leave once a snapshot newer than their commit is possible.
+        self._overlay_refs: dict[str, tuple[int, dict[str, str]]] = {}
+        self._overlay_blobs: dict[str, tuple[int, int, Any]] = {}  # fp -> (seq, size, bytes | Encoded | None: in its file)
         self._pending_touch: set[str] = set()
-        self._pending_since: float | None = None
+        # The writer's queue; _cv guards it and the counters below.
+        self._cv = threading.Condition(threading.Lock())
+        self._queue: list[tuple] = []
+        self._seq = 0  # last item queued
+        self._committed = 0  # last item the writer has made durable
+        self._queued_bytes = 0
+        self._urgent = False  # someone waits: commit now rather than gather a bigger batch
+        self._writer: threading.Thread | None = None
+        self._writer_error: BaseException | None = None
+        self._closing = False
+        self._subdirs: set[str] = set()
+        self.write_failures = 0  # blob files the writer could not write (disk full ...): they stay memory-only
         # Running estimates of the index's size, so a flush does not scan the tables; they are
         # re-read from SQLite (other processes write too) only when they cross a budget.
         self._bytes_estimate = self.total_bytes()
@@ -129,12 +159,13 @@ class DiskStore:
     # --- refs ---------------------------------------------------------------------------------
 
     def get_ref(self, key: str) -> dict[str, str] | None:
-        raw = self._pending_refs.get(key)
-        if raw is None:
-            row = self._read("SELECT fps FROM refs WHERE key = ?", key)
-            if row is None:
-                return None
-            raw = row[0]
+        pending = self._overlay_refs.get(key)
+        if pending is not None:
+            return pending[1]
+        row = self._read("SELECT fps FROM refs WHERE key = ?", key)
+        if row is None:
+            return None
+        raw = row[0]
         try:
             fps = msgpack.unpackb(raw, raw=False)
         except Exception:
@@ -142,19 +173,25 @@ class DiskStore:
         return fps if isinstance(fps, dict) else None
 
     def put_ref(self, key: str, fps: dict[str, str]) -> None:
-        self._pending_refs[key] = msgpack.packb(fps, use_bin_type=True)
-        self._mark_pending()
+        """Queue a ref (the writer packs it). The caller must not change `fps` afterwards."""
+        self._overlay_refs[key] = (self._submit(("ref", key, fps), 0), fps)
 
     # --- blobs --------------------------------------------------------------------------------
 
     def _blob_path(self, fp: str) -> Path:
         return self.root / "blobs" / fp[:2] / fp
 
+    def has_blob(self, fp: str) -> bool:
+        """Whether fp is stored or queued (no read, no verification)."""
+        return fp in self._overlay_blobs or self._read("SELECT 1 FROM blobs WHERE fp = ?", fp) is not None
+
     def get_blob(self, fp: str) -> Any:
         """The value stored under fp, or MISSING. Verifies the bytes against fp before decoding."""
-        pending = self._pending_blobs.get(fp)
-        if pending is not None and pending[1] is not None:
-            data = pending[1]
+        pending = self._overlay_blobs.get(fp)
+        data = pending[2] if pending is not None else None
+        if data is not None:
+            if isinstance(data, Encoded):  # still queued: its parts are the bytes the file will hold
+                data = data.tobytes()
         else:
             row = self._read("SELECT inline FROM blobs WHERE fp = ?", fp)
             if row is None and pending is None:
@@ -175,22 +212,21 @@ class DiskStore:
             self._forget(fp)
             return MISSING
         self._pending_touch.add(fp)
-        self._mark_pending()
         return value
 
     def put_blob(self, fp: str, encoded: Encoded) -> None:
+        """Queue a blob. Returns at once, unless more than max_pending_bytes are queued already."""
+        if fp in self._overlay_blobs:
+            return
         size = encoded.nbytes
         if size <= INLINE_LIMIT:
-            self._pending_blobs[fp] = (size, encoded.tobytes())
+            data = encoded.tobytes()
+            self._overlay_blobs[fp] = (self._submit(("inline", fp, size, data), 0), size, data)
         else:
-            path = self._blob_path(fp)
-            if not path.exists():
-                write_atomic(path, encoded.parts)
-            self._pending_blobs[fp] = (size, None)
-        self._mark_pending()
+            self._submit(("file", fp, size, encoded), size, overlay=(fp, size, encoded))
 
     def _forget(self, fp: str) -> None:
-        self._pending_blobs.pop(fp, None)
+        self._overlay_blobs.pop(fp, None)
         with self._lock:
             self._end_read()
             self._db.execute("DELETE FROM blobs WHERE fp = ?", (fp,))
@@ -199,15 +235,109 @@ class DiskStore:
         except OSError:
             pass
 
+    # --- the writer ---------------------------------------------------------------------------
+
+    def _submit(self, item: tuple, nbytes: int, overlay: tuple | None = None) -> int:
+        with self._cv:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="editgraph-cache-writer", daemon=True)
+                self._writer.start()
+            # Back-pressure: wait while the queued bytes would pass the bound (one item always fits).
+            while nbytes and self._queued_bytes and self._queued_bytes + nbytes > self.max_pending_bytes and self._writer_error is None:
+                self._urgent = True
+                self._cv.notify_all()
+                self._cv.wait()
+            self._seq += 1
+            if overlay is not None:  # before the writer can see the item: it swaps the Encoded out once written
+                fp, size, encoded = overlay
+                self._overlay_blobs[fp] = (self._seq, size, encoded)
+            self._queue.append(item)
+            self._queued_bytes += nbytes
+            if nbytes:
+                self._cv.notify_all()  # a file: start writing now, beside the next node
+            return self._seq
+
+    def _write_loop(self) -> None:
+        db = None
+        while True:
+            with self._cv:
+                while not self._queue and not self._closing:
+                    self._cv.wait()
+                if not self._queue:
+                    break
+                if not self._urgent and not self._closing and all(item[0] != "file" for item in self._queue):
+                    # Only rows so far: gather more for one commit, unless someone is waiting.
+                    self._cv.wait(timeout=WRITER_GATHER_S)
+                batch, self._queue = self._queue, []
+                upto, self._urgent = self._seq, False
+            error = None
+            try:
+                if db is None:
+                    db = _connect(self.root / "index.sqlite")
+                self._write_batch(db, batch)
+            except BaseException as exc:  # noqa: BLE001  (raised again by the next flush, in the caller's thread)
+                error = exc
+            with self._cv:
+                self._committed = upto
+                self._queued_bytes -= sum(item[2] for item in batch if item[0] == "file")
+                if error is not None:
+                    self._writer_error = error
+                self._cv.notify_all()
+        if db is not None:
+            db.close()
+
+    def _write_batch(self, db: sqlite3.Connection, batch: list[tuple]) -> None:
+        """The batch's blob files first, then one transaction holding every row of the batch."""
+        now = time.time()
+        blobs, refs, touched = [], [], []
+        for item in batch:
+            kind = item[0]
+            if kind == "ref":
+                refs.append((item[1], msgpack.packb(item[2], use_bin_type=True), now))
+            elif kind == "inline":
+                blobs.append((item[1], item[2], now, item[3]))
+            elif kind == "touch":
+                touched.append((now, item[1]))
+            else:
+                _, fp, size, encoded = item
+                path = self._blob_path(fp)
+                try:
+                    if fp[:2] not in self._subdirs:
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        self._subdirs.add(fp[:2])
+                    if not path.exists():
+                        write_atomic(path, encoded.parts)
+                except OSError:
+                    self.write_failures += 1
+                    self._overlay_blobs.pop(fp, None)
+                    continue
+                blobs.append((fp, size, now, None))
+                entry = self._overlay_blobs.get(fp)
+                if entry is not None and entry[2] is encoded:
+                    self._overlay_blobs[fp] = (entry[0], size, None)  # read from its file now; the memory is free
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?)", blobs)
+            db.executemany("INSERT OR REPLACE INTO refs VALUES (?, ?, ?)", refs)
+            db.executemany("UPDATE blobs SET used = ? WHERE fp = ?", touched)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        with self._cv:
+            self._bytes_estimate += sum(row[1] for row in blobs)
+            self._refs_estimate += len(refs)
+
     # --- reads --------------------------------------------------------------------------------
 
     def _read(self, sql: str, arg: str) -> tuple | None:
-        """One row, read inside a snapshot that lasts until the next flush or write.
+        """One row, read inside a snapshot that lasts until the next flush or delete.
 
         An SQLite statement outside a transaction takes and drops WAL read locks each time (about
         10 us of a no-op node's budget); inside one it costs about 1.5 us. The snapshot may miss
-        rows another process commits meanwhile, for at most one batch (FLUSH_AFTER_S, or the end
-        of the run): a miss only means a node recomputes what the other process also made.
+        rows another process commits meanwhile, until this process's next flush (the end of a
+        run): a miss only means a node recomputes what the other process also made. This
+        process's own writes are in the overlay until a snapshot that holds them is possible.
         """
         if not self._db.in_transaction:
             self._db.execute("BEGIN")
@@ -217,40 +347,38 @@ class DiskStore:
         if self._db.in_transaction:
             self._db.execute("COMMIT")
 
-    # --- batching, eviction -------------------------------------------------------------------
-
-    def _mark_pending(self) -> None:
-        now = time.monotonic()
-        if self._pending_since is None:
-            self._pending_since = now
-        elif now - self._pending_since > FLUSH_AFTER_S:
-            self.flush()
+    # --- durability, eviction -----------------------------------------------------------------
 
     def flush(self) -> None:
-        """Commit pending index rows in one short transaction, then evict if over budget."""
+        """Return once everything queued so far is durable (files in place, rows committed); then
+        evict if over budget. Ends this process's read snapshot too, so the next lookup sees what
+        other processes committed meanwhile. Raises what the writer hit (an SQLite error) since
+        the last flush."""
+        if self._pending_touch:
+            touched, self._pending_touch = self._pending_touch, set()
+            for fp in touched:
+                self._submit(("touch", fp), 0)
+        with self._cv:
+            target = self._seq
+            while self._committed < target and self._writer_error is None:
+                self._urgent = True
+                self._cv.notify_all()
+                self._cv.wait()
+            error, self._writer_error = self._writer_error, None
         with self._lock:
             self._end_read()  # never hold a snapshot while idle: it keeps the WAL from checkpointing
-            if self._pending_since is None:
-                return
-            now = time.time()
-            refs = [(k, v, now) for k, v in self._pending_refs.items()]
-            blobs = [(fp, size, now, inline) for fp, (size, inline) in self._pending_blobs.items()]
-            touched = [(now, fp) for fp in self._pending_touch]
-            self._pending_refs, self._pending_blobs, self._pending_touch = {}, {}, set()
-            self._pending_since = None
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?)", blobs)
-                self._db.executemany("INSERT OR REPLACE INTO refs VALUES (?, ?, ?)", refs)
-                self._db.executemany("UPDATE blobs SET used = ? WHERE fp = ?", touched)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        self._bytes_estimate += sum(size for _, size, _, _ in blobs)
-        self._refs_estimate += len(refs)
+        self._prune_overlay(target)
+        if error is not None:
+            raise error
         if self._bytes_estimate > self.max_bytes or self._refs_estimate > self.max_refs:
             self.evict()
+
+    def _prune_overlay(self, done: int) -> None:
+        """Drop overlay entries committed at or before `done`: the next snapshot holds them."""
+        if self._overlay_refs:
+            self._overlay_refs = {k: v for k, v in self._overlay_refs.items() if v[0] > done}
+        if self._overlay_blobs:
+            self._overlay_blobs = {k: v for k, v in self._overlay_blobs.items() if v[0] > done}
 
     def evict(self) -> None:
         """Drop least-recently-used blobs until under the byte budget, and old refs past the count cap."""
@@ -291,16 +419,28 @@ class DiskStore:
         return int(total)
 
     def info(self) -> dict[str, Any]:
+        """Counts: entries (refs), blobs, bytes; and of the outputs the entries name, how many are
+        stored and how many were not worth storing (a run that needs one re-runs its node)."""
         self.flush()
-        (nblobs,) = self._db.execute("SELECT COUNT(*) FROM blobs").fetchone()
-        (nrefs,) = self._db.execute("SELECT COUNT(*) FROM refs").fetchone()
-        return {"root": str(self.root), "entries": nrefs, "blobs": nblobs, "bytes": self.total_bytes(), "max_bytes": self.max_bytes}
+        stored = {fp for (fp,) in self._db.execute("SELECT fp FROM blobs")}
+        nrefs, outputs, kept = 0, set(), 0
+        for (raw,) in self._db.execute("SELECT fps FROM refs"):
+            nrefs += 1
+            try:
+                outputs.update(msgpack.unpackb(raw, raw=False).values())
+            except Exception:
+                continue  # an unreadable row: a miss when looked up
+        kept = len(outputs & stored)
+        return {
+            "root": str(self.root), "entries": nrefs, "blobs": len(stored), "bytes": self.total_bytes(), "max_bytes": self.max_bytes,
+            "outputs": len(outputs), "outputs_stored": kept, "outputs_recompute": len(outputs) - kept,
+        }
 
     def clear(self) -> None:
+        self.flush()
         with self._lock:
             self._end_read()
-            self._pending_refs, self._pending_blobs, self._pending_touch = {}, {}, set()
-            self._pending_since = None
+            self._overlay_refs, self._overlay_blobs, self._pending_touch = {}, {}, set()
             self._db.execute("DELETE FROM refs")
             self._db.execute("DELETE FROM blobs")
         for sub in (self.root / "blobs").iterdir():
@@ -321,5 +461,12 @@ class DiskStore:
         return removed
 
     def close(self) -> None:
-        self.flush()
-        self._db.close()
+        try:
+            self.flush()
+        finally:
+            with self._cv:
+                self._closing = True
+                self._cv.notify_all()
+            if self._writer is not None:
+                self._writer.join()
+            self._db.close()

@@ -45,6 +45,9 @@ class BoundGraph:
     params: dict[str, Any]  # resolved workflow params (drawn seeds included)
     seeds: dict[str, int] = field(default_factory=dict)  # "node.field" or "$param" -> seed drawn at bind time
     unbound: list[str] = field(default_factory=list)  # required params left without a value
+    # What higher layers derive from the graph once and reuse on every run of it (the executor's
+    # plan: order, consumers, key prefixes). The graph is never changed after bind().
+    derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def resolved_document(self) -> dict[str, Any]:
         """The workflow with every param default set to the value used and every drawn seed written

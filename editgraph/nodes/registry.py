@@ -112,6 +112,10 @@ class Node:
     # image model). Decides the AI disclosure of every file saved downstream (C2PA, IPTC XMP).
     generative: ClassVar[bool] = False
     key_exclude: ClassVar[set[str] | None]  # params left out of the content key: input paths and `unkeyed`
+    # Whether outputs get a disk entry (editgraph.executor.persist): "measured" (stored when
+    # recomputing would cost more than writing and reading back), "expensive" (always: model
+    # work), "cheap" (never).
+    cost_class: ClassVar[str] = "measured"
 
     def __init__(self, params: NodeParams):
         self.params = params
@@ -152,6 +156,7 @@ class Node:
 
 
 REGISTRY: dict[str, type[Node]] = {}
+COST_CLASSES = ("measured", "expensive", "cheap")
 
 
 def node(type_name: str, *, version: str, deterministic: bool = True):
@@ -187,6 +192,8 @@ def node(type_name: str, *, version: str, deterministic: bool = True):
         cls.inputs = inputs
         cls.outputs = outputs
         cls.multi_output = multi
+        if cls.cost_class not in COST_CLASSES:
+            raise bad(f"cost_class must be one of {COST_CLASSES}, got {cls.cost_class!r}")
         unknown = set(cls.unkeyed) - set(cls.Params.model_fields)
         if unknown:
             raise bad(f"unkeyed names unknown params {sorted(unknown)}")

@@ -16,6 +16,8 @@ from editgraph.values.sockets import Image
 class Source(Node):
     """A flat grey image of the given value."""
 
+    cost_class = "expensive"  # stands in for real work: its outputs always get a disk entry
+
     class Params(NodeParams):
         value: float = Field(0.5, ge=0, le=1, description="grey level")
         size: int = Field(8, ge=1, le=4096, description="width and height")
@@ -28,6 +30,8 @@ class Source(Node):
 class Add(Node):
     """Add a constant to every pixel."""
 
+    cost_class = "expensive"  # stands in for real work: its outputs always get a disk entry
+
     class Params(NodeParams):
         amount: float = Field(0.0, description="added to every channel")
 
@@ -39,6 +43,8 @@ class Add(Node):
 class Mix(Node):
     """Average two images."""
 
+    cost_class = "expensive"  # stands in for real work: its outputs always get a disk entry
+
     def run(self, ctx: RunContext, a: Image, b: Image) -> Image:
         return (a + b) / 2
 
@@ -47,6 +53,8 @@ class Mix(Node):
 class Unstable(Node):
     """Declared non-deterministic (like a live capture); here it always yields the same bytes."""
 
+    cost_class = "expensive"  # stands in for real work: its outputs always get a disk entry
+
     def run(self, ctx: RunContext, image: Image) -> Image:
         return image.clone()
 
@@ -54,6 +62,8 @@ class Unstable(Node):
 @node("test.fail", version="1.0.0")
 class Fail(Node):
     """Raises while `fail` is true, or while the file named by EDITGRAPH_TEST_FAIL exists."""
+
+    cost_class = "expensive"  # stands in for real work: its outputs always get a disk entry
 
     class Params(NodeParams):
         fail: bool = Field(False, description="raise instead of passing the image through")
@@ -68,6 +78,8 @@ class Fail(Node):
 @node("test.steps", version="1.0.0")
 class Steps(Node):
     """Pretends to denoise: reports progress for each step."""
+
+    cost_class = "expensive"  # stands in for real work: its outputs always get a disk entry
 
     class Params(NodeParams):
         steps: int = Field(3, ge=1, le=1000, description="progress events to emit")
@@ -89,6 +101,8 @@ def chain(amounts: list[float], prefix: str = "n", source_value: float = 0.5) ->
 @node("test.inplace", version="1.0.0")
 class InPlace(Node):
     """Wrongly brightens its input in place."""
+
+    cost_class = "expensive"  # stands in for real work: its outputs always get a disk entry
 
     def run(self, ctx: RunContext, image: Image) -> Image:
         return image.add_(0.1)

@@ -54,6 +54,8 @@ class PromptEncode(Node):
     """Turn the prompt (what to paint) and negative prompt (what to steer away from) into the text
     embeddings that guide denoising. SDXL models use both text encoders and add pooled embeddings."""
 
+    cost_class = "expensive"  # model work: always worth a disk entry
+
     class Params(NodeParams):
         prompt: str = Field("", max_length=4000, description="what the edited region should show")
         negative_prompt: str = Field("", max_length=4000, description="what to steer away from")
@@ -92,6 +94,8 @@ class VaeEncode(Node):
     """Compress the photo into the model's latent space (1/8 of its size). The output keeps the
     VAE's posterior so that denoise can draw from it with its own seed, as diffusers does."""
 
+    cost_class = "expensive"  # model work: always worth a disk entry
+
     class Params(NodeParams):
         pass
 
@@ -112,6 +116,7 @@ class VaeDecode(Node):
     """Turn a latent back into pixels with the model's VAE (in overlapping tiles when large)."""
 
     generative = True  # pixels (or latents) made by the trained model
+    cost_class = "expensive"  # model work: always worth a disk entry
 
     class Params(NodeParams):
         tile: Literal["auto", "always", "never"] = Field(
@@ -169,6 +174,7 @@ class Denoise(Node):
     ordinary models, masked-image conditioning for inpainting models, which also need `image`)."""
 
     generative = True  # pixels (or latents) made by the trained model
+    cost_class = "expensive"  # model work: always worth a disk entry
 
     class Params(_Sampling):
         strength: float = Field(1.0, gt=0.0, le=1.0, description="share of the schedule to run; 1.0 repaints fully")
@@ -202,6 +208,7 @@ class Refine(Node):
     whose VAE made `latent` when it is not `model`; the latent then goes through pixels)."""
 
     generative = True  # pixels (or latents) made by the trained model
+    cost_class = "expensive"  # model work: always worth a disk entry
 
     class Params(_Sampling):
         strength: float = Field(0.3, gt=0.0, le=1.0, description="share of the schedule to rerun; low keeps the picture")
@@ -255,6 +262,7 @@ class Instruct(Node):
     toward the instruction, `image_cfg` toward the source photo."""
 
     generative = True  # pixels (or latents) made by the trained model
+    cost_class = "expensive"  # model work: always worth a disk entry
 
     class Params(_Sampling):
         image_cfg: float = Field(1.5, ge=0.0, le=20.0, description="image guidance: higher keeps more of the source")

@@ -23,6 +23,8 @@ class LoadModel(Node):
     """Load a Stable Diffusion model (UNet, VAE, text encoder, tokenizer) that later nodes use to
     encode prompts, encode and decode pictures, and denoise. Loads once per process."""
 
+    cost_class = "expensive"  # seconds to load; its handle stays in memory, its ref goes to disk
+
     class Params(NodeParams):
         model: InputPath = Field(
             ...,

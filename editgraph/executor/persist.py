@@ -1,0 +1,55 @@
+"""Whether an output is worth a disk entry: never pay more to store and read back a value than
+recomputing it would cost.
+
+The executor measures each node's run() and knows each output's encoded size. Storing costs a
+write now and a read (plus a hash check and a copy) whenever a later process needs the value;
+recomputing costs the node's time again, plus the time of any parents that were not persisted
+either (they must be recomputed first), which is why the cost carried is cumulative: a long run
+of cheap nodes persists one output every so often, bounding what a recompute has to redo.
+
+A node class may declare its cost instead (`Node.cost_class`): "expensive" always persists
+(model work: encodes, denoises, text encoders; their time varies with the machine and a lost
+output costs seconds), "cheap" never does. The default, "measured", decides per output.
+
+Outputs not persisted stay in the memory tier. Their index ref (key -> fingerprints) is still
+written: a later process knows what the node made and that it was cached, and re-runs the node
+from its persisted parents only if a consumer actually needs the value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from editgraph.executor.store import INLINE_LIMIT
+
+
+@dataclass(frozen=True)
+class Persistence:
+    """The disk tier's costs (seconds), measured on a laptop SSD and this project's CI disk;
+    `factor` > 1 persists less (stored bytes must save that many times their cost)."""
+
+    file_s: float = 400e-6  # create, write, rename a blob file, commit its row; later open and stat it
+    row_s: float = 30e-6  # an inline value (<= 16 KiB): its index row, written and read back
+    write_bps: float = 1.0e9  # bytes/s into the page cache
+    read_bps: float = 0.7e9  # bytes/s read back, hashed (blake3) and copied into a tensor
+    factor: float = 1.0
+
+    def storage_s(self, nbytes: int) -> float:
+        """Seconds to write `nbytes` now and read them back once."""
+        fixed = self.row_s if nbytes <= INLINE_LIMIT else self.file_s
+        return fixed + nbytes / self.write_bps + nbytes / self.read_bps
+
+    def why_not(self, cost_class: str, redo_s: float, nbytes: int) -> str | None:
+        """None to persist; else the reason this output stays in memory only."""
+        if cost_class == "expensive":
+            return None
+        if cost_class == "cheap":
+            return "declared cheap: recomputing beats reading back"
+        store_s = self.storage_s(nbytes)
+        if redo_s >= store_s * self.factor:
+            return None
+        return f"recomputing ({redo_s * 1e3:.3f} ms) costs less than writing and reading back {nbytes} bytes ({store_s * 1e3:.3f} ms)"
+
+
+DEFAULT = Persistence()
+ALWAYS = Persistence(file_s=0.0, row_s=0.0, write_bps=float("inf"), read_bps=float("inf"))  # every storable output
