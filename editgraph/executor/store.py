@@ -237,6 +237,11 @@ class DiskStore:
 
     # --- the writer ---------------------------------------------------------------------------
 
+    def pending(self) -> int:
+        """Queued writes (files and rows) not yet durable."""
+        with self._cv:
+            return self._seq - self._committed
+
     def _submit(self, item: tuple, nbytes: int, overlay: tuple | None = None) -> int:
         with self._cv:
             if self._writer is None:

@@ -106,3 +106,27 @@ class InPlace(Node):
 
     def run(self, ctx: RunContext, image: Image) -> Image:
         return image.add_(0.1)
+
+
+@node("test.quick", version="1.0.0")
+class Quick(Node):
+    """Add a constant; declares no cost class, so the executor decides from its measured time."""
+
+    class Params(NodeParams):
+        amount: float = Field(0.0, description="added to every channel")
+
+    def run(self, ctx: RunContext, image: Image) -> Image:
+        return image + self.params.amount
+
+
+@node("test.cheap", version="1.0.0")
+class Cheap(Node):
+    """Add a constant; declared cheap: its output never gets a disk entry."""
+
+    cost_class = "cheap"
+
+    class Params(NodeParams):
+        amount: float = Field(0.0, description="added to every channel")
+
+    def run(self, ctx: RunContext, image: Image) -> Image:
+        return image + self.params.amount

@@ -1,0 +1,187 @@
+"""Write-behind and cost-aware persistence (issue 16): a killed run leaves only whole entries,
+outputs not worth storing are recomputed from their stored parents, and the report says which
+outputs were stored and why not."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import blake3
+import pytest
+import torch
+
+from editgraph.cli.main import main
+from editgraph.executor.cache import Cache
+from editgraph.executor.events import EventLog
+from editgraph.executor.persist import Persistence
+from editgraph.executor.run import Executor
+from editgraph.executor.store import MISSING, DiskStore
+from editgraph.graph.document import load_workflow
+from editgraph.graph.validate import bind
+
+from .testnodes import chain
+
+REPO = Path(__file__).resolve().parents[2]
+NEVER_WORTH_IT = Persistence(file_s=3600.0, row_s=3600.0)  # every measured output stays in memory
+
+
+def _doc(nodes: dict) -> dict:
+    return {"format": "editgraph/1", "name": "t", "nodes": nodes}
+
+
+@pytest.mark.slow
+def test_sigkill_with_writes_pending_leaves_no_torn_entry_and_the_rerun_is_correct(tmp_path):
+    """A chain of large outputs (48 MiB each) is killed while the writer still has files queued.
+    Whatever the index lists must be whole and right; files under their final names must match
+    their names; a fresh run finishes the chain with the right pixels."""
+    cache = tmp_path / "cache"
+    doc = chain([0.01] * 12)
+    doc["nodes"]["n0"]["params"]["size"] = 2048
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from tests.executor import testnodes
+        from editgraph.executor.cache import Cache
+        from editgraph.executor.events import NodeFinished
+        from editgraph.executor.run import Executor
+        from editgraph.graph.document import load_workflow
+        from editgraph.graph.validate import bind
+        cache = Cache.default({str(cache)!r})
+        def report(event):
+            if isinstance(event, NodeFinished):
+                print(json.dumps({{"node": event.node_id, "pending": cache.disk.pending()}}), flush=True)
+        Executor(cache, listeners=[report]).run(bind(load_workflow({doc!r})))
+        print("done", flush=True)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    killed_with = None
+    for line in proc.stdout:
+        if line.startswith("done"):
+            break
+        state = json.loads(line)
+        if state["pending"] > 0 and int(state["node"][1:]) >= 4:  # several files queued or being written
+            os.kill(proc.pid, signal.SIGKILL)
+            killed_with = state
+            break
+    proc.wait()
+    assert killed_with is not None, "the writer was never behind: nothing was pending to lose"
+
+    store = DiskStore(cache, 1 << 40)
+    (nrefs,) = store._db.execute("SELECT COUNT(*) FROM refs").fetchone()
+    listed = [fp for (fp,) in store._db.execute("SELECT fp FROM blobs")]
+    for fp in listed:  # every listed entry is whole and decodes
+        assert store.get_blob(fp) is not MISSING
+    for path in (cache / "blobs").rglob("*"):
+        if path.is_file() and not path.name.endswith(".tmp"):
+            assert blake3.blake3(path.read_bytes()).hexdigest() == path.name  # no torn file under a final name
+    stored_values = sorted(round(store.get_blob(fp).flatten()[0].item(), 4) for fp in listed)
+    assert stored_values == [round(0.5 + 0.01 * i, 4) for i in range(len(listed))]  # a prefix of the chain, right values
+    assert len(listed) < 13  # the kill did lose queued work
+    store.close()
+
+    log = EventLog()
+    ex = Executor(Cache.default(cache), listeners=[log])
+    result = ex.run(bind(load_workflow(doc)))
+    assert torch.allclose(result.value("n12"), torch.full((1, 3, 2048, 2048), 0.62))
+    assert log.ran()[-1] == "n12" and len(log.ran()) + len(log.cached()) == 13
+    assert log.cached() == [f"n{i}" for i in range(len(log.cached()))]  # what survived is reused, in order
+    ex.cache.close()
+
+
+@pytest.mark.slow
+def test_output_below_the_threshold_is_recomputed_in_a_new_process_from_its_stored_parent(tmp_path):
+    cache = tmp_path / "cache"
+    doc = _doc(
+        {
+            "src": {"type": "test.source", "params": {"value": 0.2, "size": 64}},
+            "quick": {"type": "test.quick", "inputs": {"image": "src"}, "params": {"amount": 0.1}},
+            "after": {"type": "test.add", "inputs": {"image": "quick"}, "params": {"amount": 0.3}},
+        }
+    )
+    ex = Executor(Cache.default(cache), persistence=NEVER_WORTH_IT)
+    result = ex.run(bind(load_workflow(doc)))
+    assert result.records["src"].persisted is True and result.records["after"].persisted is True  # declared expensive
+    assert result.records["quick"].persisted is False
+    assert ex.cache.disk.info()["outputs_recompute"] == 1
+    ex.cache.close()
+
+    doc["nodes"]["after"]["params"]["amount"] = 0.4  # needs quick's value, which only memory had
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from tests.executor import testnodes
+        from editgraph.executor.cache import Cache
+        from editgraph.executor.events import EventLog
+        from editgraph.executor.run import Executor
+        from editgraph.graph.document import load_workflow
+        from editgraph.graph.validate import bind
+        log = EventLog()
+        r = Executor(Cache.default({str(cache)!r}), listeners=[log]).run(bind(load_workflow({doc!r})))
+        print(json.dumps({{"ran": log.ran(), "cached": log.cached(), "value": r.value("after").flatten()[0].item()}}))
+        """
+    )
+    out = json.loads(subprocess.check_output([sys.executable, "-c", script], text=True))
+    assert out["ran"] == ["quick", "after"]  # quick re-run from src's stored output; src did not run
+    assert out["cached"] == ["src", "quick"]  # quick's key was known (its ref is stored), its value was not
+    assert abs(out["value"] - 0.7) < 1e-6
+
+
+def test_report_records_each_nodes_persistence_decision(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wf.json").write_text(
+        json.dumps(
+            _doc(
+                {
+                    "src": {"type": "test.source", "params": {"value": 0.2, "size": 64}},
+                    "cheap": {"type": "test.cheap", "inputs": {"image": "src"}, "params": {"amount": 0.1}},
+                }
+            )
+        )
+    )
+    assert main(["run", "wf.json", "--cache-dir", "c", "--report", "r.json", "-q"]) == 0
+    nodes = json.loads((tmp_path / "r.json").read_text())["nodes"]
+    assert nodes["src"]["persisted"] is True and "why_not" not in nodes["src"]
+    assert nodes["cheap"]["persisted"] is False and nodes["cheap"]["why_not"] == "declared cheap: recomputing beats reading back"
+
+    assert main(["run", "wf.json", "--cache-dir", "c", "--report", "r.json", "-q"]) == 0
+    nodes = json.loads((tmp_path / "r.json").read_text())["nodes"]
+    assert nodes["src"]["status"] == "cached" and "persisted" not in nodes["src"]  # decided by the run that made it
+
+    assert main(["run", "wf.json", "--no-cache", "--report", "r.json", "-q"]) == 0
+    nodes = json.loads((tmp_path / "r.json").read_text())["nodes"]
+    assert nodes["src"]["persisted"] is False and nodes["src"]["why_not"] == "no disk tier"
+
+    capsys.readouterr()
+    assert main(["cache", "info", "--cache-dir", "c"]) == 0
+    assert "outputs: 2 named by entries; 1 stored, 1 recomputed when needed" in capsys.readouterr().out
+
+
+def test_back_pressure_bounds_pending_bytes_and_flush_makes_writes_durable(tmp_path):
+    """With room for one pending file, every queued blob still lands, and after flush() a
+    second store (as another process would) reads each one."""
+    store = DiskStore(tmp_path, 1 << 40, max_pending_bytes=1)
+    from editgraph.values.codec import encode
+
+    fps = []
+    for i in range(6):
+        enc = encode(torch.full((1, 3, 64, 64), float(i)))
+        store.put_blob(enc.fingerprint(), enc)
+        assert store._queued_bytes <= enc.nbytes  # never more than one file's bytes queued
+        fps.append(enc.fingerprint())
+    store.put_ref("k", {"image": fps[-1]})
+    store.flush()
+    assert store.pending() == 0
+    other = DiskStore(tmp_path, 1 << 40)
+    assert other.get_ref("k") == {"image": fps[-1]}
+    assert [other.get_blob(fp).flatten()[0].item() for fp in fps] == [float(i) for i in range(6)]
+    store.close()
+    other.close()
