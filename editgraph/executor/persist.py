@@ -3,9 +3,10 @@ recomputing it would cost.
 
 The executor measures each node's run() and knows each output's encoded size. Storing costs a
 write now and a read (plus a hash check and a copy) whenever a later process needs the value;
-recomputing costs the node's time again, plus the time of any parents that were not persisted
-either (they must be recomputed first), which is why the cost carried is cumulative: a long run
-of cheap nodes persists one output every so often, bounding what a recompute has to redo.
+recomputing costs the node's time again, plus the time of re-making its inputs that were not
+persisted either (the costliest such input's own chain), which is why the cost carried is
+cumulative: a long chain of cheap nodes persists one output every so often, bounding what a
+recompute has to redo.
 
 A node class may declare its cost instead (`Node.cost_class`): "expensive" always persists
 (model work: encodes, denoises, text encoders; their time varies with the machine and a lost
@@ -28,7 +29,7 @@ class Persistence:
     """The disk tier's costs (seconds), measured on a laptop SSD and this project's CI disk;
     `factor` > 1 persists less (stored bytes must save that many times their cost)."""
 
-    file_s: float = 400e-6  # create, write, rename a blob file, commit its row; later open and stat it
+    file_s: float = 500e-6  # create, write, rename a blob file, commit its row; later open, read, verify it
     row_s: float = 30e-6  # an inline value (<= 16 KiB): its index row, written and read back
     write_bps: float = 1.0e9  # bytes/s into the page cache
     read_bps: float = 0.7e9  # bytes/s read back, hashed (blake3) and copied into a tensor

@@ -261,8 +261,8 @@ class _Run:
         self.fps: dict[Ref, str] = {}
         self.values: dict[Ref, Any] = {}
         self.records: dict[str, NodeRecord] = {}
-        # Outputs not persisted: the seconds a recompute would take (theirs plus their own
-        # unpersisted parents'), so a chain of cheap nodes persists before recomputing grows costly.
+        # Outputs not persisted: the seconds a recompute would take (theirs plus their unpersisted
+        # inputs'), so a chain of cheap nodes persists one output before recomputing grows costly.
         self.redo_s: dict[Ref, float] = {}
 
     # --- the pass ---------------------------------------------------------------------------
@@ -347,9 +347,10 @@ class _Run:
                     raise NodeFailed(nid, node.type, exc)
         run_s = time.perf_counter() - t0
         outputs = out._asdict() if node.cls.multi_output else {next(iter(node.cls.outputs)): out}
-        redo_s = run_s
-        for ref in node.inputs.values():
-            redo_s += self.redo_s.get(ref, 0.0)
+        # Recomputing this output later costs its run plus re-making any input not stored either:
+        # the costliest such input's chain (exact for chains; joins share ancestors, so summing
+        # every input's chain would count shared ones again and again).
+        redo_s = run_s + max([self.redo_s.get(ref, 0.0) for ref in node.inputs.values()], default=0.0)
         on_disk = ex.cache.disk is not None
         fps, nbytes, why_not = {}, 0, {}
         for name, value in outputs.items():

@@ -133,6 +133,7 @@ class DiskStore:
         self._queued_bytes = 0
         self._urgent = False  # someone waits: commit now rather than gather a bigger batch
         self._writer: threading.Thread | None = None
+        self._writer_db: sqlite3.Connection | None = None  # opened with the store: a run's first write does not pay for it
         self._writer_error: BaseException | None = None
         self._closing = False
         self._subdirs: set[str] = set()
@@ -141,6 +142,7 @@ class DiskStore:
         # re-read from SQLite (other processes write too) only when they cross a budget.
         self._bytes_estimate = self.total_bytes()
         self._refs_estimate = self._count_refs()
+        self._writer_db = _connect(self.root / "index.sqlite")
 
     def _open_index(self) -> sqlite3.Connection:
         """The index, created if absent. A file that is not a readable SQLite index (a disk fault,
@@ -263,7 +265,7 @@ class DiskStore:
             return self._seq
 
     def _write_loop(self) -> None:
-        db = None
+        db = self._writer_db
         while True:
             with self._cv:
                 while not self._queue and not self._closing:
@@ -288,9 +290,6 @@ class DiskStore:
                 if error is not None:
                     self._writer_error = error
                 self._cv.notify_all()
-        if db is not None:
-            db.close()
-
     def _write_batch(self, db: sqlite3.Connection, batch: list[tuple]) -> None:
         """The batch's blob files first, then one transaction holding every row of the batch."""
         now = time.time()
@@ -474,4 +473,6 @@ class DiskStore:
                 self._cv.notify_all()
             if self._writer is not None:
                 self._writer.join()
+            if self._writer_db is not None:
+                self._writer_db.close()
             self._db.close()
