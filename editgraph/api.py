@@ -44,8 +44,11 @@ class Workflow:
     def bind(self, params: Mapping[str, Any] | None = None, *, require_values: bool = True):
         """Validate with these param values: every problem at once (WorkflowInvalid), each with
         its JSON path, or the bound graph."""
+        from editgraph.graph.memo import bind_document
         from editgraph.graph.validate import bind
 
+        if require_values:  # the same document and params bound earlier in this process: reused
+            return bind_document(self.document, dict(params or {}), base_dir=self.base_dir, source=self.label)
         return bind(self.document, dict(params or {}), base_dir=self.base_dir, require_values=require_values, source=self.label)
 
 

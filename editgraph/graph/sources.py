@@ -6,6 +6,12 @@ from __future__ import annotations
 
 from editgraph.errors import Issue
 from editgraph.graph.document import param_ref
+from editgraph.nodes.registry import INPUT_PATH, Node, field_marks
+
+
+def _reads(cls: type[Node]) -> bool:
+    """Whether the class has anything to check: its own check_sources, or InputPath params."""
+    return cls.check_sources.__func__ is not Node.check_sources.__func__ or bool(field_marks(cls.Params, INPUT_PATH))
 
 
 def check_sources(graph, *, deep: bool = True, settings=None) -> list[Issue]:
@@ -13,7 +19,12 @@ def check_sources(graph, *, deep: bool = True, settings=None) -> list[Issue]:
     author reads them in). deep=False checks only that input files exist (run does the rest as
     nodes load)."""
     issues: list[Issue] = []
-    for nid in graph.workflow.nodes:
+    # Only nodes that read something can have a problem; which those are is fixed per graph, so
+    # re-runs of a large graph check its few readers, not every node.
+    readers = graph.derived.get("sources.readers")
+    if readers is None:
+        readers = graph.derived["sources.readers"] = [nid for nid in graph.workflow.nodes if _reads(graph.nodes[nid].cls)]
+    for nid in readers:
         node = graph.nodes[nid]
         raw = graph.workflow.nodes[nid].params
         if any(not hasattr(node.params, f) for f in node.cls.Params.model_fields):
