@@ -86,7 +86,7 @@ def _key(prefix: str, inputs: str) -> str:
 class _Step:
     """One node of a plan, with what its key needs precomputed (params are frozen)."""
 
-    __slots__ = ("id", "node", "type", "deterministic", "output_names", "prefix", "reads_files", "inputs", "last")
+    __slots__ = ("id", "node", "type", "deterministic", "output_names", "prefix", "reads_files", "inputs", "single", "drop", "last")
 
     def __init__(self, node: BoundNode):
         self.id = node.id
@@ -97,13 +97,16 @@ class _Step:
         self.prefix = _key_prefix(node)
         self.reads_files = node.cls.source_token.__func__ is not Node.source_token.__func__
         self.inputs = tuple(sorted(node.inputs.items()))  # (name, ref), in key order
+        # The common one-input node: its key text is "name=" + the input's fingerprint.
+        self.single = (f"{self.inputs[0][0]}=", self.inputs[0][1]) if len(self.inputs) == 1 else None
+        self.drop: tuple[Ref, ...] = ()  # inputs this step is the last consumer of (set by the plan)
         self.last: tuple[str, str] | None = None  # (inputs text, key) of the last run
 
 
 class _Plan:
     """What a run of these targets needs, in order; derived once per bound graph and targets."""
 
-    __slots__ = ("targets", "steps", "uses")
+    __slots__ = ("targets", "steps", "last_use")
 
     def __init__(self, graph: BoundGraph, targets: Iterable[str] | None):
         consumers: dict[str, list[str]] = {nid: [] for nid in graph.nodes}
@@ -124,11 +127,18 @@ class _Plan:
             needed.add(nid)
             stack.extend(src for src, _ in graph.nodes[nid].inputs.values())
         self.steps = [_Step(node) for nid, node in graph.nodes.items() if nid in needed]
-        # How many nodes of the plan consume each output: a run counts down and drops values at zero.
-        self.uses: dict[Ref, int] = {}
-        for step in self.steps:
+        # Where each output is consumed last: a run drops values in hand after that step (targets'
+        # values stay, for RunResult.value), and loads a cached value to keep only if used later.
+        self.last_use: dict[Ref, int] = {}
+        for i, step in enumerate(self.steps):
             for ref in step.node.inputs.values():
-                self.uses[ref] = self.uses.get(ref, 0) + 1
+                self.last_use[ref] = i
+        drops: dict[int, list[Ref]] = {}
+        for ref, i in self.last_use.items():
+            if ref[0] not in self.targets:
+                drops.setdefault(i, []).append(ref)
+        for i, refs in drops.items():
+            self.steps[i].drop = tuple(refs)
 
     @staticmethod
     def of(graph: BoundGraph, targets: Iterable[str] | None) -> "_Plan":
@@ -255,8 +265,7 @@ class _Run:
         self.plan = _Plan.of(graph, targets)
         self.targets = self.plan.targets
         self.order = [step.id for step in self.plan.steps]
-        # How many still-unprocessed nodes consume each output: values are dropped at zero.
-        self.pending_uses: dict[Ref, int] = self.plan.uses.copy()
+        self.at = -1  # index of the step being processed
         self.keys: dict[str, str] = {}
         self.fps: dict[Ref, str] = {}
         self.values: dict[Ref, Any] = {}
@@ -275,14 +284,17 @@ class _Run:
         ex.emit(RunPlanned(tuple(self.order)))
         result = RunResult(self.graph, self.records, self.fps, device=ex.device, _fetch=self.fetch)
         try:
-            fps, keys, records, cache, emit = self.fps, self.keys, self.records, ex.cache, ex.emit
+            fps, keys, records, values, cache, listeners = self.fps, self.keys, self.records, self.values, ex.cache, ex.listeners
             use_cache, clock = ex.use_cache, time.perf_counter
-            for step in self.plan.steps:
-                nid, node = step.id, step.node
+            for self.at, step in enumerate(self.plan.steps):
+                nid = step.id
                 t0 = clock()
                 try:  # source nodes hash what they read here: a missing file fails as that node
-                    inputs = ",".join([f"{name}={fps[ref]}" for name, ref in step.inputs])
-                    inputs = f"{_source(node)}\0{inputs}" if step.reads_files else f"\0{inputs}"
+                    if step.single is not None:
+                        inputs = step.single[0] + fps[step.single[1]]
+                    else:
+                        inputs = ",".join([f"{name}={fps[ref]}" for name, ref in step.inputs])
+                    inputs = f"{_source(step.node)}\0{inputs}" if step.reads_files else f"\0{inputs}"
                     # A re-run of the same graph mostly sees the same inputs: reuse the last key.
                     last = step.last
                     if last is not None and last[0] == inputs:
@@ -292,7 +304,7 @@ class _Run:
                         step.last = (inputs, key)
                     keys[nid] = key
                 except Exception as exc:
-                    emit(NodeFailedEvent(nid, step.type, f"{type(exc).__name__}: {exc}"))
+                    ex.emit(NodeFailedEvent(nid, step.type, f"{type(exc).__name__}: {exc}"))
                     raise NodeFailed(nid, step.type, exc) from exc
                 hit = cache.lookup(key) if use_cache and step.deterministic else None
                 if hit is not None and hit.keys() == step.output_names:
@@ -300,21 +312,19 @@ class _Run:
                         fps[(nid, out)] = fp
                     seconds = clock() - t0
                     records[nid] = NodeRecord(step.type, "cached", seconds, key)
-                    emit(NodeFinished(nid, step.type, "cached", seconds, key, 0))
+                    event = NodeFinished(nid, step.type, "cached", seconds, key, 0)
+                    for listener in listeners:
+                        listener(event)
                 else:
-                    self._run_node(node)
-                self._release_inputs(node)
+                    self._run_node(step.node)
+                if values:
+                    for ref in step.drop:
+                        values.pop(ref, None)
             if out_dir is not None:
                 self._write_artifacts(Path(out_dir), result, stamp)
         finally:
             ex.cache.flush()
         return result
-
-    def _release_inputs(self, node: BoundNode) -> None:
-        for ref in node.inputs.values():
-            left = self.pending_uses[ref] = self.pending_uses[ref] - 1
-            if left == 0 and ref[0] not in self.targets:
-                self.values.pop(ref, None)
 
     def _run_node(self, node: BoundNode) -> None:
         ex = self.ex
@@ -391,7 +401,7 @@ class _Run:
             if value is MISSING:
                 self._recompute(ref[0])
                 value = self.values[ref]
-            elif self.pending_uses.get(ref, 0) > 1 or ref[0] in self.targets:
+            elif self.plan.last_use.get(ref, -1) > self.at or ref[0] in self.targets:
                 self.values[ref] = value
         return value
 
