@@ -30,7 +30,7 @@ TABLE = Path(__file__).with_name("versions.json")
 
 # Class attributes that describe a node's output to people and labels, never compute it (like a
 # docstring): setting one must not demand a version bump, which would void every cached result.
-DESCRIPTIVE = frozenset({"generative"})
+DESCRIPTIVE = frozenset({"generative", "cost_class"})  # cost_class: how outputs are kept (disk or not), never what they are
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:
