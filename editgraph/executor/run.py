@@ -7,8 +7,14 @@ One pass in topological order. For node n:
      input fingerprints are known: every parent was either found in the cache (its ref gives
      them) or has just run.
   2. A deterministic node whose key has a ref is done: record its output fingerprints, load nothing.
-  3. Otherwise fetch its inputs (memory, then disk; a blob that vanished is recomputed by re-running
-     its producer), run it, fingerprint and store its outputs.
+  3. Otherwise fetch its inputs (memory, then disk; a blob that vanished or was never stored is
+     recomputed by re-running its producer), run it, fingerprint its outputs and keep them in
+     memory; each goes to disk too when storing it costs less than recomputing it would
+     (persist.py), written behind by the disk tier's writer thread. Its ref always goes to disk.
+  4. At the end (or on failure) flush the cache: the run returns once its writes are durable.
+
+Plans (order, where each output is last used, key prefixes) are derived once per bound graph,
+so an identical re-run costs a key and a lookup per node.
 
 Values in hand are dropped as soon as no remaining node consumes them, so a long chain of large
 images holds a bounded working set. A failing node flushes the cache before raising NodeFailed:
