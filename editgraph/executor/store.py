@@ -36,6 +36,7 @@ MISSING: Any = object()
 INLINE_LIMIT = 16 * 1024  # blobs up to this size live in the index: one row beats a file for tiny values
 WRITER_GATHER_S = 0.05  # index rows alone wait this long for company: one commit per batch, not per node
 MAX_PENDING_BYTES = 512 << 20  # blob bytes queued for the writer before producers wait
+WRITER_IDLE_S = 2.0  # a writer thread with nothing to do for this long ends
 
 
 class MemoryStore:
@@ -268,9 +269,12 @@ class DiskStore:
         db = self._writer_db
         while True:
             with self._cv:
-                while not self._queue and not self._closing:
-                    self._cv.wait()
+                if not self._queue and not self._closing:
+                    self._cv.wait(timeout=WRITER_IDLE_S)
                 if not self._queue:
+                    # Closing, or idle: the thread ends (the next write starts another), so it
+                    # does not keep a store nobody closed alive.
+                    self._writer = None
                     break
                 if not self._urgent and not self._closing and all(item[0] != "file" for item in self._queue):
                     # Only rows so far: gather more for one commit, unless someone is waiting.
@@ -471,8 +475,9 @@ class DiskStore:
             with self._cv:
                 self._closing = True
                 self._cv.notify_all()
-            if self._writer is not None:
-                self._writer.join()
+                writer = self._writer
+            if writer is not None:
+                writer.join()
             if self._writer_db is not None:
                 self._writer_db.close()
             self._db.close()
