@@ -11,6 +11,8 @@ run and pass the result down. Options are passed, never written back into os.env
 | EDITGRAPH_MODELS_DIR      | models_dir        | <cache_dir>/models (tiny builds, memos)   |
 | EDITGRAPH_MODELS          | model_folders     | none: folders (os.pathsep) or name=path   |
 | EDITGRAPH_MODELS_FILE     | models_file       | <user config dir>/editgraph/models.json   |
+| EDITGRAPH_SHARED_CACHE    | shared_cache      | none: s3://bucket/prefix or a shared path |
+| EDITGRAPH_S3_ENDPOINT     | s3_endpoint       | AWS_ENDPOINT_URL, else AWS itself         |
 | EDITGRAPH_CHECK_INPUTS    | check_inputs      | off; the tests turn it on                 |
 | EDITGRAPH_DEBUG           | debug             | off; on shows tracebacks of our own bugs  |
 | EDITGRAPH_C2PA_CONFIG     | c2pa_config       | <user config dir>/editgraph/c2pa.toml     |
@@ -62,6 +64,8 @@ class Settings:
     models_dir: Path | None = None  # None: <cache_dir>/models
     model_folders: tuple[str, ...] = ()  # EDITGRAPH_MODELS entries: folders, or name=path
     models_file: Path | None = None  # None: the user config dir's models.json
+    shared_cache: str | None = None  # the tier a cluster's workers share (--cache); None: local tiers only
+    s3_endpoint: str | None = None  # an S3-compatible server (MinIO, Ceph ...); None: boto3's own default
     check_inputs: bool = False  # re-hash a node's inputs after it ran: catches writes into cached values
     debug: bool = False  # tracebacks for errors that are editgraph bugs
     allow_model_mismatch: bool = False  # a CLI/API option, never an environment variable
@@ -91,6 +95,8 @@ class Settings:
             models_dir=Path(models_dir) if models_dir else None,
             model_folders=tuple(filter(None, env.get("EDITGRAPH_MODELS", "").split(os.pathsep))),
             models_file=Path(models_file) if models_file else None,
+            shared_cache=env.get("EDITGRAPH_SHARED_CACHE") or None,
+            s3_endpoint=env.get("EDITGRAPH_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL") or None,
             check_inputs=_flag(env, "EDITGRAPH_CHECK_INPUTS"),
             debug=_flag(env, "EDITGRAPH_DEBUG"),
             c2pa_config=Path(env["EDITGRAPH_C2PA_CONFIG"]).expanduser() if env.get("EDITGRAPH_C2PA_CONFIG") else None,

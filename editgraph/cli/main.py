@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
 def _executor_args(p: argparse.ArgumentParser) -> None:
     """The options run and batch share: where the cache is, torch's threads, the display."""
     p.add_argument("--cache-dir", help="cache root (default: $EDITGRAPH_CACHE_DIR or the user cache dir)")
+    p.add_argument("--cache", dest="shared_cache", metavar="URL",
+                   help="a cache tier shared by machines, behind the local ones: s3://BUCKET/PREFIX (endpoint from "
+                        "$EDITGRAPH_S3_ENDPOINT or $AWS_ENDPOINT_URL) or a folder on a shared filesystem (default: $EDITGRAPH_SHARED_CACHE)")
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads (results are bit-identical only at equal counts)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best available); results are bit-identical per device")
@@ -111,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--out", default="out", help="output root (rows go to OUT/row-<n>/), or a template using {row} and param names")
     batch.add_argument("--report", help="write a JSON report: per row per node status, and how often each node ran")
     batch.add_argument("--keep-going", action="store_true", help="after a failed row, run the remaining rows (exit 4 at the end)")
+    batch.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                       help="run the rows on Ray workers that keep models loaded: no ADDRESS starts a local Ray; "
+                            "'auto', HOST:PORT or ray://... joins a cluster (needs: pip install 'editgraph[ray]')")
+    batch.add_argument("--workers", type=_positive_int, help="with --ray: workers to start (default: one per GPU, else cluster CPUs / --threads)")
+    batch.add_argument("--retries", type=int, default=2, help="with --ray: times a row is retried after its worker dies (default: 2)")
     _executor_args(batch)
     batch.set_defaults(func=cmd_batch)
 
@@ -171,7 +179,11 @@ def _settings(args):
     """The environment's settings with this command's options."""
     from editgraph.settings import Settings
 
-    return Settings.from_env().with_options(allow_model_mismatch=getattr(args, "allow_model_mismatch", False))
+    settings = Settings.from_env()
+    return settings.with_options(
+        allow_model_mismatch=getattr(args, "allow_model_mismatch", False),
+        shared_cache=getattr(args, "shared_cache", None) or settings.shared_cache,
+    )
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -223,10 +235,10 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
-def _open_cache(root):
+def _open_cache(root, settings=None):
     from editgraph.executor.cache import Cache
 
-    cache = Cache.default(root)
+    cache = Cache.default(root, settings)
     _note_recovery(cache.disk)
     return cache
 
@@ -404,10 +416,7 @@ def cmd_batch(args) -> int:
         _err(f"error: {exc}")
         return EXIT_USAGE
     signing_stamp()  # a misconfigured C2PA identity fails before row 1, not after it
-    cache = _open_cache(args.cache_dir)
     from editgraph.cli.display import Display
-
-    display = Display(rows=len(graphs), quiet=args.quiet)
     from editgraph.executor.devices import pick_device
     from editgraph.sharing.preflight import check_sources
 
@@ -421,6 +430,12 @@ def cmd_batch(args) -> int:
     ]
     if problems:
         raise WorkflowInvalid(problems, label)
+    if args.ray is not None:
+        from editgraph.cli.cluster import cmd_batch_ray
+
+        return cmd_batch_ray(args, workflow, graphs, dirs, base, label, _settings(args))
+    cache = _open_cache(args.cache_dir, _settings(args))
+    display = Display(rows=len(graphs), quiet=args.quiet)
     executor = Executor(cache, listeners=[display], device=pick_device(args.device), settings=_settings(args))
     t0 = time.perf_counter()
 
