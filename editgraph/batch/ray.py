@@ -152,6 +152,7 @@ class _Slot:
     info: dict[str, Any] | None = None
     job: int | None = None  # row index in flight (-1: the prepare job)
     ref: Any = None
+    spawned: float = field(default_factory=time.perf_counter)
 
 
 def connect(ray, address: str | None, *, num_cpus: int | None = None) -> bool:
@@ -160,7 +161,7 @@ def connect(ray, address: str | None, *, num_cpus: int | None = None) -> bool:
     if ray.is_initialized():
         return False
     if address is None:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=True)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=True)
         return True
     ray.init(address=address, logging_level="ERROR", log_to_driver=True)
     return False
@@ -369,7 +370,7 @@ class _Driver:
                 self.start_error = f"worker {slot.name} could not start: {_brief(exc)}"
                 self._lost(slot, self.start_error, respawn=False)
                 return True
-            self.workers[slot.name] = {**slot.info, "rows": [], "node_runs": {}}
+            self.workers[slot.name] = {**slot.info, "start_s": round(time.perf_counter() - slot.spawned, 3), "rows": [], "node_runs": {}}
             self.last_alive = time.monotonic()
             return True
         slot = running[ref]
