@@ -112,7 +112,8 @@ class ClusterBatch:
         return s
 
     def report(self, label: str, workflow) -> dict[str, Any]:
-        out = batch_report(label, workflow, self.rows, self.seconds)
+        devices = sorted({str(w.get("device")) for w in self.workers.values() if w.get("device")})
+        out = batch_report(label, workflow, self.rows, self.seconds, ",".join(devices) or None)
         out["summary"] = self.summary()
         out["ray"] = {"address": self.address, "prepare": self.prepare, "workers": self.workers, "shared": self.shared}
         if self.cancelled:
@@ -178,6 +179,8 @@ def run_on_ray(
     disk_dir: str | None = None,
     shared: str | None = None,
     retries: int = 2,
+    device: str | None = None,
+    allow_model_mismatch: bool = False,
     keep_going: bool = False,
     cancel: threading.Event | None = None,
     source: str | None = None,
@@ -188,7 +191,8 @@ def run_on_ray(
 ) -> ClusterBatch:
     """Run each bound graph (one per row) on Ray workers; write each row's files into its folder.
 
-    workers: actors to start (default: one per GPU, else cluster CPUs // threads). threads: torch
+    workers: actors to start (default: one per GPU, else cluster CPUs // threads). device: the
+    workers' torch device (default: cuda on a cluster with GPUs, else cpu). threads: torch
     CPU threads per worker (default: this process's; equal counts give equal bytes). disk_dir: the
     workers' local disk tier (default: each machine's own). shared: the shared tier's URL.
     on_status receives {worker: {"row", "node", "step", "total", "pid"}} about every POLL_S."""
@@ -199,7 +203,8 @@ def run_on_ray(
     t0 = time.perf_counter()
     try:
         return _Driver(ray, graphs, dirs, workers=workers, threads=threads or torch.get_num_threads(), disk_dir=disk_dir,
-                       shared=shared, retries=retries, keep_going=keep_going, cancel=cancel, source=source,
+                       shared=shared, retries=retries, keep_going=keep_going, device=device,
+                       allow_model_mismatch=allow_model_mismatch, cancel=cancel, source=source,
                        base_dir=base_dir or Path.cwd(), progress=progress, on_row=on_row, on_status=on_status,
                        address=address or "local").run(t0)
     finally:
@@ -208,12 +213,13 @@ def run_on_ray(
 
 
 class _Driver:
-    def __init__(self, ray, graphs, dirs, *, workers, threads, disk_dir, shared, retries, keep_going, cancel, source,
-                 base_dir, progress, on_row, on_status, address):
+    def __init__(self, ray, graphs, dirs, *, workers, threads, disk_dir, shared, retries, keep_going, device,
+                 allow_model_mismatch, cancel, source, base_dir, progress, on_row, on_status, address):
         self.ray = ray
         self.graphs, self.dirs = graphs, dirs
         self.threads, self.disk_dir, self.shared_url = threads, disk_dir, shared
         self.retries, self.keep_going = retries, keep_going
+        self.device, self.allow_model_mismatch = device, allow_model_mismatch
         self.cancel = cancel or threading.Event()
         self.source, self.base_dir = source, base_dir
         self.progress, self.on_row, self.on_status = progress, on_row, on_status
@@ -245,7 +251,8 @@ class _Driver:
         opts: dict[str, Any] = {"max_concurrency": 2, "max_restarts": 0, "num_cpus": 1}
         if self.gpus:
             opts["num_gpus"] = 1
-        options = {"threads": self.threads, "device": "cuda" if self.gpus else "cpu", "disk_dir": self.disk_dir, "shared": self.shared_url}
+        options = {"threads": self.threads, "device": self.device or ("cuda" if self.gpus else "cpu"), "disk_dir": self.disk_dir,
+                   "shared": self.shared_url, "settings": {"allow_model_mismatch": self.allow_model_mismatch}}
         handle = self._remote.options(**opts).remote(name, options)
         self.slots.append(_Slot(name, handle, handle.info.remote()))
 
@@ -260,7 +267,7 @@ class _Driver:
             self.ray.kill(slot.handle, no_restart=True)
         except Exception:
             pass
-        if respawn and (self.pending or any(s.job is not None for s in self.slots)):
+        if respawn and not self.cancel.is_set() and (self.pending or any(s.job is not None for s in self.slots)):
             self._spawn()
 
     def _close(self) -> None:

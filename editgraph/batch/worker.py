@@ -25,11 +25,12 @@ from editgraph.errors import Cancelled, EditgraphError, NodeFailed
 class Worker:
     def __init__(self, name: str, options: dict[str, Any]):
         """options: threads (torch CPU threads: results are bit-identical only at equal counts),
-        device ("cpu" | "cuda"), disk_dir (local disk tier root; None: this machine's settings),
+        device (a --device name; None: CUDA when Ray gave this worker a GPU, else the CPU), disk_dir (local disk tier root; None: this machine's settings),
         shared (the shared tier's URL; None: local tiers only)."""
         import torch
 
         from editgraph.executor.cache import Cache, default_disk
+        from editgraph.executor.devices import pick_device
         from editgraph.executor.objectstore import open_shared
         from editgraph.executor.run import Executor
         from editgraph.executor.store import MemoryStore
@@ -42,8 +43,8 @@ class Worker:
         settings = Settings.from_env()
         shared = open_shared(options["shared"], settings) if options.get("shared") else None
         self.cache = Cache(MemoryStore(settings.memory_cache), default_disk(options.get("disk_dir"), settings), shared)
-        self.device = torch.device(options.get("device") or "cpu")
-        self.executor = Executor(self.cache, device=self.device)
+        self.device = pick_device(options.get("device") or "cpu")
+        self.executor = Executor(self.cache, device=self.device, settings=settings.with_options(**(options.get("settings") or {})))
         self.name = name
         self.identity = {"worker": name, "pid": os.getpid(), "host": socket.gethostname(), "node": _ray_node(),
                          "device": str(self.device), "torch_threads": torch.get_num_threads()}

@@ -11,14 +11,13 @@ from pathlib import Path
 EXIT_OK, EXIT_NODE_FAILED, EXIT_CANCELLED = 0, 4, 130
 
 
-def cmd_batch_ray(args, workflow, graphs: list, dirs: list[Path], base: Path, label: str) -> int:
+def cmd_batch_ray(args, workflow, graphs: list, dirs: list[Path], base: Path, label: str, settings) -> int:
+    """settings: the environment's with this command's options (--cache among them)."""
     from editgraph.atomic import write_atomic
     from editgraph.batch import ray as cluster
     from editgraph.executor.objectstore import open_shared
-    from editgraph.settings import Settings
 
-    settings = Settings.from_env()
-    shared = args.shared_cache or settings.shared_cache
+    shared = settings.shared_cache
     if shared:
         open_shared(shared, settings).close()  # a wrong bucket or endpoint fails here, not on every worker
     address = args.ray or None
@@ -40,6 +39,7 @@ def cmd_batch_ray(args, workflow, graphs: list, dirs: list[Path], base: Path, la
         batch = cluster.run_on_ray(
             graphs, dirs, ray=ray, address=address, workers=args.workers, threads=args.threads, disk_dir=disk_dir,
             shared=shared, retries=args.retries, keep_going=args.keep_going, source=label, base_dir=base,
+            device=None if args.device in (None, "", "auto") else args.device, allow_model_mismatch=settings.allow_model_mismatch,
             progress=display, on_row=lambda row, batch: write_report(batch),
         )
     write_report(batch)

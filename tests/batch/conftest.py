@@ -40,7 +40,7 @@ def table(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def local_outputs(tmp_path_factory, table, _shared_tiny_models) -> dict[str, bytes]:
+def local_outputs(tmp_path_factory, table, _session_environment) -> dict[str, bytes]:
     """The local batch's files (row-N/sku-NN.png -> bytes): what every Ray run must reproduce."""
     root = tmp_path_factory.mktemp("local")
     os.environ["EDITGRAPH_CACHE_DIR"] = str(root / "cache")
