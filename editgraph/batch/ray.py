@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from editgraph.atomic import write_atomic
-from editgraph.batch.runner import BatchProgress, RowResult, report as batch_report, summary
+from editgraph.batch.runner import RowResult, report as batch_report, summary
 from editgraph.errors import EditgraphError
 
 INSTALL_HINT = "pip install 'editgraph[ray]'"
@@ -121,27 +121,6 @@ class ClusterBatch:
         return out
 
 
-# --- the progress bar ---------------------------------------------------------------------------
-
-
-class ClusterProgress(BatchProgress):
-    """The batch's one bar: rows done of rows; the description says what each worker is doing."""
-
-    def show(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, description=text)
-
-    def statuses(self, now: dict[str, dict[str, Any]]) -> None:
-        parts = []
-        for name, st in sorted(now.items()):
-            if "row" not in st:
-                continue
-            where = f" {st['node']}" if st.get("node") else ""
-            step = f" {st['step']}/{st['total']}" if st.get("step") else ""
-            parts.append(f"{name}: row {st['row'] or 'shared'}{where}{step}")
-        self.show(" · ".join(parts) or "batch")
-
-
 # --- the driver ---------------------------------------------------------------------------------
 
 
@@ -185,7 +164,7 @@ def run_on_ray(
     cancel: threading.Event | None = None,
     source: str | None = None,
     base_dir: Path | None = None,
-    progress: ClusterProgress | None = None,
+    on_row_start: Callable[[ClusterRow], None] | None = None,
     on_row: Callable[[ClusterRow, "ClusterBatch"], None] | None = None,
     on_status: Callable[[dict[str, dict[str, Any]]], None] | None = None,
 ) -> ClusterBatch:
@@ -195,7 +174,8 @@ def run_on_ray(
     workers' torch device (default: cuda on a cluster with GPUs, else cpu). threads: torch
     CPU threads per worker (default: this process's; equal counts give equal bytes). disk_dir: the
     workers' local disk tier (default: each machine's own). shared: the shared tier's URL.
-    on_status receives {worker: {"row", "node", "step", "total", "pid"}} about every POLL_S."""
+    on_row_start(row) as a row goes to a worker, on_row(row, batch) as it ends; on_status receives
+    {worker: {"row", "node", "step", "total", "pid"}} (row 0: the shared nodes) about every POLL_S."""
     import torch
 
     ray = ray or import_ray(local=address is None)
@@ -205,7 +185,7 @@ def run_on_ray(
         return _Driver(ray, graphs, dirs, workers=workers, threads=threads or torch.get_num_threads(), disk_dir=disk_dir,
                        shared=shared, retries=retries, keep_going=keep_going, device=device,
                        allow_model_mismatch=allow_model_mismatch, cancel=cancel, source=source,
-                       base_dir=base_dir or Path.cwd(), progress=progress, on_row=on_row, on_status=on_status,
+                       base_dir=base_dir or Path.cwd(), on_row_start=on_row_start, on_row=on_row, on_status=on_status,
                        address=address or "local").run(t0)
     finally:
         if started:
@@ -214,7 +194,7 @@ def run_on_ray(
 
 class _Driver:
     def __init__(self, ray, graphs, dirs, *, workers, threads, disk_dir, shared, retries, keep_going, device,
-                 allow_model_mismatch, cancel, source, base_dir, progress, on_row, on_status, address):
+                 allow_model_mismatch, cancel, source, base_dir, on_row_start, on_row, on_status, address):
         self.ray = ray
         self.graphs, self.dirs = graphs, dirs
         self.threads, self.disk_dir, self.shared_url = threads, disk_dir, shared
@@ -222,7 +202,7 @@ class _Driver:
         self.device, self.allow_model_mismatch = device, allow_model_mismatch
         self.cancel = cancel or threading.Event()
         self.source, self.base_dir = source, base_dir
-        self.progress, self.on_row, self.on_status = progress, on_row, on_status
+        self.on_row_start, self.on_row, self.on_status = on_row_start, on_row, on_status
         self.rows = [ClusterRow(i, g.params, str(d), dict(g.seeds)) for i, (g, d) in enumerate(zip(graphs, dirs), start=1)]
         resources = ray.cluster_resources()
         self.gpus = int(resources.get("GPU", 0))
@@ -309,8 +289,8 @@ class _Driver:
     def _submit(self, slot: _Slot, index: int) -> None:
         targets = self.batch.shared if index < 0 else None
         slot.job, slot.ref = index, slot.handle.run.remote(self._job(index, targets))
-        if index >= 0 and self.progress is not None:
-            self.progress.row_start(self.rows[index])
+        if index >= 0 and self.on_row_start is not None:
+            self.on_row_start(self.rows[index])
 
     def _prepare(self) -> None:
         """Run the shared nodes once, on the first worker up, before any row."""
@@ -433,14 +413,12 @@ class _Driver:
         self._row_done(row)
 
     def _row_done(self, row: ClusterRow) -> None:
-        if self.progress is not None:
-            self.progress.row_done(row)
         if self.on_row is not None:
             self.on_row(row, self.batch)
 
     def _poll(self) -> None:
         busy = [s for s in self.slots if s.job is not None]
-        if not busy or (self.progress is None and self.on_status is None):
+        if not busy or self.on_status is None:
             return
         refs = [s.handle.status.remote() for s in busy]
         now: dict[str, dict[str, Any]] = {}
@@ -449,10 +427,7 @@ class _Driver:
                 now[slot.name] = {**self.ray.get(ref, timeout=5), "pid": (slot.info or {}).get("pid")}
             except Exception:
                 continue  # dying or busy: the row's own result will say
-        if self.progress is not None:
-            self.progress.statuses(now)
-        if self.on_status is not None:
-            self.on_status(now)
+        self.on_status(now)
 
     def _stop(self) -> None:
         """Ctrl-C / cancel: ask running rows to stop at their next node or step, collect them (a row

@@ -8,7 +8,25 @@ import sys
 import time
 from pathlib import Path
 
+from editgraph.cli.display import Display
+
 EXIT_OK, EXIT_NODE_FAILED, EXIT_CANCELLED = 0, 4, 130
+
+
+class ClusterDisplay(Display):
+    """The batch's one bar (rows done of rows); its description says what each worker runs now."""
+
+    def statuses(self, now: dict) -> None:
+        if self.progress is None:
+            return
+        parts = []
+        for name, st in sorted(now.items()):
+            if "row" not in st:
+                continue
+            where = f" {st['node']}" if st.get("node") else ""
+            step = f" {st['step']}/{st['total']}" if st.get("step") else ""
+            parts.append(f"{name}: row {st['row'] or 'shared'}{where}{step}")
+        self.progress.update(self.overall, description=" · ".join(parts) or "batch")
 
 
 def cmd_batch_ray(args, workflow, graphs: list, dirs: list[Path], base: Path, label: str, settings) -> int:
@@ -27,7 +45,7 @@ def cmd_batch_ray(args, workflow, graphs: list, dirs: list[Path], base: Path, la
     disk_dir = args.cache_dir or (str(settings.cache_dir) if address is None else None)
     if address is not None and not shared:
         print("note: no --cache shared tier: each machine of the cluster computes the shared nodes once for itself", file=sys.stderr)
-    display = cluster.ClusterProgress(len(graphs), quiet=args.quiet)
+    display = ClusterDisplay(rows=len(graphs), quiet=args.quiet)
     t0 = time.perf_counter()
 
     def write_report(batch) -> None:
@@ -40,7 +58,8 @@ def cmd_batch_ray(args, workflow, graphs: list, dirs: list[Path], base: Path, la
             graphs, dirs, ray=ray, address=address, workers=args.workers, threads=args.threads, disk_dir=disk_dir,
             shared=shared, retries=args.retries, keep_going=args.keep_going, source=label, base_dir=base,
             device=None if args.device in (None, "", "auto") else args.device, allow_model_mismatch=settings.allow_model_mismatch,
-            progress=display, on_row=lambda row, batch: write_report(batch),
+            on_row_start=display.row_start, on_row=lambda row, batch: (display.row_done(row), write_report(batch)),
+            on_status=display.statuses,
         )
     write_report(batch)
     s = batch.summary()
