@@ -15,6 +15,9 @@ run and pass the result down. Options are passed, never written back into os.env
 | EDITGRAPH_S3_ENDPOINT     | s3_endpoint       | AWS_ENDPOINT_URL, else AWS itself         |
 | EDITGRAPH_CHECK_INPUTS    | check_inputs      | off; the tests turn it on                 |
 | EDITGRAPH_DEBUG           | debug             | off; on shows tracebacks of our own bugs  |
+| EDITGRAPH_ENGINES_CONFIG  | engines_config    | <user config dir>/editgraph/engines.json  |
+| EDITGRAPH_<P>_BASE_URL    | engine_endpoints  | none: provider P's documented endpoint    |
+| EDITGRAPH_<P>_MAX_CONCURRENCY | engine_limits | none: the config file's, else 4           |
 | EDITGRAPH_C2PA_CONFIG     | c2pa_config       | <user config dir>/editgraph/c2pa.toml     |
 | EDITGRAPH_C2PA_CERT       | c2pa_cert         | none: PEM chain of the signing identity   |
 | EDITGRAPH_C2PA_KEY        | c2pa_key          | none: its PEM private key file            |
@@ -29,8 +32,9 @@ The C2PA values are paths and names, never key material; sharing/c2pa.py reads t
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from editgraph.errors import EditgraphError
@@ -50,6 +54,9 @@ def parse_size(text: str | int, what: str = "size") -> int:
     if size < 0:
         raise EditgraphError(f"{what} must be a byte count like 2048, 512M or 20G, got {text!r}")
     return size
+
+
+_ENGINE_VAR = re.compile(r"^EDITGRAPH_([A-Z0-9]+)_(BASE_URL|MAX_CONCURRENCY)$")
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -77,6 +84,9 @@ class Settings:
     c2pa_alg: str | None = None
     c2pa_tsa_url: str | None = None
     c2pa_trust_anchors: str | None = None
+    engines_config: Path | None = None  # hosted engines' keys, endpoints, limits, routes, prices
+    engine_endpoints: dict[str, str] = field(default_factory=dict)  # provider -> base URL (proxy, gateway, stand-in)
+    engine_limits: dict[str, str] = field(default_factory=dict)  # provider -> calls in flight (validated where used)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -88,6 +98,8 @@ class Settings:
             cache_dir = platformdirs.user_cache_dir("editgraph")
         models_dir = env.get("EDITGRAPH_MODELS_DIR")
         models_file = env.get("EDITGRAPH_MODELS_FILE")
+        engines_config = env.get("EDITGRAPH_ENGINES_CONFIG")
+        per_provider = [(m.group(1).lower(), m.group(2), v) for k, v in env.items() if v and (m := _ENGINE_VAR.match(k))]
         return cls(
             cache_dir=Path(cache_dir),
             cache_size=parse_size(env.get("EDITGRAPH_CACHE_SIZE", "20G"), "EDITGRAPH_CACHE_SIZE"),
@@ -106,6 +118,9 @@ class Settings:
             c2pa_alg=env.get("EDITGRAPH_C2PA_ALG") or None,
             c2pa_tsa_url=env.get("EDITGRAPH_C2PA_TSA_URL") or None,
             c2pa_trust_anchors=env.get("EDITGRAPH_C2PA_TRUST_ANCHORS") or None,
+            engines_config=Path(engines_config) if engines_config else None,
+            engine_endpoints={p: v for p, what, v in per_provider if what == "BASE_URL"},
+            engine_limits={p: v for p, what, v in per_provider if what == "MAX_CONCURRENCY"},
         )
 
     @property

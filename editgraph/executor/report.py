@@ -24,7 +24,11 @@ def environment(device: Any = None) -> dict[str, Any]:
 
 def run_report(label: str, graph, result, seconds: float, device: Any = None) -> dict[str, Any]:
     nodes = {
-        nid: {"type": r.type, "status": r.status, "seconds": round(r.seconds, 6), "key": r.key}
+        nid: {
+            "type": r.type, "status": r.status, "seconds": round(r.seconds, 6), "key": r.key,
+            # engine nodes: the engine, cost (paid now, or saved when cached), calls, scores
+            **{k: v for k, v in (r.calls or {}).items() if v or k == "cost_usd"},
+        }
         for nid, r in result.records.items()
     }
     return {

@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,8 @@ class NodeRecord:
     status: str  # "ran" | "cached"
     seconds: float
     key: str
+    # paid engine nodes: the CallLog's calls, engine and scores (ran: paid now; cached: saved)
+    calls: dict[str, Any] | None = None
 
 
 @dataclass
@@ -103,11 +106,15 @@ class Executor:
         device: torch.device | None = None,
         use_cache: bool = True,
         settings: Settings | None = None,
+        ledger: Any = None,
+        waiting: Callable[[], Any] | None = None,
     ):
         self.cache = cache or Cache()
         if not use_cache:
             # Neither read (lookups are skipped below) nor written: a run-local memory tier only.
             self.cache = Cache(None, None)
+        self.ledger = ledger  # engines.spend.Ledger for paid engine nodes (spend, --max-cost, saved)
+        self.waiting = waiting or nullcontext  # batch rows overlap hosted calls' network waits in it
         self.listeners = list(listeners)
         self.device = device or torch.device("cpu")
         self.use_cache = use_cache
@@ -195,7 +202,7 @@ class _Run:
                     for out, fp in hit.items():
                         self.fps[(nid, out)] = fp
                     seconds = time.perf_counter() - t0
-                    self.records[nid] = NodeRecord(node.type, "cached", seconds, key)
+                    self.records[nid] = NodeRecord(node.type, "cached", seconds, key, self._billed(node, hit, cached=True))
                     ex.emit(NodeFinished(nid, node.type, "cached", seconds, key, 0))
                 else:
                     self._run_node(node)
@@ -224,6 +231,10 @@ class _Run:
             on_progress=lambda k, n: ex.emit(NodeProgress(nid, node.type, k, n)),
             cancel=self.cancel,
             settings=ex.settings,
+            ledger=ex.ledger,
+            waiting=ex.waiting,
+            memo=self._memo if ex.use_cache else None,
+            input_fps={name: self.fps[ref] for name, ref in node.inputs.items()},
         )
         t0 = time.perf_counter()
         try:
@@ -261,8 +272,38 @@ class _Run:
         seconds = time.perf_counter() - t0
         if seconds > 0.05:
             ex.cache.flush()  # expensive work reaches the disk index at once, not in the next batch
-        self.records[nid] = NodeRecord(node.type, "ran", seconds, key)
+        self.records[nid] = NodeRecord(node.type, "ran", seconds, key, self._billed(node, fps, cached=False))
         ex.emit(NodeFinished(nid, node.type, "ran", seconds, key, nbytes))
+
+    def _billed(self, node: BoundNode, fps: dict[str, str], *, cached: bool) -> dict[str, Any] | None:
+        """A paid node's call log for the report; a cached one's cost is credited as saved."""
+        out = node.cls.billing
+        if out is None:
+            return None
+        log = self.values.get((node.id, out), MISSING)
+        if log is MISSING:
+            log = self.ex.cache.load(fps[out])  # a few hundred bytes, inline in the index
+        if log is MISSING:
+            return None
+        if cached and self.ex.ledger is not None:
+            self.ex.ledger.credit_saved(log.cost_usd)
+        return {"engine": log.engine, "cost_usd": log.cost_usd, "calls": log.calls, "tried": log.tried, "scores": log.scores}
+
+    def _memo(self, key: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
+        """ctx.memo: one piece of a node's work, cached under `key` in the run's cache."""
+        ref = "memo:" + key
+        hit = self.ex.cache.lookup(ref)
+        if hit is not None:
+            value = self.ex.cache.load(hit["value"])
+            if value is not MISSING:
+                return value, True
+        value = compute()
+        enc = encode(value)
+        fp = enc.fingerprint()
+        self.ex.cache.store_blob(fp, value, enc)
+        self.ex.cache.store_ref(ref, {"value": fp})
+        self.ex.cache.flush()  # paid work reaches the disk index at once
+        return value, False
 
     def fetch(self, ref: Ref) -> Any:
         """A value in hand, else from the cache, else recomputed by re-running what made it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,16 @@ class RunContext:
     on_progress: Callable[[int, int], None] | None = None
     cancel: threading.Event | None = None
     settings: Settings | None = None  # the run's options (model-mismatch override ...)
+    # Paid engines: the run's spend ledger (engines.spend.Ledger), which authorizes each call
+    # against --max-cost and records what it cost.
+    ledger: Any = None
+    # A hosted call waits on the network inside this: in a batch it lets other rows' local work
+    # run meanwhile (batch turnstile); elsewhere it does nothing.
+    waiting: Callable[[], AbstractContextManager] = nullcontext
+    # memo(key, compute) -> (value, was_cached): caches one piece of work inside a node (one paid
+    # call of several) in the run's cache, so a node that fails midway never pays twice.
+    memo: Callable[[str, Callable[[], Any]], tuple[Any, bool]] | None = None
+    input_fps: dict[str, str] = field(default_factory=dict)  # input name -> fingerprint of its value
 
     def progress(self, step: int, total: int) -> None:
         """Report step k of n (emits a progress event) and honour a pending cancel."""

@@ -11,6 +11,7 @@ it takes); the richer values are small dataclasses the cache knows how to encode
 | Conditioning  | Conditioning(embeds, negative, pooled ...)         |
 | Model         | a handle to loaded components; never stored        |
 | Artifact      | finished files (name -> bytes) for the output folder |
+| CallLog       | what an engine node's calls did (request ids, usage, cost, scores) |
 """
 
 from __future__ import annotations
@@ -84,6 +85,23 @@ class Artifact:
     files: dict[str, bytes]  # relative path inside the output folder -> encoded bytes
 
 
+@storable
+@dataclass(frozen=True)
+class CallLog:
+    """What an engine node did: one entry per engine call (engine, provider, model, request id,
+    usage, cost, seed, whether the seed reproduces it), the engine a router chose and the ones it
+    passed over, and the scores of the candidates a best-of node weighed."""
+
+    calls: list = field(default_factory=list)
+    engine: str = ""
+    tried: list = field(default_factory=list)
+    scores: list = field(default_factory=list)
+
+    @property
+    def cost_usd(self) -> float:
+        return round(sum(float(c.get("cost_usd") or 0.0) for c in self.calls), 6)
+
+
 class Model:
     """Base for loaded-model handles. Kept in memory only; its fingerprint is its files' hash."""
 
@@ -99,6 +117,7 @@ _CLASS_SOCKETS: dict[type, SocketType] = {
     Latent: SocketType("Latent", "Latent(samples (B, C, h, w), family)"),
     Conditioning: SocketType("Conditioning", "prompt embeddings (+ negative, + pooled)"),
     Artifact: SocketType("Artifact", "a file for the output folder"),
+    CallLog: SocketType("CallLog", "what engine calls a node made: provider, request ids, usage, cost, scores"),
     Model: SocketType("Model", "a loaded model (never stored; keyed by its files' hash)"),
 }
 
