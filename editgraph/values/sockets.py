@@ -12,6 +12,7 @@ it takes); the richer values are small dataclasses the cache knows how to encode
 | Model         | a handle to loaded components; never stored        |
 | Artifact      | finished files (name -> bytes) for the output folder |
 | CallLog       | what an engine node's calls did (request ids, usage, cost, scores) |
+| Reference(s)  | encoded reference picture(s) for the flow-matching edit families |
 """
 
 from __future__ import annotations
@@ -79,6 +80,29 @@ class Conditioning:
 
 @storable
 @dataclass(frozen=True)
+class Reference:
+    """One reference picture encoded for a flow-matching edit model (Flux 2, Kontext, Qwen-Image-Edit)."""
+
+    latents: torch.Tensor  # (1, C, h, w) the family's normalised VAE latents (Flux 2: 2x2-patchified)
+    family: str
+    # Qwen-Image-Edit: the picture resized for the vision-language encoder (1, 3, H, W), 0..1;
+    # its prompt encode reads it, so the instruction is encoded knowing what the pictures show.
+    condition: torch.Tensor | None = None
+    size: tuple[int, int] = (0, 0)  # (width, height) in pixels of what the VAE encoded
+    source_size: tuple[int, int] = (0, 0)  # (width, height) of the picture as it came in
+
+
+@storable
+@dataclass(frozen=True)
+class References:
+    """An ordered list of encoded references: the order is the model's "picture 1, picture 2 ..."."""
+
+    items: tuple[Reference, ...]
+    family: str = ""
+
+
+@storable
+@dataclass(frozen=True)
 class Artifact:
     """Finished files. The executor writes them (atomically) under the run's output folder."""
 
@@ -118,6 +142,8 @@ _CLASS_SOCKETS: dict[type, SocketType] = {
     Conditioning: SocketType("Conditioning", "prompt embeddings (+ negative, + pooled)"),
     Artifact: SocketType("Artifact", "a file for the output folder"),
     CallLog: SocketType("CallLog", "what engine calls a node made: provider, request ids, usage, cost, scores"),
+    Reference: SocketType("Reference", "one reference picture encoded for a flow-matching edit model"),
+    References: SocketType("References", "an ordered list of encoded reference pictures"),
     Model: SocketType("Model", "a loaded model (never stored; keyed by its files' hash)"),
 }
 

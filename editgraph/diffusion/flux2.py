@@ -1,0 +1,179 @@
+"""Flux 2 Klein (Flux2KleinPipeline, Flux2KleinInpaintPipeline) in separate stages.
+
+Klein encodes the prompt with a Qwen3 LLM (three hidden layers stacked), encodes every reference
+picture with the Flux 2 VAE into 2x2-patchified, batch-normalised latents, and denoises packed
+tokens with the reference tokens appended (each reference at its own time coordinate 10, 20, ...).
+Classifier-free guidance runs against the encoded empty prompt, as the pipeline does.
+
+The latents a denoise returns stay in the VAE's normalised, patchified space (B, 4C, h/16, w/16):
+undoing the batch norm needs the VAE's statistics, so `decode` does it and a denoise never loads
+the VAE.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from editgraph.diffusion import flow
+from editgraph.errors import NodeError
+from editgraph.nodes.sockets import Conditioning, Reference, References
+
+# Flux2KleinPipeline's defaults: the stacked Qwen3 layers, the prompt length, the largest
+# reference area before it is scaled down, and the size when neither a size nor a reference is given.
+OUT_LAYERS = (9, 18, 27)
+MAX_SEQUENCE_LENGTH = 512
+MAX_REFERENCE_AREA = 1024 * 1024
+DEFAULT_SAMPLE_SIZE = 128
+
+
+def pipeline_class(model: Any) -> Any:
+    import diffusers
+
+    return getattr(diffusers, model.pipeline)
+
+
+def _helper(model: Any, *, vae: bool = False, text: bool = False) -> Any:
+    """The model's pipeline class over only the components a stage needs: its methods are the
+    family's definitions of prompt and image encoding, and nothing else gets loaded."""
+    return pipeline_class(model)(
+        scheduler=None,
+        vae=model.vae if vae else None,
+        text_encoder=model.component("text_encoder") if text else None,
+        tokenizer=model.component("tokenizer") if text else None,
+        transformer=None,
+    )
+
+
+def vae_scale_factor(model: Any) -> int:
+    return 2 ** (len(model.vae_config["block_out_channels"]) - 1)
+
+
+def encode_prompt(model: Any, prompt: str) -> Conditioning:
+    """The prompt and the empty negative prompt (what guidance steers away from), (1, L, 3 * width)."""
+    pipe = _helper(model, text=True)
+    kw = {"device": torch.device("cpu"), "max_sequence_length": MAX_SEQUENCE_LENGTH, "text_encoder_out_layers": OUT_LAYERS}
+    embeds, _ = pipe.encode_prompt(prompt=prompt, **kw)
+    negative, _ = pipe.encode_prompt(prompt="", **kw)
+    return Conditioning(embeds=flow.owned(embeds), negative=flow.owned(negative), family=model.family)
+
+
+def encode_reference(model: Any, image: torch.Tensor) -> Reference:
+    """One reference: scaled down past 1024x1024 px, cropped to a multiple of 16, VAE-encoded."""
+    pipe = _helper(model, vae=True)
+    img = flow.to_pil(image, "reference")
+    try:
+        pipe.image_processor.check_image_input(img)
+    except ValueError as exc:
+        raise NodeError(f"reference picture: {exc}") from None
+    width, height = img.size
+    if width * height > MAX_REFERENCE_AREA:
+        img = pipe.image_processor._resize_to_target_area(img, MAX_REFERENCE_AREA)
+        width, height = img.size
+    multiple = pipe.vae_scale_factor * 2
+    width, height = width // multiple * multiple, height // multiple * multiple
+    pixels = pipe.image_processor.preprocess(img, height=height, width=width, resize_mode="crop")
+    latents = pipe._encode_vae_image(image=pixels.to(dtype=model.vae.dtype), generator=None)  # (1, 4C, h, w)
+    return Reference(latents=flow.owned(latents), family=model.family, size=(width, height))
+
+
+def output_size(model: Any, width: int, height: int, refs: References | None) -> tuple[int, int]:
+    """The pipeline's rule: the size asked for, else the first reference's, else the default."""
+    f = vae_scale_factor(model)
+    if not width and refs is not None and refs.items:
+        width = int(refs.items[0].size[0])
+    if not height and refs is not None and refs.items:
+        height = int(refs.items[0].size[1])
+    return width or DEFAULT_SAMPLE_SIZE * f, height or DEFAULT_SAMPLE_SIZE * f
+
+
+def reference_tokens(model: Any, refs: References | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """All references' packed tokens (1, N, C) and their position ids (1, N, 4), in list order."""
+    if refs is None or not refs.items:
+        return None, None
+    cls = pipeline_class(model)
+    latents = [r.latents for r in refs.items]
+    ids = cls._prepare_image_ids(latents)
+    tokens = torch.cat([cls._pack_latents(x).squeeze(0) for x in latents], dim=0).unsqueeze(0)
+    return tokens, ids
+
+
+def transformer_call(model: Any, cond: Conditioning, ref_tokens, ref_ids, latent_ids, guidance: float):
+    """predict(latents, t) for the loop: conditional (and, with guidance, unconditional) velocity."""
+    cls = pipeline_class(model)
+    transformer = model.transformer
+    embeds = cond.embeds
+    text_ids = cls._prepare_text_ids(embeds)
+    negative = cond.negative if cond.negative is not None else None
+    negative_ids = cls._prepare_text_ids(negative) if negative is not None else None
+    distilled = bool(model.index.get("is_distilled", False))
+    cfg = guidance > 1 and not distilled
+    if cfg and negative is None:
+        raise NodeError("guidance > 1 needs the negative (empty) prompt the prompt encode makes; re-encode the prompt")
+
+    def run(hidden, timestep, img_ids, text, tids, name):
+        with transformer.cache_context(name):
+            return transformer(
+                hidden_states=hidden, timestep=timestep, guidance=None, encoder_hidden_states=text, txt_ids=tids,
+                img_ids=img_ids, joint_attention_kwargs=None, return_dict=False,
+            )[0]
+
+    def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        timestep = t.expand(latents.shape[0]).to(latents.dtype)
+        hidden, ids = latents.to(transformer.dtype), latent_ids
+        if ref_tokens is not None:
+            hidden = torch.cat([latents, ref_tokens], dim=1).to(transformer.dtype)
+            ids = torch.cat([latent_ids, ref_ids], dim=1)
+        velocity = run(hidden, timestep / 1000, ids, embeds, text_ids, "cond")[:, : latents.size(1) :]
+        if cfg:
+            uncond = run(hidden, timestep / 1000, ids, negative, negative_ids, "uncond")[:, : latents.size(1) :]
+            velocity = uncond + guidance * (velocity - uncond)
+        return velocity
+
+    return predict
+
+
+def denoise(
+    model: Any, cond: Conditioning, refs: References | None, *, width: int, height: int, steps: int,
+    guidance: float, seed: int, progress=None,
+) -> torch.Tensor:
+    """Flux2KleinPipeline's generation from noise, conditioned on the references; returns the
+    final latents (1, 4C, h, w) in the VAE's normalised, patchified space."""
+    from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
+
+    cls = pipeline_class(model)
+    width, height = output_size(model, width, height, refs)
+    f = vae_scale_factor(model)
+    flow.check_size("denoise", width, height, f * 2)
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    transformer = model.transformer
+
+    # 1. starting noise: the run's only random draw, (1, 4C, h/2f, w/2f) packed to tokens
+    shape = (1, transformer.config.in_channels, height // (f * 2), width // (f * 2))
+    latents = flow.noise(shape, generator, cond.embeds.dtype)
+    latent_ids = cls._prepare_latent_ids(latents)
+    latents = cls._pack_latents(latents)  # (1, h*w, 4C)
+
+    # 2. reference tokens, appended after the generated ones
+    ref_tokens, ref_ids = reference_tokens(model, refs)
+
+    # 3. schedule, shifted for this many tokens and steps
+    scheduler = flow.make_scheduler(model)
+    mu = compute_empirical_mu(image_seq_len=latents.shape[1], num_steps=steps)
+    timesteps = flow.timesteps_for(scheduler, steps, mu, flow_sigmas_off=True)
+
+    # 4. the loop
+    predict = transformer_call(model, cond, ref_tokens, ref_ids, latent_ids, guidance)
+    latents = flow.run_loop(flow.Loop(scheduler, timesteps, predict, progress=progress), latents)
+    return cls._unpack_latents_with_ids(latents, latent_ids, height // (f * 2), width // (f * 2))
+
+
+def decode(model: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Normalised, patchified latents -> 0..1 pixels (undo the batch norm, unpatchify, VAE decode)."""
+    cls = pipeline_class(model)
+    vae = model.vae
+    mean = vae.bn.running_mean.view(1, -1, 1, 1).to(latents.device, latents.dtype)
+    std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(latents.device, latents.dtype)
+    latents = cls._unpatchify_latents(latents * std + mean)
+    return flow.postprocess(vae.decode(latents, return_dict=False)[0])
