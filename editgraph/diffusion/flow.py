@@ -71,6 +71,19 @@ def timesteps_for(scheduler: Any, steps: int, mu: float, *, flow_sigmas_off: boo
     return timesteps
 
 
+def cut_by_strength(scheduler: Any, steps: int, strength: float) -> torch.Tensor:
+    """The img2img/inpaint pipelines' get_timesteps: skip the first (1 - strength) of the schedule
+    and point the scheduler at where it now starts."""
+    init_timestep = min(steps * strength, steps)
+    t_start = int(max(steps - init_timestep, 0))
+    timesteps = scheduler.timesteps[t_start * scheduler.order :]
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(t_start * scheduler.order)
+    if steps - t_start < 1:
+        raise NodeError(f"strength {strength} of {steps} steps leaves no step to run; raise steps or strength")
+    return timesteps
+
+
 def make_scheduler(model: Any) -> Any:
     """A fresh scheduler (they are stateful) from the model's own scheduler config."""
     import diffusers
@@ -96,13 +109,14 @@ class Loop:
     predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     after_step: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     progress: Callable[[int, int], None] | None = None
+    begin_index: int | None = 0  # where the schedule starts (img2img/inpaint: cut by strength); None: already set
 
 
 def run_loop(loop: Loop, latents: torch.Tensor) -> torch.Tensor:
     """The pipelines' denoising loop: predict, step, (blend), report progress; returns the latents."""
-    # 1. index the scheduler from the start, as the pipelines do (no search per step)
-    if hasattr(loop.scheduler, "set_begin_index"):
-        loop.scheduler.set_begin_index(0)
+    # 1. index the scheduler from its start, as the pipelines do (no search per step)
+    if loop.begin_index is not None and hasattr(loop.scheduler, "set_begin_index"):
+        loop.scheduler.set_begin_index(loop.begin_index)
     n = len(loop.timesteps)
     for i, t in enumerate(loop.timesteps):
         # 2. velocity for the generated tokens, guidance applied by the family

@@ -12,6 +12,7 @@ the VAE.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -37,13 +38,19 @@ def pipeline_class(model: Any) -> Any:
 def _helper(model: Any, *, vae: bool = False, text: bool = False) -> Any:
     """The model's pipeline class over only the components a stage needs: its methods are the
     family's definitions of prompt and image encoding, and nothing else gets loaded."""
-    return pipeline_class(model)(
+    vae_module = model.vae if vae else None
+    pipe = pipeline_class(model)(
         scheduler=None,
-        vae=model.vae if vae else None,
+        vae=vae_module,
         text_encoder=model.component("text_encoder") if text else None,
         tokenizer=model.component("tokenizer") if text else None,
         transformer=None,
     )
+    if vae_module is None:  # the pipeline falls back to 8 and 32 without a VAE: use the real ones
+        pipe.vae_scale_factor = vae_scale_factor(model)
+        if hasattr(pipe, "mask_processor"):
+            pipe.mask_processor.register_to_config(vae_scale_factor=pipe.vae_scale_factor * 2)
+    return pipe
 
 
 def vae_scale_factor(model: Any) -> int:
@@ -67,15 +74,20 @@ def encode_reference(model: Any, image: torch.Tensor) -> Reference:
         pipe.image_processor.check_image_input(img)
     except ValueError as exc:
         raise NodeError(f"reference picture: {exc}") from None
-    width, height = img.size
-    if width * height > MAX_REFERENCE_AREA:
+    width, height = source_size = img.size
+    if width * height > MAX_REFERENCE_AREA and model.kind == "inpaint":
+        # Flux2KleinInpaintPipeline scales an oversized reference its own way (int() of each side)
+        scale = math.sqrt(MAX_REFERENCE_AREA / (width * height))
+        img = pipe.image_processor.resize(img, int(height * scale), int(width * scale))
+        width, height = img.size
+    elif width * height > MAX_REFERENCE_AREA:
         img = pipe.image_processor._resize_to_target_area(img, MAX_REFERENCE_AREA)
         width, height = img.size
     multiple = pipe.vae_scale_factor * 2
     width, height = width // multiple * multiple, height // multiple * multiple
     pixels = pipe.image_processor.preprocess(img, height=height, width=width, resize_mode="crop")
     latents = pipe._encode_vae_image(image=pixels.to(dtype=model.vae.dtype), generator=None)  # (1, 4C, h, w)
-    return Reference(latents=flow.owned(latents), family=model.family, size=(width, height))
+    return Reference(latents=flow.owned(latents), family=model.family, size=(width, height), source_size=source_size)
 
 
 def output_size(model: Any, width: int, height: int, refs: References | None) -> tuple[int, int]:
@@ -94,7 +106,8 @@ def reference_tokens(model: Any, refs: References | None) -> tuple[torch.Tensor 
         return None, None
     cls = pipeline_class(model)
     latents = [r.latents for r in refs.items]
-    ids = cls._prepare_image_ids(latents)
+    # The inpaint pipeline's version takes the batch size; both give reference i time 10 * (i + 1).
+    ids = cls._prepare_image_ids(latents, 1) if model.kind == "inpaint" else cls._prepare_image_ids(latents)
     tokens = torch.cat([cls._pack_latents(x).squeeze(0) for x in latents], dim=0).unsqueeze(0)
     return tokens, ids
 
@@ -167,6 +180,65 @@ def denoise(
     predict = transformer_call(model, cond, ref_tokens, ref_ids, latent_ids, guidance)
     latents = flow.run_loop(flow.Loop(scheduler, timesteps, predict, progress=progress), latents)
     return cls._unpack_latents_with_ids(latents, latent_ids, height // (f * 2), width // (f * 2))
+
+
+def denoise_masked(
+    model: Any, cond: Conditioning, source: Reference, mask: torch.Tensor, refs: References | None, *,
+    steps: int, guidance: float, strength: float, seed: int, progress=None,
+) -> torch.Tensor:
+    """Flux2KleinInpaintPipeline: repaint where `mask` is white, keep the source's latents elsewhere
+    (blended back at every step's noise level); the source is also the first reference the model
+    sees, `refs` follow it. Returns the final latents like `denoise`."""
+    from diffusers.pipelines.flux2.pipeline_flux2_klein_inpaint import compute_empirical_mu
+
+    if model.kind != "inpaint":
+        raise NodeError(f"denoise: a mask needs an inpainting model (Flux2KleinInpaintPipeline); {model.name!r} is a {model.pipeline}")
+    cls = pipeline_class(model)
+    width, height = (int(v) for v in source.size)
+    if tuple(int(v) for v in source.source_size) != (width, height):
+        raise NodeError(
+            f"denoise: the source picture is {source.source_size[0]}x{source.source_size[1]} px but inpainting needs "
+            f"a multiple of 16 (it was cut to {width}x{height}); crop it first with image.crop_to_mask multiple_of=16"
+        )
+    f = vae_scale_factor(model)
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    transformer = model.transformer
+    dtype = cond.embeds.dtype
+
+    # 1. schedule for the whole run, then cut by strength
+    scheduler = flow.make_scheduler(model)
+    mu = compute_empirical_mu(image_seq_len=(height // f // 2) * (width // f // 2), num_steps=steps)
+    flow.timesteps_for(scheduler, steps, mu, flow_sigmas_off=True)
+    timesteps = flow.cut_by_strength(scheduler, steps, strength)
+    latent_timestep = timesteps[:1].repeat(1)
+
+    # 2. start: the source's latents noised to the first timestep (the run's only random draw)
+    image_latents = source.latents.to(dtype=dtype)  # (1, 4C, h, w)
+    latent_ids = cls._prepare_latent_ids(torch.zeros_like(image_latents))
+    noise = flow.noise(tuple(image_latents.shape), generator, dtype)
+    latents = cls._pack_latents(scheduler.scale_noise(image_latents, latent_timestep, noise))
+    noise, packed_source = cls._pack_latents(noise), cls._pack_latents(image_latents)
+
+    # 3. what the model sees besides: the source first, then the references
+    conditions = References((source, *(refs.items if refs is not None else ())), model.family)
+    ref_tokens, ref_ids = reference_tokens(model, conditions)
+
+    # 4. the mask, binarised at the picture's size, then bilinear down to the token grid
+    helper = _helper(model)
+    mask_pixels = helper.mask_processor.preprocess(flow.mask_to_pil(mask), height=height, width=width)
+    grid = torch.nn.functional.interpolate(mask_pixels, size=(height // (f * 2), width // (f * 2)), mode="bilinear")
+    packed_mask = cls._pack_latents(grid.to(dtype=dtype))  # (1, tokens, 1)
+
+    def blend(i: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        known = packed_source
+        if i < len(timesteps) - 1:
+            known = scheduler.scale_noise(packed_source, torch.tensor([timesteps[i + 1]]), noise)
+        return (1 - packed_mask) * known + packed_mask * latents
+
+    predict = transformer_call(model, cond, ref_tokens, ref_ids, latent_ids, guidance)
+    loop = flow.Loop(scheduler, timesteps, predict, after_step=blend, progress=progress, begin_index=None)
+    latents = flow.run_loop(loop, latents)
+    return cls._unpack_latents_with_ids(latents, latent_ids)
 
 
 def decode(model: Any, latents: torch.Tensor) -> torch.Tensor:
