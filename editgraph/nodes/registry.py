@@ -260,6 +260,7 @@ BUILTIN_MODULES = (
     "editgraph.nodes.builtin.diffusion",
     "editgraph.nodes.builtin.fill",
     "editgraph.nodes.builtin.hosted",
+    "editgraph.nodes.builtin.flow",
 )
 
 
