@@ -9,7 +9,7 @@ from editgraph.errors import NodeError
 
 # pipeline class name prefix -> stage module (under editgraph.diffusion)
 _STAGES = (
-    ("Flux2Klein", "flux2"),
+    ("Flux2", "flux2"),  # Flux2Pipeline, Flux2KleinPipeline, Flux2KleinInpaintPipeline
     ("FluxKontext", "kontext"),
     ("QwenImageEditPlus", "qwen"),
 )

@@ -1,9 +1,12 @@
-"""Flux 2 Klein (Flux2KleinPipeline, Flux2KleinInpaintPipeline) in separate stages.
+"""Flux 2 Klein (Flux2KleinPipeline, Flux2KleinInpaintPipeline) and Flux 2 [dev] (Flux2Pipeline)
+in separate stages.
 
 Klein encodes the prompt with a Qwen3 LLM (three hidden layers stacked), encodes every reference
 picture with the Flux 2 VAE into 2x2-patchified, batch-normalised latents, and denoises packed
 tokens with the reference tokens appended (each reference at its own time coordinate 10, 20, ...).
-Classifier-free guidance runs against the encoded empty prompt, as the pipeline does.
+Classifier-free guidance runs against the encoded empty prompt, as the pipeline does. Flux 2 [dev]
+is the same with a Mistral 3 text encoder (layers 10, 20, 30) and guidance distilled into the
+transformer: `guidance` enters as an embedding and there is no negative pass.
 
 The latents a denoise returns stay in the VAE's normalised, patchified space (B, 4C, h/16, w/16):
 undoing the batch norm needs the VAE's statistics, so `decode` does it and a denoise never loads
@@ -24,6 +27,7 @@ from editgraph.nodes.sockets import Conditioning, Reference, References
 # Flux2KleinPipeline's defaults: the stacked Qwen3 layers, the prompt length, the largest
 # reference area before it is scaled down, and the size when neither a size nor a reference is given.
 OUT_LAYERS = (9, 18, 27)
+OUT_LAYERS_DEV = (10, 20, 30)  # Flux2Pipeline's Mistral layers
 MAX_SEQUENCE_LENGTH = 512
 MAX_REFERENCE_AREA = 1024 * 1024
 DEFAULT_SAMPLE_SIZE = 128
@@ -60,8 +64,12 @@ def vae_scale_factor(model: Any) -> int:
 def encode_prompt(model: Any, prompt: str) -> Conditioning:
     """The prompt and the empty negative prompt (what guidance steers away from), (1, L, 3 * width)."""
     pipe = _helper(model, text=True)
-    kw = {"device": torch.device("cpu"), "max_sequence_length": MAX_SEQUENCE_LENGTH, "text_encoder_out_layers": OUT_LAYERS}
+    dev = model.pipeline == "Flux2Pipeline"
+    layers = OUT_LAYERS_DEV if dev else OUT_LAYERS
+    kw = {"device": torch.device("cpu"), "max_sequence_length": MAX_SEQUENCE_LENGTH, "text_encoder_out_layers": layers}
     embeds, _ = pipe.encode_prompt(prompt=prompt, **kw)
+    if dev:  # guidance-distilled: no negative pass ever
+        return Conditioning(embeds=flow.owned(embeds), family=model.family)
     negative, _ = pipe.encode_prompt(prompt="", **kw)
     return Conditioning(embeds=flow.owned(embeds), negative=flow.owned(negative), family=model.family)
 
@@ -121,14 +129,16 @@ def transformer_call(model: Any, cond: Conditioning, ref_tokens, ref_ids, latent
     negative = cond.negative if cond.negative is not None else None
     negative_ids = cls._prepare_text_ids(negative) if negative is not None else None
     distilled = bool(model.index.get("is_distilled", False))
-    cfg = guidance > 1 and not distilled
+    # Flux 2 [dev]: guidance is an input of the transformer, not a second pass
+    embedded = torch.full([1], guidance, dtype=torch.float32).expand(1) if transformer.config.guidance_embeds else None
+    cfg = guidance > 1 and not distilled and embedded is None
     if cfg and negative is None:
         raise NodeError("guidance > 1 needs the negative (empty) prompt the prompt encode makes; re-encode the prompt")
 
     def run(hidden, timestep, img_ids, text, tids, name):
         with transformer.cache_context(name):
             return transformer(
-                hidden_states=hidden, timestep=timestep, guidance=None, encoder_hidden_states=text, txt_ids=tids,
+                hidden_states=hidden, timestep=timestep, guidance=embedded, encoder_hidden_states=text, txt_ids=tids,
                 img_ids=img_ids, joint_attention_kwargs=None, return_dict=False,
             )[0]
 
@@ -151,7 +161,7 @@ def denoise(
     model: Any, cond: Conditioning, refs: References | None, *, width: int, height: int, steps: int,
     guidance: float, seed: int, progress=None,
 ) -> torch.Tensor:
-    """Flux2KleinPipeline's generation from noise, conditioned on the references; returns the
+    """Flux2KleinPipeline's (Flux2Pipeline's) generation from noise, conditioned on the references; returns the
     final latents (1, 4C, h, w) in the VAE's normalised, patchified space."""
     from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
 
@@ -179,7 +189,7 @@ def denoise(
     # 4. the loop
     predict = transformer_call(model, cond, ref_tokens, ref_ids, latent_ids, guidance)
     latents = flow.run_loop(flow.Loop(scheduler, timesteps, predict, progress=progress), latents)
-    return cls._unpack_latents_with_ids(latents, latent_ids, height // (f * 2), width // (f * 2))
+    return cls._unpack_latents_with_ids(latents, latent_ids)  # the grid comes from the ids
 
 
 def denoise_masked(

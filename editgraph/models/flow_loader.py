@@ -187,6 +187,10 @@ class FlowModel(Model):
             from editgraph.models.tokenizers_offline import load_qwen_vl_processor
 
             return load_qwen_vl_processor(root / comp, self.component("tokenizer"))
+        if comp.startswith("tokenizer") and cls_name == "PixtralProcessor":
+            # Flux 2 names its Mistral processor here, whose image half needs torchvision; the
+            # pipeline's prompt encoding only uses its tokenizer and chat template.
+            return transformers.AutoTokenizer.from_pretrained(root / comp, **common)
         if comp.startswith("tokenizer"):
             return getattr(transformers, cls_name).from_pretrained(root / comp, **common)
         if library == "diffusers":

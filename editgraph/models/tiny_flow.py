@@ -98,6 +98,50 @@ def _klein(out: Path, seed: int) -> dict[str, Any]:
     }
 
 
+def _flux2(out: Path, seed: int) -> dict[str, Any]:
+    """Flux 2 [dev]'s structure: a Mistral 3 text encoder (layers 10, 20, 30 stacked, so 31 of them)
+    and a guidance-distilled transformer."""
+    import torch
+    from diffusers import AutoencoderKLFlux2
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    from editgraph.models.tokenizers_offline import MISTRAL_SPECIALS, mistral_tokenizer
+
+    vocab = mistral_tokenizer(out / "tokenizer")
+    ids = {token: i for i, token in enumerate(MISTRAL_SPECIALS)}
+    special = {"bos_token_id": ids["<s>"], "eos_token_id": ids["</s>"], "pad_token_id": ids["<pad>"]}
+    config = Mistral3Config(
+        text_config={
+            "model_type": "mistral", "vocab_size": vocab, "hidden_size": 16, "intermediate_size": 32,
+            "max_position_embeddings": 1024, "num_attention_heads": 2, "num_hidden_layers": 31, "num_key_value_heads": 2,
+            "head_dim": 8, "rms_norm_eps": 1e-05, "rope_theta": 1000000000.0, "sliding_window": None, **special,
+        },
+        vision_config={
+            "model_type": "pixtral", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 32, "image_size": 64, "patch_size": 16, "num_channels": 3, "head_dim": 8,
+        },
+        image_token_index=ids["[IMG]"], vision_feature_layer=-1, **special,
+    )
+    torch.manual_seed(seed)
+    _save(Mistral3ForConditionalGeneration(config).eval(), out / "text_encoder")
+    torch.manual_seed(seed + 1)
+    _save(_flux2_transformer(48, guidance=True), out / "transformer")
+    torch.manual_seed(seed + 2)
+    _save(
+        AutoencoderKLFlux2(
+            block_out_channels=(16, 16, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=64
+        ),
+        out / "vae",
+    )
+    return {
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "Mistral3ForConditionalGeneration"],
+        "tokenizer": ["transformers", "PixtralProcessor"],
+        "transformer": ["diffusers", "Flux2Transformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKLFlux2"],
+    }
+
+
 def _flux2_transformer(text_width: int, guidance: bool):
     from diffusers import Flux2Transformer2DModel
 
@@ -222,6 +266,7 @@ FLOW_MODELS: dict[str, FlowSpec] = {
     for s in (
         FlowSpec("tiny-flux2-klein", "Flux2KleinPipeline", "flux2", "edit", 4000, _klein),
         FlowSpec("tiny-flux2-klein-inpaint", "Flux2KleinInpaintPipeline", "flux2", "inpaint", 4000, _klein),
+        FlowSpec("tiny-flux2", "Flux2Pipeline", "flux2", "edit", 7000, _flux2),
         FlowSpec("tiny-kontext", "FluxKontextPipeline", "flux", "edit", 5000, _kontext),
         FlowSpec("tiny-kontext-inpaint", "FluxKontextInpaintPipeline", "flux", "inpaint", 5000, _kontext),
         FlowSpec("tiny-qwen-edit-plus", "QwenImageEditPlusPipeline", "qwen-image", "edit", 6000, _qwen),

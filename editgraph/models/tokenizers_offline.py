@@ -70,6 +70,44 @@ def qwen_tokenizer(directory: Path) -> int:
     return len(tok)
 
 
+# Mistral Small 3.x's specials (Flux 2's text encoder), ids 0.. in this order; bytes follow.
+MISTRAL_SPECIALS = (
+    "<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[IMG]", "[IMG_BREAK]", "[IMG_END]",
+)
+# Mistral's [SYSTEM_PROMPT]...[INST]...[/INST] layout, for messages whose content is a string or a
+# list of {"type": "text"} parts (what Flux2Pipeline's format_input builds).
+MISTRAL_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{%- if message['content'] is string %}{%- set text = message['content'] %}"
+    "{%- else %}{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') %}"
+    "{%- endif %}"
+    "{%- if message['role'] == 'system' %}{{- '[SYSTEM_PROMPT]' + text + '[/SYSTEM_PROMPT]' }}"
+    "{%- elif message['role'] == 'user' %}{{- '[INST]' + text + '[/INST]' }}"
+    "{%- else %}{{- text + eos_token }}{%- endif %}"
+    "{%- endfor %}"
+)
+
+
+def mistral_tokenizer(directory: Path) -> int:
+    """Write a Mistral-style byte-level tokenizer with its chat template into `directory` (the part
+    of Flux 2's PixtralProcessor its prompt encoding uses); returns the vocabulary size."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(MISTRAL_SPECIALS)}
+    vocab.update({symbol: len(MISTRAL_SPECIALS) + i for i, symbol in enumerate(clip_byte_symbols())})
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens(list(MISTRAL_SPECIALS))
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    tok.chat_template = MISTRAL_TEMPLATE
+    tok.model_max_length = 131072
+    tok.save_pretrained(directory)
+    return len(vocab)
+
+
 def t5_tokenizer(directory: Path) -> int:
     """Write a T5 tokenizer (tokenizer.json + config) into `directory`; returns its vocabulary size."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors

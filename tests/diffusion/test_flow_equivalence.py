@@ -1,6 +1,6 @@
 """flow.prompt -> flow.reference(s) -> flow.denoise -> flow.decode equals the diffusers pipelines
 bit for bit (max abs diff 0.0) on the tiny builds, same seed: Flux 2 Klein (+ inpaint), Flux
-Kontext and Qwen-Image-Edit Plus; txt2img where the pipeline has it, one reference, the most
+Kontext, Qwen-Image-Edit Plus and Flux 2 [dev]; txt2img where the pipeline has it, one reference, the most
 references the family takes, and masked edits."""
 
 from __future__ import annotations
@@ -53,6 +53,20 @@ def _generator():
 @pytest.mark.parametrize("n_refs", [0, 1, 4], ids=["flux2-klein-txt2img", "flux2-klein-edit-1-ref", "flux2-klein-edit-4-refs"])
 def test_flux2_klein_matches_pipeline(n_refs):
     model = flow_model("tiny-flux2-klein")
+    pictures = PICTURES[:n_refs]
+    with torch.inference_mode():
+        theirs = pipeline_for(model)(
+            image=pictures or None, prompt=PROMPT, height=64, width=64, num_inference_steps=STEPS,
+            guidance_scale=4.0, generator=_generator(), output_type="pt",
+        ).images
+    ours = _engine(model, {"prompt": PROMPT}, {"guidance": 4.0, "width": 64, "height": 64}, _refs(model, pictures))
+    _assert_same(ours, theirs)
+
+
+@pytest.mark.parametrize("n_refs", [0, 1, 4], ids=["flux2-dev-txt2img", "flux2-dev-edit-1-ref", "flux2-dev-edit-4-refs"])
+def test_flux2_dev_matches_pipeline(n_refs):
+    # Flux 2 [dev]: Mistral 3 text encoder, guidance embedded in the transformer (no negative pass).
+    model = flow_model("tiny-flux2")
     pictures = PICTURES[:n_refs]
     with torch.inference_mode():
         theirs = pipeline_for(model)(

@@ -112,7 +112,7 @@ def test_make_tiny_all_builds_each_name(tmp_path):
     assert set(TINY_NAMES) == {
         "tiny-sd", "tiny-sd-inpaint", "tiny-ip2p", "medium-sd", "tiny-sdxl",
         # the flow-matching edit families (tests/models/test_tiny_flow.py)
-        "tiny-flux2-klein", "tiny-flux2-klein-inpaint", "tiny-kontext", "tiny-kontext-inpaint",
+        "tiny-flux2-klein", "tiny-flux2-klein-inpaint", "tiny-flux2", "tiny-kontext", "tiny-kontext-inpaint",
         "tiny-qwen-edit-plus", "tiny-qwen-edit", "tiny-qwen-edit-inpaint",
     }
 

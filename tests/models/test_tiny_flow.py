@@ -18,7 +18,7 @@ from editgraph.models.tiny import BUILDER_VERSION, MARKER
 from editgraph.models.tiny_flow import FLOW_MODELS
 
 REPO = Path(__file__).resolve().parents[2]
-ONE_PER_FAMILY = ("tiny-flux2-klein", "tiny-kontext", "tiny-qwen-edit-plus")
+ONE_PER_FAMILY = ("tiny-flux2-klein", "tiny-flux2", "tiny-kontext", "tiny-qwen-edit-plus")
 
 
 @pytest.mark.slow
@@ -35,6 +35,7 @@ def test_every_flow_model_is_recognised_from_its_model_index(tree_bytes):
     expected = {
         "tiny-flux2-klein": ("flux2", "edit", "Flux2KleinPipeline"),
         "tiny-flux2-klein-inpaint": ("flux2", "inpaint", "Flux2KleinInpaintPipeline"),
+        "tiny-flux2": ("flux2", "edit", "Flux2Pipeline"),
         "tiny-kontext": ("flux", "edit", "FluxKontextPipeline"),
         "tiny-kontext-inpaint": ("flux", "inpaint", "FluxKontextInpaintPipeline"),
         "tiny-qwen-edit-plus": ("qwen-image", "edit", "QwenImageEditPlusPipeline"),
@@ -119,6 +120,14 @@ def test_offline_tokenizers_speak_their_families_templates():
     assert ids[-1] == t5.eos_token_id == 1 and t5.unk_token_id not in ids
     assert kontext.component("text_encoder_2").config.vocab_size == len(t5)
 
+    dev = load_model("tiny-flux2")
+    mistral = dev.component("tokenizer")
+    from diffusers.pipelines.flux2.pipeline_flux2 import format_input
+
+    text = mistral.apply_chat_template(format_input(["a cat"], "be brief")[0], tokenize=False)
+    assert text == "<s>[SYSTEM_PROMPT]be brief[/SYSTEM_PROMPT][INST]a cat[/INST]"
+    assert dev.component("text_encoder").config.text_config.vocab_size == len(mistral)
+
     qwen = load_model("tiny-qwen-edit-plus")
     processor = qwen.component("processor")
     encoder = qwen.component("text_encoder")
@@ -127,8 +136,11 @@ def test_offline_tokenizers_speak_their_families_templates():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ONE_PER_FAMILY)
+@pytest.mark.parametrize("name", ["tiny-flux2-klein", "tiny-kontext", "tiny-qwen-edit-plus"])
 def test_diffusers_loads_the_folder_itself(name):
+    # (tiny-flux2 is left out: its model_index names PixtralProcessor, as the real repo does, and
+    # without torchvision diffusers' loader trips over that class before taking a passed tokenizer;
+    # editgraph's loader reads the tokenizer from the same folder instead.)
     import diffusers
 
     folder = ensure_tiny(name)
