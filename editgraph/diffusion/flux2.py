@@ -39,11 +39,11 @@ def pipeline_class(model: Any) -> Any:
     return getattr(diffusers, model.pipeline)
 
 
-def _helper(model: Any, *, vae: bool = False, text: bool = False) -> Any:
-    """The model's pipeline class over only the components a stage needs: its methods are the
-    family's definitions of prompt and image encoding, and nothing else gets loaded."""
+def _helper(model: Any, *, vae: bool = False, text: bool = False, cls: Any = None) -> Any:
+    """The model's pipeline class (or `cls`) over only the components a stage needs: its methods
+    are the family's definitions of prompt and image encoding, and nothing else gets loaded."""
     vae_module = model.vae if vae else None
-    pipe = pipeline_class(model)(
+    pipe = (cls or pipeline_class(model))(
         scheduler=None,
         vae=vae_module,
         text_encoder=model.component("text_encoder") if text else None,
@@ -78,10 +78,11 @@ def encode_reference(model: Any, image: torch.Tensor) -> Reference:
     """One reference: scaled down past 1024x1024 px, cropped to a multiple of 16, VAE-encoded."""
     pipe = _helper(model, vae=True)
     img = flow.to_pil(image, "reference")
-    try:
-        pipe.image_processor.check_image_input(img)
-    except ValueError as exc:
-        raise NodeError(f"reference picture: {exc}") from None
+    if model.kind == "edit":  # the edit pipelines refuse tiny or extreme pictures; the inpaint one does not
+        try:
+            pipe.image_processor.check_image_input(img)
+        except ValueError as exc:
+            raise NodeError(f"reference picture: {exc}") from None
     width, height = source_size = img.size
     if width * height > MAX_REFERENCE_AREA and model.kind == "inpaint":
         # Flux2KleinInpaintPipeline scales an oversized reference its own way (int() of each side)
@@ -108,14 +109,20 @@ def output_size(model: Any, width: int, height: int, refs: References | None) ->
     return width or DEFAULT_SAMPLE_SIZE * f, height or DEFAULT_SAMPLE_SIZE * f
 
 
-def reference_tokens(model: Any, refs: References | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def _inpaint_class() -> Any:
+    import diffusers
+
+    return diffusers.Flux2KleinInpaintPipeline
+
+
+def reference_tokens(model: Any, refs: References | None, inpaint: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """All references' packed tokens (1, N, C) and their position ids (1, N, 4), in list order."""
     if refs is None or not refs.items:
         return None, None
-    cls = pipeline_class(model)
+    cls = _inpaint_class() if inpaint else pipeline_class(model)
     latents = [r.latents for r in refs.items]
     # The inpaint pipeline's version takes the batch size; both give reference i time 10 * (i + 1).
-    ids = cls._prepare_image_ids(latents, 1) if model.kind == "inpaint" else cls._prepare_image_ids(latents)
+    ids = cls._prepare_image_ids(latents, 1) if inpaint else cls._prepare_image_ids(latents)
     tokens = torch.cat([cls._pack_latents(x).squeeze(0) for x in latents], dim=0).unsqueeze(0)
     return tokens, ids
 
@@ -198,12 +205,13 @@ def denoise_masked(
 ) -> torch.Tensor:
     """Flux2KleinInpaintPipeline: repaint where `mask` is white, keep the source's latents elsewhere
     (blended back at every step's noise level); the source is also the first reference the model
-    sees, `refs` follow it. Returns the final latents like `denoise`."""
+    sees, `refs` follow it. Returns the final latents like `denoise`. Any Klein model can do this
+    (the inpaint pipeline takes Klein's very components); Flux 2 [dev] has no inpaint pipeline."""
     from diffusers.pipelines.flux2.pipeline_flux2_klein_inpaint import compute_empirical_mu
 
-    if model.kind != "inpaint":
-        raise NodeError(f"denoise: a mask needs an inpainting model (Flux2KleinInpaintPipeline); {model.name!r} is a {model.pipeline}")
-    cls = pipeline_class(model)
+    if not model.pipeline.startswith("Flux2Klein"):
+        raise NodeError(f"denoise: masked edits need a Flux 2 Klein model (Flux2KleinInpaintPipeline); {model.name!r} is a {model.pipeline}")
+    cls = _inpaint_class()
     width, height = (int(v) for v in source.size)
     if tuple(int(v) for v in source.source_size) != (width, height):
         raise NodeError(
@@ -231,10 +239,10 @@ def denoise_masked(
 
     # 3. what the model sees besides: the source first, then the references
     conditions = References((source, *(refs.items if refs is not None else ())), model.family)
-    ref_tokens, ref_ids = reference_tokens(model, conditions)
+    ref_tokens, ref_ids = reference_tokens(model, conditions, inpaint=True)
 
     # 4. the mask, binarised at the picture's size, then bilinear down to the token grid
-    helper = _helper(model)
+    helper = _helper(model, cls=cls)
     mask_pixels = helper.mask_processor.preprocess(flow.mask_to_pil(mask), height=height, width=width)
     grid = torch.nn.functional.interpolate(mask_pixels, size=(height // (f * 2), width // (f * 2)), mode="bilinear")
     packed_mask = cls._pack_latents(grid.to(dtype=dtype))  # (1, tokens, 1)
