@@ -153,6 +153,93 @@ def denoise(
     return cls._unpack_latents(latents, height, width, f)
 
 
+def denoise_masked(
+    model: Any, cond: Conditioning, source: Reference, mask: torch.Tensor, refs: References | None, *,
+    steps: int, guidance: float, true_cfg: float = 1.0, strength: float, seed: int, progress=None,
+) -> torch.Tensor:
+    """FluxKontextInpaintPipeline: repaint where `mask` is white, keep the source's latents elsewhere
+    (blended back at every step's noise level). The model sees the reference when one is given,
+    else the source itself. Returns unpacked latents like `denoise`.
+
+    The pipeline also VAE-encodes the masked picture, drawing from the generator after the noise,
+    and then never uses the result: with nothing drawn after it, skipping it changes no number."""
+    import diffusers
+    from diffusers.pipelines.flux.pipeline_flux_kontext_inpaint import calculate_shift
+
+    cls = diffusers.FluxKontextInpaintPipeline  # any Kontext model: the inpaint pipeline takes its components
+    items = list(refs.items) if refs is not None else []
+    if len(items) > MAX_REFERENCES:
+        raise NodeError(f"denoise: Flux Kontext takes {MAX_REFERENCES} reference picture besides the source, got {len(items)}")
+    width, height = (int(v) for v in source.size)
+    f = vae_scale_factor(model)
+    transformer = model.transformer
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    dtype = cond.embeds.dtype
+    channels = transformer.config.in_channels // 4
+    lh, lw = 2 * (height // (f * 2)), 2 * (width // (f * 2))
+    cpu = torch.device("cpu")
+
+    # 1. schedule for the whole run, then cut by strength
+    scheduler = flow.make_scheduler(model)
+    c = scheduler.config
+    mu = calculate_shift(
+        (height // f // 2) * (width // f // 2), c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
+        c.get("base_shift", 0.5), c.get("max_shift", 1.15),
+    )
+    flow.timesteps_for(scheduler, steps, mu)
+    timesteps = flow.cut_by_strength(scheduler, steps, strength)
+
+    # 2. start: the source's latents noised to the first timestep (the run's only random draw that counts)
+    image_latents = source.latents.to(dtype=dtype)
+    noise = flow.noise((1, channels, lh, lw), generator, dtype)
+    latents = cls._pack_latents(scheduler.scale_noise(image_latents, timesteps[:1].repeat(1), noise), 1, channels, lh, lw)
+    noise = cls._pack_latents(noise, 1, channels, lh, lw)
+    packed_source = cls._pack_latents(image_latents, 1, channels, *image_latents.shape[2:])
+
+    # 3. what the model sees besides (time coordinate 1): the reference if given, else the source
+    seen = items[0].latents.to(dtype=dtype) if items else image_latents
+    ref_tokens = packed_source if not items else cls._pack_latents(seen, 1, channels, *seen.shape[2:])
+    seen_ids = cls._prepare_latent_image_ids(1, seen.shape[2] // 2, seen.shape[3] // 2, cpu, dtype)
+    seen_ids[..., 0] = 1
+    latent_ids = torch.cat([cls._prepare_latent_image_ids(1, lh // 2, lw // 2, cpu, dtype), seen_ids], dim=0)
+
+    # 4. the mask, binarised at the picture's size, nearest-sampled to the latent grid, packed
+    helper = cls(scheduler=None, vae=None, text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None, transformer=None)
+    helper.mask_processor.register_to_config(vae_scale_factor=f * 2, vae_latent_channels=channels)
+    mask_pixels = helper.mask_processor.preprocess(flow.mask_to_pil(mask), height=height, width=width)
+    grid = torch.nn.functional.interpolate(mask_pixels, size=(lh, lw)).to(dtype=dtype)
+    packed_mask = cls._pack_latents(grid.repeat(1, channels, 1, 1), 1, channels, lh, lw)
+
+    g = torch.full([1], guidance, dtype=torch.float32).expand(1) if transformer.config.guidance_embeds else None
+    text_ids = torch.zeros(cond.embeds.shape[1], 3, dtype=dtype)
+    true_cfg_on = true_cfg > 1 and cond.negative is not None
+
+    def run(hidden, timestep, embeds, pooled):
+        return transformer(
+            hidden_states=hidden, timestep=timestep / 1000, guidance=g, pooled_projections=pooled,
+            encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=latent_ids, joint_attention_kwargs={},
+            return_dict=False,
+        )[0]
+
+    def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        hidden = torch.cat([latents, ref_tokens], dim=1)
+        timestep = t.expand(latents.shape[0]).to(latents.dtype)
+        velocity = run(hidden, timestep, cond.embeds, cond.pooled)[:, : latents.size(1)]
+        if true_cfg_on:
+            uncond = run(hidden, timestep, cond.negative, cond.negative_pooled)[:, : latents.size(1)]
+            velocity = uncond + true_cfg * (velocity - uncond)
+        return velocity
+
+    def blend(i: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        known = packed_source
+        if i < len(timesteps) - 1:
+            known = scheduler.scale_noise(packed_source, torch.tensor([timesteps[i + 1]]), noise)
+        return (1 - packed_mask) * known + packed_mask * latents
+
+    loop = flow.Loop(scheduler, timesteps, predict, after_step=blend, progress=progress, begin_index=None)
+    return cls._unpack_latents(flow.run_loop(loop, latents), height, width, f)
+
+
 def decode(model: Any, latents: torch.Tensor) -> torch.Tensor:
     """Scaled latents -> 0..1 pixels (undo scale and shift, VAE decode)."""
     vae = model.vae

@@ -120,6 +120,29 @@ def test_kontext_matches_pipeline(n_refs, negative):
     _assert_same(ours, theirs)
 
 
+@pytest.mark.parametrize(
+    ("strength", "n_refs", "negative"), [(1.0, 0, None), (0.6, 1, "blurry")],
+    ids=["kontext-inpaint-masked", "kontext-inpaint-masked-with-ref-true-cfg"],
+)
+def test_kontext_masked_edit_matches_inpaint_pipeline(strength, n_refs, negative):
+    model = flow_model("tiny-kontext-inpaint")
+    source, mask = photo(96, 64), box_mask(96, 64)
+    pictures = PICTURES[:n_refs]
+    with torch.inference_mode():
+        theirs = pipeline_for(model)(
+            image=source, mask_image=mask, image_reference=pictures[0] if pictures else None, prompt=PROMPT,
+            negative_prompt=negative, true_cfg_scale=2.0, strength=strength, height=64, width=96, max_area=64 * 96,
+            num_inference_steps=STEPS + 1, guidance_scale=3.5, generator=_generator(), output_type="pt", _auto_resize=False,
+        ).images
+    encoded_source = FlowReference(FlowReference.Params(auto_resize=False)).run(ctx(), model=model, image=to_tensor(source))
+    ours = _engine(
+        model, {"prompt": PROMPT, "negative_prompt": negative},
+        {"guidance": 3.5, "true_cfg": 2.0, "strength": strength, "steps": STEPS + 1},
+        _refs(model, pictures, auto_resize=False), source=encoded_source, mask=to_tensor(mask),
+    )
+    _assert_same(ours, theirs)
+
+
 # --- Qwen-Image-Edit Plus -------------------------------------------------------------------------
 
 

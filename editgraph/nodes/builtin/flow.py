@@ -122,8 +122,9 @@ class FlowReferences(Node):
 @node("flow.denoise", version="1.0.0")
 class FlowDenoise(Node):
     """Paint the edited picture from noise, guided by the instruction and the references (Klein,
-    Kontext, Qwen). With a `mask` and a `source` (an inpainting model), repaint only where the mask
-    is white and keep the source elsewhere."""
+    Kontext, Qwen). With a `mask` and a `source` (Klein, Kontext: their inpaint pipelines), repaint
+    only where the mask is white and keep the source elsewhere; crop to the mask first
+    (image.crop_to_mask, multiple_of=16) and paste back, so every pixel outside stays as it was."""
 
     class Params(NodeParams):
         steps: int = Field(28, ge=1, le=1000, description="denoising steps over the whole schedule")
@@ -156,9 +157,10 @@ class FlowDenoise(Node):
                 _same_family("flow.denoise", model, source.family)
                 if not hasattr(family, "denoise_masked"):
                     raise NodeError(f"flow.denoise: masked edits are not supported for {model.pipeline} yet")
-                samples = family.denoise_masked(
-                    model, cond, source, mask, references, guidance=p.guidance, strength=p.strength, **common
-                )
+                masked = {"guidance": p.guidance, "strength": p.strength}
+                if family.__name__.endswith(".kontext"):
+                    masked["true_cfg"] = p.true_cfg
+                samples = family.denoise_masked(model, cond, source, mask, references, **masked, **common)
             elif family.__name__.endswith(".qwen"):
                 samples = family.denoise(model, cond, references, width=p.width, height=p.height, true_cfg=p.true_cfg, **common)
             elif family.__name__.endswith(".kontext"):
