@@ -55,9 +55,9 @@ def _engine(model, spec):
     """One run of the stages as nodes; returns the picture."""
     import torch
 
-    from editgraph.context import RunContext
+    from editgraph.nodes.context import RunContext
     from editgraph.diffusion.flow import pil_to_tensor
-    from editgraph.nodes.flow import FlowDecode, FlowDenoise, FlowPrompt, FlowReference, FlowReferences
+    from editgraph.nodes.builtin.flow import FlowDecode, FlowDenoise, FlowPrompt, FlowReference, FlowReferences
 
     c = RunContext("bench", "bench")
     w, h = spec["size"]

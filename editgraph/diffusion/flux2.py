@@ -22,7 +22,7 @@ import torch
 
 from editgraph.diffusion import flow
 from editgraph.errors import NodeError
-from editgraph.nodes.sockets import Conditioning, Reference, References
+from editgraph.values.sockets import Conditioning, Reference, References
 
 # Flux2KleinPipeline's defaults: the stacked Qwen3 layers, the prompt length, the largest
 # reference area before it is scaled down, and the size when neither a size nor a reference is given.

@@ -17,7 +17,7 @@ import torch
 
 from editgraph.diffusion import flow
 from editgraph.errors import NodeError
-from editgraph.nodes.sockets import Conditioning, Reference, References
+from editgraph.values.sockets import Conditioning, Reference, References
 
 MAX_SEQUENCE_LENGTH = 512  # FluxKontextPipeline's T5 prompt length
 MAX_REFERENCES = 1  # the pipeline takes one picture

@@ -23,7 +23,7 @@ import torch
 
 from editgraph.diffusion import flow
 from editgraph.errors import NodeError
-from editgraph.nodes.sockets import Conditioning, Reference, References
+from editgraph.values.sockets import Conditioning, Reference, References
 
 CONDITION_AREA = 384 * 384  # QwenImageEditPlusPipeline's CONDITION_IMAGE_SIZE
 VAE_AREA = 1024 * 1024  # its VAE_IMAGE_SIZE

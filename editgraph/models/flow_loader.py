@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from editgraph.models.errors import ModelError
-from editgraph.nodes.sockets import Model
+from editgraph.values.sockets import Model
 
 # model_index.json `_class_name` -> (latent family, kind). The family names the latent space:
 # Klein and Flux 2 share Flux 2's VAE; Kontext has Flux 1's; Qwen-Image-Edit its own.

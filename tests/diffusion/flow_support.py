@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from editgraph.context import RunContext
+from editgraph.nodes.context import RunContext
 
 ASSETS = Path(__file__).resolve().parents[2] / "editgraph" / "workflows" / "assets"
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from editgraph.nodes.flow import FlowDecode, FlowDenoise, FlowPrompt, FlowReference, FlowReferences
-from editgraph.nodes.sockets import References
+from editgraph.nodes.builtin.flow import FlowDecode, FlowDenoise, FlowPrompt, FlowReference, FlowReferences
+from editgraph.values.sockets import References
 
 from .flow_support import QWEN_CONDITION_AREA, QWEN_VAE_AREA, box_mask, ctx, flow_model, photo, pipeline_for, to_tensor
 

@@ -156,7 +156,7 @@ def test_diffusers_loads_the_folder_itself(name):
 
 
 def test_make_tiny_cli_builds_a_flow_model(tmp_path):
-    from editgraph.cli import main
+    from editgraph.cli.main import main
 
     assert main(["models", "make-tiny", str(tmp_path), "--name", "tiny-kontext"]) == 0
     assert json.loads((tmp_path / "tiny-kontext" / "model_index.json").read_text())["_class_name"] == "FluxKontextPipeline"

@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from editgraph import provenance, workflows
-from editgraph.cli import main
+from editgraph import workflows
+from editgraph.sharing import provenance
+from editgraph.cli.main import main
 from editgraph.executor.cache import Cache
 from editgraph.executor.events import EventLog
 from editgraph.executor.run import Executor

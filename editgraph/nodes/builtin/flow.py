@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from editgraph.context import RunContext
+from editgraph.nodes.context import RunContext
 from editgraph.errors import NodeError
 from editgraph.nodes.registry import Node, NodeParams, Seed, node
-from editgraph.nodes.sockets import Conditioning, Image, Latent, Mask, Model, Reference, References
+from editgraph.values.sockets import Conditioning, Image, Latent, Mask, Model, Reference, References
 
 MAX_LIST = 8  # inputs of flow.references; no family takes more than this today
 
