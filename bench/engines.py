@@ -128,8 +128,12 @@ else:
     model = load_model(name)  # only to find the folder; from_pretrained loads every component itself
     extra = {{"processor": model.component("processor")}} if model.pipeline.startswith("Qwen") else {{}}
     if model.pipeline == "Flux2Pipeline":
-        extra["tokenizer"] = model.component("tokenizer")
-    pipe = getattr(diffusers, model.pipeline).from_pretrained(model.path, local_files_only=True, **extra)
+        # its model_index names PixtralProcessor, which diffusers cannot import without
+        # torchvision: every component through editgraph's loader instead (all of them loaded)
+        from flow_support import pipeline_for
+        pipe = pipeline_for(model)
+    else:
+        pipe = getattr(diffusers, model.pipeline).from_pretrained(model.path, local_files_only=True, **extra)
     b._pipeline(pipe, model, spec)
 print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
 """

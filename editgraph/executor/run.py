@@ -32,6 +32,7 @@ from editgraph.atomic import write_atomic
 from editgraph.nodes.context import RunContext
 from editgraph.errors import Cancelled, EditgraphError, NodeFailed, WorkflowInvalid
 from editgraph.executor.cache import Cache
+from editgraph.executor.components import ComponentPlan
 from editgraph.values.codec import Unstorable, encode, fingerprint
 from editgraph.executor.events import (
     ArtifactWritten,
@@ -108,6 +109,7 @@ class Executor:
         settings: Settings | None = None,
         ledger: Any = None,
         waiting: Callable[[], Any] | None = None,
+        free_components: bool = False,
     ):
         self.cache = cache or Cache()
         if not use_cache:
@@ -118,6 +120,9 @@ class Executor:
         self.listeners = list(listeners)
         self.device = device or torch.device("cpu")
         self.use_cache = use_cache
+        # Release a big model's components once no node left in a run needs them (see
+        # executor/components.py). Off by default: a batch's rows would re-read weights each row.
+        self.free_components = free_components
         # Cached values are shared, so a node that writes into its inputs corrupts them for every
         # later consumer. EDITGRAPH_CHECK_INPUTS=1 (the test suite sets it) re-hashes inputs after
         # each node and fails the node that changed one.
@@ -167,6 +172,7 @@ class _Run:
         self.fps: dict[Ref, str] = {}
         self.values: dict[Ref, Any] = {}
         self.records: dict[str, NodeRecord] = {}
+        self.components = ComponentPlan(graph, self.order) if ex.free_components else None
 
     def _needed_in_order(self) -> list[str]:
         needed: set[str] = set()
@@ -189,7 +195,7 @@ class _Run:
         ex.emit(RunPlanned(tuple(self.order)))
         result = RunResult(self.graph, self.records, self.fps, device=ex.device, _fetch=self.fetch)
         try:
-            for nid in self.order:
+            for index, nid in enumerate(self.order):
                 node = self.graph.nodes[nid]
                 t0 = time.perf_counter()
                 try:  # source nodes hash what they read here: a missing file fails as that node
@@ -206,6 +212,8 @@ class _Run:
                     ex.emit(NodeFinished(nid, node.type, "cached", seconds, key, 0))
                 else:
                     self._run_node(node)
+                if self.components is not None:
+                    self.components.after(index, self.values)
                 self._release_inputs(node)
             if out_dir is not None:
                 self._write_artifacts(Path(out_dir), result, stamp)

@@ -115,6 +115,9 @@ class Node:
     # True: its output is made by a trained generative model (a denoiser, a VAE decoder, a hosted
     # image model). Decides the AI disclosure of every file saved downstream (C2PA, IPTC XMP).
     generative: ClassVar[bool] = False
+    # Components of the model on each Model input that run() uses, e.g. {"model": ("vae",)}: with
+    # Executor(free_components=True) the rest are released once no later node needs them.
+    model_components: ClassVar[dict[str, tuple[str, ...]]] = {}
     key_exclude: ClassVar[set[str] | None]  # params left out of the content key: input paths and `unkeyed`
 
     def __init__(self, params: NodeParams):

@@ -46,6 +46,8 @@ class FlowPrompt(Node):
     """Read the edit instruction ("replace the bottle with the product in picture 2") with the
     model's text encoder. Qwen-Image-Edit also looks at the connected references while reading."""
 
+    model_components = {"model": ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "processor")}
+
     class Params(NodeParams):
         prompt: str = Field("", max_length=8000, description="the instruction or the picture's description")
         negative_prompt: str | None = Field(
@@ -75,6 +77,8 @@ class FlowPrompt(Node):
 class FlowReference(Node):
     """Encode one reference picture (a product shot, a style sample, the photo to edit) into the
     model's latent space, resized the way its pipeline resizes references."""
+
+    model_components = {"model": ("vae",)}
 
     class Params(NodeParams):
         auto_resize: bool = Field(True, description="Kontext: snap to the nearest resolution it was trained at")
@@ -125,6 +129,8 @@ class FlowDenoise(Node):
     Kontext, Qwen). With a `mask` and a `source` (Klein, Kontext: their inpaint pipelines), repaint
     only where the mask is white and keep the source elsewhere; crop to the mask first
     (image.crop_to_mask, multiple_of=16) and paste back, so every pixel outside stays as it was."""
+
+    model_components = {"model": ("transformer",)}
 
     class Params(NodeParams):
         steps: int = Field(28, ge=1, le=1000, description="denoising steps over the whole schedule")
@@ -177,6 +183,8 @@ class FlowDenoise(Node):
 @node("flow.decode", version="1.0.0")
 class FlowDecode(Node):
     """Turn a flow model's latent back into pixels with its VAE."""
+
+    model_components = {"model": ("vae",)}
 
     class Params(NodeParams):
         pass
