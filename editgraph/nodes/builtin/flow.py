@@ -130,6 +130,7 @@ class FlowDenoise(Node):
     only where the mask is white and keep the source elsewhere; crop to the mask first
     (image.crop_to_mask, multiple_of=16) and paste back, so every pixel outside stays as it was."""
 
+    generative = True  # pixels made by a trained model (drives the AI disclosure of saved files)
     model_components = {"model": ("transformer",)}
 
     class Params(NodeParams):
@@ -184,6 +185,7 @@ class FlowDenoise(Node):
 class FlowDecode(Node):
     """Turn a flow model's latent back into pixels with its VAE."""
 
+    generative = True  # pixels made by a trained model (drives the AI disclosure of saved files)
     model_components = {"model": ("vae",)}
 
     class Params(NodeParams):
