@@ -106,7 +106,7 @@ def test_product_swap_leaves_everything_outside_the_feathered_mask_untouched(tmp
         base_dir=workflows.HERE,
     )
     log = EventLog()
-    result = Executor(Cache.default(tmp_path / "cache"), listeners=[log]).run(graph, out_dir=tmp_path / "out", provenance=provenance.build)
+    result = Executor(Cache.default(tmp_path / "cache"), listeners=[log]).run(graph, out_dir=tmp_path / "out", stamp=provenance.stamp)
     photo, soft, swapped = result.value("photo"), result.value("soft"), result.value("result")
     keep = (soft == 0).expand_as(photo)
     assert keep.float().mean() > 0.5
