@@ -1,0 +1,5 @@
+import sys
+
+from editgraph.serve.command import main
+
+sys.exit(main())
