@@ -32,7 +32,7 @@ def start_server(root: Path) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "editgraph.serve", "--port", str(port), "--data-dir", str(root / "data"),
+    cmd = [sys.executable, "-m", "editgraph.cli.main", "serve", "--port", str(port), "--data-dir", str(root / "data"),
            "--cache-dir", str(root / "cache"), "--threads", "2", "--log-level", "warning", "--rate", "100000", "--max-queue", "100000"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "wb"), cwd=REPO)
     url = f"http://127.0.0.1:{port}"

@@ -25,6 +25,7 @@ run and pass the result down. Options are passed, never written back into os.env
 | EDITGRAPH_C2PA_ALG        | c2pa_alg          | none: es256                               |
 | EDITGRAPH_C2PA_TSA_URL    | c2pa_tsa_url      | none: no RFC 3161 timestamp               |
 | EDITGRAPH_C2PA_TRUST_ANCHORS | c2pa_trust_anchors | none: PEM roots `verify` trusts       |
+| EDITGRAPH_TOKEN           | serve_token       | none: `editgraph serve --token` default   |
 
 The C2PA values are paths and names, never key material; sharing/c2pa.py reads the files.
 """
@@ -87,6 +88,7 @@ class Settings:
     engines_config: Path | None = None  # hosted engines' keys, endpoints, limits, routes, prices
     engine_endpoints: dict[str, str] = field(default_factory=dict)  # provider -> base URL (proxy, gateway, stand-in)
     engine_limits: dict[str, str] = field(default_factory=dict)  # provider -> calls in flight (validated where used)
+    serve_token: str | None = None  # the server's access token (a secret: env or --token, never a file we write)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -121,6 +123,7 @@ class Settings:
             engines_config=Path(engines_config) if engines_config else None,
             engine_endpoints={p: v for p, what, v in per_provider if what == "BASE_URL"},
             engine_limits={p: v for p, what, v in per_provider if what == "MAX_CONCURRENCY"},
+            serve_token=env.get("EDITGRAPH_TOKEN") or None,
         )
 
     @property

@@ -139,12 +139,14 @@ def _parser() -> argparse.ArgumentParser:
 
     from editgraph.cli.credentials import add_parser as add_verify_parser
     from editgraph.cli.models import add_parser as add_models_parser
+    from editgraph.cli.serve import add_parser as add_serve_parser
 
     add_models_parser(sub)
     add_verify_parser(sub)
     from editgraph.cli.comfy import add_parser as add_import_parser
 
     add_import_parser(sub)
+    add_serve_parser(sub)
     for p_ in (run, val, batch):
         p_.add_argument("--allow-model-mismatch", action="store_true", help="use a model whose files differ from the hash the workflow pins")
 

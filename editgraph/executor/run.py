@@ -236,7 +236,7 @@ class _Run:
             nid,
             node.type,
             ex.device,
-            on_progress=lambda k, n: ex.emit(NodeProgress(nid, node.type, k, n)),
+            on_progress=lambda k, n, preview=None: ex.emit(NodeProgress(nid, node.type, k, n, preview)),
             cancel=self.cancel,
             settings=ex.settings,
             ledger=ex.ledger,

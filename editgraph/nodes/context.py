@@ -26,7 +26,7 @@ class RunContext:
     node_id: str
     node_type: str
     device: torch.device = field(default_factory=_cpu)
-    on_progress: Callable[[int, int], None] | None = None
+    on_progress: Callable[[int, int, Any], None] | None = None  # (step, total, preview or None)
     cancel: threading.Event | None = None
     settings: Settings | None = None  # the run's options (model-mismatch override ...)
     # Paid engines: the run's spend ledger (engines.spend.Ledger), which authorizes each call
@@ -40,11 +40,12 @@ class RunContext:
     memo: Callable[[str, Callable[[], Any]], tuple[Any, bool]] | None = None
     input_fps: dict[str, str] = field(default_factory=dict)  # input name -> fingerprint of its value
 
-    def progress(self, step: int, total: int) -> None:
-        """Report step k of n (emits a progress event) and honour a pending cancel."""
+    def progress(self, step: int, total: int, preview: Any = None) -> None:
+        """Report step k of n (emits a progress event) and honour a pending cancel. `preview`: what
+        the node has so far (a denoise's current latents), for listeners that draw a live look."""
         self.check_cancelled()
         if self.on_progress is not None:
-            self.on_progress(step, total)
+            self.on_progress(step, total, preview)
 
     def check_cancelled(self) -> None:
         if self.cancel is not None and self.cancel.is_set():

@@ -226,7 +226,7 @@ def _routes(app: FastAPI, server: Server) -> None:
 
     @app.post("/api/provenance")
     async def read_provenance(request: Request):
-        from editgraph import provenance
+        from editgraph.sharing import provenance
 
         data = await request.body()
         try:
@@ -311,7 +311,7 @@ def _routes(app: FastAPI, server: Server) -> None:
 
     @app.get("/api/jobs/{job_id}/workflow")
     async def job_workflow(job_id: str):
-        from editgraph.provenance import portable_document
+        from editgraph.sharing.provenance import portable_document
 
         job = _job(job_id)
         graph = await asyncio.to_thread(jobs.prepare, job.workflow, job.base_dir, job.params, config, job.label)

@@ -80,7 +80,7 @@ def resolve_uploads(params: dict[str, Any], config: ServeConfig) -> dict[str, An
 def prepare(document: dict[str, Any], base_dir: str, params: dict[str, Any], config: ServeConfig, label: str | None = None):
     """A BoundGraph ready to run, or WorkflowInvalid naming every problem."""
     from editgraph.graph.validate import bind
-    from editgraph.sharing import check_sources
+    from editgraph.sharing.preflight import check_sources
 
     workflow = load_workflow(document)
     base = Path(base_dir)

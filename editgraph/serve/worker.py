@@ -115,8 +115,8 @@ class Worker(threading.Thread):
             cache.close()
 
     def _run_job(self, job: Job, cache, device) -> None:
-        from editgraph import provenance
         from editgraph.executor.run import Executor
+        from editgraph.sharing import provenance
         from editgraph.serve.jobs import prepare
 
         self.emit(job.id, {"event": "started", "attempt": job.attempts})
@@ -138,7 +138,7 @@ class Worker(threading.Thread):
         out_dir = self.config.output_dir(job.id)
         t0 = time.perf_counter()
         try:
-            result = executor.run(graph, out_dir=out_dir, cancel=cancel, provenance=provenance.build)
+            result = executor.run(graph, out_dir=out_dir, cancel=cancel, stamp=provenance.stamp)
         except Cancelled:
             return self._end(job.id, "cancelled", error={"message": "cancelled (finished nodes are cached)"})
         except NodeFailed as exc:
@@ -214,7 +214,7 @@ def report(job: Job, graph, result, out_dir: Path, seconds: float) -> dict[str, 
     """The run report (as `editgraph run --report` writes it) plus where the outputs are served."""
     import torch
 
-    import editgraph
+    from editgraph.version import __version__
 
     root = out_dir.resolve()
     outputs = []
@@ -230,5 +230,5 @@ def report(job: Job, graph, result, out_dir: Path, seconds: float) -> dict[str, 
         "outputs": outputs,
         "seconds": round(seconds, 6),
         "torch_threads": torch.get_num_threads(),
-        "editgraph": editgraph.__version__,
+        "editgraph": __version__,
     }

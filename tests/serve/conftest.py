@@ -1,6 +1,6 @@
 """A live `editgraph serve` for the tests: a real process on 127.0.0.1, driven over HTTP and WebSocket.
 
-The server is started as `python -m editgraph.serve` (what `editgraph serve` runs) with its own data
+The server is started as `python -m editgraph.cli.main serve` (what `editgraph serve` runs) with its own data
 folder and cache folder, the session's tiny models and 2 torch threads (as the test process, so
 its outputs compare byte for byte with in-process CLI runs).
 """
@@ -41,7 +41,7 @@ class LiveServer:
 
     def start(self, timeout: float = 60) -> "LiveServer":
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "editgraph.serve", "--host", "127.0.0.1", "--port", str(self.port),
+        cmd = [sys.executable, "-m", "editgraph.cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                "--data-dir", str(self.data_dir), "--cache-dir", str(self.cache_dir), "--threads", "2", "--log-level", "warning", *self.extra]
         env = {**os.environ, "EDITGRAPH_CACHE_DIR": str(self.cache_dir)}
         self.proc = subprocess.Popen(cmd, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env)

@@ -9,8 +9,9 @@ import zlib
 import pytest
 from PIL import Image
 
-from editgraph import provenance, workflows
-from editgraph.cli import main as cli_main
+from editgraph import workflows
+from editgraph.cli.main import main as cli_main
+from editgraph.sharing import provenance
 
 ASSETS = workflows.HERE / "assets"
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import io
+
 import pytest
+from PIL import Image
 
 # A long denoise on the tiny model (a step takes ~0.1 s on a busy 2-core machine): there is time to
 # act while it runs. Cancelled runs can be long; the killed one is re-run in full, so it is shorter.
 LONG = {"steps": 200, "working_size": 64, "prompt": "a long run"}
-KILLED = {"steps": 30, "working_size": 64, "prompt": "killed mid-run"}
+KILLED = {"steps": 12, "working_size": 64, "prompt": "killed mid-run"}
 UPSTREAM = ["photo", "region", "soft", "crop", "text", "latent"]  # what inpaint's denoise consumes, model aside
 
 
@@ -49,7 +53,11 @@ def test_cancel_mid_denoise_stops_within_one_step_and_the_worker_takes_the_next_
     long = server.submit("inpaint", {**LONG, "prompt": "to be cancelled"})
     after = server.submit("look", {"exposure": 0.3})
     victim = server.submit("look", {"exposure": 0.4})
-    server.events(long["id"], until=_progress_seen)
+    live = server.events(long["id"], until=_progress_seen)
+    previews = [e["image"] for e in live if e["event"] == "progress" and "image" in e]
+    assert previews, "a running denoise sends a latent preview with its steps"
+    thumb = Image.open(io.BytesIO(base64.b64decode(previews[-1].removeprefix("data:image/png;base64,"))))
+    assert thumb.format == "PNG" and max(thumb.size) == 128  # the 8 px latent of a 64 px crop, scaled up for the page
     with server.client() as c:
         dropped = c.post(f"/api/jobs/{victim['id']}/cancel")  # still queued behind the denoise: ends at once
         r = c.post(f"/api/jobs/{long['id']}/cancel")

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from editgraph import provenance
+from editgraph.sharing import provenance
 
 JOBS, CLIENTS, DISTINCT = 50, 10, 5
 

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from editgraph.serve.command import main as serve_main
+from editgraph.cli.main import main as cli_main
 from editgraph.serve.config import ServeConfig, StartRefused, check_start
 
 from .conftest import free_port
@@ -45,7 +45,7 @@ def public_server(tmp_path_factory):
 def test_non_loopback_host_without_token_refuses_to_start(capsys, monkeypatch):
     monkeypatch.delenv("EDITGRAPH_TOKEN", raising=False)
     # exits before binding anything (the port given is never opened)
-    assert serve_main(["--host", "0.0.0.0", "--port", str(free_port())]) == 2
+    assert cli_main(["serve", "--host", "0.0.0.0", "--port", str(free_port())]) == 2
     assert "refusing to listen on '0.0.0.0' without a token" in capsys.readouterr().err
     with pytest.raises(StartRefused, match="at least 8"):
         check_start(ServeConfig(data_dir=None, host="0.0.0.0", token="T"))  # type: ignore[arg-type]

@@ -1,9 +1,8 @@
-"""`editgraph serve`: argument parsing and starting uvicorn. (`python -m editgraph.serve` is the same.)"""
+"""`editgraph serve`: argument parsing and starting uvicorn; the server itself is editgraph.serve."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -32,6 +31,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args):
     from editgraph.serve.config import ServeConfig
+    from editgraph.settings import Settings
 
     if args.data_dir:
         data_dir = Path(args.data_dir)
@@ -43,7 +43,7 @@ def config_from_args(args):
         data_dir=data_dir.resolve(),
         host=args.host,
         port=args.port,
-        token=args.token if args.token is not None else os.environ.get("EDITGRAPH_TOKEN") or None,
+        token=args.token if args.token is not None else Settings.from_env().serve_token,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         allow_dirs=tuple(Path(d) for d in args.allow_dir),
         cors_origins=tuple(args.cors_origin),
@@ -78,8 +78,3 @@ def cmd_serve(args) -> int:
     uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level, proxy_headers=False, server_header=False)
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="editgraph serve", description="Serve the editgraph HTTP API and web page.")
-    configure(p)
-    return cmd_serve(p.parse_args(argv))

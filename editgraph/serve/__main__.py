@@ -1,5 +1,0 @@
-import sys
-
-from editgraph.serve.command import main
-
-sys.exit(main())
