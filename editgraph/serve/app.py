@@ -260,12 +260,8 @@ def _routes(app: FastAPI, server: Server) -> None:
         if state == "running":
             for w in server.workers:
                 w.cancel(job_id)
-        elif state == "cancelled" and not _has_finished_event(job_id):
-            server.emit(job_id, {"event": "finished", "state": "cancelled", "error": {"message": "cancelled before it started"}, "outputs": []})
+        server.hub.publish(job_id)
         return {"id": job_id, "state": state}
-
-    def _has_finished_event(job_id: str) -> bool:
-        return any(e["event"] == "finished" for e in queue.events(job_id))
 
     @app.get("/api/jobs/{job_id}/events")
     async def events(job_id: str, after: int = 0):

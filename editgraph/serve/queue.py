@@ -164,13 +164,27 @@ class JobQueue:
         return self.get(row[0])
 
     def finish(self, job_id: str, state: str, *, result: dict[str, Any] | None = None, error: dict[str, Any] | None = None) -> None:
+        """End a job, and record its "finished" event in the same transaction: a crash can
+        leave neither a finished job whose watchers wait forever nor an event for an unfinished one."""
         assert state in FINAL, state
         with self._lock:
-            self._db.execute(
-                "UPDATE jobs SET state = ?, finished = ?, result = ?, error = ? WHERE id = ?",
-                (state, time.time(), None if result is None else json.dumps(result), None if error is None else json.dumps(error), job_id),
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "UPDATE jobs SET state = ?, finished = ?, result = ?, error = ? WHERE id = ?",
+                    (state, time.time(), None if result is None else json.dumps(result), None if error is None else json.dumps(error), job_id),
+                )
+                self._finished_event(job_id, state, error, (result or {}).get("outputs", []))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._wake.notify_all()
+
+    def _finished_event(self, job_id: str, state: str, error: dict[str, Any] | None, outputs: list) -> None:
+        (n,) = self._db.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM events WHERE job_id = ?", (job_id,)).fetchone()
+        body = {"event": "finished", "state": state, "error": error, "outputs": outputs, "t": round(time.time(), 3), "n": n}
+        self._db.execute("INSERT INTO events (job_id, n, body) VALUES (?, ?, ?)", (job_id, n, json.dumps(body)))
 
     def request_cancel(self, job_id: str) -> str | None:
         """Cancel a job: a queued one ends at once; a running one is flagged (the worker stops it
@@ -181,7 +195,10 @@ class JobQueue:
                 return None
             state = row[0]
             if state == "queued":
+                self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute("UPDATE jobs SET state = 'cancelled', finished = ? WHERE id = ?", (time.time(), job_id))
+                self._finished_event(job_id, "cancelled", {"message": "cancelled before it started"}, [])
+                self._db.execute("COMMIT")
                 state = "cancelled"
             elif state == "running":
                 self._db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))

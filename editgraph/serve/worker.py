@@ -155,8 +155,8 @@ class Worker(threading.Thread):
         self._end(job.id, "done", result=report(job, graph, result, out_dir, time.perf_counter() - t0))
 
     def _end(self, job_id: str, state: str, *, result: dict | None = None, error: dict | None = None) -> None:
-        self.queue.finish(job_id, state, result=result, error=error)
-        self.emit(job_id, {"event": "finished", "state": state, "error": error, "outputs": (result or {}).get("outputs", [])})
+        self.queue.finish(job_id, state, result=result, error=error)  # records the "finished" event too
+        self.hub.publish(job_id)
 
 
 class _Relay:
@@ -211,24 +211,13 @@ def invalid_error(exc: WorkflowInvalid) -> dict[str, Any]:
 
 
 def report(job: Job, graph, result, out_dir: Path, seconds: float) -> dict[str, Any]:
-    """The run report (as `editgraph run --report` writes it) plus where the outputs are served."""
-    import torch
-
-    from editgraph.version import __version__
+    """The run report (as `editgraph run --report` writes it), outputs given as server URLs:
+    the client never learns where the server keeps files."""
+    from editgraph.executor.report import run_report
 
     root = out_dir.resolve()
     outputs = []
     for path in result.written:
         name = path.relative_to(root).as_posix()
         outputs.append({"name": name, "url": output_url(job.id, name), "bytes": path.stat().st_size})
-    return {
-        "workflow": job.label,
-        "name": graph.workflow.name,
-        "params": graph.params,
-        "seeds": graph.seeds,
-        "nodes": {nid: {"type": r.type, "status": r.status, "seconds": round(r.seconds, 6), "key": r.key} for nid, r in result.records.items()},
-        "outputs": outputs,
-        "seconds": round(seconds, 6),
-        "torch_threads": torch.get_num_threads(),
-        "editgraph": __version__,
-    }
+    return {**run_report(job.label, graph, result, seconds), "outputs": outputs}

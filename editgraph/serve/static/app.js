@@ -62,8 +62,8 @@ async function choose(name, { document = null, params = {} } = {}) {
   $("description").textContent = desc.description || "";
   history.replaceState(null, "", `${location.search}#workflow=${encodeURIComponent(name)}`);
   graph.draw(desc);
-  state.readers = buildForm($("params"), desc.params, { onImage: (param, file) => usePhoto(param, file) });
   const imageParam = desc.params.find((p) => p.widget === "image");
+  state.readers = buildForm($("params"), desc.params, { onImage: (param, file) => useImage(param, file), fileUrl, painted: imageParam?.name });
   const maskParam = desc.params.find((p) => p.widget === "mask");
   state.maskParam = maskParam || null;
   state.photo = null;
@@ -76,7 +76,7 @@ async function choose(name, { document = null, params = {} } = {}) {
     await painter.load(src, maskGiven ? fileUrl(maskGiven) : null).catch(showErrors);
     state.readers[imageParam.name].set(given, src);
     $("painter-note").textContent = maskParam ? "Paint where the picture should change (red). The run uses this mask." : "This workflow takes no mask; the photo is its input.";
-    $("painter").querySelector(".painter-tools").style.visibility = maskParam ? "visible" : "hidden";
+    for (const tool of $("painter").querySelectorAll(".mask-tool")) tool.hidden = !maskParam;
     $("mask-view").style.display = maskParam ? "" : "none";
   }
   for (const [k, v] of Object.entries(params)) {
@@ -118,12 +118,13 @@ function fileUrl(value) {
   return withToken(`/api/library/${value.split("/").map(encodeURIComponent).join("/")}`);
 }
 
-async function usePhoto(param, file) {
+async function useImage(param, file) {
   try {
     const info = await postBytes("/api/uploads", file);
     const src = fileUrl(info.ref);
-    state.photo = { param, ref: info.ref, src };
     state.readers[param].set(info.ref, src);
+    if (param !== state.photo?.param) return;
+    state.photo = { param, ref: info.ref, src };
     await painter.load(src, null);
     painter.dirty = true; // a new photo needs its own mask, even an empty one
     state.maskRef = undefined;
@@ -303,7 +304,7 @@ $("workflow").addEventListener("change", (e) => {
 });
 $("run").addEventListener("click", () => run());
 $("cancel").addEventListener("click", () => state.job && post(`/api/jobs/${state.job}/cancel`).catch(showErrors));
-$("photo-file").addEventListener("change", (e) => e.target.files[0] && state.photo && usePhoto(state.photo.param, e.target.files[0]));
+$("photo-file").addEventListener("change", (e) => e.target.files[0] && state.photo && useImage(state.photo.param, e.target.files[0]));
 $("tool-brush").addEventListener("click", () => pickTool("brush"));
 $("tool-eraser").addEventListener("click", () => pickTool("eraser"));
 $("mask-clear").addEventListener("click", () => painter.clear());

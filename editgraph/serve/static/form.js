@@ -3,18 +3,20 @@
 
 const FLOAT_STEPS = 100;
 
-export function buildForm(formEl, params, { onImage } = {}) {
+// `painted`: the image param the painter shows (chosen there, so it gets no row here);
+// `onImage(param, file)` uploads a chosen file; `fileUrl(value)` gives a thumbnail's src.
+export function buildForm(formEl, params, { onImage, fileUrl, painted } = {}) {
   formEl.replaceChildren();
   const readers = {};
   for (const p of params) {
     if (p.widget === "mask") continue; // the painter above the form feeds it
-    if (p.widget === "image") { // chosen and shown in the painter; kept here only as a value
-      readers[p.name] = WIDGETS.image(p, el("div"), { onImage });
+    if (p.name === painted) {
+      readers[p.name] = WIDGETS.image(p, el("div"), { onImage, fileUrl });
       continue;
     }
     const label = el("label", { className: "name", htmlFor: `param-${p.name}`, textContent: p.name });
     const field = el("div", { className: "field" });
-    readers[p.name] = WIDGETS[p.widget](p, field, { onImage });
+    readers[p.name] = WIDGETS[p.widget](p, field, { onImage, fileUrl });
     formEl.append(label, field);
     if (p.description) formEl.append(el("div", { className: "hint", textContent: p.description }));
   }
@@ -76,14 +78,15 @@ const WIDGETS = {
     set(p.default);
     return { read: () => input.value, set };
   },
-  image(p, field, { onImage }) {
-    // The photo is chosen in the painter; this row shows which one and allows another.
+  image(p, field, { onImage, fileUrl }) {
+    // An image file: a thumbnail of the current one and a picker that uploads another.
     const thumb = el("img", { className: "thumb", alt: p.name });
+    if (p.default && fileUrl) thumb.src = fileUrl(p.default);
     const input = el("input", { type: "file", id: `param-${p.name}`, name: p.name, accept: "image/png,image/jpeg,image/webp" });
     input.addEventListener("change", () => input.files[0] && onImage && onImage(p.name, input.files[0]));
     field.append(thumb, input);
     let value;
-    return { read: () => value, set: (v, src) => { value = v; if (src) thumb.src = src; }, thumb };
+    return { read: () => value, set: (v, src) => { value = v; if (src) thumb.src = src; else if (v && fileUrl) thumb.src = fileUrl(v); }, thumb };
   },
   file(p, field) {
     const input = el("input", { type: "text", id: `param-${p.name}`, name: p.name, placeholder: "path inside the library or an allowed folder" });
