@@ -63,7 +63,12 @@ def cmd_serve(args) -> int:
     except StartRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    import uvicorn
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        print(f"error: `editgraph serve` needs the serve extra ({exc.name} is missing): pip install 'editgraph[serve]'", file=sys.stderr)
+        return 2
 
     if config.threads:
         import torch

@@ -140,6 +140,8 @@ class Worker(threading.Thread):
         try:
             result = executor.run(graph, out_dir=out_dir, cancel=cancel, stamp=provenance.stamp)
         except Cancelled:
+            if self._stop_flag.is_set():  # the server is shutting down: the job stays "running" and
+                return None  # is re-queued at the next start, exactly as after a crash
             return self._end(job.id, "cancelled", error={"message": "cancelled (finished nodes are cached)"})
         except NodeFailed as exc:
             return self._end(job.id, "failed", error={"message": str(exc), "node_id": exc.node_id, "node_type": exc.node_type})
