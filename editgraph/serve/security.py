@@ -140,15 +140,15 @@ def _inside(path: Path, roots: tuple[Path, ...]) -> bool:
 
 
 def check_paths(graph, roots: tuple[Path, ...]) -> list[Issue]:
-    """Every file a bound graph would read must be inside `roots`. A model node (one whose class
-    resolves names itself, `check_sources`) may also name a model the server knows by name
-    (a built-in tiny model or one registered by whoever runs the server), never a path outside.
+    """Every file a bound graph would read must be inside `roots`. A node that loads a model (its
+    output is a Model) may also name a model the server knows by name (a built-in tiny model or one
+    registered by whoever runs the server), never a path outside.
     Saves are already confined by image.save's own validation and the executor's write check."""
     from editgraph.nodes.registry import INPUT_PATH, field_marks
 
     issues = []
     for nid, node in graph.nodes.items():
-        names_models = callable(getattr(node.cls, "check_sources", None))
+        names_models = any(sock.name == "Model" for sock in node.cls.outputs.values())
         for fname in field_marks(node.cls.Params, INPUT_PATH):
             value = getattr(node.params, fname, None)
             if not isinstance(value, str) or not value:
