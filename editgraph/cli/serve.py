@@ -25,6 +25,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-body", type=int, default=64 * 2**20, metavar="BYTES", help="largest request body (default 64 MiB)")
     p.add_argument("--max-queue", type=int, default=100, help="unfinished jobs held at once (default 100)")
     p.add_argument("--rate", type=int, default=120, metavar="N", help="submissions per minute per client address (default 120)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available); one worker runs jobs on it")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (results are bit-identical only at equal counts)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
@@ -51,6 +52,7 @@ def config_from_args(args):
         max_queue=args.max_queue,
         submits_per_minute=args.rate,
         threads=args.threads,
+        device=args.device,
     )
 
 

@@ -64,7 +64,7 @@ class Server:
         self.queue = JobQueue(config.data_dir / "jobs.sqlite")
         self.hub = Hub()
         self.limiter = RateLimiter(config.submits_per_minute)
-        self.workers = [Worker(config, self.queue, self.hub) for _ in range(config.workers)]
+        self.workers = [Worker(config, self.queue, self.hub, config.device) for _ in range(config.workers)]
 
     def start(self) -> None:
         self.hub.attach(asyncio.get_running_loop())

@@ -22,7 +22,8 @@ class ServeConfig:
     max_queue: int = 100  # unfinished jobs held at once; more are refused with 429
     submits_per_minute: int = 120  # per client address; more are refused with 429
     threads: int | None = None  # torch CPU threads (results are bit-identical only at equal counts)
-    workers: int = 1  # one per device: two denoises on one CPU only slow each other down
+    device: str | None = None  # "cpu", "cuda", "cuda:1", "mps"; None: the best available
+    workers: int = 1  # one per device: two denoises on one device only slow each other down
     history_limit: int = 200  # jobs listed by GET /api/jobs at most
 
     @property

@@ -80,7 +80,7 @@ def resolve_uploads(params: dict[str, Any], config: ServeConfig) -> dict[str, An
 def prepare(document: dict[str, Any], base_dir: str, params: dict[str, Any], config: ServeConfig, label: str | None = None):
     """A BoundGraph ready to run, or WorkflowInvalid naming every problem."""
     from editgraph.graph.validate import bind
-    from editgraph.sharing.preflight import check_sources
+    from editgraph.graph.sources import check_sources
 
     workflow = load_workflow(document)
     base = Path(base_dir)
@@ -88,7 +88,7 @@ def prepare(document: dict[str, Any], base_dir: str, params: dict[str, Any], con
     problems = check_paths(graph, config.read_roots())
     if problems:  # before check_sources: never say whether a file outside exists
         raise WorkflowInvalid(problems, label)
-    problems = check_sources(graph, hooks=False)
+    problems = check_sources(graph, deep=False)  # input files exist; models are checked as they load
     if problems:
         raise WorkflowInvalid(problems, label)
     return graph

@@ -66,8 +66,8 @@ class Hub:
 
 
 class Worker(threading.Thread):
-    def __init__(self, config: ServeConfig, queue: JobQueue, hub: Hub, device: str = "cpu"):
-        super().__init__(name=f"editgraph-worker-{device}", daemon=True)
+    def __init__(self, config: ServeConfig, queue: JobQueue, hub: Hub, device: str | None = None):
+        super().__init__(name=f"editgraph-worker-{device or 'auto'}", daemon=True)
         self.config = config
         self.queue = queue
         self.hub = hub
@@ -101,22 +101,21 @@ class Worker(threading.Thread):
     # --- the loop ------------------------------------------------------------------------------
 
     def run(self) -> None:
-        import torch
-
         from editgraph.executor.cache import Cache
+        from editgraph.settings import Settings
 
-        cache = Cache.default(self.config.cache_dir)  # opened in this thread: SQLite connections stay in theirs
+        settings = Settings.from_env()  # read once for the life of the server
+        cache = Cache.default(self.config.cache_dir, settings)  # opened in this thread: SQLite connections stay in theirs
         try:
             while not self._stop_flag.is_set():
                 job = self.queue.claim(timeout=0.5)
                 if job is not None:
-                    self._run_job(job, cache, torch.device(self.device))
+                    self._run_job(job, cache, settings)
         finally:
             cache.close()
 
-    def _run_job(self, job: Job, cache, device) -> None:
-        from editgraph.executor.run import Executor
-        from editgraph.sharing import provenance
+    def _run_job(self, job: Job, cache, settings) -> None:
+        from editgraph.api import Workflow, execute
         from editgraph.serve.jobs import prepare
 
         self.emit(job.id, {"event": "started", "attempt": job.attempts})
@@ -134,11 +133,12 @@ class Worker(threading.Thread):
         if fresh is not None and fresh.cancel_requested:  # cancelled between claim and now
             cancel.set()
         relay = _Relay(self, job.id, cache, live)
-        executor = Executor(cache, listeners=[relay], device=device)
         out_dir = self.config.output_dir(job.id)
-        t0 = time.perf_counter()
-        try:
-            result = executor.run(graph, out_dir=out_dir, cancel=cancel, stamp=provenance.stamp)
+        try:  # the same call as `editgraph run`: same planning, cache, provenance, report
+            result = execute(
+                Workflow(graph.workflow, Path(job.base_dir), job.label), graph, out=out_dir, cache=cache, device=self.device,
+                listeners=[relay], cancel=cancel, settings=settings,
+            )
         except Cancelled:
             if self._stop_flag.is_set():  # the server is shutting down: the job stays "running" and
                 return None  # is re-queued at the next start, exactly as after a crash
@@ -154,7 +154,7 @@ class Worker(threading.Thread):
             with self._lock:
                 self._running.pop(job.id, None)
             self.hub.previews.pop(job.id, None)
-        self._end(job.id, "done", result=report(job, graph, result, out_dir, time.perf_counter() - t0))
+        self._end(job.id, "done", result=report(job, result, out_dir))
 
     def _end(self, job_id: str, state: str, *, result: dict | None = None, error: dict | None = None) -> None:
         self.queue.finish(job_id, state, result=result, error=error)  # records the "finished" event too
@@ -212,14 +212,12 @@ def invalid_error(exc: WorkflowInvalid) -> dict[str, Any]:
     }
 
 
-def report(job: Job, graph, result, out_dir: Path, seconds: float) -> dict[str, Any]:
+def report(job: Job, result, out_dir: Path) -> dict[str, Any]:
     """The run report (as `editgraph run --report` writes it), outputs given as server URLs:
     the client never learns where the server keeps files."""
-    from editgraph.executor.report import run_report
-
     root = out_dir.resolve()
     outputs = []
     for path in result.written:
-        name = path.relative_to(root).as_posix()
-        outputs.append({"name": name, "url": output_url(job.id, name), "bytes": path.stat().st_size})
-    return {**run_report(job.label, graph, result, seconds), "outputs": outputs}
+        name = Path(path).resolve().relative_to(root).as_posix()
+        outputs.append({"name": name, "url": output_url(job.id, name), "bytes": Path(path).stat().st_size})
+    return {**result.report, "outputs": outputs}
