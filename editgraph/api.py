@@ -117,8 +117,12 @@ def run(
 
 
 def execute(wf: Workflow, graph, *, out=None, cache: Any = True, device: str | None = None, targets=None,
-            listeners=(), cancel=None, settings: Settings | None = None, on_cache_open: Callable[[Any], None] | None = None) -> Result:
-    """Run an already bound graph (the CLI binds first to report problems its own way)."""
+            listeners=(), cancel=None, settings: Settings | None = None, on_cache_open: Callable[[Any], None] | None = None,
+            ledger: Any = None) -> Result:
+    """Run an already bound graph (the CLI binds first to report problems its own way).
+
+    ledger: an editgraph.engines.spend.Ledger for hosted engine nodes: it records what each paid
+    call cost and what the cache saved, and enforces its max_cost (see `editgraph run --max-cost`)."""
     from editgraph.executor.cache import Cache
     from editgraph.executor.devices import pick_device
     from editgraph.executor.report import run_report
@@ -140,7 +144,7 @@ def execute(wf: Workflow, graph, *, out=None, cache: Any = True, device: str | N
         owned = True
         if on_cache_open is not None:
             on_cache_open(store)
-    executor = Executor(store, listeners=listeners, device=pick_device(device), use_cache=use_cache, settings=settings)
+    executor = Executor(store, listeners=listeners, device=pick_device(device), use_cache=use_cache, settings=settings, ledger=ledger)
     t0 = time.perf_counter()
     try:
         result = executor.run(graph, targets=targets, out_dir=out, stamp=stamp, cancel=cancel)

@@ -11,8 +11,13 @@ run and pass the result down. Options are passed, never written back into os.env
 | EDITGRAPH_MODELS_DIR      | models_dir        | <cache_dir>/models (tiny builds, memos)   |
 | EDITGRAPH_MODELS          | model_folders     | none: folders (os.pathsep) or name=path   |
 | EDITGRAPH_MODELS_FILE     | models_file       | <user config dir>/editgraph/models.json   |
+| EDITGRAPH_SHARED_CACHE    | shared_cache      | none: s3://bucket/prefix or a shared path |
+| EDITGRAPH_S3_ENDPOINT     | s3_endpoint       | AWS_ENDPOINT_URL, else AWS itself         |
 | EDITGRAPH_CHECK_INPUTS    | check_inputs      | off; the tests turn it on                 |
 | EDITGRAPH_DEBUG           | debug             | off; on shows tracebacks of our own bugs  |
+| EDITGRAPH_ENGINES_CONFIG  | engines_config    | <user config dir>/editgraph/engines.json  |
+| EDITGRAPH_<P>_BASE_URL    | engine_endpoints  | none: provider P's documented endpoint    |
+| EDITGRAPH_<P>_MAX_CONCURRENCY | engine_limits | none: the config file's, else 4           |
 | EDITGRAPH_C2PA_CONFIG     | c2pa_config       | <user config dir>/editgraph/c2pa.toml     |
 | EDITGRAPH_C2PA_CERT       | c2pa_cert         | none: PEM chain of the signing identity   |
 | EDITGRAPH_C2PA_KEY        | c2pa_key          | none: its PEM private key file            |
@@ -20,6 +25,7 @@ run and pass the result down. Options are passed, never written back into os.env
 | EDITGRAPH_C2PA_ALG        | c2pa_alg          | none: es256                               |
 | EDITGRAPH_C2PA_TSA_URL    | c2pa_tsa_url      | none: no RFC 3161 timestamp               |
 | EDITGRAPH_C2PA_TRUST_ANCHORS | c2pa_trust_anchors | none: PEM roots `verify` trusts       |
+| EDITGRAPH_TOKEN           | serve_token       | none: `editgraph serve --token` default   |
 
 The C2PA values are paths and names, never key material; sharing/c2pa.py reads the files.
 """
@@ -27,8 +33,9 @@ The C2PA values are paths and names, never key material; sharing/c2pa.py reads t
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from editgraph.errors import EditgraphError
@@ -50,6 +57,9 @@ def parse_size(text: str | int, what: str = "size") -> int:
     return size
 
 
+_ENGINE_VAR = re.compile(r"^EDITGRAPH_([A-Z0-9]+)_(BASE_URL|MAX_CONCURRENCY)$")
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "") == "1"
 
@@ -62,6 +72,8 @@ class Settings:
     models_dir: Path | None = None  # None: <cache_dir>/models
     model_folders: tuple[str, ...] = ()  # EDITGRAPH_MODELS entries: folders, or name=path
     models_file: Path | None = None  # None: the user config dir's models.json
+    shared_cache: str | None = None  # the tier a cluster's workers share (--cache); None: local tiers only
+    s3_endpoint: str | None = None  # an S3-compatible server (MinIO, Ceph ...); None: boto3's own default
     check_inputs: bool = False  # re-hash a node's inputs after it ran: catches writes into cached values
     debug: bool = False  # tracebacks for errors that are editgraph bugs
     allow_model_mismatch: bool = False  # a CLI/API option, never an environment variable
@@ -73,6 +85,10 @@ class Settings:
     c2pa_alg: str | None = None
     c2pa_tsa_url: str | None = None
     c2pa_trust_anchors: str | None = None
+    engines_config: Path | None = None  # hosted engines' keys, endpoints, limits, routes, prices
+    engine_endpoints: dict[str, str] = field(default_factory=dict)  # provider -> base URL (proxy, gateway, stand-in)
+    engine_limits: dict[str, str] = field(default_factory=dict)  # provider -> calls in flight (validated where used)
+    serve_token: str | None = None  # the server's access token (a secret: env or --token, never a file we write)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -84,6 +100,8 @@ class Settings:
             cache_dir = platformdirs.user_cache_dir("editgraph")
         models_dir = env.get("EDITGRAPH_MODELS_DIR")
         models_file = env.get("EDITGRAPH_MODELS_FILE")
+        engines_config = env.get("EDITGRAPH_ENGINES_CONFIG")
+        per_provider = [(m.group(1).lower(), m.group(2), v) for k, v in env.items() if v and (m := _ENGINE_VAR.match(k))]
         return cls(
             cache_dir=Path(cache_dir),
             cache_size=parse_size(env.get("EDITGRAPH_CACHE_SIZE", "20G"), "EDITGRAPH_CACHE_SIZE"),
@@ -91,6 +109,8 @@ class Settings:
             models_dir=Path(models_dir) if models_dir else None,
             model_folders=tuple(filter(None, env.get("EDITGRAPH_MODELS", "").split(os.pathsep))),
             models_file=Path(models_file) if models_file else None,
+            shared_cache=env.get("EDITGRAPH_SHARED_CACHE") or None,
+            s3_endpoint=env.get("EDITGRAPH_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL") or None,
             check_inputs=_flag(env, "EDITGRAPH_CHECK_INPUTS"),
             debug=_flag(env, "EDITGRAPH_DEBUG"),
             c2pa_config=Path(env["EDITGRAPH_C2PA_CONFIG"]).expanduser() if env.get("EDITGRAPH_C2PA_CONFIG") else None,
@@ -100,6 +120,10 @@ class Settings:
             c2pa_alg=env.get("EDITGRAPH_C2PA_ALG") or None,
             c2pa_tsa_url=env.get("EDITGRAPH_C2PA_TSA_URL") or None,
             c2pa_trust_anchors=env.get("EDITGRAPH_C2PA_TRUST_ANCHORS") or None,
+            engines_config=Path(engines_config) if engines_config else None,
+            engine_endpoints={p: v for p, what, v in per_provider if what == "BASE_URL"},
+            engine_limits={p: v for p, what, v in per_provider if what == "MAX_CONCURRENCY"},
+            serve_token=env.get("EDITGRAPH_TOKEN") or None,
         )
 
     @property

@@ -212,43 +212,97 @@ def run_batch(
     on_row: Callable[[RowResult, list[RowResult]], None] | None = None,
     on_row_start: Callable[[RowResult], None] | None = None,
     cancel: threading.Event | None = None,
+    jobs: int = 1,
 ) -> list[RowResult]:
     """Run each bound graph into its folder with one executor. Stops at the first failed row
-    unless keep_going; Ctrl-C / cancel marks the row cancelled and re-raises after on_row."""
+    unless keep_going; Ctrl-C / cancel marks the row cancelled and re-raises after on_row.
+
+    jobs > 1 keeps that many rows in flight: their hosted calls overlap (each provider up to its
+    concurrency limit) while local nodes still run one at a time, lowest row first
+    (executor/turnstile.py). A failed row never loses the others' results; without keep_going
+    it only stops rows that have not started."""
+    from editgraph.engines.errors import BudgetExhausted
     from editgraph.sharing import provenance
 
     results = [RowResult(i, g.params, str(d), dict(g.seeds)) for i, (g, d) in enumerate(zip(graphs, dirs), start=1)]
     events = _RowEvents()
     executor.listeners.insert(0, events)
-    try:
-        for graph, out, row in zip(graphs, dirs, results):
-            events.current = row
-            if on_row_start is not None:
-                on_row_start(row)
-            t0 = time.perf_counter()
-            try:
-                result = executor.run(graph, out_dir=out, stamp=provenance.stamp, cancel=cancel)
-            except NodeFailed as exc:
-                row.status, row.error = "failed", str(exc)
-            except (Cancelled, KeyboardInterrupt):
-                row.status, row.error = "cancelled", "cancelled"
-                row.seconds = time.perf_counter() - t0
-                if on_row is not None:
-                    on_row(row, results)
-                raise
-            else:
-                row.status = "ok"
-                row.outputs = [str(p) for p in result.written]
-                _add_persistence(row.nodes, result.records)
+    stop = threading.Event()
+    if jobs > 1 and cancel is None:
+        cancel = threading.Event()  # Ctrl-C in the main thread reaches the rows in flight through it
+
+    def one(graph, out: Path, row: RowResult) -> None:
+        events.current = row
+        if on_row_start is not None:
+            on_row_start(row)
+        t0 = time.perf_counter()
+        try:
+            result = executor.run(graph, out_dir=out, stamp=provenance.stamp, cancel=cancel)
+        except NodeFailed as exc:
+            row.status, row.error = "failed", str(exc)
+            if isinstance(exc.cause, BudgetExhausted):
+                stop.set()  # --max-cost reached: later rows could only fail the same way
+        except (Cancelled, KeyboardInterrupt):
+            row.status, row.error = "cancelled", "cancelled"
             row.seconds = time.perf_counter() - t0
             if on_row is not None:
                 on_row(row, results)
-            if row.status == "failed" and not keep_going:
-                break
+            raise
+        else:
+            row.status = "ok"
+            row.outputs = [str(p) for p in result.written]
+            _add_persistence(row.nodes, result.records)
+        row.seconds = time.perf_counter() - t0
+        if on_row is not None:
+            on_row(row, results)
+        if row.status == "failed" and not keep_going:
+            stop.set()
+
+    try:
+        if jobs <= 1:
+            for graph, out, row in zip(graphs, dirs, results):
+                one(graph, out, row)
+                if stop.is_set():
+                    break
+        else:
+            _run_overlapped(graphs, dirs, results, executor, one, stop, cancel, jobs, events)
     finally:
         events.current = None
         executor.listeners.remove(events)
     return results
+
+
+def _run_overlapped(graphs, dirs, results, executor, one, stop, cancel, jobs, events) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from editgraph.executor.turnstile import Turnstile
+
+    turnstile = Turnstile(on_enter=lambda row: setattr(events, "current", row))
+    previous = executor.waiting
+    executor.waiting = turnstile.waiting
+
+    def work(graph, out, row) -> None:
+        with turnstile.hold(row.row, row):
+            if stop.is_set() or cancel.is_set():
+                return  # stays "not run"
+            try:
+                one(graph, out, row)
+            except (Cancelled, KeyboardInterrupt):
+                cancel.set()
+
+    try:
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="batch-row") as pool:
+            futures = [pool.submit(work, g, d, r) for g, d, r in zip(graphs, dirs, results)]
+            try:
+                for f in futures:
+                    f.result()
+            except KeyboardInterrupt:
+                cancel.set()
+                raise
+    finally:
+        executor.waiting = previous
+    if any(r.status == "cancelled" for r in results):
+        raise Cancelled("batch cancelled")
 
 
 def summary(results: list[RowResult]) -> dict[str, Any]:

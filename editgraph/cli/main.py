@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from editgraph.cli import spend as cli_spend
+
 EXIT_OK, EXIT_USAGE, EXIT_INVALID, EXIT_NODE_FAILED, EXIT_ERROR, EXIT_CANCELLED = 0, 2, 3, 4, 5, 130
 
 
@@ -52,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
 def _executor_args(p: argparse.ArgumentParser) -> None:
     """The options run and batch share: where the cache is, torch's threads, the display."""
     p.add_argument("--cache-dir", help="cache root (default: $EDITGRAPH_CACHE_DIR or the user cache dir)")
+    p.add_argument("--cache", dest="shared_cache", metavar="URL",
+                   help="a cache tier shared by machines, behind the local ones: s3://BUCKET/PREFIX (endpoint from "
+                        "$EDITGRAPH_S3_ENDPOINT or $AWS_ENDPOINT_URL) or a folder on a shared filesystem (default: $EDITGRAPH_SHARED_CACHE)")
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads (results are bit-identical only at equal counts)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best available); results are bit-identical per device")
@@ -82,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--report", help="write a JSON report: each node's status, seconds and key; the resolved params")
     run.add_argument("--no-cache", action="store_true", help="run every node; read and write no cache")
     _executor_args(run)
+    cli_spend.add_args(run, batch=False)
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check a workflow without running it, input files included; lists every problem")
@@ -111,7 +117,13 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--out", default="out", help="output root (rows go to OUT/row-<n>/), or a template using {row} and param names")
     batch.add_argument("--report", help="write a JSON report: per row per node status, and how often each node ran")
     batch.add_argument("--keep-going", action="store_true", help="after a failed row, run the remaining rows (exit 4 at the end)")
+    batch.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                       help="run the rows on Ray workers that keep models loaded: no ADDRESS starts a local Ray; "
+                            "'auto', HOST:PORT or ray://... joins a cluster (needs: pip install 'editgraph[ray]')")
+    batch.add_argument("--workers", type=_positive_int, help="with --ray: workers to start (default: one per GPU, else cluster CPUs / --threads)")
+    batch.add_argument("--retries", type=int, default=2, help="with --ray: times a row is retried after its worker dies (default: 2)")
     _executor_args(batch)
+    cli_spend.add_args(batch, batch=True)
     batch.set_defaults(func=cmd_batch)
 
     nodes = sub.add_parser("nodes", help="list node types, or show one's sockets and params")
@@ -127,12 +139,14 @@ def _parser() -> argparse.ArgumentParser:
 
     from editgraph.cli.credentials import add_parser as add_verify_parser
     from editgraph.cli.models import add_parser as add_models_parser
+    from editgraph.cli.serve import add_parser as add_serve_parser
 
     add_models_parser(sub)
     add_verify_parser(sub)
     from editgraph.cli.comfy import add_parser as add_import_parser
 
     add_import_parser(sub)
+    add_serve_parser(sub)
     for p_ in (run, val, batch):
         p_.add_argument("--allow-model-mismatch", action="store_true", help="use a model whose files differ from the hash the workflow pins")
 
@@ -171,7 +185,11 @@ def _settings(args):
     """The environment's settings with this command's options."""
     from editgraph.settings import Settings
 
-    return Settings.from_env().with_options(allow_model_mismatch=getattr(args, "allow_model_mismatch", False))
+    settings = Settings.from_env()
+    return settings.with_options(
+        allow_model_mismatch=getattr(args, "allow_model_mismatch", False),
+        shared_cache=getattr(args, "shared_cache", None) or settings.shared_cache,
+    )
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -195,38 +213,65 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from editgraph.api import Workflow, execute
     from editgraph.atomic import write_atomic
+    from editgraph.cli.display import Display
+    from editgraph.engines.spend import Ledger
+    from editgraph.errors import NodeFailed
+    from editgraph.executor.cache import Cache
     from editgraph.graph.validate import bind
 
     workflow, base, label = _load_to_run(args)
     graph = bind(workflow, _parse_sets(args.sets), base_dir=base, source=label)
     _warn_threads(args.workflow)
-    from editgraph.cli.display import Display
+    settings = _settings(args)
+    cache = Cache(None, None) if args.no_cache else _open_cache(args.cache_dir)
+    try:
+        ests = cli_spend.estimates([graph], cache) if cli_spend.has_paid_nodes(graph) else []
+        if args.estimate:
+            cli_spend.print_estimate(ests, rows=False)
+            return EXIT_OK
+        cli_spend.check_budget(ests, args.max_cost)
+        from editgraph.sharing.source import is_image
 
-    display = Display(quiet=args.quiet)
-    with display:
-        result = execute(
-            Workflow(workflow, base, label),
-            graph,
-            out=args.out,
-            cache=False if args.no_cache else (args.cache_dir or True),
-            device=args.device,
-            listeners=[display],
-            settings=_settings(args),
-            on_cache_open=lambda cache: _note_recovery(cache.disk),
-        )
+        if is_image(args.workflow) and Path(args.workflow).is_file():
+            cli_spend.check_rerun(ests, args.workflow, args.spend_again)
+        ledger = Ledger(args.max_cost)
+        display = Display(quiet=args.quiet)
+        try:
+            with display:
+                result = execute(
+                    Workflow(workflow, base, label),
+                    graph,
+                    out=args.out,
+                    cache=False if args.no_cache else cache,
+                    device=args.device,
+                    listeners=[display],
+                    settings=settings,
+                    ledger=ledger,
+                )
+        except NodeFailed as exc:
+            cli_spend.print_spend(ledger)
+            if args.report:  # what was spent before the failure (or the budget stop) is reported too
+                _write_failed_report(Path(args.report), label, graph, exc, cli_spend.report_section(ledger, ests) if ests else None)
+            raise
+    finally:
+        cache.close()
     for path in result.written:
         print(f"wrote {path}")
     if graph.seeds:
         print("seeds drawn: " + ", ".join(f"{k}={v}" for k, v in graph.seeds.items()))
+    cli_spend.print_spend(ledger)
     if args.report:
-        write_atomic(Path(args.report), (json.dumps(result.report, indent=2) + "\n").encode())
+        report = result.report
+        if ests:
+            report["cost"] = cli_spend.report_section(ledger, ests)
+        write_atomic(Path(args.report), (json.dumps(report, indent=2) + "\n").encode())
     return EXIT_OK
 
 
-def _open_cache(root):
+def _open_cache(root, settings=None):
     from editgraph.executor.cache import Cache
 
-    cache = Cache.default(root)
+    cache = Cache.default(root, settings)
     _note_recovery(cache.disk)
     return cache
 
@@ -259,6 +304,18 @@ def _warn_threads(ref: str) -> None:
     made_with = read_image_provenance(ref).get("torch_threads")
     if made_with and made_with != torch.get_num_threads():
         _err(f"note: {ref} was made with {made_with} torch threads, this run uses {torch.get_num_threads()}; add --threads {made_with} for identical pixels")
+
+
+def _write_failed_report(path: Path, label: str, graph, exc, spend: dict[str, Any] | None) -> None:
+    from editgraph.atomic import write_atomic
+
+    report: dict[str, Any] = {
+        "workflow": label, "name": graph.workflow.name, "params": graph.params, "seeds": graph.seeds,
+        "status": "failed", "failed": {"node": exc.node_id, "type": exc.node_type, "error": str(exc)},
+    }
+    if spend is not None:
+        report["cost"] = spend
+    write_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
 
 
 def cmd_nodes(args) -> int:
@@ -404,10 +461,7 @@ def cmd_batch(args) -> int:
         _err(f"error: {exc}")
         return EXIT_USAGE
     signing_stamp()  # a misconfigured C2PA identity fails before row 1, not after it
-    cache = _open_cache(args.cache_dir)
     from editgraph.cli.display import Display
-
-    display = Display(rows=len(graphs), quiet=args.quiet)
     from editgraph.executor.devices import pick_device
     from editgraph.sharing.preflight import check_sources
 
@@ -421,20 +475,45 @@ def cmd_batch(args) -> int:
     ]
     if problems:
         raise WorkflowInvalid(problems, label)
-    executor = Executor(cache, listeners=[display], device=pick_device(args.device), settings=_settings(args))
-    t0 = time.perf_counter()
+    if args.ray is not None:
+        from editgraph.cli.cluster import cmd_batch_ray
 
-    def on_row(row, results) -> None:
-        display.row_done(row)
-        if args.report:
-            report = batch.report(label, workflow, results, time.perf_counter() - t0, executor.device)
-            write_atomic(Path(args.report), (json.dumps(report, indent=2) + "\n").encode())
+        return cmd_batch_ray(args, workflow, graphs, dirs, base, label, _settings(args))
+    from editgraph.engines.spend import Ledger
 
+    cache = _open_cache(args.cache_dir, _settings(args))
+    display = Display(rows=len(graphs), quiet=args.quiet)
     try:
+        paid = cli_spend.has_paid_nodes(graphs[0])
+        ests = cli_spend.estimates(graphs, cache) if paid else []
+        if args.estimate:
+            cli_spend.print_estimate(ests, rows=True)
+            return EXIT_OK
+        cli_spend.check_budget(ests, args.max_cost)
+        ledger = Ledger(args.max_cost)
+        executor = Executor(cache, listeners=[display], device=pick_device(args.device), settings=_settings(args), ledger=ledger)
+        t0 = time.perf_counter()
+
+        def on_row(row, results) -> None:
+            display.row_done(row)
+            if args.report:
+                report = batch.report(label, workflow, results, time.perf_counter() - t0, executor.device)
+                if paid:
+                    report["cost"] = cli_spend.report_section(ledger, ests)
+                write_atomic(Path(args.report), (json.dumps(report, indent=2) + "\n").encode())
+
+        jobs = args.jobs or (8 if paid else 1)  # hosted rows overlap their network waits
         with display:
-            results = batch.run_batch(graphs, dirs, executor, keep_going=args.keep_going, on_row=on_row, on_row_start=display.row_start)
+            results = batch.run_batch(
+                graphs, dirs, executor, keep_going=args.keep_going, on_row=on_row, on_row_start=display.row_start, jobs=jobs
+            )
     finally:
         cache.close()
+    if args.report and paid:  # the final word on spend (rows may have finished out of order)
+        report = batch.report(label, workflow, results, time.perf_counter() - t0, executor.device)
+        report["cost"] = cli_spend.report_section(ledger, ests)
+        write_atomic(Path(args.report), (json.dumps(report, indent=2) + "\n").encode())
+    cli_spend.print_spend(ledger)
     s = batch.summary(results)
     print(f"{s['ok']} of {s['rows']} rows ok" + (f", {s['failed']} failed" if s["failed"] else "") + (f", {s['not run']} not run" if s["not run"] else ""))
     if s["shared"]:

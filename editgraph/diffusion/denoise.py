@@ -46,7 +46,7 @@ class DenoiseJob:
     scheduler: str
     mask: torch.Tensor | None = None  # (B, 1, H, W) pixels, 1 = change
     image: torch.Tensor | None = None  # (B, 3, H, W) pixels for 9-channel inpainting
-    progress: Callable[[int, int], None] | None = None
+    progress: Callable[[int, int, torch.Tensor], None] | None = None  # (step, total, current latents)
 
 
 def get_timesteps(scheduler: Any, steps: int, strength: float) -> torch.Tensor:
@@ -219,7 +219,7 @@ def denoise(job: DenoiseJob) -> torch.Tensor:
                 init_latents_proper = scheduler.add_noise(init_latents_proper, noise, timesteps[i + 1 : i + 2])
             latents = (1 - mask) * init_latents_proper + mask * latents
         if job.progress is not None:
-            job.progress(i + 1, n)
+            job.progress(i + 1, n, latents)
     return latents
 
 
@@ -239,7 +239,7 @@ def _pixel_mask(mask: torch.Tensor, batch: int, height: int, width: int) -> torc
 
 def instruct(
     model: Any, cond: Any, latent: Any, *, steps: int, cfg: float, image_cfg: float, seed: int, scheduler_name: str,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """StableDiffusionInstructPix2PixPipeline's loop: the UNet sees the noisy latent next to the
     source image's latent (the posterior's mode, unscaled), guided by text and by image."""
@@ -300,5 +300,5 @@ def instruct(
             )
         latents = sched.step(noise_pred, t, latents, **extra, return_dict=False)[0]
         if progress is not None:
-            progress(i + 1, n)
+            progress(i + 1, n, latents)
     return latents

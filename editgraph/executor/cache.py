@@ -1,4 +1,9 @@
-"""Memory tier in front of disk tier, behind one small interface the executor uses."""
+"""Memory tier in front of disk tier, and optionally a shared tier behind both (a cluster's object
+store, see objectstore.py), behind one small interface the executor uses.
+
+Reads go memory -> disk -> shared; what a lower tier has is promoted to the memory tier. Writes go
+to every tier. The shared tier only ever sees encodable values: a loaded model stays in memory.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Any
 
 from editgraph.values.codec import Encoded
 from editgraph.executor.store import MISSING, DiskStore, MemoryStore
+from editgraph.executor.objectstore import Store, open_shared
 from editgraph.settings import Settings, parse_size
 
 DEFAULT_MEMORY = "2G"  # holds a few dozen 1024 px images or SD latents; the rest comes from disk
@@ -20,21 +26,28 @@ def default_disk(root: str | Path | None = None, settings: Settings | None = Non
 
 
 class Cache:
-    def __init__(self, memory: MemoryStore | None = None, disk: DiskStore | None = None):
+    def __init__(self, memory: MemoryStore | None = None, disk: DiskStore | None = None, shared: Store | None = None):
         self.memory = memory or MemoryStore(parse_size(DEFAULT_MEMORY))
         self.disk = disk
+        self.shared = shared
 
     @classmethod
     def default(cls, root: str | Path | None = None, settings: Settings | None = None) -> "Cache":
         """Memory + disk, sized by the settings (EDITGRAPH_MEMORY_CACHE / EDITGRAPH_CACHE_SIZE),
-        rooted at `root`, else the settings' cache_dir."""
+        rooted at `root`, else the settings' cache_dir; and the shared tier when the settings name
+        one (EDITGRAPH_SHARED_CACHE, --cache)."""
         settings = settings or Settings.from_env()
-        return cls(MemoryStore(settings.memory_cache), default_disk(root, settings))
+        shared = open_shared(settings.shared_cache, settings) if settings.shared_cache else None
+        return cls(MemoryStore(settings.memory_cache), default_disk(root, settings), shared)
 
     def lookup(self, key: str) -> dict[str, str] | None:
         fps = self.memory.get_ref(key)
         if fps is None and self.disk is not None:
             fps = self.disk.get_ref(key)
+            if fps is not None:
+                self.memory.put_ref(key, fps)
+        if fps is None and self.shared is not None:
+            fps = self.shared.get_ref(key)
             if fps is not None:
                 self.memory.put_ref(key, fps)
         return fps
@@ -45,22 +58,34 @@ class Cache:
             value = self.disk.get_blob(fp)
             if value is not MISSING:
                 self.memory.put_blob(fp, value)
+        if value is MISSING and self.shared is not None:
+            value = self.shared.get_blob(fp)
+            if value is not MISSING:
+                self.memory.put_blob(fp, value)
         return value
 
     def store_blob(self, fp: str, value: Any, encoded: Encoded | None) -> None:
         self.memory.put_blob(fp, value)
         if self.disk is not None and encoded is not None:
             self.disk.put_blob(fp, encoded)
+        if self.shared is not None and encoded is not None:
+            self.shared.put_blob(fp, encoded)
 
     def store_ref(self, key: str, fps: dict[str, str]) -> None:
         self.memory.put_ref(key, fps)
         if self.disk is not None:
             self.disk.put_ref(key, fps)
+        if self.shared is not None:
+            self.shared.put_ref(key, fps)
 
     def flush(self) -> None:
         if self.disk is not None:
             self.disk.flush()
+        if self.shared is not None:
+            self.shared.flush()
 
     def close(self) -> None:
         if self.disk is not None:
             self.disk.close()
+        if self.shared is not None:
+            self.shared.close()

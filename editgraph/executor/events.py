@@ -5,8 +5,8 @@ Every cache decision is an event, so a test asserts exactly what ran and what wa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,9 @@ class NodeProgress:
     node_type: str
     step: int
     total: int
+    # What the node has so far (a denoise's latents, (B, C, h, w)), for a live preview. Only valid
+    # while the listener runs (the node goes on changing it); never stored, compared or printed.
+    preview: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,11 @@ def environment(device: Any = None) -> dict[str, Any]:
 def node_report(record) -> dict[str, Any]:
     """A node's line: status, seconds, key; for a node that ran, whether its outputs got a disk
     entry (`persisted`) and, if not, why (`why_not`)."""
-    line: dict[str, Any] = {"type": record.type, "status": record.status, "seconds": round(record.seconds, 6), "key": record.key}
+    line: dict[str, Any] = {
+        "type": record.type, "status": record.status, "seconds": round(record.seconds, 6), "key": record.key,
+        # engine nodes: the engine, cost (paid now, or saved when cached), calls, scores
+        **{k: v for k, v in (record.calls or {}).items() if v or k == "cost_usd"},
+    }
     if record.persisted is not None:
         line["persisted"] = record.persisted
         if record.why_not:

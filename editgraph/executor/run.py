@@ -27,7 +27,7 @@ import gc
 import threading
 import time
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from editgraph.atomic import write_atomic
 from editgraph.nodes.context import RunContext
 from editgraph.errors import Cancelled, EditgraphError, NodeFailed, WorkflowInvalid
 from editgraph.executor.cache import Cache
+from editgraph.executor.components import ComponentPlan
 from editgraph.values.codec import Unstorable, encode, fingerprint
 from editgraph.executor.events import (
     ArtifactWritten,
@@ -161,6 +162,8 @@ class NodeRecord:
     status: str  # "ran" | "cached"
     seconds: float
     key: str
+    # paid engine nodes: the CallLog's calls, engine and scores (ran: paid now; cached: saved)
+    calls: dict[str, Any] | None = None
     # Did this run give the outputs a disk entry? None: cached, nothing was decided this run.
     persisted: bool | None = None
     why_not: str | None = None  # when not persisted: why (per output for multi-output nodes)
@@ -195,16 +198,24 @@ class Executor:
         device: torch.device | None = None,
         use_cache: bool = True,
         settings: Settings | None = None,
+        ledger: Any = None,
+        waiting: Callable[[], Any] | None = None,
+        free_components: bool = False,
         persistence: Persistence = DEFAULT_PERSISTENCE,
     ):
         self.cache = cache or Cache()
         if not use_cache:
             # Neither read (lookups are skipped below) nor written: a run-local memory tier only.
             self.cache = Cache(None, None)
+        self.ledger = ledger  # engines.spend.Ledger for paid engine nodes (spend, --max-cost, saved)
+        self.waiting = waiting or nullcontext  # batch rows overlap hosted calls' network waits in it
         self.persistence = persistence  # which outputs are worth a disk entry
         self.listeners = list(listeners)
         self.device = device or torch.device("cpu")
         self.use_cache = use_cache
+        # Release a big model's components once no node left in a run needs them (see
+        # executor/components.py). Off by default: a batch's rows would re-read weights each row.
+        self.free_components = free_components
         # Cached values are shared, so a node that writes into its inputs corrupts them for every
         # later consumer. EDITGRAPH_CHECK_INPUTS=1 (the test suite sets it) re-hashes inputs after
         # each node and fails the node that changed one.
@@ -279,6 +290,7 @@ class _Run:
         # Outputs not persisted: the seconds a recompute would take (theirs plus their unpersisted
         # inputs'), so a chain of cheap nodes persists one output before recomputing grows costly.
         self.redo_s: dict[Ref, float] = {}
+        self.components = ComponentPlan(graph, self.order) if ex.free_components else None
 
     # --- the pass ---------------------------------------------------------------------------
 
@@ -291,7 +303,7 @@ class _Run:
         result = RunResult(self.graph, self.records, self.fps, device=ex.device, _fetch=self.fetch)
         try:
             fps, keys, records, values, cache, listeners = self.fps, self.keys, self.records, self.values, ex.cache, ex.listeners
-            use_cache, clock = ex.use_cache, time.perf_counter
+            use_cache, clock, components = ex.use_cache, time.perf_counter, self.components
             for self.at, step in enumerate(self.plan.steps):
                 nid = step.id
                 t0 = clock()
@@ -317,12 +329,15 @@ class _Run:
                     for out, fp in hit.items():
                         fps[(nid, out)] = fp
                     seconds = clock() - t0
-                    records[nid] = NodeRecord(step.type, "cached", seconds, key)
+                    calls = None if step.node.cls.billing is None else self._billed(step.node, hit, cached=True)
+                    records[nid] = NodeRecord(step.type, "cached", seconds, key, calls)
                     event = NodeFinished(nid, step.type, "cached", seconds, key, 0)
                     for listener in listeners:
                         listener(event)
                 else:
                     self._run_node(step.node)
+                if components is not None:
+                    components.after(self.at, values)
                 if values:
                     for ref in step.drop:
                         values.pop(ref, None)
@@ -341,9 +356,13 @@ class _Run:
             nid,
             node.type,
             ex.device,
-            on_progress=lambda k, n: ex.emit(NodeProgress(nid, node.type, k, n)),
+            on_progress=lambda k, n, preview=None: ex.emit(NodeProgress(nid, node.type, k, n, preview)),
             cancel=self.cancel,
             settings=ex.settings,
+            ledger=ex.ledger,
+            waiting=ex.waiting,
+            memo=self._memo if ex.use_cache else None,
+            input_fps={name: self.fps[ref] for name, ref in node.inputs.items()},
         )
         t0 = time.perf_counter()
         try:
@@ -379,7 +398,12 @@ class _Run:
             else:
                 fp = enc.fingerprint()
                 nbytes += enc.nbytes
-                why = ex.persistence.why_not(node.cls.cost_class, redo_s, enc.nbytes) if on_disk else "no disk tier"
+                if not on_disk:
+                    why = "no disk tier"
+                elif name == node.cls.billing:
+                    why = None  # a paid call's log: a cached re-run credits its cost as saved
+                else:
+                    why = ex.persistence.why_not(node.cls.cost_class, redo_s, enc.nbytes)
             if why is not None:
                 why_not[name] = why
                 self.redo_s[(nid, name)] = redo_s
@@ -396,8 +420,39 @@ class _Run:
             reason = next(iter(why_not.values()))
         else:
             reason = "; ".join(f"{name}: {why}" for name, why in why_not.items())
-        self.records[nid] = NodeRecord(node.type, "ran", seconds, key, not why_not, reason)
+        calls = self._billed(node, fps, cached=False)
+        self.records[nid] = NodeRecord(node.type, "ran", seconds, key, calls, not why_not, reason)
         ex.emit(NodeFinished(nid, node.type, "ran", seconds, key, nbytes))
+
+    def _billed(self, node: BoundNode, fps: dict[str, str], *, cached: bool) -> dict[str, Any] | None:
+        """A paid node's call log for the report; a cached one's cost is credited as saved."""
+        out = node.cls.billing
+        if out is None:
+            return None
+        log = self.values.get((node.id, out), MISSING)
+        if log is MISSING:
+            log = self.ex.cache.load(fps[out])  # a few hundred bytes, inline in the index
+        if log is MISSING:
+            return None
+        if cached and self.ex.ledger is not None:
+            self.ex.ledger.credit_saved(log.cost_usd)
+        return {"engine": log.engine, "cost_usd": log.cost_usd, "calls": log.calls, "tried": log.tried, "scores": log.scores}
+
+    def _memo(self, key: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
+        """ctx.memo: one piece of a node's work, cached under `key` in the run's cache."""
+        ref = "memo:" + key
+        hit = self.ex.cache.lookup(ref)
+        if hit is not None:
+            value = self.ex.cache.load(hit["value"])
+            if value is not MISSING:
+                return value, True
+        value = compute()
+        enc = encode(value)
+        fp = enc.fingerprint()
+        self.ex.cache.store_blob(fp, value, enc)
+        self.ex.cache.store_ref(ref, {"value": fp})
+        self.ex.cache.flush()  # paid work reaches the disk index at once
+        return value, False
 
     def fetch(self, ref: Ref) -> Any:
         """A value in hand, else from the cache, else recomputed by re-running what made it."""

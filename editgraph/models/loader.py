@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from editgraph.models import cache, hashing, names
+from editgraph.models import cache, flow_loader, hashing, names
 from editgraph.models.errors import ModelError
 from editgraph.settings import Settings
 from editgraph.models.handle import DiffusionModel
@@ -96,7 +96,11 @@ def tiny_is_built(folder: Path) -> bool:
 def _complete(folder: Path) -> bool:
     """Whether a cached build still has every file a load needs (someone may have pruned it)."""
     try:
-        _check_folder(folder, _read_index(folder))
+        index = _read_index(folder)
+        if flow_loader.is_flow_index(index):
+            flow_loader.check_flow_folder(folder, index)
+        else:
+            _check_folder(folder, index)
     except ModelError:
         return False
     return True
@@ -120,6 +124,8 @@ def model_hash(path: Path, config: str | os.PathLike[str] | None = None) -> str:
         configs = hashing.content_hash(cfg, [p for p in sorted(cfg.rglob("*")) if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES)])
         return hashing.combine(weights, configs)
     index = _read_index(path)
+    if flow_loader.is_flow_index(index):  # Flux 2 / Klein, Kontext, Qwen-Image-Edit
+        return hashing.content_hash(path, flow_loader.check_flow_folder(path, index))
     _check_folder(path, index)
     return hashing.content_hash(path, _folder_files(path, index))
 
@@ -150,6 +156,15 @@ def load_model(
     name = os.fspath(name_or_path)
     if path.parent == models_root() and path.name in TINY_NAMES:
         name = path.name  # "<workflow dir>/tiny-sd" fell back to the tiny model: call it that
+
+    if path.is_dir() and flow_loader.is_flow_index(_read_index(path)):
+        # Components load lazily, when a node first uses them (models/flow_loader.py).
+        def open_flow() -> Any:
+            return flow_loader.open_flow_model(
+                path, _read_index(path), name=name, content_hash=digest, torch_dtype=torch_dtype, device=dev
+            )
+
+        return cache.get_or_load(key, open_flow)
 
     def load() -> DiffusionModel:
         with quiet_progress():

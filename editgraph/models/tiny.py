@@ -91,7 +91,14 @@ TINY_MODELS: dict[str, TinySpec] = {
     )
 }
 
-TINY_NAMES: tuple[str, ...] = tuple(TINY_MODELS)
+def _flow_names() -> tuple[str, ...]:
+    from editgraph.models.tiny_flow import FLOW_MODELS
+
+    return tuple(FLOW_MODELS)
+
+
+# The SD family (this module) and the 2026 edit families (models/tiny_flow.py).
+TINY_NAMES: tuple[str, ...] = (*TINY_MODELS, *_flow_names())
 
 # The tokenizer's training text: prompt-like words, so common prompt words are single tokens and
 # anything else still encodes (byte-level fallback). Fixed forever: changing it changes every hash.
@@ -127,13 +134,19 @@ _TOKENIZER_MERGES = 800  # a cap; the corpus runs out of pairs first (every word
 def make_tiny(name: str, directory: str | os.PathLike[str]) -> Path:
     """Build the tiny model `name` (one of TINY_NAMES) into `directory` (created; must be empty
     or absent) and return its path. Offline, deterministic, a second or two for tiny models."""
+    from editgraph.models.tiny_flow import FLOW_MODELS, make_flow_tiny
+
     spec = TINY_MODELS.get(name)
-    if spec is None:
+    if spec is None and name not in FLOW_MODELS:
         raise EditgraphError(f"unknown tiny model {name!r}; choose one of {', '.join(TINY_NAMES)}")
     out = Path(directory)
     if out.exists() and any(out.iterdir()):
         raise EditgraphError(f"cannot build {name} into {out}: the folder is not empty")
     out.mkdir(parents=True, exist_ok=True)
+    if spec is None:
+        make_flow_tiny(FLOW_MODELS[name], out, BUILDER_VERSION, _write_json)
+        _normalize_configs(out)
+        return out
 
     import torch
 

@@ -104,6 +104,10 @@ class Node:
     version: ClassVar[str]
     Params: ClassVar[type[NodeParams]] = NodeParams
     deterministic: ClassVar[bool] = True  # False: never served from cache
+    # False: cached by its content key like any node (a re-run never pays twice), but its output
+    # cannot be reproduced from a seed (hosted engines); provenance says so.
+    replayable: ClassVar[bool] = True
+    billing: ClassVar[str | None] = None  # the output holding a CallLog of paid engine calls
     inputs: ClassVar[dict[str, InputSpec]]
     outputs: ClassVar[dict[str, SocketType]]  # ordered; the first is the primary output
     multi_output: ClassVar[bool]
@@ -111,6 +115,9 @@ class Node:
     # True: its output is made by a trained generative model (a denoiser, a VAE decoder, a hosted
     # image model). Decides the AI disclosure of every file saved downstream (C2PA, IPTC XMP).
     generative: ClassVar[bool] = False
+    # Components of the model on each Model input that run() uses, e.g. {"model": ("vae",)}: with
+    # Executor(free_components=True) the rest are released once no later node needs them.
+    model_components: ClassVar[dict[str, tuple[str, ...]]] = {}
     key_exclude: ClassVar[set[str] | None]  # params left out of the content key: input paths and `unkeyed`
     # Whether outputs get a disk entry (editgraph.executor.persist): "measured" (stored when
     # recomputing would cost more than writing and reading back), "expensive" (always: model
@@ -147,6 +154,12 @@ class Node:
     # Its InputPath files may be looked for again by name and hash when an image's workflow runs
     # on another machine (model.load: no, its names resolve through the model registry).
     relocatable: ClassVar[bool] = True
+
+    @classmethod
+    def estimate_cost(cls, params: NodeParams, connected: frozenset[str]) -> tuple[str, float] | None:
+        """For paid nodes: (engine, estimated USD) from params and which inputs are connected,
+        before anything runs. None: the node costs nothing."""
+        return None
 
     @classmethod
     def key_params(cls, params: NodeParams) -> str:
@@ -256,6 +269,8 @@ BUILTIN_MODULES = (
     "editgraph.nodes.builtin.model",
     "editgraph.nodes.builtin.diffusion",
     "editgraph.nodes.builtin.fill",
+    "editgraph.nodes.builtin.hosted",
+    "editgraph.nodes.builtin.flow",
 )
 
 

@@ -99,6 +99,10 @@ def describe_provenance(label: str, info: dict[str, Any], data: bytes) -> str:
         lines.append(f"model: {m['node']} ({m['type']}) {m['name']}  content hash {m['content_hash']}")
     for i in info.get("inputs", []):
         lines.append(f"input: {i['node']}.{i['field']} = {i['path']}  (hash {i.get('source_token') or '?'})")
+    for nid, e in (info.get("engines") or {}).items():
+        ids = ", ".join(str(c.get("request_id")) for c in e.get("calls", []) if c.get("request_id")) or "none"
+        replay = "replays from its seed" if e.get("replayable_from_seed") else "hosted: does not replay from a seed (re-running needs the cache or --spend-again)"
+        lines.append(f"engine: {nid} {e.get('engine')}  request ids {ids}; {replay}")
     for nid, c in info.get("carried", {}).items():
         kept = [
             k

@@ -75,6 +75,7 @@ def build(result, *, signed: bool = False) -> Provenance:
             "device": str(getattr(result, "device", "cpu")),
             "bit_identical": "per device and torch thread count",
             "keys": {nid: rec.key for nid, rec in result.records.items()},
+            "engines": _engines(result),
             # per saving node: what made its pixels (None: no generative node, no AI claimed)
             "digital_source_type": {nid: c2pa.source_type(graph, nid) for nid in _savers(result)},
             "c2pa_signed": signed,
@@ -119,6 +120,25 @@ def _savers(result) -> list[str]:
     """The nodes of the run that write files (an Artifact output)."""
     nodes = result.graph.nodes
     return [nid for nid in nodes if nid in result.records and any(s.name == "Artifact" for s in nodes[nid].cls.outputs.values())]
+
+
+def _engines(result) -> dict[str, Any]:
+    """Per engine node: which engine made its output, the provider's request ids, the seeds sent,
+    and whether the seed reproduces the pixels (hosted: no; `editgraph run` of the image then
+    needs the cache, or --spend-again to pay for new, different calls)."""
+    out: dict[str, Any] = {}
+    for nid, rec in result.records.items():
+        if not rec.calls:
+            continue
+        calls = rec.calls.get("calls") or []
+        out[nid] = {
+            "engine": rec.calls.get("engine"),
+            "calls": [
+                {k: c.get(k) for k in ("engine", "provider", "model", "request_id", "seed", "reproducible")} for c in calls
+            ],
+            "replayable_from_seed": bool(calls) and all(c.get("reproducible") for c in calls),
+        }
+    return out
 
 
 def portable_document(graph) -> dict[str, Any]:

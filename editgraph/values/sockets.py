@@ -11,6 +11,8 @@ it takes); the richer values are small dataclasses the cache knows how to encode
 | Conditioning  | Conditioning(embeds, negative, pooled ...)         |
 | Model         | a handle to loaded components; never stored        |
 | Artifact      | finished files (name -> bytes) for the output folder |
+| CallLog       | what an engine node's calls did (request ids, usage, cost, scores) |
+| Reference(s)  | encoded reference picture(s) for the flow-matching edit families |
 """
 
 from __future__ import annotations
@@ -78,10 +80,50 @@ class Conditioning:
 
 @storable
 @dataclass(frozen=True)
+class Reference:
+    """One reference picture encoded for a flow-matching edit model (Flux 2, Kontext, Qwen-Image-Edit)."""
+
+    latents: torch.Tensor  # (1, C, h, w) the family's normalised VAE latents (Flux 2: 2x2-patchified)
+    family: str
+    # Qwen-Image-Edit: the picture resized for the vision-language encoder (1, 3, H, W), 0..1;
+    # its prompt encode reads it, so the instruction is encoded knowing what the pictures show.
+    condition: torch.Tensor | None = None
+    size: tuple[int, int] = (0, 0)  # (width, height) in pixels of what the VAE encoded
+    source_size: tuple[int, int] = (0, 0)  # (width, height) of the picture as it came in
+
+
+@storable
+@dataclass(frozen=True)
+class References:
+    """An ordered list of encoded references: the order is the model's "picture 1, picture 2 ..."."""
+
+    items: tuple[Reference, ...]
+    family: str = ""
+
+
+@storable
+@dataclass(frozen=True)
 class Artifact:
     """Finished files. The executor writes them (atomically) under the run's output folder."""
 
     files: dict[str, bytes]  # relative path inside the output folder -> encoded bytes
+
+
+@storable
+@dataclass(frozen=True)
+class CallLog:
+    """What an engine node did: one entry per engine call (engine, provider, model, request id,
+    usage, cost, seed, whether the seed reproduces it), the engine a router chose and the ones it
+    passed over, and the scores of the candidates a best-of node weighed."""
+
+    calls: list = field(default_factory=list)
+    engine: str = ""
+    tried: list = field(default_factory=list)
+    scores: list = field(default_factory=list)
+
+    @property
+    def cost_usd(self) -> float:
+        return round(sum(float(c.get("cost_usd") or 0.0) for c in self.calls), 6)
 
 
 class Model:
@@ -99,6 +141,9 @@ _CLASS_SOCKETS: dict[type, SocketType] = {
     Latent: SocketType("Latent", "Latent(samples (B, C, h, w), family)"),
     Conditioning: SocketType("Conditioning", "prompt embeddings (+ negative, + pooled)"),
     Artifact: SocketType("Artifact", "a file for the output folder"),
+    CallLog: SocketType("CallLog", "what engine calls a node made: provider, request ids, usage, cost, scores"),
+    Reference: SocketType("Reference", "one reference picture encoded for a flow-matching edit model"),
+    References: SocketType("References", "an ordered list of encoded reference pictures"),
     Model: SocketType("Model", "a loaded model (never stored; keyed by its files' hash)"),
 }
 

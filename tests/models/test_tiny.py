@@ -109,7 +109,12 @@ def test_make_tiny_all_builds_each_name(tmp_path):
     built = make_tiny_all(tmp_path, ["tiny-sd", "tiny-ip2p"])
     assert built == [tmp_path / "tiny-sd", tmp_path / "tiny-ip2p"]
     assert json.loads((tmp_path / "tiny-ip2p" / "unet" / "config.json").read_text())["in_channels"] == 8
-    assert set(TINY_NAMES) == {"tiny-sd", "tiny-sd-inpaint", "tiny-ip2p", "medium-sd", "tiny-sdxl"}
+    assert set(TINY_NAMES) == {
+        "tiny-sd", "tiny-sd-inpaint", "tiny-ip2p", "medium-sd", "tiny-sdxl",
+        # the flow-matching edit families (tests/models/test_tiny_flow.py)
+        "tiny-flux2-klein", "tiny-flux2-klein-inpaint", "tiny-flux2", "tiny-kontext", "tiny-kontext-inpaint",
+        "tiny-qwen-edit-plus", "tiny-qwen-edit", "tiny-qwen-edit-inpaint",
+    }
 
 
 @pytest.mark.slow

@@ -84,8 +84,9 @@ def test_denoise_reports_each_step_and_stops_on_cancel(sd, parts):
     cond, latent = parts
     seen, cancel = [], threading.Event()
 
-    def on_progress(k, n):
+    def on_progress(k, n, latents):
         seen.append((k, n))
+        assert latents.shape == latent.samples.shape  # the current latents, for live previews
         if k == 2:
             cancel.set()
 

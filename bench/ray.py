@@ -1,0 +1,145 @@
+"""Ray benchmark: the product-variant batch locally, on 1 and 2 Ray workers, and re-run from the
+shared tier; what Ray costs per row against the local batch at equal worker count.
+
+    python bench/ray.py [--rows 20] [--steps 8] [--size 128]      # prints a markdown table
+
+Needs the extras `ray` and `test` (moto's S3 server is the shared tier, on 127.0.0.1). Every run
+starts from an empty local cache; the shared tier starts empty except for the re-run, which reads
+what the 2-worker run wrote, with new workers and an empty disk tier (a second machine's view).
+
+Columns: wall is the whole call, workers' start included; "rows" is wall less worker start-up
+(the first worker's, as the batch waits for it) and the shared-node prepare run, divided by rows.
+Overhead per row compares the 1-worker run's per-row time with the local batch's, whose own
+per-row time also excludes its first row's shared nodes (the local batch computes them in row 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+# Run as a script, this folder comes first on sys.path, and this file would shadow the `ray` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a local Ray on 127.0.0.1 only
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from editgraph import workflows  # noqa: E402
+from editgraph.batch.ray import run_on_ray  # noqa: E402
+from editgraph.batch.runner import bind_rows, out_dirs, run_batch  # noqa: E402
+from editgraph.executor.cache import Cache  # noqa: E402
+from editgraph.executor.run import Executor  # noqa: E402
+from editgraph.graph.document import load_workflow  # noqa: E402
+
+COLOURS = ("red", "blue", "green", "white", "black", "yellow", "orange", "purple")
+FINISHES = ("glossy", "matte", "speckled", "striped", "ceramic")
+
+
+def start_s3(tmp: Path) -> subprocess.Popen:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="bench")
+    return proc
+
+
+def bound(rows: int, steps: int, size: int, out: Path):
+    wf = load_workflow(workflows.find("product-variant"))
+    table = [{"prompt": f"a {c} {f} espresso cup", "output": f"sku-{i:02d}.png"}
+             for i, (c, f) in enumerate(((c, f) for f in FINISHES for c in COLOURS), start=1)][:rows]
+    graphs = bind_rows(wf, table, {"steps": str(steps), "working_size": str(size)}, base_dir=workflows.HERE, source="bench")
+    return graphs, out_dirs(str(out), graphs, {k: p.type for k, p in wf.params.items()})
+
+
+def local(graphs, dirs, cache_dir: Path) -> dict:
+    cache = Cache.default(cache_dir)
+    t0 = time.perf_counter()
+    results = run_batch(graphs, dirs, Executor(cache))
+    wall = time.perf_counter() - t0
+    cache.close()
+    first_shared = sum(rec["seconds"] for nid, rec in results[0].nodes.items() if nid in ("photo", "region", "soft", "crop", "model", "latent"))
+    return {"wall": wall, "rows": (wall - first_shared) / len(graphs), "ok": sum(r.status == "ok" for r in results)}
+
+
+def on_ray(graphs, dirs, workers: int, shared: str, disk: Path) -> dict:
+    t0 = time.perf_counter()
+    batch = run_on_ray(graphs, dirs, workers=workers, shared=shared, disk_dir=str(disk))
+    wall = time.perf_counter() - t0
+    first_up = min(w["start_s"] for w in batch.workers.values())
+    prepare = (batch.prepare or {}).get("seconds", 0.0)
+    s = batch.summary()
+    return {"wall": wall, "rows": (wall - first_up - prepare) / len(graphs), "ok": s["ok"], "start": first_up, "prepare": prepare,
+            "latent": s["node_runs"].get("latent", 0), "model": s["node_runs"].get("model", 0)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--size", type=int, default=128, help="working_size: the long side of the crop the model sees")
+    args = ap.parse_args()
+    threads = torch.get_num_threads()
+    tmp = Path(tempfile.mkdtemp(prefix="egbench-ray-"))
+    os.environ["EDITGRAPH_MODELS_DIR"] = str(tmp / "models")
+    s3 = start_s3(tmp)
+    import ray
+
+    try:
+        # the tiny model is built once, outside every timing
+        g, d = bound(1, 1, 64, tmp / "warm")
+        local(g, d, tmp / "warm-cache")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        results = []
+        g, d = bound(args.rows, args.steps, args.size, tmp / "local")
+        results.append(("local batch (1 process)", local(g, d, tmp / "c-local")))
+        g, d = bound(args.rows, args.steps, args.size, tmp / "r1")
+        results.append(("Ray, 1 worker", on_ray(g, d, 1, "s3://bench/one", tmp / "c-r1")))
+        g, d = bound(args.rows, args.steps, args.size, tmp / "r2")
+        results.append(("Ray, 2 workers", on_ray(g, d, 2, "s3://bench/two", tmp / "c-r2")))
+        g, d = bound(args.rows, args.steps, args.size, tmp / "r3")
+        results.append(("Ray, 2 workers, re-run from the shared tier", on_ray(g, d, 2, "s3://bench/two", tmp / "c-r3")))
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        s3.terminate()
+        s3.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"product-variant, {args.rows} rows, tiny-sd, {args.steps} steps at {args.size} px, {threads} torch threads per process, "
+          f"{os.cpu_count()} CPUs; shared tier: moto S3 on 127.0.0.1\n")
+    print("| run | rows ok | wall s | worker start s | prepare s | per row s | vae.encode runs | model.load runs |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in results:
+        print(f"| {name} | {r['ok']} | {r['wall']:.1f} | {r.get('start', 0):.1f} | {r.get('prepare', 0):.2f} | {r['rows']:.3f} | "
+              f"{r.get('latent', 1)} | {r.get('model', 1)} |")
+    base, one = results[0][1]["rows"], results[1][1]["rows"]
+    print(f"\noverhead per row, Ray 1 worker vs local batch: {one - base:+.3f} s ({100 * (one - base) / base:+.1f}%; target <= +5%)")
+
+
+if __name__ == "__main__":
+    main()

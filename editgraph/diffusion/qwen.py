@@ -1,0 +1,182 @@
+"""Qwen-Image-Edit Plus (QwenImageEditPlusPipeline) in separate stages.
+
+Each reference picture is resized twice: small (CONDITION_AREA) for the Qwen2.5-VL encoder, which
+reads the instruction together with the pictures ("Picture 1: ... Picture 2: ..."), and large
+(VAE_AREA) for the VAE, whose packed tokens ride along after the generated ones. So here the
+prompt encode depends on the references' small pictures: changing a reference re-encodes the
+instruction too (the LLM looks at it), but never the other references' VAE latents.
+
+The pipeline hard-codes both areas as module constants; the engine takes them as params with the
+pipeline's values as defaults (tests lower both, on the pipeline module and in the params, because
+a 1024x1024 VAE encode takes half a minute even with tiny weights on a CPU).
+
+The latents a denoise returns are unpacked (B, C, h, w) in the normalised space; `decode` undoes
+the normalisation with the VAE's statistics.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from editgraph.diffusion import flow
+from editgraph.errors import NodeError
+from editgraph.values.sockets import Conditioning, Reference, References
+
+CONDITION_AREA = 384 * 384  # QwenImageEditPlusPipeline's CONDITION_IMAGE_SIZE
+VAE_AREA = 1024 * 1024  # its VAE_IMAGE_SIZE
+OUTPUT_AREA = 1024 * 1024  # the output size when none is given, at the last reference's aspect
+MAX_REFERENCES = 3
+
+
+def pipeline_class(model: Any) -> Any:
+    import diffusers
+
+    if model.pipeline != "QwenImageEditPlusPipeline":
+        raise NodeError(
+            f"model {model.name!r} is a {model.pipeline}; editgraph's Qwen-Image-Edit stages follow "
+            "QwenImageEditPlusPipeline (use a Qwen-Image-Edit-2509/2511 model)"
+        )
+    return getattr(diffusers, model.pipeline)
+
+
+def _helper(model: Any, *, vae: bool = False, text: bool = False) -> Any:
+    """The pipeline class over only the components a stage needs (see diffusion/flux2.py)."""
+    get = model.component
+    return pipeline_class(model)(
+        scheduler=None,
+        vae=model.vae if vae else None,
+        text_encoder=get("text_encoder") if text else None,
+        tokenizer=get("tokenizer") if text else None,
+        processor=get("processor") if text else None,
+        transformer=None,
+    )
+
+
+def vae_scale_factor(model: Any) -> int:
+    return 2 ** len(model.vae_config["temperal_downsample"])
+
+
+def calculate_dimensions(area: int, ratio: float) -> tuple[int, int]:
+    """(width, height) of `area` pixels at aspect `ratio`, each rounded to a multiple of 32."""
+    width = math.sqrt(area * ratio)
+    height = width / ratio
+    return round(width / 32) * 32, round(height / 32) * 32
+
+
+def encode_reference(model: Any, image: torch.Tensor, condition_area: int = CONDITION_AREA, vae_area: int = VAE_AREA) -> Reference:
+    """One reference: its small picture for the instruction encoder, and its VAE latents (mode,
+    normalised by the VAE's latent statistics) at about `vae_area` pixels."""
+    pipe = _helper(model, vae=True)
+    img = flow.to_pil(image, "reference")
+    width, height = img.size
+    cw, ch = calculate_dimensions(condition_area, width / height)
+    vw, vh = calculate_dimensions(vae_area, width / height)
+    condition = flow.pil_to_tensor(pipe.image_processor.resize(img, ch, cw))
+    pixels = pipe.image_processor.preprocess(img, vh, vw).unsqueeze(2)  # (1, 3, 1, H, W): one frame
+    latents = pipe._encode_vae_image(image=pixels.to(dtype=model.vae.dtype), generator=None)[:, :, 0]
+    return Reference(
+        latents=flow.owned(latents), family=model.family, condition=condition, size=(vw, vh), source_size=(width, height)
+    )
+
+
+def encode_prompt(model: Any, prompt: str, negative_prompt: str | None, refs: References | None) -> Conditioning:
+    """The instruction read together with the references' small pictures (and the negative prompt,
+    when given, for true classifier-free guidance). Masks ride in `extra` (None: no padding)."""
+    pipe = _helper(model, text=True)
+    images = [flow.to_pil(r.condition, "reference") for r in refs.items] if refs is not None and refs.items else None
+    kw = {"image": images, "device": torch.device("cpu")}
+    embeds, mask = pipe.encode_prompt(prompt=prompt, **kw)
+    negative = negative_mask = None
+    if negative_prompt is not None:
+        negative, negative_mask = pipe.encode_prompt(prompt=negative_prompt, **kw)
+    return Conditioning(
+        embeds=flow.owned(embeds), negative=flow.owned(negative), family=model.family,
+        extra={"mask": flow.owned(mask), "negative_mask": flow.owned(negative_mask), "references": len(images or [])},
+    )
+
+
+def denoise(
+    model: Any, cond: Conditioning, refs: References | None, *, width: int, height: int, steps: int,
+    true_cfg: float, seed: int, progress=None,
+) -> torch.Tensor:
+    """QwenImageEditPlusPipeline's generation; returns unpacked latents (1, C, h, w)."""
+    from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import calculate_shift
+
+    cls = pipeline_class(model)
+    items = list(refs.items) if refs is not None else []
+    if len(items) > MAX_REFERENCES:
+        raise NodeError(f"denoise: Qwen-Image-Edit Plus takes up to {MAX_REFERENCES} reference pictures, got {len(items)}")
+    if cond.extra.get("references", 0) != len(items):
+        raise NodeError(
+            f"denoise: the instruction was encoded with {cond.extra.get('references', 0)} reference pictures but "
+            f"{len(items)} are connected; feed the same references to prompt.encode and denoise"
+        )
+    f = vae_scale_factor(model)
+    if items:
+        sw, sh = items[-1].source_size
+        dw, dh = calculate_dimensions(OUTPUT_AREA, sw / sh)
+        width, height = width or dw, height or dh
+    if not width or not height:
+        raise NodeError("denoise: give `width` and `height` (or reference pictures to take them from)")
+    width, height = width // (f * 2) * (f * 2), height // (f * 2) * (f * 2)
+    transformer = model.transformer
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    dtype = cond.embeds.dtype
+    channels = transformer.config.in_channels // 4
+    lh, lw = 2 * (height // (f * 2)), 2 * (width // (f * 2))
+
+    # 1. the references' packed tokens, in order, and every picture's token grid
+    ref_tokens = None
+    if items:
+        packed = [cls._pack_latents(r.latents.to(dtype=dtype), 1, channels, *r.latents.shape[2:]) for r in items]
+        ref_tokens = torch.cat(packed, dim=1)
+    img_shapes = [[(1, height // f // 2, width // f // 2), *[(1, r.size[1] // f // 2, r.size[0] // f // 2) for r in items]]]
+
+    # 2. starting noise: the run's only random draw, (1, 1, C, h, w) packed to tokens
+    latents = cls._pack_latents(flow.noise((1, 1, channels, lh, lw), generator, dtype), 1, channels, lh, lw)
+
+    # 3. schedule, shifted for this many tokens
+    scheduler = flow.make_scheduler(model)
+    c = scheduler.config
+    mu = calculate_shift(
+        latents.shape[1], c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
+        c.get("base_shift", 0.5), c.get("max_shift", 1.15),
+    )
+    timesteps = flow.timesteps_for(scheduler, steps, mu)
+
+    # 4. the loop: true CFG (with a negative prompt) rescaled to the conditional prediction's norm
+    true_cfg_on = true_cfg > 1 and cond.negative is not None
+
+    def run(hidden, timestep, embeds, mask, name):
+        with transformer.cache_context(name):
+            return transformer(
+                hidden_states=hidden, timestep=timestep / 1000, guidance=None, encoder_hidden_states_mask=mask,
+                encoder_hidden_states=embeds, img_shapes=img_shapes, attention_kwargs={}, return_dict=False,
+            )[0]
+
+    def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        hidden = latents if ref_tokens is None else torch.cat([latents, ref_tokens], dim=1)
+        timestep = t.expand(latents.shape[0]).to(latents.dtype)
+        velocity = run(hidden, timestep, cond.embeds, cond.extra.get("mask"), "cond")[:, : latents.size(1)]
+        if true_cfg_on:
+            uncond = run(hidden, timestep, cond.negative, cond.extra.get("negative_mask"), "uncond")[:, : latents.size(1)]
+            combined = uncond + true_cfg * (velocity - uncond)
+            velocity = combined * (torch.norm(velocity, dim=-1, keepdim=True) / torch.norm(combined, dim=-1, keepdim=True))
+        return velocity
+
+    latents = flow.run_loop(flow.Loop(scheduler, timesteps, predict, progress=progress), latents)
+    return cls._unpack_latents(latents, height, width, f)[:, :, 0]
+
+
+def decode(model: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Normalised latents (B, C, h, w) -> 0..1 pixels (undo the normalisation, VAE decode, one frame)."""
+    vae = model.vae
+    z = vae.config.z_dim
+    latents = latents.unsqueeze(2).to(vae.dtype)
+    mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(latents.device, latents.dtype)
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(latents.device, latents.dtype)
+    latents = latents / inv_std + mean
+    return flow.postprocess(vae.decode(latents, return_dict=False)[0][:, :, 0])

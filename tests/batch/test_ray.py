@@ -1,0 +1,176 @@
+"""`editgraph batch --ray` on a local Ray (2 CPUs) with a local S3 as the shared tier: the same bytes
+as the local batch, shared nodes computed once in the whole cluster, models once per worker, a
+killed worker's row retried elsewhere, a corrupt object recomputed, a cancelled batch resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+
+import boto3
+import pytest
+
+from editgraph import workflows
+from editgraph.batch.ray import run_on_ray
+from editgraph.batch.runner import bind_rows, out_dirs, rows_from_table
+from editgraph.graph.document import load_workflow
+
+from .conftest import FAST, files_under
+
+pytest.importorskip("ray")
+
+
+def bound_rows(table, out, n: int | None = None, **sets):
+    wf = load_workflow(workflows.find("product-variant"))
+    rows = rows_from_table(table, wf)[:n]
+    graphs = bind_rows(wf, rows, {"steps": "2", "working_size": "64", **sets}, base_dir=workflows.HERE, source="product-variant")
+    return graphs, out_dirs(str(out), graphs, {k: p.type for k, p in wf.params.items()})
+
+
+def statuses(row) -> dict[str, str]:
+    return {n: r["status"] for n, r in row["nodes"].items()}
+
+
+@pytest.mark.slow
+def test_twenty_rows_on_ray_equal_the_local_batch_and_share_the_encode(ray_local, s3_bucket, table, local_outputs, cli, tmp_path):
+    code, out, err = cli(
+        "batch", "product-variant", "--table", table, *FAST, "--ray", "--workers", "2", "--cache", f"s3://{s3_bucket}/tier",
+        "--cache-dir", tmp_path / "disk", "--out", tmp_path / "out", "--report", tmp_path / "r.json", "-q",
+    )
+    assert code == 0, err
+    assert files_under(tmp_path / "out") == local_outputs  # byte for byte, provenance included
+    assert len(local_outputs) == 20
+    report = json.loads((tmp_path / "r.json").read_text())
+    s = report["summary"]
+    assert (s["rows"], s["ok"], s["workers"], s["retries"]) == (20, 20, 2, 0)
+    # the hero photo's chain and its VAE encode: once in the whole cluster, before the rows fanned out
+    prep = report["ray"]["prepare"]
+    assert statuses(prep) == {n: "ran" for n in ("photo", "region", "soft", "crop", "model", "latent")}
+    assert s["node_runs"]["latent"] == 1 and s["node_runs"]["photo"] == 1
+    assert all(statuses(r)["latent"] == "cached" and statuses(r)["denoise"] == "ran" for r in report["rows"])
+    assert s["shared"] == ["photo", "region", "soft", "crop", "latent"] and "computed once for all rows: photo, region, soft, crop, latent" in out
+    # model.load: once per worker that ran anything, never per row
+    workers = report["ray"]["workers"]
+    assert sorted(workers) == ["w1", "w2"]
+    for name, w in workers.items():
+        assert w["node_runs"].get("model", 0) == (1 if w["rows"] or name == prep["worker"] else 0), (name, w)
+        assert w["torch_threads"] == 2 and w["pid"] != os.getpid()
+    assert s["node_runs"]["model"] == sum(1 for n, w in workers.items() if w["rows"] or n == prep["worker"])
+    assert sorted(r for w in workers.values() for r in w["rows"]) == list(range(1, 21))
+    assert {r["worker"] for r in report["rows"]} <= {"w1", "w2"}
+    # and the shared tier holds what the rows made: a second run on fresh workers and an empty disk tier reads it all
+    code, _, err = cli(
+        "batch", "product-variant", "--table", table, *FAST, "--ray", "--workers", "1", "--cache", f"s3://{s3_bucket}/tier",
+        "--cache-dir", tmp_path / "disk2", "--out", tmp_path / "again", "--report", tmp_path / "r2.json", "-q",
+    )
+    assert code == 0, err
+    again = json.loads((tmp_path / "r2.json").read_text())
+    assert all(set(statuses(r).values()) == {"cached"} for r in again["rows"])
+    assert files_under(tmp_path / "again") == local_outputs
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_row_has_its_row_retried_on_another(ray_local, s3_bucket, table, local_outputs, tmp_path):
+    graphs, dirs = bound_rows(table, tmp_path / "out")
+    killed: dict = {}
+
+    def on_status(now):  # kill -9 the first worker seen inside a row's denoise, once
+        for name, st in now.items():
+            if not killed and st.get("node") == "denoise" and st.get("row", 0) >= 3:
+                killed.update(worker=name, pid=st["pid"], row=st["row"])
+                os.kill(st["pid"], signal.SIGKILL)
+
+    batch = run_on_ray(graphs, dirs, workers=2, shared=f"s3://{s3_bucket}/k", disk_dir=str(tmp_path / "disk"), on_status=on_status)
+    assert killed, "no worker was caught inside a denoise"
+    assert [r.status for r in batch.rows] == ["ok"] * 20
+    assert files_under(tmp_path / "out") == local_outputs
+    row = batch.rows[killed["row"] - 1]
+    assert [a["worker"] for a in row.attempts] == [killed["worker"]] and "died" in row.attempts[0]["error"]
+    assert row.worker != killed["worker"]  # retried on another worker
+    assert batch.summary()["retries"] == 1
+    assert batch.workers[killed["worker"]]["died"].startswith(f"worker {killed['worker']} (pid {killed['pid']}) died")
+    # the retry started from the shared tier: the hero photo's encode still ran once in the cluster
+    assert batch.summary()["node_runs"]["latent"] == 1
+    assert statuses({"nodes": row.nodes})["latent"] == "cached"
+
+
+@pytest.mark.slow
+def test_a_corrupt_object_in_the_shared_tier_is_recomputed_never_served(ray_local, s3_bucket, table, local_outputs, tmp_path):
+    url = f"s3://{s3_bucket}/c"
+    graphs, dirs = bound_rows(table, tmp_path / "first", 3)
+    first = run_on_ray(graphs, dirs, workers=1, shared=url, disk_dir=str(tmp_path / "d1"))
+    assert [r.status for r in first.rows] == ["ok"] * 3
+    # the encode's latent, as the shared tier holds it: flip one byte
+    s3 = boto3.client("s3")
+    from editgraph.executor.objectstore import unpack_ref
+
+    key = first.prepare["nodes"]["latent"]["key"]
+    ref = s3.get_object(Bucket=s3_bucket, Key=f"c/refs/{key[:2]}/{key}")["Body"].read()
+    fp = unpack_ref(key, ref)["latent"]
+    blob = f"c/blobs/{fp[:2]}/{fp}"
+    data = bytearray(s3.get_object(Bucket=s3_bucket, Key=blob)["Body"].read())
+    data[len(data) // 2] ^= 0x01
+    s3.put_object(Bucket=s3_bucket, Key=blob, Body=bytes(data))
+
+    # three new SKUs (rows 4-6): their denoise needs the latent; a new worker with an empty disk tier
+    graphs, dirs = bound_rows(table, tmp_path / "second", 6)
+    second = run_on_ray(graphs, dirs, workers=1, shared=url, disk_dir=str(tmp_path / "d2"))
+    assert [r.status for r in second.rows] == ["ok"] * 6
+    assert [statuses({"nodes": r.nodes})["latent"] for r in second.rows] == ["cached"] * 3 + ["ran", "cached", "cached"]
+    assert second.workers["w1"]["rejected"] == [f"blobs/{fp[:2]}/{fp}"]
+    assert files_under(tmp_path / "second") == {k: v for k, v in local_outputs.items() if int(k.split("/")[0][4:]) <= 6}
+    import blake3
+
+    assert blake3.blake3(s3.get_object(Bucket=s3_bucket, Key=blob)["Body"].read()).hexdigest() == fp  # repaired
+
+
+@pytest.mark.slow
+def test_a_row_failing_on_its_own_input_fails_once_and_the_rest_finish(ray_local, tmp_path, table, local_outputs, photo_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really a picture")
+    rows = tmp_path / "rows.csv"
+    lines = table.read_text().splitlines()
+    rows.write_text("\n".join([lines[0] + ",image", lines[1] + f",{photo_path}", lines[2] + f",{broken}", lines[3] + f",{photo_path}"]) + "\n")
+    wf = load_workflow(workflows.find("product-variant"))
+    graphs = bind_rows(wf, rows_from_table(rows, wf), {"steps": "2", "working_size": "64"}, base_dir=workflows.HERE, source="t")
+    dirs = out_dirs(str(tmp_path / "out"), graphs, {k: p.type for k, p in wf.params.items()})
+    batch = run_on_ray(graphs, dirs, workers=2, disk_dir=str(tmp_path / "d"), keep_going=True)
+    assert [r.status for r in batch.rows] == ["ok", "failed", "ok"]
+    bad = batch.rows[1]
+    assert bad.attempts == [] and "node 'photo' (image.load)" in bad.error
+    assert batch.prepare["nodes"].keys() == {"region", "soft", "model"}  # the photo differs by row: not shared
+    assert files_under(tmp_path / "out") == {k: v for k, v in local_outputs.items() if k.startswith("row-1/")} | {
+        "row-3/sku-03.png": local_outputs["row-3/sku-03.png"]
+    }
+
+
+@pytest.mark.slow
+def test_a_cancelled_batch_keeps_what_finished_and_the_same_run_resumes(ray_local, s3_bucket, table, local_outputs, tmp_path):
+    url = f"s3://{s3_bucket}/r"
+    graphs, dirs = bound_rows(table, tmp_path / "out", 8)
+    stop = threading.Event()
+
+    def on_row(row, batch):  # Ctrl-C, as the API sees it, once three rows are done
+        if sum(r.status == "ok" for r in batch.rows) >= 3:
+            stop.set()
+
+    first = run_on_ray(graphs, dirs, workers=2, shared=url, disk_dir=str(tmp_path / "d1"), cancel=stop, on_row=on_row)
+    assert first.cancelled
+    done = [r.row for r in first.rows if r.status == "ok"]
+    assert 3 <= len(done) < 8 and {r.status for r in first.rows} <= {"ok", "cancelled", "not run"}
+    again = run_on_ray(graphs, dirs, workers=2, shared=url, disk_dir=str(tmp_path / "d2"))
+    assert [r.status for r in again.rows] == ["ok"] * 8
+    for r in again.rows:
+        if r.row in done:  # finished before the stop: nothing recomputed
+            assert set(statuses({"nodes": r.nodes}).values()) == {"cached"}, r.nodes
+    assert files_under(tmp_path / "out") == {k: v for k, v in local_outputs.items() if int(k.split("/")[0][4:]) <= 8}
+
+
+def test_without_ray_the_flag_says_how_to_install_it(cli, tmp_path, table, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed: `import ray` raises ImportError
+    code, _, err = cli("batch", "product-variant", "--table", table, *FAST, "--ray", "--out", tmp_path / "o", "-q")
+    assert code == 5 and "Ray is not installed here: pip install 'editgraph[ray]'" in err
+    assert not (tmp_path / "o").exists()
