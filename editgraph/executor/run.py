@@ -386,7 +386,7 @@ class _Run:
         # the costliest such input's chain (exact for chains; joins share ancestors, so summing
         # every input's chain would count shared ones again and again).
         redo_s = run_s + max([self.redo_s.get(ref, 0.0) for ref in node.inputs.values()], default=0.0)
-        on_disk = ex.cache.disk is not None
+        on_disk = ex.cache.disk is not None or getattr(ex.cache, "shared", None) is not None  # a tier that outlives the process
         fps, nbytes, why_not = {}, 0, {}
         for name, value in outputs.items():
             try:

@@ -46,6 +46,8 @@ class FlowPrompt(Node):
     """Read the edit instruction ("replace the bottle with the product in picture 2") with the
     model's text encoder. Qwen-Image-Edit also looks at the connected references while reading."""
 
+    cost_class = "expensive"  # model work: always worth a disk entry
+
     model_components = {"model": ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "processor")}
 
     class Params(NodeParams):
@@ -78,6 +80,8 @@ class FlowReference(Node):
     """Encode one reference picture (a product shot, a style sample, the photo to edit) into the
     model's latent space, resized the way its pipeline resizes references."""
 
+    cost_class = "expensive"  # model work: always worth a disk entry
+
     model_components = {"model": ("vae",)}
 
     class Params(NodeParams):
@@ -108,6 +112,8 @@ class FlowReferences(Node):
     """Put encoded references in order (picture 1, picture 2 ...) for flow.prompt and flow.denoise;
     unconnected slots are skipped."""
 
+    cost_class = "expensive"  # a few small latents: one index row, and a re-run needs none of the encodes' outputs
+
     class Params(NodeParams):
         pass
 
@@ -129,6 +135,8 @@ class FlowDenoise(Node):
     Kontext, Qwen). With a `mask` and a `source` (Klein, Kontext: their inpaint pipelines), repaint
     only where the mask is white and keep the source elsewhere; crop to the mask first
     (image.crop_to_mask, multiple_of=16) and paste back, so every pixel outside stays as it was."""
+
+    cost_class = "expensive"  # model work: always worth a disk entry
 
     generative = True  # pixels made by a trained model (drives the AI disclosure of saved files)
     model_components = {"model": ("transformer",)}
@@ -184,6 +192,8 @@ class FlowDenoise(Node):
 @node("flow.decode", version="1.0.0")
 class FlowDecode(Node):
     """Turn a flow model's latent back into pixels with its VAE."""
+
+    cost_class = "expensive"  # model work: always worth a disk entry
 
     generative = True  # pixels made by a trained model (drives the AI disclosure of saved files)
     model_components = {"model": ("vae",)}

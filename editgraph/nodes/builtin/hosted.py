@@ -81,6 +81,7 @@ class _Hosted(Node):
     generative = True  # a hosted model made the pixels (C2PA / XMP AI disclosure)
     replayable = False
     billing = "calls"
+    cost_class = "expensive"  # paid, slow network work: its outputs always get a disk entry
     provider = ""
 
     @classmethod
@@ -181,6 +182,7 @@ class RoutedEdit(Node):
     generative = True
     replayable = False  # depends on the engine chosen: the call log records it per call
     billing = "calls"
+    cost_class = "expensive"  # paid, slow network work: its outputs always get a disk entry
     Params = _RouteParams
 
     @classmethod
@@ -232,6 +234,7 @@ class BestEdit(Node):
     generative = True
     replayable = False
     billing = "calls"
+    cost_class = "expensive"  # paid, slow network work: its outputs always get a disk entry
     relocatable = False  # clip_model is a folder: nothing to look for by one file's name and hash
     Params = _BestParams
 
