@@ -18,6 +18,7 @@ end of each run).
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
@@ -28,7 +29,7 @@ from typing import Any
 import blake3
 import msgpack
 
-from editgraph.atomic import write_atomic
+from editgraph.atomic import sweep_temporaries, write_atomic
 from editgraph.values.codec import CorruptEntry, Encoded, decode, value_nbytes
 
 MISSING: Any = object()
@@ -84,6 +85,29 @@ CREATE TABLE IF NOT EXISTS blobs (fp TEXT PRIMARY KEY, size INTEGER NOT NULL, us
 """
 
 
+# SQLite's result codes for "this file is damaged" (as opposed to busy, read-only or full).
+_DAMAGED = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
+
+
+def _forgets(on_error: Any = None):
+    """Run an index method so that any SQLite error degrades to the cache forgetting: the index is
+    reopened (set aside first when damaged), queued rows are dropped, and the method answers
+    `on_error` (a miss, nothing written) instead of failing the run (issue 10)."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        def guarded(self: "DiskStore", *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.Error as exc:
+                self._index_failed(exc)
+                return on_error
+
+        return guarded
+
+    return wrap
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     """An index connection (WAL, so processes share it) with the schema in place, or
     sqlite3.DatabaseError if the file is not a readable index."""
@@ -117,7 +141,11 @@ class DiskStore:
         self.max_refs = max_refs
         self.max_pending_bytes = max_pending_bytes
         (self.root / "blobs").mkdir(parents=True, exist_ok=True)
+        self.tmp = self.root / "tmp"  # blob files being written; one folder, so opening sweeps it cheaply
+        self.tmp.mkdir(exist_ok=True)
+        sweep_temporaries(self.tmp)  # what writers killed mid-write left (their locks are gone)
         self.recovered_from: Path | None = None  # a damaged index this store set aside
+        self.problems: list[str] = []  # index errors met mid-run, each survived by forgetting
         self._db = self._open_index()
         self._cursor = self._db.cursor()  # reused: the hot lookups skip making a cursor each time
         self._lock = threading.Lock()  # the reading connection: lookups, forget, evict
@@ -143,7 +171,10 @@ class DiskStore:
         # re-read from SQLite (other processes write too) only when they cross a budget.
         self._bytes_estimate = self.total_bytes()
         self._refs_estimate = self._count_refs()
-        self._writer_db = _connect(self.root / "index.sqlite")
+        try:
+            self._writer_db = _connect(self.root / "index.sqlite")
+        except sqlite3.Error:
+            self._writer_db = None  # the writer connects on its first batch (and fails into flush)
 
     def _open_index(self) -> sqlite3.Connection:
         """The index, created if absent. A file that is not a readable SQLite index (a disk fault,
@@ -153,14 +184,47 @@ class DiskStore:
         try:
             return _connect(path)
         except sqlite3.DatabaseError:
-            self.recovered_from = path.with_name(f"index.sqlite.damaged-{int(time.time())}")
-            path.rename(self.recovered_from)
-            for suffix in ("-wal", "-shm"):
-                path.with_name(path.name + suffix).unlink(missing_ok=True)
+            self._set_aside(path)
             return _connect(path)
+
+    def _set_aside(self, path: Path) -> None:
+        self.recovered_from = path.with_name(f"index.sqlite.damaged-{time.time_ns()}")
+        try:
+            path.rename(self.recovered_from)
+        except FileNotFoundError:
+            pass  # another process set it aside first
+        for suffix in ("-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+    def _index_failed(self, exc: sqlite3.Error) -> None:
+        """An index query failed mid-run (page-level damage shows only when a page is read, a full
+        disk only when one is written). Drop what was queued, set a damaged file aside, and carry
+        on with a fresh index; if even that cannot be opened, with one in memory, so the run
+        finishes uncached rather than failing."""
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        self.problems.append(f"cache index error ({name or type(exc).__name__}: {exc}); entries it held are forgotten")
+        with self._cv:
+            # The writer drops its connection and opens the new index with its next batch.
+            self._queue, self._queued_bytes, self._committed = [], 0, self._seq
+            self._writer_error, self._writer_db = None, None
+            self._cv.notify_all()
+        self._overlay_refs, self._overlay_blobs, self._pending_touch = {}, {}, set()
+        try:
+            self._db.close()
+        except sqlite3.Error:
+            pass
+        path = self.root / "index.sqlite"
+        try:
+            if name in _DAMAGED or type(exc) is sqlite3.DatabaseError:
+                self._set_aside(path)
+            self._db = self._open_index()
+        except (sqlite3.Error, OSError):
+            self._db = _connect(Path(":memory:"))
+        self._cursor = self._db.cursor()
 
     # --- refs ---------------------------------------------------------------------------------
 
+    @_forgets(None)
     def get_ref(self, key: str) -> dict[str, str] | None:
         pending = self._overlay_refs.get(key)
         if pending is not None:
@@ -184,10 +248,12 @@ class DiskStore:
     def _blob_path(self, fp: str) -> Path:
         return self.root / "blobs" / fp[:2] / fp
 
+    @_forgets(False)
     def has_blob(self, fp: str) -> bool:
         """Whether fp is stored or queued (no read, no verification)."""
         return fp in self._overlay_blobs or self._read("SELECT 1 FROM blobs WHERE fp = ?", fp) is not None
 
+    @_forgets(MISSING)
     def get_blob(self, fp: str) -> Any:
         """The value stored under fp, or MISSING. Verifies the bytes against fp before decoding."""
         pending = self._overlay_blobs.get(fp)
@@ -228,6 +294,7 @@ class DiskStore:
         else:
             self._submit(("file", fp, size, encoded), size, overlay=(fp, size, encoded))
 
+    @_forgets(None)
     def _forget(self, fp: str) -> None:
         self._overlay_blobs.pop(fp, None)
         with self._lock:
@@ -266,7 +333,6 @@ class DiskStore:
             return self._seq
 
     def _write_loop(self) -> None:
-        db = self._writer_db
         while True:
             with self._cv:
                 if not self._queue and not self._closing:
@@ -283,8 +349,9 @@ class DiskStore:
                 upto, self._urgent = self._seq, False
             error = None
             try:
+                db = self._writer_db  # None after an index failure: reopened here, on the new index
                 if db is None:
-                    db = _connect(self.root / "index.sqlite")
+                    db = self._writer_db = _connect(self.root / "index.sqlite")
                 self._write_batch(db, batch)
             except BaseException as exc:  # noqa: BLE001  (raised again by the next flush, in the caller's thread)
                 error = exc
@@ -314,7 +381,7 @@ class DiskStore:
                         path.parent.mkdir(parents=True, exist_ok=True)
                         self._subdirs.add(fp[:2])
                     if not path.exists():
-                        write_atomic(path, encoded.parts)
+                        write_atomic(path, encoded.parts, tmp_dir=self.tmp)
                 except OSError:
                     self.write_failures += 1
                     self._overlay_blobs.pop(fp, None)
@@ -357,6 +424,7 @@ class DiskStore:
 
     # --- durability, eviction -----------------------------------------------------------------
 
+    @_forgets(None)
     def flush(self) -> None:
         """Return once everything queued so far is durable (files in place, rows committed); then
         evict if over budget. Ends this process's read snapshot too, so the next lookup sees what
@@ -388,6 +456,7 @@ class DiskStore:
         if self._overlay_blobs:
             self._overlay_blobs = {k: v for k, v in self._overlay_blobs.items() if v[0] > done}
 
+    @_forgets(None)
     def evict(self) -> None:
         """Drop least-recently-used blobs until under the byte budget, and old refs past the count cap."""
         with self._lock:
@@ -418,15 +487,24 @@ class DiskStore:
             nrefs = self._count_refs()
         self._bytes_estimate, self._refs_estimate = total, nrefs
 
+    @_forgets(0)
     def _count_refs(self) -> int:
         (n,) = self._db.execute("SELECT COUNT(*) FROM refs").fetchone()
         return int(n)
 
+    @_forgets(0)
     def total_bytes(self) -> int:
         (total,) = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()
         return int(total)
 
     def info(self) -> dict[str, Any]:
+        info = self._info()
+        if info is None:  # the index failed while counting: it starts empty now
+            info = self._info() or {}
+        return info
+
+    @_forgets(None)
+    def _info(self) -> dict[str, Any] | None:
         """Counts: entries (refs), blobs, bytes; and of the outputs the entries name, how many are
         stored and how many were not worth storing (a run that needs one re-runs its node)."""
         self.flush()
@@ -444,6 +522,7 @@ class DiskStore:
             "outputs": len(outputs), "outputs_stored": kept, "outputs_recompute": len(outputs) - kept,
         }
 
+    @_forgets(None)
     def clear(self) -> None:
         self.flush()
         with self._lock:
@@ -454,16 +533,22 @@ class DiskStore:
         for sub in (self.root / "blobs").iterdir():
             for f in sub.iterdir():
                 f.unlink(missing_ok=True)
+        sweep_temporaries(self.tmp, grace_s=0)  # a live writer's is locked and stays
+        for damaged in self.root.glob("index.sqlite.damaged-*"):
+            damaged.unlink(missing_ok=True)
 
+    @_forgets(0)
     def sweep_orphans(self, older_than_s: float = 3600) -> int:
-        """Delete blob files no index row names (left by a process killed between write and commit)."""
+        """Delete blob files no index row names (left by a process killed between write and
+        commit, or an index set aside) and dead writers' temporaries."""
         self.flush()
         known = {fp for (fp,) in self._db.execute("SELECT fp FROM blobs WHERE inline IS NULL")}
         cutoff = time.time() - older_than_s
-        removed = 0
+        removed = sweep_temporaries(self.tmp)
         for sub in (self.root / "blobs").iterdir():
+            removed += sweep_temporaries(sub)  # temp files from before blobs were written via tmp/
             for f in sub.iterdir():
-                if f.name not in known and f.stat().st_mtime < cutoff:
+                if f.name not in known and not f.name.startswith(".") and f.stat().st_mtime < cutoff:
                     f.unlink(missing_ok=True)
                     removed += 1
         return removed
@@ -478,6 +563,9 @@ class DiskStore:
                 writer = self._writer
             if writer is not None:
                 writer.join()
-            if self._writer_db is not None:
-                self._writer_db.close()
-            self._db.close()
+            for db in (self._writer_db, self._db):
+                try:
+                    if db is not None:
+                        db.close()
+                except sqlite3.Error:
+                    pass  # nothing is queued after the flush: a failed close loses nothing

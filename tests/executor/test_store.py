@@ -110,18 +110,18 @@ def test_killed_writer_leaves_nothing_read_as_valid(tmp_path):
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"
+    (temp,) = (tmp_path / "tmp").glob("*.tmp")
+    os.utime(temp, (time.time() - 7200,) * 2)
+    DiskStore(tmp_path, 1 << 30).close()
+    assert temp.exists()  # its writer is alive (it holds the file's lock): opening keeps it
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     fp = encode(_big(0.3)).fingerprint()
-    store = DiskStore(tmp_path, 1 << 30)
+    store = DiskStore(tmp_path, 1 << 30)  # the writer is dead: its temp goes on open, not after an hour
+    assert not temp.exists() and not list(tmp_path.rglob("*.tmp"))
     assert store.get_ref("k") is None
     assert store.get_blob(fp) is MISSING
-    assert not (tmp_path / "blobs" / fp[:2] / fp).exists()  # only a temp file, never the final name
-    leftovers = list((tmp_path / "blobs").rglob("*.tmp"))
-    assert len(leftovers) == 1
-    os.utime(leftovers[0], (time.time() - 7200,) * 2)
-    store.sweep_orphans(older_than_s=3600)
-    assert not list((tmp_path / "blobs").rglob("*.tmp"))
+    assert not (tmp_path / "blobs" / fp[:2] / fp).exists()  # never the final name
 
 
 def test_two_processes_share_one_cache(tmp_path):
@@ -210,3 +210,66 @@ def test_memory_tier_is_bounded_in_bytes():
 
 def test_parse_size():
     assert parse_size("10G") == 10 << 30 and parse_size("512MiB") == 512 << 20 and parse_size("2048") == 2048
+
+
+def _fill_index(root: Path, n: int = 40) -> list[str]:
+    """n inline blobs of 12 KiB (each spills into overflow pages) and a ref per blob."""
+    store = DiskStore(root, 1 << 30)
+    fps = []
+    for i in range(n):
+        enc = encode(torch.full((1, 3, 32, 32), float(i + 1)))
+        fps.append(enc.fingerprint())
+        store.put_blob(fps[-1], enc)
+        store.put_ref(f"k{i}", {"image": fps[-1]})
+    store.close()
+    return fps
+
+
+def _damage_pages(db: Path, which: str) -> None:
+    """Overwrite pages past the header: the second half of the file ("half", read by the scans a
+    store makes on opening), or only the overflow pages holding inline values ("overflow", read
+    first when a lookup fetches that value, mid-run)."""
+    data = bytearray(db.read_bytes())
+    size = int.from_bytes(data[16:18], "big")
+    pages = range(len(data) // size // 2, len(data) // size) if which == "half" else [
+        p for p in range(1, len(data) // size) if 0 < len(set(data[p * size + 4 : (p + 1) * size])) <= 4
+    ]
+    assert len(pages) > 4
+    for p in pages:
+        data[p * size : (p + 1) * size] = b"\xa5" * size
+    db.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("which", ["half", "overflow"])
+def test_page_level_damage_in_the_index_makes_the_cache_forget_not_fail(tmp_path, which):
+    fps = _fill_index(tmp_path)
+    _damage_pages(tmp_path / "index.sqlite", which)
+    store = DiskStore(tmp_path, 1 << 30)  # before the fix: "database disk image is malformed"
+    got = [store.get_blob(fp) for fp in fps]
+    assert all(v is MISSING for v in got[1:])  # the first may be read before the damage is met
+    assert store.problems and "SQLITE_CORRUPT" in store.problems[0]
+    assert store.recovered_from is not None and store.recovered_from.exists()  # set aside, kept for a post-mortem
+    enc = encode(_big(0.7))
+    store.put_blob(enc.fingerprint(), enc)  # the fresh index works: it stores and serves again
+    store.put_ref("new", {"image": enc.fingerprint()})
+    store.close()
+    again = DiskStore(tmp_path, 1 << 30)
+    assert again.problems == [] and again.get_ref("new") == {"image": enc.fingerprint()}
+    assert torch.equal(again.get_blob(enc.fingerprint()), _big(0.7))
+    again.clear()  # clear takes the damaged copy too: everything the cache owns
+    assert not list(tmp_path.glob("index.sqlite.damaged-*"))
+    again.close()
+
+
+def test_a_run_over_a_damaged_index_recomputes_and_says_so(tmp_path, runner):
+    doc = chain([0.1, 0.2])
+    doc["nodes"]["n0"]["params"]["size"] = 32  # 12 KiB values: inline rows spilling into overflow pages
+    runner(doc)
+    runner.executor.cache.close()
+    _damage_pages(tmp_path / "cache" / "index.sqlite", "overflow")  # met only when a value is read
+    runner.executor = None
+    result = runner(doc, fresh=True)  # before the fix: sqlite3.DatabaseError out of the run (exit 5)
+    assert torch.allclose(result.value("n2"), torch.full((1, 3, 32, 32), 0.8))  # recomputed
+    assert "n2" in runner.log.ran()  # its stored value was forgotten
+    disk = runner.executor.cache.disk
+    assert "SQLITE_CORRUPT" in disk.problems[0] and disk.recovered_from.exists()  # said, and set aside
