@@ -18,11 +18,23 @@ def _file_mode() -> int:
 FILE_MODE = _file_mode()
 
 
-def write_atomic(path: Path, data: bytes | list, *, fsync: bool = False) -> None:
-    """Write `data` (bytes, or a list of buffers written in order) to a temp file beside `path`, then rename."""
+TMP_SUFFIX = ".tmp"
+STALE_AFTER_S = 10.0  # a temp file unlocked and untouched this long has no writer left
+
+
+def write_atomic(path: Path, data: bytes | list, *, fsync: bool = False, tmp_dir: Path | None = None) -> None:
+    """Write `data` (bytes, or a list of buffers written in order) to a temp file, then rename it
+    to `path`. The temp file sits beside `path`, or in `tmp_dir` (same file system), and is
+    flock-ed while written, so sweep_temporaries() can tell a dead writer's leftover from a
+    live one's work by lock, not by a guess at how long a write may take."""
+    import fcntl
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    where = tmp_dir if tmp_dir is not None else path.parent
+    where.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=where)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held until close; the kernel drops it if we die
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             for part in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
@@ -37,3 +49,35 @@ def write_atomic(path: Path, data: bytes | list, *, fsync: bool = False) -> None
         except FileNotFoundError:
             pass
         raise
+
+
+def sweep_temporaries(folder: Path, *, grace_s: float = STALE_AFTER_S) -> int:
+    """Delete write_atomic temp files in `folder` whose writer is gone: not locked, and untouched
+    for `grace_s` (covers the instant between creating a file and locking it, and between
+    closing it and the rename). Returns how many were removed."""
+    import fcntl
+    import time
+
+    removed = 0
+    cutoff = time.time() - grace_s
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not (entry.name.startswith(".") and entry.name.endswith(TMP_SUFFIX)):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY)
+        except OSError:
+            continue  # renamed into place or removed meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            pass  # BlockingIOError: a live writer holds it
+        finally:
+            os.close(fd)
+    return removed
