@@ -24,7 +24,7 @@ from editgraph.models import cache, flow_loader, hashing, names
 from editgraph.models.errors import ModelError
 from editgraph.settings import Settings
 from editgraph.models.handle import DiffusionModel
-from editgraph.models.tiny import BUILDER_VERSION, MARKER, TINY_NAMES, build_into, quiet_progress
+from editgraph.models.tiny import BUILDER_VERSION, MARKER, TINY_NAMES, build_into, quiet_progress, sweep_stale_builds
 
 
 FOLDER_LAYOUT = "a diffusers folder needs model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/"
@@ -80,11 +80,14 @@ def resolve(name_or_path: str | os.PathLike[str], base_dir: str | os.PathLike[st
 
 
 def ensure_tiny(name: str) -> Path:
-    """<cache>/models/<name>, built there the first time (or when the builder changed)."""
+    """<cache>/models/<name>, built there the first time (or when the builder changed). Safe with
+    other processes building or loading the same model: see build_into."""
     target = models_root() / name
-    with _build_lock:
-        if not tiny_is_built(target):
-            build_into(name, target)
+    sweep_stale_builds(target.parent)  # folders of builds killed mid-write (free lock = dead builder)
+    if tiny_is_built(target):
+        return target  # a complete build is never replaced: no lock needed to use it
+    with _build_lock:  # threads of this process; build_into's file lock covers other processes
+        build_into(name, target, tiny_is_built)
     return target
 
 

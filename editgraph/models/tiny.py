@@ -20,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -426,21 +427,79 @@ def quiet_progress():
             dlog.enable_progress_bar()
 
 
-def build_into(name: str, target: Path) -> Path:
-    """Build `name` into `target` atomically: into a sibling temp folder, then one rename, so a
-    crash or a concurrent build never leaves a half-written model where the loader looks."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.building-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    with quiet_progress():
-        make_tiny(name, tmp)
-    if target.exists():
-        shutil.rmtree(target, ignore_errors=True)  # an outdated build (older BUILDER_VERSION)
+@contextlib.contextmanager
+def build_lock(root: Path, name: str, *, wait: bool = True):
+    """Hold the inter-process lock on building `name` under `root` (an flock on a small file
+    beside the builds: the kernel releases it when its holder dies, so a crash never leaves it
+    held). Yields True when held; with wait=False, yields False at once if another process holds it."""
+    import fcntl
+
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        os.replace(tmp, target)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor drops the lock
+
+
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?:building|old)-\d+$")
+
+
+def sweep_stale_builds(root: Path, name: str | None = None) -> list[Path]:
+    """Remove build folders (".<name>.building-<pid>", ".<name>.old-<pid>") nobody is writing:
+    those of a name whose build lock is free. A killed build leaves one; only the lock's holder
+    builds, so with the lock free (or held by us: pass `name` while holding it) it is dead."""
+    removed = []
+    try:
+        entries = sorted(root.iterdir())
     except OSError:
-        # Another process finished the same build first; its bytes are identical to ours.
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / MARKER).exists():
-            raise
+        return removed
+    for entry in entries:
+        m = _LEFTOVER.match(entry.name)
+        if m is None or not entry.is_dir():
+            continue
+        if m["name"] == name:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+            continue
+        with build_lock(root, m["name"], wait=False) as held:
+            if held:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed
+
+
+def _is_current(folder: Path) -> bool:
+    try:
+        return json.loads((folder / MARKER).read_text(encoding="utf-8")).get("builder_version") == BUILDER_VERSION
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def build_into(name: str, target: Path, is_built: Callable[[Path], bool] = _is_current) -> Path:
+    """Build `name` into `target`, atomic and idempotent under concurrency: one process at a time
+    (build_lock) checks `is_built` and, only if the folder is not a complete current build, builds
+    into a sibling temp folder and renames it into place. A complete build is never removed, so a
+    process loading it while another arrives late never sees it vanish."""
+    root = target.parent
+    with build_lock(root, target.name):
+        sweep_stale_builds(root, target.name)  # under the lock, any such folder is a dead build's
+        if is_built(target):
+            return target  # another process built it while we waited
+        tmp = root / f".{target.name}.building-{os.getpid()}"
+        try:
+            with quiet_progress():
+                make_tiny(name, tmp)
+            if target.exists():  # outdated (older BUILDER_VERSION) or pruned: move aside, then drop
+                old = root / f".{target.name}.old-{os.getpid()}"
+                os.replace(target, old)
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -22,7 +22,7 @@ def test_a_name_builds_once_into_the_cache_dir(monkeypatch):
     monkeypatch.delenv("EDITGRAPH_MODELS_DIR")  # the suite shares one models dir; test the default
     builds = []
     real = loader.build_into
-    monkeypatch.setattr(loader, "build_into", lambda name, target: builds.append(name) or real(name, target))
+    monkeypatch.setattr(loader, "build_into", lambda name, target, *a: builds.append(name) or real(name, target, *a))
     model = load_model("tiny-sd")
     expected = Path(os.environ["EDITGRAPH_CACHE_DIR"]) / "models" / "tiny-sd"
     assert model.path == str(expected) and (expected / "model_index.json").is_file()
