@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import itertools
 import re
+import string
 import threading
 import time
 from collections import Counter
@@ -118,24 +119,59 @@ def combine(groups: Iterable[list[Row]]) -> list[Row]:
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def _component(value: str) -> str:
+    """A row value as ONE safe folder-name part: separators and odd characters become "_", and
+    a value of only dots ("." or "..", which would climb out of the output root) becomes
+    underscores, as does an empty one."""
+    clean = _UNSAFE.sub("_", value)
+    return clean if clean.strip(".") else "_" * max(len(clean), 1)
+
+
+def _template_root(template: str) -> Path:
+    """The folder every path from `template` must stay inside: its text before the first
+    placeholder, up to the last separator ("renders/{sku}/x" -> "renders"; "{sku}" -> ".")."""
+    prefix = template.split("{", 1)[0]
+    head, sep, _ = prefix.replace("\\", "/").rpartition("/")
+    return Path(head or sep or ".")
+
+
+def _check_fields(template: str, names: Iterable[str]) -> None:
+    """Placeholders are bare names: "{sku.__class__}" or "{sku[0]}" would read attributes of the
+    value, and a conversion or format spec could reintroduce separators."""
+    allowed = {"row", *names}
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise BatchUsageError(f"--out {template!r}: {exc}") from None
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in allowed or spec or conversion:
+            raise BatchUsageError(f"--out {template!r}: {{{name}}} is not allowed; use {{row}} and param names: {', '.join(sorted(allowed))}")
+
+
 def out_dirs(template: str, graphs: list, param_types: dict[str, str]) -> list[Path]:
     """OUT/row-<n> per row, or the template filled with {row} and the row's params (a path param
-    gives its file stem: {image} -> "hero" for /photos/hero.jpg)."""
+    gives its file stem: {image} -> "hero" for /photos/hero.jpg). Each value fills exactly one
+    folder-name part, and every folder must resolve inside the template's root, whatever the
+    values are (a CSV from someone else is input, not a path to trust)."""
     dirs = []
     for i, graph in enumerate(graphs, start=1):
         if "{" not in template:
             dirs.append(Path(template) / f"row-{i}")
             continue
-        fields = {name: _UNSAFE.sub("_", Path(str(v)).stem if param_types.get(name) == "path" else str(v)) for name, v in graph.params.items()}
-        try:
-            dirs.append(Path(template.format(row=i, **fields)))
-        except (KeyError, IndexError, ValueError) as exc:
-            raise BatchUsageError(f"--out {template!r}: cannot fill it ({exc!r}); use {{row}} and param names: {', '.join(graph.params)}") from None
+        _check_fields(template, graph.params)
+        fields = {name: _component(Path(str(v)).stem if param_types.get(name) == "path" else str(v)) for name, v in graph.params.items()}
+        dirs.append(Path(template.format(row=i, **fields)))
+    root = _template_root(template).resolve() if "{" in template else None
     seen: dict[Path, int] = {}
     for i, d in enumerate(dirs, start=1):
-        if d.resolve() in seen:
-            raise BatchUsageError(f"--out {template!r}: rows {seen[d.resolve()]} and {i} would write to the same folder {d}; add {{row}}")
-        seen[d.resolve()] = i
+        where = d.resolve()
+        if root is not None and not where.is_relative_to(root):
+            raise BatchUsageError(f"--out {template!r}: row {i} would write to {where}, outside {root}")
+        if where in seen:
+            raise BatchUsageError(f"--out {template!r}: rows {seen[where]} and {i} would write to the same folder {d}; add {{row}}")
+        seen[where] = i
     return dirs
 
 

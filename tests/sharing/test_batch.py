@@ -236,3 +236,22 @@ def test_show_picks_a_row_of_a_batch_report(tmp_path, cli, photo_path, monkeypat
     assert "photo  image.load  [cached]" in text and "small  image.resize  [ran]" in text
     code, _, err = cli("show", wf, "--report", tmp_path / "b.json", "--row", 9)
     assert code == 5 and "no row 9" in err
+
+
+def test_out_template_values_cannot_climb_out_of_the_output_root(tmp_path, cli, photo_path, monkeypatch):
+    """A CSV cell is input, not a path: '..', '.', 'a/../../b' each fill one folder-name part."""
+    monkeypatch.chdir(tmp_path)
+    doc = json.loads(open(workflow(tmp_path, photo_path)).read())
+    doc["params"]["sku"] = {"type": "string", "default": "x"}
+    (tmp_path / "wf.json").write_text(json.dumps(doc))
+    (tmp_path / "rows.csv").write_text("sku,width\n..,20\n.,24\na/../../b,28\n")
+    code, _, err = cli("batch", tmp_path / "wf.json", "--table", tmp_path / "rows.csv", "--out", "renders/{sku}/{sku}", "-q")
+    assert code == 0, err
+    made = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("shot.png"))
+    assert made == ["renders/_/_/shot.png", "renders/__/__/shot.png", "renders/a_.._.._b/a_.._.._b/shot.png"]
+
+
+def test_out_template_refuses_attribute_access_in_placeholders(tmp_path, cli, photo_path):
+    code, _, err = cli("batch", workflow(tmp_path, photo_path), "--zip", "width=20", "--out", str(tmp_path / "o" / "{width.__class__}"), "-q")
+    assert code == 2 and "{width.__class__} is not allowed" in err
+    assert not (tmp_path / "o").exists()
