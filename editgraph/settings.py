@@ -40,7 +40,7 @@ from pathlib import Path
 
 from editgraph.errors import EditgraphError
 
-__all__ = ["Settings", "parse_size"]
+__all__ = ["Settings", "format_size", "parse_size"]
 
 def parse_size(text: str | int, what: str = "size") -> int:
     """'10G', '512M', '2048' -> bytes. Anything else is an EditgraphError naming `what`."""
@@ -55,6 +55,15 @@ def parse_size(text: str | int, what: str = "size") -> int:
     if size < 0:
         raise EditgraphError(f"{what} must be a byte count like 2048, 512M or 20G, got {text!r}")
     return size
+
+
+def format_size(n: int) -> str:
+    """Bytes for people, in the largest unit that keeps a digit before the point:
+    1048576 -> "1.0 MiB", 409600 -> "400.0 KiB", 512 -> "512 B" (parse_size reads each back)."""
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 _ENGINE_VAR = re.compile(r"^EDITGRAPH_([A-Z0-9]+)_(BASE_URL|MAX_CONCURRENCY)$")

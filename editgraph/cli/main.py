@@ -255,6 +255,7 @@ def cmd_run(args) -> int:
             raise
     finally:
         cache.close()
+        _note_problems(cache.disk)  # index errors met mid-run cost entries, never the run: say so
     for path in result.written:
         print(f"wrote {path}")
     if graph.seeds:
@@ -279,6 +280,14 @@ def _open_cache(root, settings=None):
 def _note_recovery(store) -> None:
     if store is not None and store.recovered_from is not None:
         _err(f"note: the cache index was damaged and has been set aside as {store.recovered_from}; starting a fresh one")
+
+
+def _note_problems(store) -> None:
+    """Index errors met mid-run cost cached entries, never the run: say so once, at the end."""
+    if store is None or not store.problems:
+        return
+    _err(f"note: {store.problems[0]}" + (f" (and {len(store.problems) - 1} more)" if len(store.problems) > 1 else ""))
+    _note_recovery(store)
 
 
 def _load_to_run(args):
@@ -509,6 +518,7 @@ def cmd_batch(args) -> int:
             )
     finally:
         cache.close()
+        _note_problems(cache.disk)
     if args.report and paid:  # the final word on spend (rows may have finished out of order)
         report = batch.report(label, workflow, results, time.perf_counter() - t0, executor.device)
         report["cost"] = cli_spend.report_section(ledger, ests)
@@ -552,17 +562,22 @@ def cmd_workflows(args) -> int:
 
 def cmd_cache(args) -> int:
     from editgraph.executor.cache import default_disk
+    from editgraph.models.tiny import sweep_stale_builds
+    from editgraph.settings import Settings, format_size
 
     store = default_disk(args.cache_dir)
     _note_recovery(store)
+    models_root = Settings.from_env().models_root
     if args.action == "clear":
         store.clear()
+        sweep_stale_builds(models_root)
         print(f"cleared {store.root}")
     elif args.action == "gc":
-        print(f"removed {store.sweep_orphans()} orphaned files from {store.root}")
+        removed = store.sweep_orphans() + len(sweep_stale_builds(models_root))
+        print(f"removed {removed} orphaned files from {store.root}")
     else:
         info = store.info()
-        print(f"root:    {info['root']}\nentries: {info['entries']}\nblobs:   {info['blobs']}\nsize:    {info['bytes'] / 2**20:.1f} MiB of {info['max_bytes'] / 2**30:.1f} GiB")
+        print(f"root:    {info['root']}\nentries: {info['entries']}\nblobs:   {info['blobs']}\nsize:    {format_size(info['bytes'])} of {format_size(info['max_bytes'])}")
         print(f"outputs: {info['outputs']} named by entries; {info['outputs_stored']} stored, {info['outputs_recompute']} recomputed when needed (cheaper than storing)")
     store.close()
     return EXIT_OK
