@@ -28,6 +28,13 @@ run and pass the result down. Options are passed, never written back into os.env
 | EDITGRAPH_TOKEN           | serve_token       | none: `editgraph serve --token` default   |
 
 The C2PA values are paths and names, never key material; sharing/c2pa.py reads the files.
+| EDITGRAPH_MAX_PIXELS      | max_pixels        | 64M px per image (8192x8192): see below   |
+| EDITGRAPH_MAX_FILE_SIZE   | max_file_size     | 1G: the largest image/mask file read      |
+
+max_pixels bounds every picture a workflow may ask for (from a file's header, or a node's params),
+checked before anything is allocated. An image costs 12 bytes a pixel as float32 RGB (16 with a
+mask), and a few live at once in a node chain: at 64 Mpx that is ~0.8 GB a picture, a few GB for
+a workflow, which a 24 GB machine survives with room for a model.
 """
 
 from __future__ import annotations
@@ -98,6 +105,8 @@ class Settings:
     engine_endpoints: dict[str, str] = field(default_factory=dict)  # provider -> base URL (proxy, gateway, stand-in)
     engine_limits: dict[str, str] = field(default_factory=dict)  # provider -> calls in flight (validated where used)
     serve_token: str | None = None  # the server's access token (a secret: env or --token, never a file we write)
+    max_pixels: int = 64 << 20  # per picture: 8192x8192 is ~0.8 GB as float32 RGB; a 24 GB machine survives a workflow of them
+    max_file_size: int = parse_size("1G")  # an image or mask file larger than this is refused before it is read
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -133,6 +142,8 @@ class Settings:
             engine_endpoints={p: v for p, what, v in per_provider if what == "BASE_URL"},
             engine_limits={p: v for p, what, v in per_provider if what == "MAX_CONCURRENCY"},
             serve_token=env.get("EDITGRAPH_TOKEN") or None,
+            max_pixels=parse_size(env.get("EDITGRAPH_MAX_PIXELS", "64M"), "EDITGRAPH_MAX_PIXELS"),
+            max_file_size=parse_size(env.get("EDITGRAPH_MAX_FILE_SIZE", "1G"), "EDITGRAPH_MAX_FILE_SIZE"),
         )
 
     @property

@@ -16,8 +16,13 @@ def _reads(cls: type[Node]) -> bool:
 
 def check_sources(graph, *, deep: bool = True, settings=None) -> list[Issue]:
     """Every node's Node.check_sources, as Issues with JSON paths, in document order (the order an
-    author reads them in). deep=False checks only that input files exist (run does the rest as
+    author reads them in), and every picture size a node's params ask for (Node.planned_size)
+    against the pixel budget. deep=False checks only that input files exist (run does the rest as
     nodes load)."""
+    from editgraph.ops.budget import pixels_problem
+    from editgraph.settings import Settings
+
+    settings = settings or Settings.from_env()
     issues: list[Issue] = []
     # Only nodes that read something can have a problem; which those are is fixed per graph, so
     # re-runs of a large graph check its few readers, not every node.
@@ -33,4 +38,8 @@ def check_sources(graph, *, deep: bool = True, settings=None) -> list[Issue]:
             bound = param_ref(raw.get(fname))
             via = f" (from ${bound})" if bound is not None else ""
             issues.append(Issue(f"nodes.{nid}.params.{fname}", f"{problem}{via}", nid, node.type))
+        size = node.cls.planned_size(node.params, frozenset(node.inputs))
+        problem = pixels_problem(size[0], size[1], settings) if size is not None else None
+        if problem is not None:
+            issues.append(Issue(f"nodes.{nid}.params", f"its output would be at least {problem.replace(' is over', ', over', 1)}", nid, node.type))
     return issues

@@ -139,17 +139,34 @@ class Node:
         The default checks that every InputPath param names an existing regular file. `deep`
         (editgraph validate) lets a node look further without loading anything: model.load checks
         its files' layout and pinned hash."""
-        from pathlib import Path
+        import os
+
+        from editgraph.ops.budget import file_kind
 
         problems = []
         for fname in field_marks(cls.Params, INPUT_PATH):
             value = getattr(params, fname, None)
             if not isinstance(value, str) or not value:
                 continue  # an unbound $param: nothing to look for yet
-            path = Path(value)
-            if not path.is_file():
-                problems.append((fname, f"input file {'is a folder, not a file' if path.is_dir() else 'not found'}: {value}"))
+            try:
+                kind = file_kind(os.stat(value).st_mode)
+            except FileNotFoundError:
+                problems.append((fname, f"input file not found: {value}"))
+                continue
+            except OSError as exc:
+                problems.append((fname, f"cannot read input file {value}: {exc.strerror}"))
+                continue
+            if kind is not None:
+                problems.append((fname, f"input {value} is {kind}, not a regular file"))
         return problems
+
+    @classmethod
+    def planned_size(cls, params: NodeParams, connected: frozenset[str]) -> tuple[int, int] | None:
+        """The smallest (width, height) the node's picture output can have, known from its
+        params alone (`connected`: the names of its inputs that are wired), or None when the size
+        comes from its inputs. Validation and every run check it against the pixel budget before
+        anything is allocated; run() checks the actual size again (ops.budget.check_pixels)."""
+        return None
 
     # Its InputPath files may be looked for again by name and hash when an image's workflow runs
     # on another machine (model.load: no, its names resolve through the model registry).

@@ -13,6 +13,8 @@ from PIL import ImageOps
 
 from editgraph.errors import NodeError
 from editgraph.filehash import memo_digest
+from editgraph.ops import budget
+from editgraph.settings import Settings
 
 
 def file_hash(path: str | Path) -> str:
@@ -30,8 +32,13 @@ class Decoded:
     info: dict  # the file's own metadata (EXIF, ICC profile ...) for carrying to outputs
 
 
-def read_image(path: str | Path) -> Decoded:
-    """Decode PNG / JPEG / WebP (8 or 16 bit), applying the EXIF orientation."""
+def read_image(path: str | Path, settings: Settings | None = None) -> Decoded:
+    """Decode PNG / JPEG / WebP (8 or 16 bit), applying the EXIF orientation. The file's size and
+    the pixel size its header declares are checked against the budgets before any decoding."""
+    settings = settings or Settings.from_env()
+    problem = budget.image_problem(path, settings)  # stat, then the header: nothing decoded yet
+    if problem is not None:
+        raise NodeError(f"image {os.fspath(path)}: {problem}" if "budget" in problem else problem)
     try:
         with PILImage.open(path) as pil:
             pil = ImageOps.exif_transpose(pil)

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from editgraph.errors import NodeError
+from editgraph.ops.budget import MAX_LUT_SIZE as _MAX_SIZE
+from editgraph.ops.budget import cube_file_problem
 from editgraph.ops.imaging import file_hash
-
-_MAX_SIZE = 256  # a 256^3 cube is 200 MB of text; nothing real is larger
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,10 @@ def parse_cube(text: str, name: str = "<cube>") -> Cube:
 
 
 def load_cube(path: str | Path) -> Cube:
-    """Parse a .cube file once per content hash."""
+    """Parse a .cube file once per content hash (its length checked before it is read)."""
+    problem = cube_file_problem(path)
+    if problem is not None:
+        raise NodeError(problem)
     digest = file_hash(path)
     cube = _MEMO.get(digest)
     if cube is None:

@@ -43,7 +43,7 @@ class CropImage(Node):
         return image[..., p.y : p.y + p.height, p.x : p.x + p.width].contiguous()
 
 
-@node("image.pad", version="1.0.0")
+@node("image.pad", version="1.0.1")
 class PadImage(Node):
     """Add pixels on each side: repeat the edge, mirror the picture across it, or a solid colour.
     The original sits untouched at (left, top) of the result."""
@@ -56,12 +56,21 @@ class PadImage(Node):
         fill: Literal["edge", "mirror", "color"] = Field("edge", description="what the new pixels show")
         color: RGB = Field((0.0, 0.0, 0.0), description="sRGB fill for fill='color', 0..1 each")
 
+    @classmethod
+    def planned_size(cls, params, connected):
+        sides = (params.left, params.right, params.top, params.bottom)
+        if not all(isinstance(v, int) for v in sides):
+            return None
+        return 1 + params.left + params.right, 1 + params.top + params.bottom  # around a 1x1 picture at least
+
     def run(self, ctx: RunContext, image: Image) -> Image:
         import torch
 
+        from editgraph.ops.budget import check_pixels
         from editgraph.ops.filters import pad
 
         p = self.params
+        check_pixels("image.pad", image.shape[-1] + p.left + p.right, image.shape[-2] + p.top + p.bottom, ctx.settings)
         if p.fill == "color":
             b, _, h, w = image.shape
             fill = torch.tensor(p.color, dtype=image.dtype).view(1, 3, 1, 1)

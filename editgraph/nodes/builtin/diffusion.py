@@ -141,7 +141,7 @@ class VaeDecode(Node):
         return _owned(image.float())
 
 
-@node("latent.empty", version="1.0.0")
+@node("latent.empty", version="1.0.1")
 class EmptyLatent(Node):
     """A blank latent of the given picture size: the start of a text-to-image denoise."""
 
@@ -149,6 +149,10 @@ class EmptyLatent(Node):
         width: int = Field(512, ge=8, le=16384, description="picture width in px (a multiple of the VAE's factor, 8)")
         height: int = Field(512, ge=8, le=16384, description="picture height in px (a multiple of 8)")
         batch: int = Field(1, ge=1, le=64, description="how many pictures")
+
+    @classmethod
+    def planned_size(cls, params, connected):
+        return params.width, params.height
 
     def run(self, ctx: RunContext, model: Model) -> Latent:
         import torch

@@ -40,7 +40,7 @@ _WB_STRENGTH = 0.3
 _VIBRANCE_CHROMA = 0.3
 
 
-@node("grade", version="1.0.0")
+@node("grade", version="1.0.1")
 class Grade(Node):
     """Colour-grade the picture. The stages run in this order, each skipped at its identity value,
     so the default settings return the input unchanged (the same tensor):
@@ -81,6 +81,17 @@ class Grade(Node):
         from editgraph.ops.imaging import file_hash
 
         return file_hash(params.lut) if params.lut else None
+
+    @classmethod
+    def check_sources(cls, params, *, deep=True, settings=None):
+        """The LUT file exists and is small enough to be a .cube (checked before it is read)."""
+        problems = super().check_sources(params, deep=deep, settings=settings)
+        if problems or not isinstance(params.lut, str) or not params.lut:
+            return problems
+        from editgraph.ops.budget import cube_file_problem
+
+        problem = cube_file_problem(params.lut)
+        return [("lut", problem)] if problem else []
 
     def run(self, ctx: RunContext, image: Image) -> Image:
         import torch

@@ -19,7 +19,7 @@ class LoadedImage(NamedTuple):
     alpha: Mask
 
 
-@node("image.load", version="1.0.0")
+@node("image.load", version="1.0.1")
 class LoadImage(Node):
     """Read a PNG, JPEG or WebP photo (8 or 16 bit), upright per its EXIF orientation.
 
@@ -35,12 +35,24 @@ class LoadImage(Node):
 
         return file_hash(params.path)
 
+    @classmethod
+    def check_sources(cls, params, *, deep=True, settings=None):
+        """The file exists, and its size and header are within the budgets (nothing decoded)."""
+        from editgraph.ops.budget import image_problem
+        from editgraph.settings import Settings
+
+        problems = super().check_sources(params, deep=deep, settings=settings)
+        if problems or not isinstance(params.path, str) or not params.path:
+            return problems
+        problem = image_problem(params.path, settings or Settings.from_env())
+        return [("path", problem)] if problem else []
+
     def run(self, ctx: RunContext) -> LoadedImage:
         import torch
 
         from editgraph.ops.imaging import read_image
 
-        decoded = read_image(self.params.path)
+        decoded = read_image(self.params.path, ctx.settings)
         alpha = decoded.alpha if decoded.alpha is not None else torch.ones_like(decoded.image[:, :1])
         return LoadedImage(decoded.image, alpha)
 
@@ -84,7 +96,7 @@ class SaveImage(Node):
         return Artifact(files)
 
 
-@node("image.resize", version="1.0.0")
+@node("image.resize", version="1.0.1")
 class ResizeImage(Node):
     """Scale the image to a width and/or height (0 keeps the aspect ratio), optionally snapped to a multiple."""
 
@@ -94,8 +106,16 @@ class ResizeImage(Node):
         multiple_of: int = Field(1, ge=1, le=256, description="round the size to a multiple of this (8 for latents)")
         filter: Literal["bicubic", "bilinear", "nearest", "area"] = Field("bicubic", description="resampling filter")
 
+    @classmethod
+    def planned_size(cls, params, connected):
+        if isinstance(params.width, int) and isinstance(params.height, int) and params.width and params.height:
+            return params.width, params.height
+        return None
+
     def run(self, ctx: RunContext, image: Image) -> Image:
         import torch.nn.functional as F
+
+        from editgraph.ops.budget import check_pixels
 
         h, w = image.shape[-2:]
         p = self.params
@@ -104,6 +124,7 @@ class ResizeImage(Node):
         tw = p.width or max(1, round(w * p.height / h))
         th = p.height or max(1, round(h * p.width / w))
         tw, th = (max(p.multiple_of, round(v / p.multiple_of) * p.multiple_of) for v in (tw, th))
+        check_pixels("image.resize", tw, th, ctx.settings)
         if (th, tw) == (h, w):
             return image
         if p.filter in ("bicubic", "bilinear"):

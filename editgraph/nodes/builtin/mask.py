@@ -17,13 +17,24 @@ if TYPE_CHECKING:
 Channel = Literal["auto", "luminance", "alpha", "red", "green", "blue"]
 
 
-def _canvas(what: str, image: torch.Tensor | None, width: int, height: int) -> tuple[int, int, int]:
-    """(batch, height, width) of a mask drawn from scratch: the image's, or the params'."""
+def _canvas(ctx: RunContext, what: str, image: torch.Tensor | None, width: int, height: int) -> tuple[int, int, int]:
+    """(batch, height, width) of a mask drawn from scratch: the image's, or the params' (checked
+    against the pixel budget before anything is allocated)."""
+    from editgraph.ops.budget import check_pixels
+
     if image is not None:
         return image.shape[0], image.shape[-2], image.shape[-1]
     if width == 0 or height == 0:
         raise NodeError(f"{what}: connect an `image` to take its size, or set width and height (got {width}x{height})")
+    check_pixels(what, width, height, ctx.settings)
     return 1, height, width
+
+
+def _canvas_size(params, connected: frozenset[str]) -> tuple[int, int] | None:
+    """planned_size of a drawn mask: width x height when no image gives the size."""
+    if "image" in connected or not (isinstance(params.width, int) and isinstance(params.height, int)):
+        return None
+    return params.width, params.height
 
 
 def _fit(what: str, mask: torch.Tensor, like: torch.Tensor, resize: bool, names: tuple[str, str]) -> torch.Tensor:
@@ -36,7 +47,7 @@ def _fit(what: str, mask: torch.Tensor, like: torch.Tensor, resize: bool, names:
     return mask
 
 
-@node("mask.load", version="1.0.0")
+@node("mask.load", version="1.0.1")
 class LoadMask(Node):
     """Read a mask from an image file: white (or opaque) = change, black (or transparent) = keep.
 
@@ -59,11 +70,23 @@ class LoadMask(Node):
 
         return file_hash(params.path)
 
+    @classmethod
+    def check_sources(cls, params, *, deep=True, settings=None):
+        """The file exists, and its size and header are within the budgets (nothing decoded)."""
+        from editgraph.ops.budget import image_problem
+        from editgraph.settings import Settings
+
+        problems = super().check_sources(params, deep=deep, settings=settings)
+        if problems or not isinstance(params.path, str) or not params.path:
+            return problems
+        problem = image_problem(params.path, settings or Settings.from_env())
+        return [("path", problem)] if problem else []
+
     def run(self, ctx: RunContext) -> Mask:
         from editgraph.ops.colour import luminance
         from editgraph.ops.imaging import read_image
 
-        decoded = read_image(self.params.path)
+        decoded = read_image(self.params.path, ctx.settings)
         channel = self.params.channel
         alpha_varies = decoded.alpha is not None and bool((decoded.alpha < 1).any())
         if channel == "alpha" and decoded.alpha is None:
@@ -93,7 +116,7 @@ class MaskFromAlpha(Node):
         return 1.0 - alpha if self.params.change == "transparent" else alpha.clone()
 
 
-@node("mask.rect", version="1.0.0")
+@node("mask.rect", version="1.0.1")
 class RectMask(Node):
     """A hard-edged rectangle of 1 on 0, sized like `image` (or width x height). The rectangle may
     reach past the frame; the part inside is drawn."""
@@ -106,18 +129,22 @@ class RectMask(Node):
         width: int = Field(0, ge=0, le=65536, description="canvas width when no image is connected")
         height: int = Field(0, ge=0, le=65536, description="canvas height when no image is connected")
 
+    @classmethod
+    def planned_size(cls, params, connected):
+        return _canvas_size(params, connected)
+
     def run(self, ctx: RunContext, image: Image | None = None) -> Mask:
         import torch
 
         p = self.params
-        b, h, w = _canvas("mask.rect", image, p.width, p.height)
+        b, h, w = _canvas(ctx, "mask.rect", image, p.width, p.height)
         mask = torch.zeros(b, 1, h, w)
         x0, y0 = max(p.x, 0), max(p.y, 0)
         mask[..., y0 : max(p.y + p.rect_height, 0), x0 : max(p.x + p.rect_width, 0)] = 1.0
         return mask
 
 
-@node("mask.ellipse", version="1.0.0")
+@node("mask.ellipse", version="1.0.1")
 class EllipseMask(Node):
     """An ellipse of 1 on 0, sized like `image` (or width x height), its edge antialiased over one
     pixel (a signed-distance estimate) unless `antialias` is off."""
@@ -131,11 +158,15 @@ class EllipseMask(Node):
         width: int = Field(0, ge=0, le=65536, description="canvas width when no image is connected")
         height: int = Field(0, ge=0, le=65536, description="canvas height when no image is connected")
 
+    @classmethod
+    def planned_size(cls, params, connected):
+        return _canvas_size(params, connected)
+
     def run(self, ctx: RunContext, image: Image | None = None) -> Mask:
         import torch
 
         p = self.params
-        b, h, w = _canvas("mask.ellipse", image, p.width, p.height)
+        b, h, w = _canvas(ctx, "mask.ellipse", image, p.width, p.height)
         rx, ry = p.rx * w, p.ry * h
         # pixel centres relative to the ellipse centre, in px
         dx = (torch.arange(w, dtype=torch.float32) + 0.5 - p.cx * w).view(1, w)

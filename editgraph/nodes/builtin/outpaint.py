@@ -59,7 +59,7 @@ def _soft_fill(x: torch.Tensor, radius: int) -> torch.Tensor:
     return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).clamp_(0, 1)
 
 
-@node("outpaint.pad", version="1.0.0")
+@node("outpaint.pad", version="1.0.1")
 class OutpaintPad(Node):
     """Extend the canvas around the photo for outpainting.
 
@@ -89,6 +89,13 @@ class OutpaintPad(Node):
         overlap: int = Field(16, ge=0, le=4096, description="px the mask reaches into the photo along extended sides")
         feather: int = Field(8, ge=0, le=4096, description="inner px of the overlap that fade to 0; <= overlap")
 
+    @classmethod
+    def planned_size(cls, params, connected):
+        sides = (params.left, params.right, params.top, params.bottom)
+        if params.aspect != "none" or not all(isinstance(v, int) for v in sides):
+            return None  # the canvas follows the photo's size
+        return 1 + params.left + params.right, 1 + params.top + params.bottom  # around a 1x1 photo at least
+
     def _geometry(self, h: int, w: int) -> tuple[int, int, int, int]:
         """(left, right, top, bottom) padding."""
         p = self.params
@@ -114,12 +121,14 @@ class OutpaintPad(Node):
     def run(self, ctx: RunContext, image: Image) -> Outpainted:
         import torch
 
+        from editgraph.ops.budget import check_pixels
         from editgraph.ops.filters import pad
 
         p = self.params
         b, _, h, w = image.shape
         left, right, top, bottom = self._geometry(h, w)
         H, W = h + top + bottom, w + left + right
+        check_pixels("outpaint.pad", W, H, ctx.settings)  # before the canvas and mask are allocated
         inside = (..., slice(top, top + h), slice(left, left + w))
         # 3. pre-fill
         if p.fill == "color":
