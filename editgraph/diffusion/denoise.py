@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from editgraph.diffusion.schedules import generator_for, make_scheduler
-from editgraph.diffusion.vae import check_model_family, encode_moments, posterior, sample_image_latents, vae_input
+from editgraph.diffusion.vae import check_model_family, decode_latents, encode_moments, posterior, sample_image_latents, vae_input
 from editgraph.errors import NodeError
 
 
@@ -118,14 +118,8 @@ def denoise(job: DenoiseJob) -> torch.Tensor:
     model, latent = job.model, job.latent
     unet = model.unet
     unet_channels = int(unet.config.in_channels)
-    inpaint = job.mask is not None
     if unet_channels == 8:
         raise NodeError(f"model {model.name!r} is an InstructPix2Pix model (8-channel UNet); use the `instruct` node")
-    if unet_channels == 9 and (not inpaint or job.image is None):
-        raise NodeError(
-            f"model {model.name!r} is an inpainting model (9-channel UNet): denoise needs both the `mask` "
-            "and the `image` inputs (the pixels the mask applies to)"
-        )
     if unet_channels not in (4, 9):
         raise NodeError(f"model {model.name!r}: UNet with {unet_channels} input channels; supported are 4, 8 (instruct) and 9")
     check_model_family("denoise", model, latent.family)
@@ -133,6 +127,19 @@ def denoise(job: DenoiseJob) -> torch.Tensor:
     batch = latent.samples.shape[0]
     h, w = latent.samples.shape[-2:]
     f = model.vae_scale_factor
+    # 0. the same wiring runs 4- and 9-channel models. A 9-channel (inpainting) UNet always sees
+    #    a mask and the masked picture's latents: with no mask, the whole picture may change (an
+    #    all-ones mask, so nothing of the picture is kept); with a mask but no `image`, the
+    #    picture is the latent's own decode (what vae.encode saw, through the VAE's round trip;
+    #    the pixels outside the mask are pasted back from the photo downstream anyway).
+    mask_px, image_px = job.mask, job.image
+    if unet_channels == 9:
+        if mask_px is None:
+            mask_px = torch.ones(batch, 1, h * f, w * f)
+            image_px = torch.zeros(batch, 3, h * f, w * f)
+        elif image_px is None:
+            image_px = decode_latents(model, latent.samples, max(h, w) * f > 1024, latent.channels_last)
+    inpaint = mask_px is not None
     device = unet.device
     generator = generator_for(job.seed, device)
     cfg_on = job.cfg > 1.0 and unet.config.time_cond_proj_dim is None
@@ -170,9 +177,9 @@ def denoise(job: DenoiseJob) -> torch.Tensor:
         latents = noise * scheduler.init_noise_sigma if strength_max else scheduler.add_noise(image_latents, noise, latent_timestep)
 
         # 4. mask (binarized like the pipeline's mask processor) and masked-image latents
-        mask_condition = _pixel_mask(job.mask, batch, h * f, w * f).to(device=device, dtype=dtype)
-        if job.image is not None:
-            init_image = vae_input(model, job.image, "image").to(torch.float32)
+        mask_condition = _pixel_mask(mask_px, batch, h * f, w * f).to(device=device, dtype=dtype)
+        if image_px is not None:
+            init_image = vae_input(model, image_px, "image").to(torch.float32)
             if init_image.shape[-2:] != mask_condition.shape[-2:]:
                 raise NodeError(
                     f"denoise: image is {init_image.shape[-1]}x{init_image.shape[-2]} but the latent decodes to "

@@ -14,6 +14,35 @@ def _reads(cls: type[Node]) -> bool:
     return cls.check_sources.__func__ is not Node.check_sources.__func__ or bool(field_marks(cls.Params, INPUT_PATH))
 
 
+_KINDS = {
+    "base": "an ordinary (4-channel) model",
+    "inpaint": "an inpainting (9-channel) model",
+    "instruct": "an InstructPix2Pix (8-channel) model: use the `instruct` node",
+}
+
+_SHORT = {"base": "ordinary", "inpaint": "inpainting", "instruct": "InstructPix2Pix"}
+
+
+def _model_wiring(graph, nid: str, node) -> list[Issue]:
+    """A model wired into a node that cannot run its kind (Node.model_kinds), where the model's
+    kind is known from its source node's params (Node.model_kind)."""
+    kinds = node.cls.model_kinds
+    ref = node.inputs.get("model")
+    if kinds is None or ref is None:
+        return []
+    src = graph.nodes[ref[0]]
+    facts = src.cls.model_kind(src.params)
+    if facts is None or facts[1] in kinds:
+        return []
+    name, kind = facts
+    takes = " or ".join(sorted(_SHORT.get(k, k) for k in kinds))
+    return [Issue(
+        f"nodes.{nid}.inputs.model",
+        f"{node.type} cannot run model {name!r} from '{ref[0]}', {_KINDS.get(kind, kind)}; it takes {takes} models",
+        nid, node.type,
+    )]
+
+
 def check_sources(graph, *, deep: bool = True, settings=None) -> list[Issue]:
     """Every node's Node.check_sources, as Issues with JSON paths, in document order (the order an
     author reads them in), and every picture size a node's params ask for (Node.planned_size)
@@ -38,6 +67,7 @@ def check_sources(graph, *, deep: bool = True, settings=None) -> list[Issue]:
             bound = param_ref(raw.get(fname))
             via = f" (from ${bound})" if bound is not None else ""
             issues.append(Issue(f"nodes.{nid}.params.{fname}", f"{problem}{via}", nid, node.type))
+        issues += _model_wiring(graph, nid, node)
         size = node.cls.planned_size(node.params, frozenset(node.inputs))
         problem = pixels_problem(size[0], size[1], settings) if size is not None else None
         if problem is not None:

@@ -168,6 +168,17 @@ class Node:
         anything is allocated; run() checks the actual size again (ops.budget.check_pixels)."""
         return None
 
+    # The model kinds ("base", "inpaint", "instruct") the node's `model` input can run; None: any.
+    # Where the wired model's kind is known without loading it (Node.model_kind), a wiring the
+    # node cannot run is refused by validation, not after the model has loaded.
+    model_kinds: ClassVar[frozenset[str] | None] = None
+
+    @classmethod
+    def model_kind(cls, params: NodeParams) -> tuple[str, str] | None:
+        """For a node whose output is a model: (its name, its kind) when known without loading
+        anything (a built-in model's name, a folder's UNet config), else None."""
+        return None
+
     # Its InputPath files may be looked for again by name and hash when an image's workflow runs
     # on another machine (model.load: no, its names resolve through the model registry).
     relocatable: ClassVar[bool] = True

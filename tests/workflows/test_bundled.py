@@ -69,18 +69,24 @@ def test_validates_pins_current_versions_and_describes_params(name):
     assert check_sources(graph) == [], name
 
 
-def _run(name, out_dir, cache_dir):
+def _run(name, out_dir, cache_dir, **extra):
     sets, _ = FAST[name]
-    graph = bind(load_workflow(workflows.find(name)), sets, base_dir=workflows.HERE)
+    graph = bind(load_workflow(workflows.find(name)), {**sets, **extra}, base_dir=workflows.HERE)
     log = EventLog()
     result = Executor(Cache.default(cache_dir), listeners=[log]).run(graph, out_dir=out_dir, stamp=provenance.stamp)
     return graph, result, log
 
 
+# Every bundled workflow that takes an ordinary SD model runs, unchanged, with an inpainting
+# (9-channel) one too (issue 10: they failed after the model loaded).
+INPAINT_MODEL = sorted(n for n in FAST if load_workflow(workflows.find(n)).params.get("model") and n != "instruct")
+RUNS = [(n, {}) for n in sorted(FAST)] + [(n, {"model": "tiny-sd-inpaint"}) for n in INPAINT_MODEL]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(FAST))
-def test_runs_on_tiny_models_keeps_its_promises_and_is_deterministic(name, tmp_path):
-    graph, result, log = _run(name, tmp_path / "a", tmp_path / "cache-a")
+@pytest.mark.parametrize("name,extra", RUNS, ids=[n + ("-" + e["model"] if e else "") for n, e in RUNS])
+def test_runs_on_tiny_models_keeps_its_promises_and_is_deterministic(name, extra, tmp_path):
+    graph, result, log = _run(name, tmp_path / "a", tmp_path / "cache-a", **extra)
     assert len(log.ran()) == len(graph.nodes)
     sizes = FAST[name][1] if isinstance(FAST[name][1], dict) else None
     if sizes is not None:  # several outputs (product-swap: one per aspect ratio)
@@ -103,7 +109,17 @@ def test_runs_on_tiny_models_keeps_its_promises_and_is_deterministic(name, tmp_p
     info = provenance.read(written.read_bytes())
     assert info["workflow"]["name"] == name
     # A second run in a fresh cache (every node runs again) writes byte-identical pixels.
-    _, again, _ = _run(name, tmp_path / "b", tmp_path / "cache-b")
+    _, again, _ = _run(name, tmp_path / "b", tmp_path / "cache-b", **extra)
     for first, second in zip(sorted(result.written), sorted(again.written), strict=True):
         a, b = (PILImage.open(p) for p in (first, second))
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("name,model,node", [("inpaint", "tiny-ip2p", "denoise"), ("instruct", "tiny-sd", "edit")])
+def test_validate_refuses_a_model_kind_the_node_cannot_run(name, model, node):
+    wf = load_workflow(workflows.find(name))
+    assert node in wf.nodes and wf.nodes[node].inputs["model"] == "model"
+    graph = bind(wf, {"model": model}, base_dir=workflows.HERE)
+    issues = [(i.path, i.message) for i in check_sources(graph) if i.path.endswith("inputs.model")]
+    assert len(issues) == 1 and issues[0][0] == f"nodes.{node}.inputs.model"
+    assert f"cannot run model {model!r} from 'model'" in issues[0][1]

@@ -171,17 +171,21 @@ class _Sampling(NodeParams):
     scheduler: schedules.SchedulerName = Field("euler", description="sampler: " + ", ".join(schedules.SCHEDULER_CLASSES))
 
 
-@node("denoise", version="1.0.0")
+@node("denoise", version="1.0.1")
 class Denoise(Node):
     """Paint with the diffusion model: from noise (a latent.empty input), from a photo's latent
     (img2img: strength = how much changes), or only inside `mask` (inpainting: latent blending for
-    ordinary models, masked-image conditioning for inpainting models, which also need `image`)."""
+    ordinary models, masked-image conditioning for inpainting models). The same wiring runs both:
+    an inpainting model takes the masked picture from `image` when connected, else from the
+    latent's own decode, and with no mask repaints the whole picture."""
 
     generative = True  # pixels (or latents) made by the trained model
     cost_class = "expensive"  # model work: always worth a disk entry
 
     class Params(_Sampling):
         strength: float = Field(1.0, gt=0.0, le=1.0, description="share of the schedule to run; 1.0 repaints fully")
+
+    model_kinds = frozenset({"base", "inpaint"})
 
     def run(
         self, ctx: RunContext, model: Model, cond: Conditioning, latent: Latent,
@@ -205,7 +209,7 @@ class Denoise(Node):
         return _latent_out(samples, m.family)
 
 
-@node("refine", version="1.0.0")
+@node("refine", version="1.0.1")
 class Refine(Node):
     """A second, light denoise pass that sharpens detail, optionally at a larger size (upscaling the
     latent, or the decoded picture, first) and optionally with another model (`source` is the model
@@ -220,6 +224,8 @@ class Refine(Node):
         upscale: Literal["image", "latent"] = Field(
             "image", description="upscale the decoded picture (sharper) or the latent itself (cheaper)"
         )
+
+    model_kinds = frozenset({"base", "inpaint"})
 
     def run(
         self, ctx: RunContext, model: Model, cond: Conditioning, latent: Latent, source: Model | None = None
@@ -260,7 +266,7 @@ class Refine(Node):
         return _latent_out(samples, m.family)
 
 
-@node("instruct", version="1.0.0")
+@node("instruct", version="1.0.1")
 class Instruct(Node):
     """Edit the photo by instruction ("make it snowy") with an InstructPix2Pix model: `cfg` pulls
     toward the instruction, `image_cfg` toward the source photo."""
@@ -270,6 +276,8 @@ class Instruct(Node):
 
     class Params(_Sampling):
         image_cfg: float = Field(1.5, ge=0.0, le=20.0, description="image guidance: higher keeps more of the source")
+
+    model_kinds = frozenset({"instruct"})
 
     def run(self, ctx: RunContext, model: Model, cond: Conditioning, latent: Latent) -> Latent:
         import torch

@@ -1,6 +1,6 @@
 """model.load: bring a diffusion model into the graph.
 
-The model is a name (`tiny-sd`, `tiny-sd-inpaint`, `tiny-ip2p`, `medium-sd`: built into the cache
+The model is a name (`tiny-sd`, `tiny-sd-inpaint`, `tiny-ip2p`, `medium-sd`, `tiny-sdxl`: built into the cache
 on first use) or a path, relative to the workflow file, to a diffusers folder or a single
 .safetensors checkpoint. Its key is the hash of its files, not its path, so editing a weight file
 reruns everything made with it and the same files elsewhere share cache entries.
@@ -14,11 +14,12 @@ from typing import Any, Literal
 from pydantic import Field
 
 from editgraph.models.handle import DiffusionModel
+from editgraph.models.tiny import TINY_NAMES
 from editgraph.nodes.context import RunContext
 from editgraph.nodes.registry import InputPath, Node, NodeParams, node
 
 
-@node("model.load", version="1.0.0", deterministic=True)
+@node("model.load", version="1.0.1", deterministic=True)
 class LoadModel(Node):
     """Load a Stable Diffusion model (UNet, VAE, text encoder, tokenizer) that later nodes use to
     encode prompts, encode and decode pictures, and denoise. Loads once per process."""
@@ -30,7 +31,7 @@ class LoadModel(Node):
             ...,
             min_length=1,
             description=(
-                "a built-in tiny model (tiny-sd, tiny-sd-inpaint, tiny-ip2p, medium-sd) or a path, "
+                f"a built-in tiny model ({', '.join(TINY_NAMES)}) or a path, "
                 "relative to the workflow file, to a diffusers folder or a .safetensors checkpoint"
             ),
         )
@@ -75,6 +76,30 @@ class LoadModel(Node):
                 f"or run with --allow-model-mismatch to use these anyway"
             ))]
         return []
+
+    @classmethod
+    def model_kind(cls, params: NodeParams) -> tuple[str, str] | None:
+        """A built-in model's kind from its spec; a folder's from its UNet's input channels."""
+        import json
+
+        from editgraph.models.errors import ModelError
+        from editgraph.models.loader import resolve
+        from editgraph.models.tiny import TINY_MODELS
+
+        name = getattr(params, "model", None)
+        if not isinstance(name, str) or not name:
+            return None
+        try:
+            path = resolve(name, build=False)
+        except ModelError:
+            return None  # check_sources reports it
+        if path.name in TINY_MODELS:
+            return path.name, TINY_MODELS[path.name].kind
+        try:
+            channels = json.loads((path / "unet" / "config.json").read_text(encoding="utf-8")).get("in_channels")
+        except (OSError, ValueError, AttributeError):
+            return None  # a single-file checkpoint or an unusual folder: known once loaded
+        return path.name, {4: "base", 9: "inpaint", 8: "instruct"}.get(channels, f"{channels}-channel")
 
     # Model names resolve through the model registry, not as files to find beside an image.
     relocatable = False
