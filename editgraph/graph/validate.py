@@ -372,12 +372,23 @@ def _resolve_inputs(node_id, cls, workflow, classes, issues) -> dict[str, tuple[
 
 
 def _topological_order(workflow, inputs, issues) -> list[str]:
+    """Nodes in run order, or [] with every cycle reported. Cycles are looked for over every
+    reference the document makes to an existing node, so one through a node of unknown type or
+    through an edge rejected above (a type mismatch, a missing output) is reported too."""
+    # (source, target) -> the input name of the first reference that makes that edge
+    referenced: dict[tuple[str, str], str] = {}
+    for nid, spec in workflow.nodes.items():
+        for name, ref in spec.inputs.items():
+            src = ref.partition(".")[0]
+            if src in workflow.nodes:
+                referenced.setdefault((src, nid), name)
+    for cycle in topology.cycles(workflow.nodes, referenced):
+        # starts at its smallest id (topology.cycles); the path names the edge leaving that node
+        src, dst = cycle[0], cycle[1 % len(cycle)]
+        chain = " -> ".join(cycle + [cycle[0]])
+        issues.append(Issue(f"nodes.{dst}.inputs.{referenced[(src, dst)]}", f"cycle: {chain}", dst, workflow.nodes[dst].type))
+    if issues:
+        return []
     edges = [(src, nid) for nid, ins in inputs.items() for src, _ in ins.values()]
     # Sorted among equals so the order, and so event order, is the same every run.
-    found = topology.order(workflow.nodes, edges)
-    if found is not None:
-        return found
-    for cycle in topology.cycles(workflow.nodes, edges):
-        chain = " -> ".join(cycle + [cycle[0]])
-        issues.append(Issue("nodes", f"cycle: {chain}", cycle[0], workflow.nodes[cycle[0]].type))
-    return []
+    return topology.order(workflow.nodes, edges) or []

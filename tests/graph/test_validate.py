@@ -97,7 +97,28 @@ def test_socket_type_mismatch_names_both_types():
 def test_cycle_lists_its_nodes_in_order():
     r = lambda src: {"type": "image.resize", "inputs": {"image": src}, "params": {"width": 8}}  # noqa: E731
     (msg,) = problems(doc({"a": r("c"), "b": r("a"), "c": r("b"), "ok": LOAD}))
-    assert msg.startswith("nodes [node 'a' (image.resize)]: cycle: a -> b -> c -> a")
+    assert msg == "nodes.b.inputs.image [node 'b' (image.resize)]: cycle: a -> b -> c -> a"
+
+
+def test_every_cycle_is_reported_even_through_unknown_types_and_rejected_edges():
+    """Issue 10, defect 7: one issue per cycle, starting at its smallest id, whatever the order of
+    the document, with the JSON path of the edge that leaves that node."""
+    r = lambda src: {"type": "image.resize", "inputs": {"image": src}, "params": {"width": 8}}  # noqa: E731
+    nodes = {
+        "z": r("y"), "y": {"type": "no.such.type", "inputs": {"image": "z"}},  # through an unknown type
+        "m": r("n.alpha"), "n": {"type": "image.load", "inputs": {}, "params": {"path": "p.png"}},  # not a cycle
+        "q": r("p.alpha"), "p": {"type": "mask.invert", "inputs": {"mask": "q"}},  # through a rejected edge
+        "s": r("s"),  # onto itself
+    }
+    for _ in range(3):
+        items = list(nodes.items())
+        random.shuffle(items)
+        got = [m for m in problems(doc(dict(items))) if "cycle" in m]
+        assert got == [
+            "nodes.q.inputs.image [node 'q' (image.resize)]: cycle: p -> q -> p",
+            "nodes.s.inputs.image [node 's' (image.resize)]: cycle: s -> s",
+            "nodes.z.inputs.image [node 'z' (image.resize)]: cycle: y -> z -> y",
+        ]
 
 
 def test_unknown_dollar_param():
