@@ -145,11 +145,11 @@ def test_progress_counts_each_node_once_even_when_a_cached_one_reruns(capsys):
     with display:
         display(RunPlanned(("model", "text")))
         display(NodeFinished("model", "model.load", "cached", 0.0, "k1", 0))
-        display(NodeFinished("model", "model.load", "ran", 0.5, "k1", 0))  # its value was memory-only: loaded again
+        display(NodeFinished("model", "model.load", "ran", 0.5, "k1", 0, "models are not stored"))
         display(NodeFinished("text", "prompt.encode", "ran", 0.1, "k2", 0))
         overall = display.progress.tasks[0]
         assert (overall.completed, overall.total) == (2, 2)
-    assert "model (model.load) 500.0 ms again (not stored)" in capsys.readouterr().err
+    assert "model (model.load) 500.0 ms again (models are not stored)" in capsys.readouterr().err
 
 
 def test_models_list_says_what_is_built_and_what_is_missing(tmp_path, capsys, monkeypatch):
@@ -158,3 +158,44 @@ def test_models_list_says_what_is_built_and_what_is_missing(tmp_path, capsys, mo
     assert code == EXIT_OK
     assert f"gone                 {tmp_path / 'nope'}   MISSING: nothing at this path" in out
     assert "tiny-sd              built in: " in out
+
+
+def test_rough_edges_exit_with_the_codes_the_readme_gives(tmp_path, capsys, monkeypatch, photo_path):
+    """Issue 10, defect 8: each of these used to exit with another code than the README's."""
+    monkeypatch.chdir(tmp_path)
+    save = {"type": "image.save", "inputs": {"image": "p"}, "params": {"path": "a\x00b.png"}}
+    (tmp_path / "nul.json").write_text(json.dumps({"nodes": {"p": {"type": "image.load", "params": {"path": str(photo_path)}}, "s": save}}))
+    code, _, err = run_cli(capsys, "validate", "nul.json")  # was: valid, then exit 5 "an editgraph bug"
+    assert code == EXIT_INVALID and "nodes.s.params.path" in err and "control characters" in err
+    with pytest.raises(SystemExit) as exit_:  # was: exit 3, an invalid workflow
+        main(["run", "look", "--set", "prompt"])
+    assert exit_.value.code == EXIT_USAGE and "expected NAME=VALUE, got 'prompt'" in capsys.readouterr().err
+    (tmp_path / "model.ckpt").write_bytes(b"\x80\x04pickle")
+    (tmp_path / "pk.json").write_text(json.dumps({"nodes": {"m": {"type": "model.load", "params": {"model": "model.ckpt"}}}}))
+    for command in ("validate", "run"):  # was: 3 under validate (now: 0) and 4 under run
+        code, _, err = run_cli(capsys, command, "pk.json", *(["--out", "o", "-q"] if command == "run" else []))
+        assert code == EXIT_INVALID and "nodes.m.params.model" in err and "not a .safetensors file" in err, (command, err)
+
+
+def test_cache_info_prints_sizes_in_a_fitting_unit(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EDITGRAPH_CACHE_SIZE", "1M")
+    code, out, _ = run_cli(capsys, "cache", "info", "--cache-dir", str(tmp_path / "c"))
+    assert code == EXIT_OK and "size:    0 B of 1.0 MiB" in out  # was "0.0 MiB of 0.0 GiB"
+
+
+def test_cache_clear_removes_what_dead_writers_left(tmp_path, capsys, monkeypatch):
+    """Issue 10, defect 6: leftovers of killed writers (a blob temp file, a tiny-model build
+    folder, a damaged index set aside) go with `cache clear`, not only with `gc` after an hour."""
+    models = tmp_path / "models"
+    monkeypatch.setenv("EDITGRAPH_MODELS_DIR", str(models))
+    cache = tmp_path / "c"
+    (cache / "blobs" / "ab").mkdir(parents=True)
+    (cache / "blobs" / "ab" / ".abcd.x1.tmp").write_bytes(b"half")  # an old-style temp beside the blobs
+    (cache / "tmp").mkdir()
+    (cache / "tmp" / ".abcd.x2.tmp").write_bytes(b"half")
+    (cache / "index.sqlite.damaged-1").write_bytes(b"junk")
+    (models / ".tiny-sd.building-999999").mkdir(parents=True)
+    code, _, _ = run_cli(capsys, "cache", "clear", "--cache-dir", str(cache))
+    assert code == EXIT_OK
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file() or p.name.startswith("."))
+    assert [p for p in left if "tmp" in p or "damaged" in p or "building" in p] == []

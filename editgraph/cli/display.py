@@ -80,8 +80,8 @@ class Display:
             if task is not None:
                 p.remove_task(task)
             mark = "[green]ran[/]" if event.status == "ran" else "[dim]cached[/]"
-            again = event.node_id in self.finished  # its cached value was gone (e.g. a model, kept in memory only)
-            why = " again (not stored)" if again else ""
+            again = event.node_id in self.finished  # its value was gone: the executor says why
+            why = f" again ({event.again or 'its value was gone'})" if again else ""
             p.console.print(f"  {mark:<20} {event.node_id} ({event.node_type}) {event.seconds * 1000:.1f} ms{why}")
             if not again:
                 self.finished.add(event.node_id)

@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a workflow (a file, a bundled name, or an image editgraph made: same pixels again)")
     run.add_argument("workflow")
-    run.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE", help="set a workflow param")
+    run.add_argument("--set", dest="sets", action="append", default=[], type=_name_value, metavar="NAME=VALUE", help="set a workflow param")
     run.add_argument("--out", default="out", help="output folder; the only place a run writes files (default: ./out)")
     run.add_argument("--report", help="write a JSON report: each node's status, seconds and key; the resolved params")
     run.add_argument("--no-cache", action="store_true", help="run every node; read and write no cache")
@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="check a workflow without running it, input files included; lists every problem")
     val.add_argument("workflow")
-    val.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE")
+    val.add_argument("--set", dest="sets", action="append", default=[], type=_name_value, metavar="NAME=VALUE")
     val.set_defaults(func=cmd_validate)
 
     show = sub.add_parser("show", help="describe a workflow (text, Mermaid, DOT, PNG) or the provenance a saved image carries")
@@ -113,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--table", help="CSV: a header of workflow param names, one row per run; empty cell = default")
     batch.add_argument("--zip", dest="zips", action="append", default=[], metavar="NAME=A,B,C", help="lists walked together (equal lengths)")
     batch.add_argument("--product", dest="products", action="append", default=[], metavar="NAME=A,B", help="every combination of these lists")
-    batch.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE", help="a param held the same in every row")
+    batch.add_argument("--set", dest="sets", action="append", default=[], type=_name_value, metavar="NAME=VALUE", help="a param held the same in every row")
     batch.add_argument("--out", default="out", help="output root (rows go to OUT/row-<n>/), or a template using {row} and param names")
     batch.add_argument("--report", help="write a JSON report: per row per node status, and how often each node ran")
     batch.add_argument("--keep-going", action="store_true", help="after a failed row, run the remaining rows (exit 4 at the end)")
@@ -160,17 +160,22 @@ def _parser() -> argparse.ArgumentParser:
 # --- loading -----------------------------------------------------------------------------------
 
 
-def _parse_sets(sets: list[str]) -> dict[str, str]:
-    from editgraph.errors import Issue, WorkflowInvalid
+def _name_value(item: str) -> str:
+    """--set's argument type: a malformed one is a usage error (exit 2), found by argparse before
+    any workflow is read, like any other malformed option."""
+    import argparse
 
-    out, issues = {}, []
+    name, eq, _ = item.partition("=")
+    if not eq or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {item!r}")
+    return item
+
+
+def _parse_sets(sets: list[str]) -> dict[str, str]:
+    out = {}
     for item in sets:
-        name, eq, value = item.partition("=")
-        if not eq or not name:
-            issues.append(Issue(f"--set {item}", "expected NAME=VALUE"))
+        name, _, value = item.partition("=")
         out[name.strip()] = value
-    if issues:
-        raise WorkflowInvalid(issues)
     return out
 
 

@@ -40,6 +40,7 @@ class NodeFinished:
     seconds: float
     key: str
     nbytes: int  # size of its encoded outputs (0 when cached: nothing was produced)
+    again: str | None = None  # why a node reported earlier in this run ran again (its value was gone)
 
 
 @dataclass(frozen=True)

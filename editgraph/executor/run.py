@@ -347,7 +347,7 @@ class _Run:
             ex.cache.flush()
         return result
 
-    def _run_node(self, node: BoundNode) -> None:
+    def _run_node(self, node: BoundNode, again: str | None = None) -> None:
         ex = self.ex
         nid, key = node.id, self.keys[node.id]
         args = {name: self.fetch(ref) for name, ref in node.inputs.items()}
@@ -422,7 +422,7 @@ class _Run:
             reason = "; ".join(f"{name}: {why}" for name, why in why_not.items())
         calls = self._billed(node, fps, cached=False)
         self.records[nid] = NodeRecord(node.type, "ran", seconds, key, calls, not why_not, reason)
-        ex.emit(NodeFinished(nid, node.type, "ran", seconds, key, nbytes))
+        ex.emit(NodeFinished(nid, node.type, "ran", seconds, key, nbytes, again))
 
     def _billed(self, node: BoundNode, fps: dict[str, str], *, cached: bool) -> dict[str, Any] | None:
         """A paid node's call log for the report; a cached one's cost is credited as saved."""
@@ -485,7 +485,21 @@ class _Run:
                         self.values[ref] = value
         index = {n: i for i, n in enumerate(self.graph.nodes)}
         for cur in sorted(plan, key=index.__getitem__):
-            self._run_node(self.graph.nodes[cur])
+            self._run_node(self.graph.nodes[cur], self._why_again(cur))
+
+    def _why_again(self, nid: str) -> str:
+        """Why a node this run already reported runs again: the words a person reads after
+        'again (...)', true to what happened to its value."""
+        node = self.graph.nodes[nid]
+        if any(sock.name == "Model" for sock in node.cls.outputs.values()):
+            return "models are not stored"
+        disk = self.ex.cache.disk
+        if disk is not None and any(self.fps.get((nid, out)) in disk.lost for out in node.cls.outputs):
+            return "its stored value was damaged or missing"
+        record = self.records.get(nid)
+        if record is not None and record.why_not:
+            return f"not stored: {record.why_not}"
+        return "its value was not kept"
 
     # --- outputs ----------------------------------------------------------------------------
 
@@ -499,6 +513,8 @@ class _Run:
                     continue
                 artifact: Artifact = self.fetch((nid, out))
                 for name, data in artifact.files.items():
+                    if any(ord(c) < 32 for c in name):  # NUL would fail in the OS call, as a "bug"
+                        raise EditgraphError(f"node '{nid}' ({node.type}): file name {name!r} has a control character")
                     dest = (root / name).resolve()
                     if not dest.is_relative_to(root):
                         raise EditgraphError(f"node '{nid}' ({node.type}): refusing to write {name!r} outside {root}")

@@ -146,6 +146,7 @@ class DiskStore:
         sweep_temporaries(self.tmp)  # what writers killed mid-write left (their locks are gone)
         self.recovered_from: Path | None = None  # a damaged index this store set aside
         self.problems: list[str] = []  # index errors met mid-run, each survived by forgetting
+        self.lost: set[str] = set()  # blobs found damaged or missing when read, and forgotten
         self._db = self._open_index()
         self._cursor = self._db.cursor()  # reused: the hot lookups skip making a cursor each time
         self._lock = threading.Lock()  # the reading connection: lookups, forget, evict
@@ -296,6 +297,7 @@ class DiskStore:
 
     @_forgets(None)
     def _forget(self, fp: str) -> None:
+        self.lost.add(fp)
         self._overlay_blobs.pop(fp, None)
         with self._lock:
             self._end_read()

@@ -40,16 +40,23 @@ _PIPELINES = {
 }
 
 
+def check_checkpoint_file(path: Path) -> None:
+    """ModelError unless `path` is a file editgraph may load as a checkpoint: .safetensors only.
+    Checked by validation (model.load's check_sources) as well as by the load, so a pickle file is
+    an invalid workflow under `validate` and `run` alike, found before anything runs."""
+    if path.suffix.lower() != ".safetensors":
+        raise ModelError(
+            f"{path} is not a .safetensors file; editgraph loads single-file checkpoints only as .safetensors "
+            "(pickle-based .ckpt files can run code)"
+        )
+
+
 def inspect_checkpoint(path: Path) -> tuple[str | None, str, dict[str, tuple[int, ...]]]:
     """(family or None, kind, {key: shape}) from a checkpoint's header, reading no tensor data.
     Family is None when the text width matches no known family (a tiny model)."""
     from safetensors import SafetensorError, safe_open
 
-    if path.suffix != ".safetensors":
-        raise ModelError(
-            f"{path} is not a .safetensors file; editgraph loads single-file checkpoints only as .safetensors "
-            "(pickle-based .ckpt files can run code)"
-        )
+    check_checkpoint_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}

@@ -62,6 +62,10 @@ def test_damaged_blob_is_detected_and_recomputed(tmp_path, damage, runner):
     doc["nodes"]["n2"] = {"type": "test.add", "inputs": {"image": "n1"}, "params": {"amount": 0.2}}
     result = runner(doc, fresh=True)
     assert runner.log.ran() == ["n1", "n2"]  # n1's entry was damaged: recomputed, never served
+    from editgraph.executor.events import NodeFinished
+
+    reran = [e.again for e in runner.log if isinstance(e, NodeFinished) and e.node_id == "n1"]
+    assert reran == [None, "its stored value was damaged or missing"]  # not "not stored" (issue 10)
     assert torch.allclose(result.value("n2"), torch.full((1, 3, 64, 64), 0.8))
     assert path.read_bytes() != bytes(data)  # rewritten whole
 

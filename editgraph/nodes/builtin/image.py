@@ -42,9 +42,10 @@ class LoadImage(Node):
         from editgraph.settings import Settings
 
         problems = super().check_sources(params, deep=deep, settings=settings)
-        if problems or not isinstance(params.path, str) or not params.path:
+        path = getattr(params, "path", None)  # unset while a required $param has no value yet
+        if problems or not isinstance(path, str) or not path:
             return problems
-        problem = image_problem(params.path, settings or Settings.from_env())
+        problem = image_problem(path, settings or Settings.from_env())
         return [("path", problem)] if problem else []
 
     def run(self, ctx: RunContext) -> LoadedImage:
@@ -60,7 +61,7 @@ class LoadImage(Node):
 _SAVE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
-@node("image.save", version="1.0.0")
+@node("image.save", version="1.0.1")
 class SaveImage(Node):
     """Encode the image as a file in the run's output folder (PNG carries the workflow that made it).
 
@@ -74,6 +75,8 @@ class SaveImage(Node):
         @field_validator("path")
         @classmethod
         def _inside_output_folder(cls, v: str) -> str:
+            if any(ord(c) < 32 for c in v):  # NUL, newlines: no file system or viewer wants them
+                raise ValueError("must not contain control characters (NUL, newline, tab ...)")
             for flavour in (PurePosixPath(v), PureWindowsPath(v)):
                 if flavour.is_absolute() or flavour.drive or ".." in flavour.parts:
                     raise ValueError("must be a relative path inside the output folder (no '..', not absolute)")

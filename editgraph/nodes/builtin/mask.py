@@ -77,9 +77,10 @@ class LoadMask(Node):
         from editgraph.settings import Settings
 
         problems = super().check_sources(params, deep=deep, settings=settings)
-        if problems or not isinstance(params.path, str) or not params.path:
+        path = getattr(params, "path", None)  # unset while a required $param has no value yet
+        if problems or not isinstance(path, str) or not path:
             return problems
-        problem = image_problem(params.path, settings or Settings.from_env())
+        problem = image_problem(path, settings or Settings.from_env())
         return [("path", problem)] if problem else []
 
     def run(self, ctx: RunContext) -> Mask:

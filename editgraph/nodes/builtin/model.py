@@ -55,12 +55,15 @@ class LoadModel(Node):
         built yet is left to the run that needs it."""
         from editgraph.models.errors import ModelError
         from editgraph.models.loader import model_hash, resolve, tiny_is_built
+        from editgraph.models.single_file import check_checkpoint_file
         from editgraph.models.tiny import TINY_NAMES
 
         if not deep:
             return []
         try:
             path = resolve(params.model, build=False)  # type: ignore[attr-defined]
+            if path.is_file():
+                check_checkpoint_file(path)  # a pickle checkpoint: invalid before anything runs
             if path.name in TINY_NAMES and not tiny_is_built(path):
                 return []
             wanted = params.hash  # type: ignore[attr-defined]
