@@ -44,12 +44,12 @@ def check_pixels(what: str, width: int, height: int, settings: Settings | None, 
         raise NodeError(f"{what}: {problem}")
 
 
-def file_problem(path: str | os.PathLike[str], limit: int, limit_name: str) -> str | None:
+def file_problem(path: str | os.PathLike[str], limit: int, limit_name: str, what: str = "input") -> str | None:
     """Why `path` cannot be read as an input file (missing, not a regular file, too large), or None."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return f"input file not found: {os.fspath(path)}"
+        return f"{what} file not found: {os.fspath(path)}"
     except OSError as exc:
         return f"cannot read {os.fspath(path)}: {exc.strerror}"
     kind = file_kind(st.st_mode)
@@ -75,7 +75,7 @@ def image_problem(path: str | os.PathLike[str], settings: Settings) -> str | Non
     """Why an image file cannot be loaded within the budgets (file size, then the pixel size its
     header declares: Image.open reads only the header), or None. Undecodable files are left to
     the decoder, whose error says more."""
-    problem = file_problem(path, settings.max_file_size, "EDITGRAPH_MAX_FILE_SIZE")
+    problem = file_problem(path, settings.max_file_size, "EDITGRAPH_MAX_FILE_SIZE", "image")
     if problem is not None:
         return problem
     from PIL import Image as PILImage
