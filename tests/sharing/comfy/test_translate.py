@@ -24,7 +24,7 @@ def test_ksampler_advanced_from_a_later_step_is_a_partial_denoise_over_an_empty_
         "start_at_step": 5, "end_at_step": 10000, "return_with_leftover_noise": "disable",
         "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}}})).document
     assert doc["params"]["model"]["default"] == "dreamshaper_8"
-    assert doc["nodes"]["latent_3"] == {"type": "latent.empty", "version": "1.0.0", "inputs": {"model": "model_4"},
+    assert doc["nodes"]["latent_3"] == {"type": "latent.empty", "version": "1.0.1", "inputs": {"model": "model_4"},
                                         "params": {"width": 768, "height": 512, "batch": 2}}
     # 15 of 20 steps from step 5: strength 0.75, and int(20 * 0.75) = 15 steps run
     assert doc["nodes"]["denoise_3"]["params"] == {"steps": 20, "cfg": 6.0, "seed": 99, "scheduler": "unipc", "strength": 0.75}
