@@ -77,9 +77,15 @@ def _run(name, out_dir, cache_dir, **extra):
     return graph, result, log
 
 
-# Every bundled workflow that takes an ordinary SD model runs, unchanged, with an inpainting
+# Every bundled workflow that takes an ordinary SD 1.x model runs, unchanged, with an inpainting
 # (9-channel) one too (issue 10: they failed after the model loaded).
-INPAINT_MODEL = sorted(n for n in FAST if load_workflow(workflows.find(n)).params.get("model") and n != "instruct")
+def _sd_model(name: str) -> bool:
+    """Whether the workflow runs an SD 1.x model (tiny-sd) as bundled, or with FAST's settings."""
+    spec = load_workflow(workflows.find(name)).params.get("model")
+    return spec is not None and FAST[name][0].get("model", spec.default) == "tiny-sd"
+
+
+INPAINT_MODEL = sorted(n for n in FAST if _sd_model(n))
 RUNS = [(n, {}) for n in sorted(FAST)] + [(n, {"model": "tiny-sd-inpaint"}) for n in INPAINT_MODEL]
 
 
