@@ -217,6 +217,7 @@ class _Driver:
         self.start_error: str | None = None
         self.batch = ClusterBatch(self.rows, None, self.workers, shared_nodes(graphs), address)
         self.last_alive = time.monotonic()
+        self.last_poll = time.monotonic()
 
     # --- actors -----------------------------------------------------------------------------------
 
@@ -343,8 +344,11 @@ class _Driver:
         if not refs:
             return False
         done, _ = ray.wait(refs, num_returns=1, timeout=POLL_S)
-        if not done:
+        if not done or time.monotonic() - self.last_poll >= POLL_S:
+            # every POLL_S, whether or not rows are finishing meanwhile: short rows ending more often
+            # than that must not starve the progress display (or a test's hook) of statuses
             self._poll()
+        if not done:
             if any(s.info is not None for s in self.slots):
                 self.last_alive = time.monotonic()
             return time.monotonic() - self.last_alive < NO_WORKER_WAIT_S
@@ -417,6 +421,7 @@ class _Driver:
             self.on_row(row, self.batch)
 
     def _poll(self) -> None:
+        self.last_poll = time.monotonic()
         busy = [s for s in self.slots if s.job is not None]
         if not busy or self.on_status is None:
             return

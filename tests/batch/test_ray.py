@@ -16,6 +16,7 @@ import pytest
 from editgraph import workflows
 from editgraph.batch.ray import run_on_ray
 from editgraph.batch.runner import bind_rows, out_dirs, rows_from_table
+from editgraph.cli.main import main
 from editgraph.graph.document import load_workflow
 
 from .conftest import FAST, files_under
@@ -73,20 +74,30 @@ def test_twenty_rows_on_ray_equal_the_local_batch_and_share_the_encode(ray_local
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_row_has_its_row_retried_on_another(ray_local, s3_bucket, table, local_outputs, tmp_path):
-    graphs, dirs = bound_rows(table, tmp_path / "out")
+def test_a_worker_killed_mid_row_has_its_row_retried_on_another(ray_local, s3_bucket, table, tmp_path):
+    # Six rows whose denoise lasts about a second (60 steps): every denoise spans two or more status
+    # polls, so the kill always lands inside one, with half its steps still to go.
+    small = tmp_path / "six.csv"
+    small.write_text("\n".join(table.read_text().splitlines()[:7]) + "\n")
+    slow = ["--set", "steps=60", "--set", "working_size=64"]
+    assert main(["batch", "product-variant", "--table", str(small), *slow, "--out", str(tmp_path / "local"), "-q"]) == 0
+    expected = files_under(tmp_path / "local")
+    assert len(expected) == 6
+
+    graphs, dirs = bound_rows(small, tmp_path / "out", steps="60")
     killed: dict = {}
 
-    def on_status(now):  # kill -9 the first worker seen inside a row's denoise, once
+    def on_status(now):  # kill -9 the first worker seen in the first half of a row's denoise, once
         for name, st in now.items():
-            if not killed and st.get("node") == "denoise" and st.get("row", 0) >= 3:
+            early = st.get("step") is None or st["step"] <= st.get("total", 0) // 2
+            if not killed and st.get("node") == "denoise" and st.get("row", 0) >= 2 and early:
                 killed.update(worker=name, pid=st["pid"], row=st["row"])
                 os.kill(st["pid"], signal.SIGKILL)
 
     batch = run_on_ray(graphs, dirs, workers=2, shared=f"s3://{s3_bucket}/k", disk_dir=str(tmp_path / "disk"), on_status=on_status)
     assert killed, "no worker was caught inside a denoise"
-    assert [r.status for r in batch.rows] == ["ok"] * 20
-    assert files_under(tmp_path / "out") == local_outputs
+    assert [r.status for r in batch.rows] == ["ok"] * 6
+    assert files_under(tmp_path / "out") == expected  # the retried row too, byte for byte
     row = batch.rows[killed["row"] - 1]
     assert [a["worker"] for a in row.attempts] == [killed["worker"]] and "died" in row.attempts[0]["error"]
     assert row.worker != killed["worker"]  # retried on another worker
