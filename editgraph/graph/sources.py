@@ -10,8 +10,14 @@ from editgraph.nodes.registry import INPUT_PATH, Node, field_marks
 
 
 def _reads(cls: type[Node]) -> bool:
-    """Whether the class has anything to check: its own check_sources, or InputPath params."""
-    return cls.check_sources.__func__ is not Node.check_sources.__func__ or bool(field_marks(cls.Params, INPUT_PATH))
+    """Whether the class has anything to check: its own check_sources, InputPath params, a size its
+    params plan (planned_size) or the model kinds it can run (model_kinds)."""
+    return (
+        cls.check_sources.__func__ is not Node.check_sources.__func__
+        or cls.planned_size.__func__ is not Node.planned_size.__func__
+        or cls.model_kinds is not None
+        or bool(field_marks(cls.Params, INPUT_PATH))
+    )
 
 
 _KINDS = {

@@ -45,6 +45,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 from PIL import Image as PILImage
 
+GATHER_WAIT_S = 30.0
 FAULTS = ("429", "500", "slow", "drop", "malformed", "refuse")
 
 
@@ -57,6 +58,11 @@ class StandIn:
         self.bodies: list[dict[str, Any]] = []  # what each provider call carried (fields, file names, sizes)
         self.in_flight: Counter[str] = Counter()
         self.max_in_flight: Counter[str] = Counter()
+        # hold the first `gather` calls to a provider until that many are in flight at once (or
+        # GATHER_WAIT_S passes): a client's concurrency shows whatever the load on the machine
+        self.gather = 0
+        self._gathered: Counter[str] = Counter()
+        self._arrived = threading.Condition()
         self._faults: dict[str, deque] = defaultdict(deque)
         self._tasks: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -98,7 +104,16 @@ class StandIn:
             self.requests.clear()
             self.bodies.clear()
             self.max_in_flight.clear()
+            self._gathered.clear()
             self._faults.clear()
+
+    def _gather(self, provider: str) -> None:
+        with self._arrived:
+            if self._gathered[provider] >= self.gather:
+                return
+            self._gathered[provider] += 1
+            self._arrived.notify_all()
+            self._arrived.wait_for(lambda: self._gathered[provider] >= self.gather, timeout=GATHER_WAIT_S)
 
     def _next_id(self, prefix: str) -> str:
         with self._lock:
@@ -195,6 +210,8 @@ def _handler(s: StandIn):
                 fault = s._take_fault(provider) if main else None
                 if fault is not None and self._fault(provider, *fault):
                     return
+                if main and s.gather:
+                    s._gather(provider)
                 if main and s.delay_s:
                     time.sleep(s.delay_s)
                 if provider == "openai" and method == "POST":

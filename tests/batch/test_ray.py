@@ -75,16 +75,14 @@ def test_twenty_rows_on_ray_equal_the_local_batch_and_share_the_encode(ray_local
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_row_has_its_row_retried_on_another(ray_local, s3_bucket, table, tmp_path):
-    # Six rows whose denoise lasts about a second (60 steps): every denoise spans two or more status
+    # The 20 rows with a denoise of about a second (60 steps): every denoise spans two or more status
     # polls, so the kill always lands inside one, with half its steps still to go.
-    small = tmp_path / "six.csv"
-    small.write_text("\n".join(table.read_text().splitlines()[:7]) + "\n")
     slow = ["--set", "steps=60", "--set", "working_size=64"]
-    assert main(["batch", "product-variant", "--table", str(small), *slow, "--out", str(tmp_path / "local"), "-q"]) == 0
+    assert main(["batch", "product-variant", "--table", str(table), *slow, "--out", str(tmp_path / "local"), "-q"]) == 0
     expected = files_under(tmp_path / "local")
-    assert len(expected) == 6
+    assert len(expected) == 20
 
-    graphs, dirs = bound_rows(small, tmp_path / "out", steps="60")
+    graphs, dirs = bound_rows(table, tmp_path / "out", steps="60")
     killed: dict = {}
 
     def on_status(now):  # kill -9 the first worker seen in the first half of a row's denoise, once
@@ -96,7 +94,7 @@ def test_a_worker_killed_mid_row_has_its_row_retried_on_another(ray_local, s3_bu
 
     batch = run_on_ray(graphs, dirs, workers=2, shared=f"s3://{s3_bucket}/k", disk_dir=str(tmp_path / "disk"), on_status=on_status)
     assert killed, "no worker was caught inside a denoise"
-    assert [r.status for r in batch.rows] == ["ok"] * 6
+    assert [r.status for r in batch.rows] == ["ok"] * 20
     assert files_under(tmp_path / "out") == expected  # the retried row too, byte for byte
     row = batch.rows[killed["row"] - 1]
     assert [a["worker"] for a in row.attempts] == [killed["worker"]] and "died" in row.attempts[0]["error"]

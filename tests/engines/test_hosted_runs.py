@@ -98,6 +98,7 @@ def _table(tmp_path: Path, prompts: list[str]) -> Path:
 
 def test_a_20_row_batch_overlaps_calls_up_to_the_provider_limit_and_reruns_free(routes, wf, tmp_path, photo_path, monkeypatch):
     routes.delay_s = 0.2
+    routes.gather = 4  # the first calls wait until four are in flight at once, however loaded the machine
     monkeypatch.setenv("EDITGRAPH_OPENAI_MAX_CONCURRENCY", "4")
     rows = _table(tmp_path, [f"a fruit, variant {i}" for i in range(20)])
     argv = ["batch", wf, "--table", rows, "--set", f"image={photo_path}", "--set", "table=openai-only",
