@@ -46,18 +46,7 @@ class Estimate:
 
 
 def needed(graph: BoundGraph, targets: list[str] | None = None) -> list[str]:
-    consumers: dict[str, int] = {nid: 0 for nid in graph.nodes}
-    for node in graph.nodes.values():
-        for src, _ in node.inputs.values():
-            consumers[src] += 1
-    stack = list(targets) if targets is not None else [n for n, c in consumers.items() if not c]
-    seen: set[str] = set()
-    while stack:
-        nid = stack.pop()
-        if nid not in seen:
-            seen.add(nid)
-            stack.extend(src for src, _ in graph.nodes[nid].inputs.values())
-    return [nid for nid in graph.nodes if nid in seen]
+    return graph.upstream(targets if targets is not None else graph.sinks(), include_roots=True)
 
 
 def estimate(graph: BoundGraph, cache: Any, targets: list[str] | None = None) -> Estimate:

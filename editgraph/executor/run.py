@@ -116,24 +116,12 @@ class _Plan:
     __slots__ = ("targets", "steps", "last_use")
 
     def __init__(self, graph: BoundGraph, targets: Iterable[str] | None):
-        consumers: dict[str, list[str]] = {nid: [] for nid in graph.nodes}
-        for nid, node in graph.nodes.items():
-            for src, _ in node.inputs.values():
-                consumers[src].append(nid)
-        wanted = list(targets) if targets is not None else [n for n, c in consumers.items() if not c]
+        wanted = list(targets) if targets is not None else graph.sinks()
         unknown = [t for t in wanted if t not in graph.nodes]
         if unknown:
             raise EditgraphError(f"unknown target node(s) {unknown}; nodes are {list(graph.nodes)}")
         self.targets = frozenset(wanted)
-        needed: set[str] = set()
-        stack = list(self.targets)
-        while stack:
-            nid = stack.pop()
-            if nid in needed:
-                continue
-            needed.add(nid)
-            stack.extend(src for src, _ in graph.nodes[nid].inputs.values())
-        self.steps = [_Step(node) for nid, node in graph.nodes.items() if nid in needed]
+        self.steps = [_Step(graph.nodes[nid]) for nid in graph.upstream(self.targets, include_roots=True)]
         # Where each output is consumed last: a run drops values in hand after that step (targets'
         # values stay, for RunResult.value), and loads a cached value to keep only if used later.
         self.last_use: dict[Ref, int] = {}

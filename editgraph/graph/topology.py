@@ -8,7 +8,7 @@ and a cycle is reported starting at its smallest node id.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 def _adjacency(nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> tuple[list[str], dict[str, list[str]]]:
@@ -151,3 +151,16 @@ def cycles(nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[list[
             path.append(parent[path[-1]])
         out.append(path[::-1])
     return out
+
+
+def ancestors(roots: Iterable[str], parents: Callable[[str], Iterable[str]]) -> set[str]:
+    """Every node the roots depend on, transitively (iterative: deep chains are fine); the roots
+    themselves only where one depends on another."""
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        for src in parents(stack.pop()):
+            if src not in seen:
+                seen.add(src)
+                stack.append(src)
+    return seen

@@ -13,6 +13,7 @@ import difflib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import ValidationError
@@ -48,6 +49,19 @@ class BoundGraph:
     # What higher layers derive from the graph once and reuse on every run of it (the executor's
     # plan: order, consumers, key prefixes). The graph is never changed after bind().
     derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def upstream(self, roots: Iterable[str], *, include_roots: bool = False) -> list[str]:
+        """The nodes the roots depend on (and the roots, if asked), in run order."""
+        roots = list(roots)
+        seen = topology.ancestors(roots, lambda nid: (src for src, _ in self.nodes[nid].inputs.values()))
+        if include_roots:
+            seen.update(roots)
+        return [nid for nid in self.nodes if nid in seen]
+
+    def sinks(self) -> list[str]:
+        """The nodes no other node consumes (a run's default targets), in run order."""
+        consumed = {src for node in self.nodes.values() for src, _ in node.inputs.values()}
+        return [nid for nid in self.nodes if nid not in consumed]
 
     def resolved_document(self) -> dict[str, Any]:
         """The workflow with every param default set to the value used and every drawn seed written
