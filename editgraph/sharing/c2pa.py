@@ -47,6 +47,7 @@ from typing import Any
 
 from editgraph.errors import EditgraphError
 from editgraph.settings import Settings
+from editgraph.sharing.metadata import container
 from editgraph.version import __version__
 
 # The environment variables (read by settings.py), named here for messages and tests.
@@ -259,17 +260,6 @@ class Plan:
     assertion: dict[str, Any]
 
 
-def upstream(graph, node_id: str) -> list[str]:
-    """The node's ancestors, in graph (run) order."""
-    seen, stack = set(), [node_id]
-    while stack:
-        for src, _ in graph.nodes[stack.pop()].inputs.values():
-            if src not in seen:
-                seen.add(src)
-                stack.append(src)
-    return [nid for nid in graph.nodes if nid in seen]
-
-
 def source_type(graph, node_id: str) -> str | None:
     """The IPTC digital source type an output of `node_id` honestly carries, or None (no AI)."""
     return _classify(graph, node_id)[1]
@@ -279,7 +269,7 @@ def _classify(graph, node_id: str) -> tuple[bool, str | None, list[str], list[tu
     """(created, source type, generative nodes, [(node, relationship)] for input files)."""
     from editgraph.nodes.registry import INPUT_PATH, field_marks
 
-    before = upstream(graph, node_id)
+    before = graph.upstream([node_id])
     consumed: dict[str, set[str]] = {}
     for nid in [*before, node_id]:
         for src, out in graph.nodes[nid].inputs.values():
@@ -312,7 +302,7 @@ def plan(graph, node_id: str, info: dict[str, Any], replayed_from: str | None = 
 
     created, kind, generative, files = _classify(graph, node_id)
     # Every seed upstream, as the run used it (fixed or drawn), so a verifier can replay.
-    seeds = {f"{nid}.{f}": getattr(graph.nodes[nid].params, f) for nid in [*upstream(graph, node_id), node_id] for f in field_marks(graph.nodes[nid].cls.Params, SEED)}
+    seeds = {f"{nid}.{f}": getattr(graph.nodes[nid].params, f) for nid in [*graph.upstream([node_id]), node_id] for f in field_marks(graph.nodes[nid].cls.Params, SEED)}
     tokens = {(rec["node"], rec["field"]): rec.get("source_token") for rec in info.get("inputs", [])}
     ingredients: list[Ingredient] = []
     for nid, relationship in files:
@@ -346,12 +336,9 @@ def plan(graph, node_id: str, info: dict[str, Any], replayed_from: str | None = 
 
 def mime_of(data: bytes) -> str | None:
     """The media type of an image by its magic bytes (the formats C2PA embeds into here)."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
+    kind = container(data)
+    if kind is not None:
+        return f"image/{kind}"
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return "image/tiff"
     if data[:6] in (b"GIF87a", b"GIF89a"):

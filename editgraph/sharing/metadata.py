@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,55 @@ ICC_JPEG_ID = b"ICC_PROFILE\x00"
 JPEG_SEGMENT_MAX = 65533  # payload bytes in one segment (the 2-byte length counts itself)
 
 AI_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
+
+
+def container(data: bytes) -> str | None:
+    """"png", "jpeg" or "webp" from a file's first bytes (the containers editgraph reads and
+    writes metadata in), else None. The one place that tells them apart."""
+    if data.startswith(PNG_SIGNATURE):
+        return "png"
+    if data.startswith(JPEG_SOI):
+        return "jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one payload lives in each container.
+    png: a chunk type, or (itxt=True) an iTXt keyword; jpeg: (marker, identifier, chunked: split
+    over numbered segments) or a reader of its own; webp: a RIFF chunk type; deflated: the JPEG and
+    WebP payloads are zlib-compressed (a PNG iTXt says so itself)."""
+
+    png: bytes
+    jpeg: tuple[int, bytes, bool] | Callable[[bytes], bytes | None]
+    webp: bytes
+    itxt: bool = False
+    deflated: bool = False
+
+
+def read_slot(data: bytes, slot: Slot) -> bytes | None:
+    """The payload `slot` names in a PNG, JPEG or WebP file, or None (absent, or another format)."""
+    kind = container(data)
+    if kind == "png":
+        if slot.itxt:
+            return png_read_itxt(data, slot.png)
+        return next((body for ctype, body in png_chunks(data) if ctype == slot.png), None)
+    if kind == "jpeg":
+        if callable(slot.jpeg):
+            raw = slot.jpeg(data)
+        else:
+            marker, ident, chunked = slot.jpeg
+            if chunked:
+                raw = jpeg_read_chunked(data, marker, ident)
+            else:
+                raw = next((p[len(ident) :] for m, p in jpeg_segments(data) if m == marker and p.startswith(ident)), None)
+    elif kind == "webp":
+        raw = next((body for ctype, body in riff_chunks(data) if ctype == slot.webp), None)
+    else:
+        return None
+    return zlib.decompress(raw) if raw is not None and slot.deflated else raw
 
 
 @dataclass(frozen=True)
@@ -119,18 +168,7 @@ def upright_exif(tiff: bytes) -> bytes:
 
 def c2pa_manifest(data: bytes) -> bytes | None:
     """The C2PA manifest store (JUMBF bytes) embedded in a PNG, JPEG or WebP file, or None."""
-    if data.startswith(PNG_SIGNATURE):
-        for ctype, body in png_chunks(data):
-            if ctype == C2PA_PNG_CHUNK:
-                return body
-        return None
-    if data.startswith(JPEG_SOI):
-        return _jpeg_jumbf(data)
-    if _is_webp(data):
-        for ctype, body in riff_chunks(data):
-            if ctype == b"C2PA":
-                return body
-    return None
+    return read_slot(data, C2PA)
 
 
 def _jpeg_jumbf(data: bytes) -> bytes | None:
@@ -272,10 +310,6 @@ def jpeg_insert(data: bytes, segments: list[bytes]) -> bytes:
 
 
 # --- WebP ---------------------------------------------------------------------------------------
-
-
-def _is_webp(data: bytes) -> bool:
-    return data[:4] == b"RIFF" and data[8:12] == b"WEBP"
 
 
 def riff_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -424,15 +458,9 @@ def labelled_xmp(source: bytes | None, tool: str, source_type: str | None = AI_S
 
 
 def read_xmp(data: bytes) -> bytes | None:
-    if data.startswith(PNG_SIGNATURE):
-        return png_read_itxt(data, XMP_KEYWORD)
-    if data.startswith(JPEG_SOI):
-        for marker, payload in jpeg_segments(data):
-            if marker == APP1 and payload.startswith(XMP_JPEG_ID):
-                return payload[len(XMP_JPEG_ID) :]
-        return None
-    if _is_webp(data):
-        for ctype, body in riff_chunks(data):
-            if ctype == b"XMP ":
-                return body
-    return None
+    return read_slot(data, XMP)
+
+
+# The payloads other tools write that editgraph reads (its own are in provenance.py).
+XMP = Slot(XMP_KEYWORD, (APP1, XMP_JPEG_ID, False), b"XMP ", itxt=True)
+C2PA = Slot(C2PA_PNG_CHUNK, _jpeg_jumbf, b"C2PA")

@@ -37,10 +37,12 @@ from editgraph.errors import EditgraphError
 from editgraph.settings import Settings
 
 KEYWORD = b"editgraph"
-PNG_SIGNATURE = fm.PNG_SIGNATURE
 JPEG_IDENT = b"editgraph\x00"
 JPEG_C2PA_IDENT = b"editgraph-c2pa\x00"
 WEBP_CHUNK, WEBP_C2PA_CHUNK = b"EGPV", b"EGMI"
+# Where embed() writes them, for reading back.
+PROVENANCE = fm.Slot(KEYWORD, (fm.APP15, JPEG_IDENT, True), WEBP_CHUNK, itxt=True, deflated=True)
+INGREDIENT = fm.Slot(fm.INGREDIENT_PNG_CHUNK, (fm.APP15, JPEG_C2PA_IDENT, True), WEBP_C2PA_CHUNK)
 CARRY_FROM = ("image.load",)  # node types whose file's metadata an output inherits
 _MODEL_NAME_FIELDS = ("model", "name", "repo", "path")  # first param that names a model
 
@@ -190,13 +192,7 @@ def _inputs(graph, INPUT_PATH, field_marks) -> list[dict[str, Any]]:
 
 def _first_source(graph, node_id: str) -> str | None:
     """The first (in run order) CARRY_FROM ancestor of a node, or None."""
-    ancestors, stack = set(), [node_id]
-    while stack:
-        for src, _ in graph.nodes[stack.pop()].inputs.values():
-            if src not in ancestors:
-                ancestors.add(src)
-                stack.append(src)
-    return next((nid for nid in graph.nodes if nid in ancestors and graph.nodes[nid].type in CARRY_FROM), None)
+    return next((nid for nid in graph.upstream([node_id]) if graph.nodes[nid].type in CARRY_FROM), None)
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -246,7 +242,8 @@ def embed(name: str, data: bytes, info: dict[str, Any], node_id: str | None = No
     exif = carried.exif if carried else None
     icc = carried.icc_profile if carried else None
     source_manifest = carried.c2pa if carried and not signing else None
-    if data.startswith(PNG_SIGNATURE):
+    kind = fm.container(data)
+    if kind == "png":
         present = fm.png_chunk_types(data)
         head = []
         # A file that already has its own profile / EXIF (one of each is allowed) keeps it.
@@ -260,7 +257,7 @@ def embed(name: str, data: bytes, info: dict[str, Any], node_id: str | None = No
         if source_manifest:
             tail.append(fm.png_chunk(fm.INGREDIENT_PNG_CHUNK, source_manifest))
         return fm.png_insert(data, after_ihdr=head, before_iend=tail)
-    if data.startswith(fm.JPEG_SOI):
+    if kind == "jpeg":
         present = list(fm.jpeg_segments(data))
         if any(m == fm.APP1 and p.startswith(b"Exif\x00\x00") for m, p in present):
             exif = None
@@ -280,7 +277,7 @@ def embed(name: str, data: bytes, info: dict[str, Any], node_id: str | None = No
         if source_manifest:
             segs += fm.jpeg_chunked(fm.APP15, JPEG_C2PA_IDENT, source_manifest)
         return fm.jpeg_insert(data, segs)
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+    if kind == "webp":
         out = fm.webp_with_metadata(data, exif=exif, icc=icc, xmp=xmp)
         chunks = [(WEBP_CHUNK, zlib.compress(text, 9))] + ([(WEBP_C2PA_CHUNK, source_manifest)] if source_manifest else [])
         return fm.riff_append(out, chunks)
@@ -292,27 +289,13 @@ def embed(name: str, data: bytes, info: dict[str, Any], node_id: str | None = No
 
 def read(data: bytes) -> dict[str, Any] | None:
     """The provenance an image editgraph wrote carries (PNG, JPEG or WebP), or None."""
-    raw: bytes | None = None
-    if data.startswith(PNG_SIGNATURE):
-        raw = fm.png_read_itxt(data, KEYWORD)
-    elif data.startswith(fm.JPEG_SOI):
-        packed = fm.jpeg_read_chunked(data, fm.APP15, JPEG_IDENT)
-        raw = zlib.decompress(packed) if packed is not None else None
-    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        packed = next((b for c, b in fm.riff_chunks(data) if c == WEBP_CHUNK), None)
-        raw = zlib.decompress(packed) if packed is not None else None
+    raw = fm.read_slot(data, PROVENANCE)
     return json.loads(raw) if raw is not None else None
 
 
 def carried_manifest(data: bytes) -> bytes | None:
     """The source C2PA manifest an output carries as an ingredient (its raw JUMBF bytes), or None."""
-    if data.startswith(PNG_SIGNATURE):
-        return next((b for c, b in fm.png_chunks(data) if c == fm.INGREDIENT_PNG_CHUNK), None)
-    if data.startswith(fm.JPEG_SOI):
-        return fm.jpeg_read_chunked(data, fm.APP15, JPEG_C2PA_IDENT)
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return next((b for c, b in fm.riff_chunks(data) if c == WEBP_C2PA_CHUNK), None)
-    return None
+    return fm.read_slot(data, INGREDIENT)
 
 
 def read_file(path: str | Path) -> dict[str, Any] | None:

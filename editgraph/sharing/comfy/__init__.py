@@ -16,6 +16,7 @@ from typing import Any
 
 from editgraph.sharing.comfy.api import Issue, Translator
 from editgraph.sharing.comfy.ui import ComfyFormatError, ui_to_api
+from editgraph.sharing.metadata import container
 from editgraph.errors import EditgraphError
 
 __all__ = ["ComfyFormatError", "ImportResult", "Issue", "NothingImported", "import_comfy", "read_comfy"]
@@ -41,7 +42,7 @@ def read_comfy(path: str | Path) -> Any:
     path = Path(path)
     with open(path, "rb") as f:
         head = f.read(8)
-    if head == b"\x89PNG\r\n\x1a\n":
+    if container(head) == "png":
         from PIL import Image
 
         with Image.open(path) as im:
