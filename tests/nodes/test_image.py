@@ -16,7 +16,7 @@ from editgraph.executor.cache import Cache
 from editgraph.executor.run import Executor
 from editgraph.graph.document import load_workflow
 from editgraph.graph.validate import bind
-from editgraph.nodes.builtin.image import CompositeImage, LoadImage, ResizeImage, SaveImage
+from editgraph.nodes.builtin.image import CompositeImage, LoadImage, ResizeImage, SaveImage, ScaleImage
 from editgraph.sharing.provenance import read as read_provenance
 
 CTX = RunContext("n", "test")
@@ -98,6 +98,17 @@ def test_resize_keeps_aspect_and_aligns():
     out = ResizeImage(ResizeImage.Params(width=300, multiple_of=8)).run(CTX, image=img)
     assert out.shape == (2, 3, 200, 304)
     assert ResizeImage(ResizeImage.Params(height=400)).run(CTX, image=img) is img  # no-op returns input
+
+
+def test_scale_by_a_factor_rounds_each_side_and_resamples_as_resize_does():
+    img = torch.rand(1, 3, 40, 65)
+    out = ScaleImage(ScaleImage.Params(factor=1.5, filter="bilinear")).run(CTX, image=img)
+    # round(65 * 1.5) = 98 (banker's rounding of 97.5), round(40 * 1.5) = 60: ComfyUI's ImageScaleBy sizes
+    assert out.shape == (1, 3, 60, 98)
+    same = ResizeImage(ResizeImage.Params(width=98, height=60, filter="bilinear")).run(CTX, image=img)
+    assert torch.equal(out, same)
+    with pytest.raises(ValueError):
+        ScaleImage.Params(factor=0)
 
 
 def test_composite_keeps_base_bit_exact_where_mask_is_zero():

@@ -138,6 +138,22 @@ class ResizeImage(Node):
         return out.clamp_(0, 1)
 
 
+@node("image.scale", version="1.0.0")
+class ScaleImage(Node):
+    """Scale the image by a factor (2 doubles both sides), keeping its aspect ratio."""
+
+    class Params(NodeParams):
+        factor: float = Field(gt=0.0, le=16.0, description="how much larger each side becomes (0.5 halves it)")
+        filter: Literal["bicubic", "bilinear", "nearest", "area"] = Field("bicubic", description="resampling filter")
+
+    def run(self, ctx: RunContext, image: Image) -> Image:
+        h, w = image.shape[-2:]
+        # rounded as ComfyUI's ImageScaleBy rounds, so an imported workflow keeps its sizes
+        tw, th = max(1, round(w * self.params.factor)), max(1, round(h * self.params.factor))
+        # image.resize does the resampling (and the pixel budget check): one resample in the project
+        return ResizeImage(ResizeImage.Params(width=tw, height=th, filter=self.params.filter)).run(ctx, image)
+
+
 @node("image.composite", version="1.0.1")
 class CompositeImage(Node):
     """Lay `overlay` over `base` through `mask`: 1 takes the overlay, 0 keeps the base bit for bit."""
