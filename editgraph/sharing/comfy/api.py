@@ -16,6 +16,8 @@ Settings that change meaning on the way, each said where it happens:
   model's own timestep spacing; others (karras, exponential, ...) have no equivalent.
 - a seed whose UI control is "randomize" arrives as "random": drawn at run time and recorded.
 - checkpoint file names become model names (the file's stem: what EDITGRAPH_MODELS registers).
+- Flux Kontext / Qwen-Image-Edit graphs (UNETLoader and its part loaders) become flow.* stages:
+  see api_flow.py.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ CHECKPOINT_LOADERS = ("CheckpointLoaderSimple", "CheckpointLoader")
 SAMPLERS = {"euler": "euler", "euler_ancestral": "euler_a", "ddim": "ddim", "dpmpp_2m": "dpm++ 2m", "uni_pc": "unipc", "uni_pc_bh2": "unipc"}
 SPACINGS = {"normal", "simple", "sgm_uniform", "ddim_uniform"}
 SCALE_FILTERS = {"nearest-exact": "nearest", "bilinear": "bilinear", "area": "area", "bicubic": "bicubic"}
-FAMILY_NODES = {"ReferenceLatent", "FluxKontextImageScale", "TextEncodeQwenImageEdit"}
+UNET_LOADERS = ("UNETLoader",)
+PART_LOADERS = ("VAELoader", "CLIPLoader", "DualCLIPLoader")
 
 
 class Untranslatable(Exception):
@@ -57,6 +60,7 @@ class Issue:
 class ModelV:  # MODEL, CLIP or VAE of one checkpoint: editgraph's model.load holds all three
     ref: str
     clip_skip: int | None = None
+    flow: bool = False  # a flow-matching edit model (UNETLoader + its text encoders and VAE): flow.* nodes
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,27 @@ class LatentV:
     inpaint_image: bool = False  # the pixels go to the denoise too (inpainting models need them)
     instruct: bool = False  # encoded for InstructPix2Pix
     size: tuple[int, int, int] = (512, 512, 1)  # empty: width, height, batch
+
+
+@dataclass(frozen=True)
+class ScaledPixels:  # FluxKontextImageScale's output: snapped to a Kontext resolution where it is encoded
+    image: Pixels
+
+
+@dataclass(frozen=True)
+class FlowRef:  # a picture an edit model is given as a reference (one flow.reference node)
+    image: Pixels
+    params: tuple[tuple[str, Any], ...] = ()  # flow.reference params, sorted
+
+
+@dataclass(frozen=True)
+class FlowCond:  # CONDITIONING of a flow edit model: an instruction not yet encoded, with its references
+    text: str
+    model: ModelV
+    refs: tuple[FlowRef, ...] = ()
+    guidance: float | None = None  # FluxGuidance
+    zero: bool = False  # ConditioningZeroOut: "no negative prompt"
+    reads_refs: bool = False  # Qwen's text encoder reads the reference pictures with the instruction
 
 
 @dataclass
@@ -126,10 +151,7 @@ class Translator:
         for nid in sorted(self.prompt, key=_id_order):
             ct = self.prompt[nid].get("class_type")
             if ct not in HANDLERS and ct not in OUTPUT_TYPES:
-                why = (
-                    "needs the Flux Kontext / Qwen-Image-Edit families (issue #11), which editgraph does not have yet"
-                    if ct in FAMILY_NODES else "unknown node type (a custom node, or one editgraph does not translate)"
-                )
+                why = "unknown node type (a custom node, or one editgraph does not translate)"
                 self._failed[nid] = Untranslatable(nid, str(ct), why)
         for nid in sorted(self.prompt, key=_id_order):
             if self.prompt[nid].get("class_type") in OUTPUT_TYPES:
@@ -308,6 +330,7 @@ def handles(*names: str):
     return register
 
 
-# the node handlers live in api_nodes.py (imported for its registrations)
+# the node handlers live in api_nodes.py and api_flow.py (imported for their registrations)
+from editgraph.sharing.comfy import api_flow as _api_flow  # noqa: E402,F401
 from editgraph.sharing.comfy import api_nodes as _api_nodes  # noqa: E402,F401
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from editgraph.sharing.comfy.api import (
     SAMPLERS,
+    FlowCond,
+    ScaledPixels,
     SCALE_FILTERS,
     SPACINGS,
     LatentV,
@@ -38,11 +40,6 @@ def checkpoint(t: Translator, nid: str, slot: int) -> ModelV:
     return ModelV(t.add(_eg_id("model", nid), "model.load", {"model": ref}))
 
 
-@handles("VAELoader", "CLIPLoader", "UNETLoader", "DualCLIPLoader")
-def separate_part(t: Translator, nid: str, slot: int) -> Any:
-    raise _no(t, nid, "editgraph loads a model's VAE, text encoder and UNet together (model.load of one checkpoint or folder); a separate file for one part is not supported")
-
-
 @handles("LoraLoader", "LoraLoaderModelOnly")
 def lora(t: Translator, nid: str, slot: int) -> Any:
     raise _no(t, nid, "editgraph has no LoRA node yet")
@@ -68,8 +65,11 @@ def primitive(t: Translator, nid: str, slot: int) -> Literal_:
 
 
 @handles("CLIPTextEncode")
-def text(t: Translator, nid: str, slot: int) -> Prompt:
-    return Prompt(str(t.input(nid, "text", str)), t.input(nid, "clip", ModelV))
+def text(t: Translator, nid: str, slot: int) -> Prompt | FlowCond:
+    clip = t.input(nid, "clip", ModelV)
+    if clip.flow:
+        return FlowCond(str(t.input(nid, "text", str)), clip)
+    return Prompt(str(t.input(nid, "text", str)), clip)
 
 
 @handles("InpaintModelConditioning", "InstructPixToPixConditioning")
@@ -90,7 +90,7 @@ def conditioning_with_pixels(t: Translator, nid: str, slot: int) -> Any:
 # --- latents --------------------------------------------------------------------------------------
 
 
-@handles("EmptyLatentImage")
+@handles("EmptyLatentImage", "EmptySD3LatentImage")
 def empty(t: Translator, nid: str, slot: int) -> LatentV:
     size = tuple(int(t.input(nid, k, int, default=d)) for k, d in (("width", 512), ("height", 512), ("batch_size", 1)))
     return LatentV("empty", size=size)  # type: ignore[arg-type]
@@ -98,7 +98,11 @@ def empty(t: Translator, nid: str, slot: int) -> LatentV:
 
 @handles("VAEEncode")
 def encode(t: Translator, nid: str, slot: int) -> LatentV:
-    return LatentV("encoded", model=t.input(nid, "vae", ModelV), image=t.input(nid, "pixels", Pixels))
+    vae = t.input(nid, "vae", ModelV)
+    pixels = t.input(nid, "pixels", (Pixels, ScaledPixels))
+    if isinstance(pixels, ScaledPixels) and not vae.flow:
+        raise _no(t, nid, "a FluxKontextImageScale picture encoded by a Stable Diffusion VAE: editgraph snaps to Kontext sizes only where a flow model encodes a reference")
+    return LatentV("encoded", model=vae, image=pixels)
 
 
 @handles("VAEEncodeForInpaint")
@@ -122,6 +126,10 @@ def noise_mask(t: Translator, nid: str, slot: int) -> LatentV:
 def decode(t: Translator, nid: str, slot: int) -> Pixels:
     vae = t.input(nid, "vae", ModelV)
     latent = t.input(nid, "samples", LatentV)
+    if vae.flow or (latent.model is not None and latent.model.flow):
+        if latent.kind != "sampled" or not (vae.flow and latent.model is not None and latent.model.flow):
+            raise _no(t, nid, "a flow model's VAE decodes what its sampler made (flow.decode); this latent or VAE is from elsewhere")
+        return Pixels(t.add(_eg_id("decode", nid), "flow.decode", inputs={"model": vae.ref, "latent": latent.ref}))  # type: ignore[dict-item]
     ref = t.latent_ref(latent, vae, nid)
     return Pixels(t.add(_eg_id("decode", nid), "vae.decode", inputs={"model": vae.ref, "latent": ref}))
 
@@ -149,10 +157,22 @@ def _steps_for(steps: int, strength: float) -> int:
     return n
 
 
-def _sample(t: Translator, nid: str, *, model: ModelV, positive: Prompt, negative: Prompt | None, latent: LatentV,
-            seed: Any, steps: int, cfg: float, sampler: str, strength: float) -> LatentV:
+def _prompts(t: Translator, nid: str, model: ModelV) -> tuple[Any, Any]:
+    """The positive and negative prompts: FlowCond for a flow model, Prompt otherwise."""
+    want = FlowCond if model.flow else Prompt
+    return t.input(nid, "positive", want), t.input(nid, "negative", want)
+
+
+def _sample(t: Translator, nid: str, *, model: ModelV, positive: Any, negative: Any, latent: LatentV,
+            seed: Any, steps: int, cfg: float, sampler: tuple[str, str], strength: float) -> LatentV:
     if not 0 < strength <= 1:
         raise _no(t, nid, f"denoise {strength} is outside (0, 1]")
+    if model.flow:
+        from editgraph.sharing.comfy.api_flow import flow_sample
+
+        return flow_sample(t, nid, model=model, positive=positive, negative=negative, latent=latent, seed=seed,
+                           steps=steps, cfg=cfg, sampler=sampler, strength=strength)
+    sampler = _sampler(t, nid, *sampler)
     if negative is not None and negative.model.ref != positive.model.ref:
         raise _no(t, nid, "positive and negative prompts come from different text encoders")
     if positive.model.ref != model.ref:
@@ -162,7 +182,7 @@ def _sample(t: Translator, nid: str, *, model: ModelV, positive: Prompt, negativ
         text_params["clip_skip"] = positive.model.clip_skip
     cond = t.add(_eg_id("text", nid), "prompt.encode", text_params, {"model": model.ref})
     start = t.latent_ref(latent, model, nid)
-    params: dict[str, Any] = {"steps": _steps_for(steps, strength), "cfg": cfg, "seed": seed, "scheduler": sampler}
+    params: dict[str, Any] = {"steps": _steps_for(steps, strength), "cfg": cfg, "seed": seed, "scheduler": sampler}  # type: ignore[dict-item]
     if latent.instruct:
         if strength < 1:
             raise _no(t, nid, f"denoise {strength} with InstructPix2Pix: editgraph's instruct node always runs the whole schedule")
@@ -189,11 +209,12 @@ def _seed(t: Translator, nid: str, name: str) -> Any:
 
 @handles("KSampler")
 def ksampler(t: Translator, nid: str, slot: int) -> LatentV:
+    model = t.input(nid, "model", ModelV)
+    positive, negative = _prompts(t, nid, model)
     return _sample(
-        t, nid, model=t.input(nid, "model", ModelV), positive=t.input(nid, "positive", Prompt),
-        negative=t.input(nid, "negative", Prompt), latent=t.input(nid, "latent_image", LatentV),
+        t, nid, model=model, positive=positive, negative=negative, latent=t.input(nid, "latent_image", LatentV),
         seed=_seed(t, nid, "seed"), steps=int(t.input(nid, "steps", int)), cfg=float(t.input(nid, "cfg", (int, float))),
-        sampler=_sampler(t, nid, t.input(nid, "sampler_name", str), t.input(nid, "scheduler", str)),
+        sampler=(t.input(nid, "sampler_name", str), t.input(nid, "scheduler", str)),
         strength=float(t.input(nid, "denoise", (int, float), default=1.0)),
     )
 
@@ -208,11 +229,12 @@ def ksampler_advanced(t: Translator, nid: str, slot: int) -> LatentV:
         raise _no(t, nid, "return_with_leftover_noise has no editgraph equivalent")
     if not 0 <= start < steps:
         raise _no(t, nid, f"start_at_step {start} must lie in 0..steps-1 ({steps - 1})")
+    model = t.input(nid, "model", ModelV)
+    positive, negative = _prompts(t, nid, model)
     return _sample(
-        t, nid, model=t.input(nid, "model", ModelV), positive=t.input(nid, "positive", Prompt),
-        negative=t.input(nid, "negative", Prompt), latent=t.input(nid, "latent_image", LatentV),
+        t, nid, model=model, positive=positive, negative=negative, latent=t.input(nid, "latent_image", LatentV),
         seed=_seed(t, nid, "noise_seed"), steps=steps - start, cfg=float(t.input(nid, "cfg", (int, float))),
-        sampler=_sampler(t, nid, t.input(nid, "sampler_name", str), t.input(nid, "scheduler", str)),
+        sampler=(t.input(nid, "sampler_name", str), t.input(nid, "scheduler", str)),
         strength=(steps - start) / steps,
     )
 
@@ -232,11 +254,12 @@ def sampler_custom(t: Translator, nid: str, slot: int) -> LatentV:
         raise _no(t, nid, "add_noise off has no editgraph equivalent")
     steps = int(t.input(sch_id, "steps", int))
     strength = float(t.input(sch_id, "denoise", (int, float), default=1.0))
+    model = t.input(nid, "model", ModelV)
+    positive, negative = _prompts(t, nid, model)
     return _sample(
-        t, nid, model=t.input(nid, "model", ModelV), positive=t.input(nid, "positive", Prompt),
-        negative=t.input(nid, "negative", Prompt), latent=t.input(nid, "latent_image", LatentV),
+        t, nid, model=model, positive=positive, negative=negative, latent=t.input(nid, "latent_image", LatentV),
         seed=_seed(t, nid, "noise_seed"), steps=steps, cfg=float(t.input(nid, "cfg", (int, float))),
-        sampler=_sampler(t, nid, t.input(sel_id, "sampler_name", str), t.input(sch_id, "scheduler", str)),
+        sampler=(t.input(sel_id, "sampler_name", str), t.input(sch_id, "scheduler", str)),
         strength=strength,
     )
 
@@ -298,7 +321,16 @@ def scale(t: Translator, nid: str, slot: int) -> Pixels:
 
 @handles("ImageScaleBy")
 def scale_by(t: Translator, nid: str, slot: int) -> Pixels:
-    raise _no(t, nid, "editgraph's image.resize takes a size in px, not a factor")
+    image = t.input(nid, "image", Pixels)
+    method = str(t.input(nid, "upscale_method", str, default="nearest-exact"))
+    factor = float(t.input(nid, "scale_by", (int, float), default=1.0))
+    if not 0 < factor <= 16:
+        raise _no(t, nid, f"scale_by {factor} is outside (0, 16]")
+    filt = SCALE_FILTERS.get(method)
+    if filt is None:
+        t.approximate(nid, f"upscale_method {method!r} becomes bicubic")
+        filt = "bicubic"
+    return Pixels(t.add(_eg_id("scale", nid), "image.scale", {"factor": factor, "filter": filt}, {"image": image.ref}))
 
 
 @handles("ImageCompositeMasked")

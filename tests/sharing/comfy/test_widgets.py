@@ -50,6 +50,16 @@ CASES = {
     "ReferenceLatent": ([], {}),
     "FluxKontextImageScale": ([], {}),
     "TextEncodeQwenImageEdit": (["make it blue"], {"prompt": "make it blue"}),
+    "TextEncodeQwenImageEditPlus": (["put the cup from picture 2 on the table"], {"prompt": "put the cup from picture 2 on the table"}),
+    "DualCLIPLoader": (["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux", "default"],
+                       {"clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp16.safetensors", "type": "flux", "device": "default"}),
+    "FluxGuidance": ([2.5], {"guidance": 2.5}),
+    "ConditioningZeroOut": ([], {}),
+    "EmptySD3LatentImage": ([1024, 768, 1], {"width": 1024, "height": 768, "batch_size": 1}),
+    "CFGNorm": ([1.0], {"strength": 1.0}),
+    "ModelSamplingAuraFlow": ([3.1], {"shift": 3.1}),
+    "ModelSamplingSD3": ([3.0], {"shift": 3.0}),
+    "ModelSamplingFlux": ([1.15, 0.5, 1024, 1024], {"max_shift": 1.15, "base_shift": 0.5, "width": 1024, "height": 1024}),
 }
 
 
