@@ -26,12 +26,36 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     for name in TINY_NAMES:
         target = models_root() / name
-        print(f"{name:<20} built in: {target if tiny_is_built(target) else '(made on first use)'}")
+        built = tiny_is_built(target)
+        print(f"{name:<20} built in: {target if built else '(made on first use)'}")
+        if built:
+            _print_memory(target)
     for name, path in sorted(names.registered().items()):
         state = "" if Path(path).exists() else "   MISSING: nothing at this path"
         print(f"{name:<20} {path}{state}")
+        if not state:
+            _print_memory(Path(path))
     print(f"\nregister models with EDITGRAPH_MODELS=/folder/of/models or in {names.config_file()}")
+    print("memory: weight bytes per component from the safetensors headers (nothing loaded); "
+          "model.load's dtype param picks float32 (its default) or bf16/fp16")
     return 0
+
+
+def _print_memory(path: Path) -> None:
+    """The model's weight memory per component, or why it cannot be measured."""
+    from editgraph.models.errors import ModelError
+    from editgraph.models.footprint import footprint, table
+
+    try:
+        components = footprint(path)
+    except ModelError as exc:
+        print(f"    memory: not measured ({exc})")
+        return
+    if not components:
+        print("    memory: not measured (no .safetensors weights found)")
+        return
+    for row in table(components):
+        print(row)
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:
