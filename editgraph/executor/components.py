@@ -25,12 +25,24 @@ class ComponentPlan:
     def __init__(self, graph: Any, order: list[str]):
         # model output -> component -> index in `order` of the last node using it
         self.last: dict[Ref, dict[str, int]] = {}
+        # A node that wraps its input model (model.lora: the same modules, adapters on top) makes
+        # its output an alias of that model: uses of either count for both, so the base's
+        # components stay while a LoRA variant still needs them.
+        self.root: dict[Ref, Ref] = {}
+        self.aliases: dict[Ref, list[Ref]] = {}
         for i, nid in enumerate(order):
             node = graph.nodes[nid]
+            wrapped = node.inputs.get(node.cls.wraps_model) if node.cls.wraps_model else None
+            if wrapped is not None:
+                root = self.root.get(wrapped, wrapped)
+                for out in node.cls.outputs:
+                    self.root[(nid, out)] = root
+                    self.aliases.setdefault(root, []).append((nid, out))
             for name, comps in getattr(node.cls, "model_components", {}).items():
                 ref = node.inputs.get(name)
                 if ref is None:
                     continue
+                ref = self.root.get(ref, ref)
                 uses = self.last.setdefault(ref, {})
                 for comp in comps:
                     uses[comp] = i
@@ -41,6 +53,10 @@ class ComponentPlan:
         released: dict[Ref, list[str]] = {}
         for ref, uses in self.last.items():
             model = values.get(ref)
+            for alias in self.aliases.get(ref, ()) if model is None else ():
+                model = values.get(alias)
+                if model is not None:
+                    break
             if model is None or not hasattr(model, "loaded_components") or not hasattr(model, "release"):
                 continue
             wanted = {comp for comp, last in uses.items() if last > index}

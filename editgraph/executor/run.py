@@ -27,7 +27,7 @@ import gc
 import threading
 import time
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ from editgraph.graph.sources import check_sources
 from editgraph.graph.validate import BoundGraph, BoundNode
 from editgraph.nodes.registry import Node
 from editgraph.settings import Settings
-from editgraph.values.sockets import Artifact
+from editgraph.values.sockets import Artifact, Model, fingerprint_for
 
 Ref = tuple[str, str]  # (node id, output name)
 # Given a finished run, a function (node id, file name, bytes) -> the bytes to write.
@@ -70,7 +70,10 @@ def node_key(node: BoundNode, input_fps: dict[str, str]) -> str:
     blake3 of the fields joined by NUL, which none of them can hold (type and version are
     validated names, params are JSON, which escapes NUL, the rest are hex digests and input names).
     """
-    inputs = ",".join(f"{name}={fp}" for name, fp in sorted(input_fps.items()))
+    uses = node.cls.model_components
+    inputs = ",".join(
+        f"{name}={fingerprint_for(fp, uses[name]) if name in uses else fp}" for name, fp in sorted(input_fps.items())
+    )
     return _key(_key_prefix(node), f"{_source(node)}\0{inputs}")
 
 
@@ -93,7 +96,10 @@ def _key(prefix: str, inputs: str) -> str:
 class _Step:
     """One node of a plan, with what its key needs precomputed (params are frozen)."""
 
-    __slots__ = ("id", "node", "type", "deterministic", "output_names", "prefix", "reads_files", "inputs", "single", "drop", "last")
+    __slots__ = (
+        "id", "node", "type", "deterministic", "output_names", "prefix", "reads_files", "inputs", "single", "drop", "last",
+        "uses",
+    )
 
     def __init__(self, node: BoundNode):
         self.id = node.id
@@ -104,8 +110,11 @@ class _Step:
         self.prefix = _key_prefix(node)
         self.reads_files = node.cls.source_token.__func__ is not Node.source_token.__func__
         self.inputs = tuple(sorted(node.inputs.items()))  # (name, ref), in key order
+        # Model inputs whose node says which components it uses: keyed by those components' LoRAs only.
+        self.uses = {name: comps for name, comps in node.cls.model_components.items() if name in node.inputs}
         # The common one-input node: its key text is "name=" + the input's fingerprint.
-        self.single = (f"{self.inputs[0][0]}=", self.inputs[0][1]) if len(self.inputs) == 1 else None
+        single = len(self.inputs) == 1 and not self.uses
+        self.single = (f"{self.inputs[0][0]}=", self.inputs[0][1]) if single else None
         self.drop: tuple[Ref, ...] = ()  # inputs this step is the last consumer of (set by the plan)
         self.last: tuple[str, str] | None = None  # (inputs text, key) of the last run
 
@@ -298,6 +307,11 @@ class _Run:
                 try:  # source nodes hash what they read here: a missing file fails as that node
                     if step.single is not None:
                         inputs = step.single[0] + fps[step.single[1]]
+                    elif step.uses:
+                        uses = step.uses
+                        inputs = ",".join([
+                            f"{name}={fingerprint_for(fps[ref], uses[name]) if name in uses else fps[ref]}" for name, ref in step.inputs
+                        ])
                     else:
                         inputs = ",".join([f"{name}={fps[ref]}" for name, ref in step.inputs])
                     inputs = f"{_source(step.node)}\0{inputs}" if step.reads_files else f"\0{inputs}"
@@ -355,7 +369,13 @@ class _Run:
         t0 = time.perf_counter()
         try:
             ctx.check_cancelled()
-            out = node.cls(node.params).run(ctx, **args)
+            with ExitStack() as models:
+                # Model handles that share modules (LoRA variants) put them in their own state
+                # for this node's duration (models/lora.py); plain handles do nothing.
+                for name, value in args.items():
+                    if isinstance(value, Model):
+                        models.enter_context(value.using(node.cls.model_components.get(name)))
+                out = node.cls(node.params).run(ctx, **args)
         except Cancelled:
             ex.emit(NodeFailedEvent(nid, node.type, "cancelled"))
             raise

@@ -25,6 +25,8 @@ class CacheKey(NamedTuple):
 
 _lock = threading.RLock()
 _models: dict[CacheKey, DiffusionModel] = {}
+# The loader's record: the key of every model actually loaded (not served from this cache), in order.
+LOADS: list[CacheKey] = []
 
 
 def get_or_load(key: CacheKey, load: Callable[[], DiffusionModel]) -> DiffusionModel:
@@ -34,6 +36,7 @@ def get_or_load(key: CacheKey, load: Callable[[], DiffusionModel]) -> DiffusionM
         model = _models.get(key)
         if model is None:
             model = _models[key] = load()
+            LOADS.append(key)
         return model
 
 

@@ -108,6 +108,13 @@ class FlowModel(Model):
         base = f"model:{self.content_hash}"
         return base if self.dtype == "float32" else f"{base}:{self.dtype}"
 
+    def using(self, components: tuple[str, ...] | None = None):
+        # A LoRA variant of this model (models/lora.py) may have left adapters on in the shared
+        # modules: the plain model runs with them off.
+        from editgraph.models.lora import base_using
+
+        return base_using(self, components)
+
     # --- components ---------------------------------------------------------------------------
 
     def has(self, comp: str) -> bool:

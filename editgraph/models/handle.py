@@ -42,6 +42,13 @@ class DiffusionModel(Model):
         base = f"model:{self.content_hash}"
         return base if self.dtype == "float32" else f"{base}:{self.dtype}"
 
+    def using(self, components: tuple[str, ...] | None = None):
+        # A LoRA variant of this model (models/lora.py) may have left adapters on in the shared
+        # modules: the plain model runs with them off.
+        from editgraph.models.lora import base_using
+
+        return base_using(self, components)
+
     @property
     def latent_channels(self) -> int:
         return int(self.vae.config.latent_channels)

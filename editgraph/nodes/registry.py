@@ -118,6 +118,9 @@ class Node:
     # Components of the model on each Model input that run() uses, e.g. {"model": ("vae",)}: with
     # Executor(free_components=True) the rest are released once no later node needs them.
     model_components: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # For a node whose output is its input model with something on top (model.lora): that input's
+    # name. Components the output's users need are then kept loaded in the input's model too.
+    wraps_model: ClassVar[str | None] = None
     key_exclude: ClassVar[set[str] | None]  # params left out of the content key: input paths and `unkeyed`
     # Whether outputs get a disk entry (editgraph.executor.persist): "measured" (stored when
     # recomputing would cost more than writing and reading back), "expensive" (always: model

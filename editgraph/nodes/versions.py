@@ -30,7 +30,10 @@ TABLE = Path(__file__).with_name("versions.json")
 
 # Class attributes that describe a node's output to people and labels, never compute it (like a
 # docstring): setting one must not demand a version bump, which would void every cached result.
-DESCRIPTIVE = frozenset({"generative", "cost_class"})  # cost_class: how outputs are kept (disk or not), never what they are
+# model_components / wraps_model: which parts of a model a node uses (for releasing memory, and
+# for keying: the executor folds a model's LoRAs into the key of the nodes that use the parts they
+# change), never what run() computes; a changed declaration changes keys by itself.
+DESCRIPTIVE = frozenset({"generative", "cost_class", "model_components", "wraps_model"})  # cost_class: how outputs are kept (disk or not), never what they are
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:

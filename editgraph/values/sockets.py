@@ -17,6 +17,7 @@ it takes); the richer values are small dataclasses the cache knows how to encode
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin
 
@@ -135,6 +136,24 @@ class Model:
 
     def __fingerprint__(self) -> str:
         return f"model:{self.content_hash}"
+
+    def using(self, components: tuple[str, ...] | None = None) -> AbstractContextManager[Any]:
+        """Entered by the executor around a node that takes this model and uses `components` of it
+        (None: any): a model whose modules several handles share (LoRA variants) puts them in
+        this handle's state for the node's duration."""
+        return nullcontext()
+
+
+def fingerprint_for(fp: str, components: tuple[str, ...]) -> str:
+    """A model's fingerprint as seen by a node that uses only `components` of it: the LoRA
+    segments (`+lora[unet,text_encoder]<hash>*<scale>`, see models/lora.py) of other components
+    are dropped, so a UNet-only LoRA, or its scale, leaves a prompt encode's key alone."""
+    if "+lora[" not in fp:
+        return fp
+    head, *segments = fp.split("+lora[")
+    wanted = set(components)
+    kept = [s for s in segments if wanted.intersection(s.split("]", 1)[0].split(","))]
+    return head + "".join("+lora[" + s for s in kept)
 
 
 _CLASS_SOCKETS: dict[type, SocketType] = {

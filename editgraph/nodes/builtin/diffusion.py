@@ -55,6 +55,7 @@ class PromptEncode(Node):
     embeddings that guide denoising. SDXL models use both text encoders and add pooled embeddings."""
 
     cost_class = "expensive"  # model work: always worth a disk entry
+    model_components = {"model": ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")}  # what keys it: LoRAs on these
 
     class Params(NodeParams):
         prompt: str = Field("", max_length=4000, description="what the edited region should show")
@@ -95,6 +96,7 @@ class VaeEncode(Node):
     VAE's posterior so that denoise can draw from it with its own seed, as diffusers does."""
 
     cost_class = "expensive"  # model work: always worth a disk entry
+    model_components = {"model": ("vae",)}
 
     class Params(NodeParams):
         pass
@@ -117,6 +119,7 @@ class VaeDecode(Node):
 
     generative = True  # pixels (or latents) made by the trained model
     cost_class = "expensive"  # model work: always worth a disk entry
+    model_components = {"model": ("vae",)}
 
     class Params(NodeParams):
         tile: Literal["auto", "always", "never"] = Field(
@@ -144,6 +147,7 @@ class VaeDecode(Node):
 @node("latent.empty", version="1.0.1")
 class EmptyLatent(Node):
     """A blank latent of the given picture size: the start of a text-to-image denoise."""
+    model_components = {"model": ("vae",)}
 
     class Params(NodeParams):
         width: int = Field(512, ge=8, le=16384, description="picture width in px (a multiple of the VAE's factor, 8)")
@@ -181,6 +185,7 @@ class Denoise(Node):
 
     generative = True  # pixels (or latents) made by the trained model
     cost_class = "expensive"  # model work: always worth a disk entry
+    model_components = {"model": ("unet", "vae")}  # the VAE: an inpainting model's masked picture
 
     class Params(_Sampling):
         strength: float = Field(1.0, gt=0.0, le=1.0, description="share of the schedule to run; 1.0 repaints fully")
@@ -217,6 +222,7 @@ class Refine(Node):
 
     generative = True  # pixels (or latents) made by the trained model
     cost_class = "expensive"  # model work: always worth a disk entry
+    model_components = {"model": ("unet", "vae"), "source": ("vae",)}
 
     class Params(_Sampling):
         strength: float = Field(0.3, gt=0.0, le=1.0, description="share of the schedule to rerun; low keeps the picture")
@@ -273,6 +279,7 @@ class Instruct(Node):
 
     generative = True  # pixels (or latents) made by the trained model
     cost_class = "expensive"  # model work: always worth a disk entry
+    model_components = {"model": ("unet",)}
 
     class Params(_Sampling):
         image_cfg: float = Field(1.5, ge=0.0, le=20.0, description="image guidance: higher keeps more of the source")

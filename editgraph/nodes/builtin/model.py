@@ -17,6 +17,7 @@ from editgraph.models.handle import DiffusionModel
 from editgraph.models.tiny import TINY_NAMES
 from editgraph.nodes.context import RunContext
 from editgraph.nodes.registry import InputPath, Node, NodeParams, node
+from editgraph.values.sockets import Model
 
 
 @node("model.load", version="1.0.1", deterministic=True)
@@ -116,3 +117,80 @@ class LoadModel(Node):
 
         ctx.check_cancelled()
         return load_model(self.params.model, device=ctx.device, dtype=self.params.dtype)
+
+
+@node("model.lora", version="1.0.0")
+class ApplyLora(Node):
+    """Apply a LoRA (a small add-on trained for a style, a character, a product) to the model at a
+    scale, so the pictures it paints take on what the LoRA learned. Chain several for several LoRAs.
+    The base model is not reloaded, and nodes using only parts the LoRA leaves alone (a UNet-only
+    LoRA: the prompt encode, the VAE) keep their cached results when it or its scale changes."""
+
+    wraps_model = "model"  # the output is the input model with adapters on top
+
+    class Params(NodeParams):
+        lora: InputPath = Field(
+            ..., min_length=1,
+            description="a .safetensors LoRA (diffusers or kohya layout): a path relative to the workflow file, or a registered name",
+        )
+        scale: float = Field(1.0, ge=-10.0, le=10.0, description="how strongly it applies: 0 = not at all, 1 = as trained")
+        hash: str = Field(
+            "",
+            pattern=r"^([0-9a-f]{12,64})?$",
+            description="the content hash (or its first 12+ hex digits) the workflow was made with; other files are an error",
+        )
+
+    # The pinned hash only guards; the file's hash (source_token) is what is keyed.
+    unkeyed = ("hash",)
+
+    @classmethod
+    def source_token(cls, params: NodeParams) -> str | None:
+        from editgraph.filehash import memo_digest
+        from editgraph.models.lora import resolve_lora
+
+        return memo_digest(resolve_lora(params.lora))  # type: ignore[attr-defined]
+
+    @classmethod
+    def check_sources(cls, params: NodeParams, *, deep: bool = True, settings: Any = None) -> list[tuple[str, str]]:
+        """The file resolves, is a size-capped safetensors file holding LoRA weights only (its
+        header read, no tensor), and has the pinned hash when the workflow pins one."""
+        from editgraph.filehash import memo_digest
+        from editgraph.models.errors import ModelError
+        from editgraph.models.lora import check_lora_file, resolve_lora
+
+        value = params.lora  # type: ignore[attr-defined]
+        try:
+            path = resolve_lora(value)
+            check_lora_file(path)
+            wanted = params.hash  # type: ignore[attr-defined]
+            if not deep or not wanted or (settings is not None and settings.allow_model_mismatch):
+                return []
+            digest = memo_digest(path)
+        except ModelError as exc:
+            return [("lora", str(exc))]
+        if not digest.startswith(wanted):
+            return [("lora", (
+                f"LoRA {Path(value).name!r} at {path} is not the one this workflow was made with: expected content hash "
+                f"{wanted}, found {digest}. Point the path at the right file, or run with --allow-model-mismatch"
+            ))]
+        return []
+
+    def run(self, ctx: RunContext, model: Model) -> Model:
+        from editgraph.errors import NodeError
+        from editgraph.filehash import memo_digest
+        from editgraph.models.lora import LoraModel, check_lora_file, make_spec, resolve_lora
+
+        import importlib.util
+
+        if importlib.util.find_spec("peft") is None:
+            raise NodeError("model.lora needs the peft package (diffusers applies LoRAs through it): pip install 'editgraph[lora]'")
+        path = resolve_lora(self.params.lora)
+        layout, _ = check_lora_file(path)
+        digest = memo_digest(path)
+        base, applied = (model.base, model.loras) if isinstance(model, LoraModel) else (model, ())
+        if not (hasattr(base, "unet") or hasattr(base, "component")):
+            raise NodeError(f"model.lora needs a diffusion model (from model.load), got {type(model).__name__}")
+        if any(spec.content_hash == digest for spec in applied):
+            raise NodeError(f"LoRA {str(path)!r} is already applied to this model; change that node's scale instead")
+        ctx.check_cancelled()
+        return LoraModel(base, (*applied, make_spec(base, path, digest, self.params.scale, layout)))
