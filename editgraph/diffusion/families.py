@@ -11,7 +11,7 @@ from editgraph.errors import NodeError
 _STAGES = (
     ("Flux2", "flux2"),  # Flux2Pipeline, Flux2KleinPipeline, Flux2KleinInpaintPipeline
     ("FluxKontext", "kontext"),
-    ("QwenImageEditPlus", "qwen"),
+    ("QwenImageEdit", "qwen"),  # QwenImageEditPipeline, QwenImageEditPlusPipeline, QwenImageEditInpaintPipeline
 )
 
 
@@ -22,7 +22,7 @@ def stages(model: Any, what: str) -> ModuleType:
     pipeline = getattr(model, "pipeline", None)
     if not isinstance(pipeline, str) or not hasattr(model, "component"):
         raise NodeError(
-            f"{what} needs a flow-matching edit model (Flux 2 Klein, Flux Kontext, Qwen-Image-Edit Plus) from "
+            f"{what} needs a flow-matching edit model (Flux 2 Klein, Flux Kontext, Qwen-Image-Edit (Plus)) from "
             f"model.load, got {type(model).__name__}; Stable Diffusion models use prompt.encode / denoise"
         )
     for prefix, module in _STAGES:

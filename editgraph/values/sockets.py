@@ -91,6 +91,10 @@ class Reference:
     condition: torch.Tensor | None = None
     size: tuple[int, int] = (0, 0)  # (width, height) in pixels of what the VAE encoded
     source_size: tuple[int, int] = (0, 0)  # (width, height) of the picture as it came in
+    # Qwen-Image-Edit (non-Plus) and its inpaint pipeline: the VAE posterior's mean and std, before
+    # normalisation, stacked (2, C, 1, h, w). The inpaint pipeline samples the source's latents with
+    # the run's seed; keeping the posterior lets the encode stay a cached stage of its own.
+    posterior: torch.Tensor | None = None
 
 
 @storable

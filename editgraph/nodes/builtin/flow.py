@@ -1,4 +1,4 @@
-"""Nodes for the flow-matching edit families (Flux 2 Klein, Flux Kontext, Qwen-Image-Edit Plus).
+"""Nodes for the flow-matching edit families (Flux 2 Klein, Flux Kontext, Qwen-Image-Edit and Plus).
 
 The stages are separate nodes so each is cached on its own:
 
@@ -129,10 +129,10 @@ class FlowReferences(Node):
         return References(items, family=families.pop() if families else "")
 
 
-@node("flow.denoise", version="1.0.0")
+@node("flow.denoise", version="1.0.1")
 class FlowDenoise(Node):
     """Paint the edited picture from noise, guided by the instruction and the references (Klein,
-    Kontext, Qwen). With a `mask` and a `source` (Klein, Kontext: their inpaint pipelines), repaint
+    Kontext, Qwen). With a `mask` and a `source` (Klein, Kontext, Qwen-Image-Edit: their inpaint pipelines), repaint
     only where the mask is white and keep the source elsewhere; crop to the mask first
     (image.crop_to_mask, multiple_of=16) and paste back, so every pixel outside stays as it was."""
 
@@ -173,7 +173,7 @@ class FlowDenoise(Node):
                 if not hasattr(family, "denoise_masked"):
                     raise NodeError(f"flow.denoise: masked edits are not supported for {model.pipeline} yet")
                 masked = {"guidance": p.guidance, "strength": p.strength}
-                if family.__name__.endswith(".kontext"):
+                if family.__name__.endswith((".kontext", ".qwen")):
                     masked["true_cfg"] = p.true_cfg
                 samples = family.denoise_masked(model, cond, source, mask, references, **masked, **common)
             elif family.__name__.endswith(".qwen"):
