@@ -373,6 +373,9 @@ def resolve_lora(path: str | os.PathLike[str]) -> Path:
     p = Path(path).expanduser()
     if p.exists():
         return p
+    with_suffix = Path(f"{p}{LORA_SUFFIX}")  # "detail" names detail.safetensors beside the workflow
+    if p.suffix.lower() != LORA_SUFFIX and with_suffix.is_file():
+        return with_suffix
     known = names.registered()
     for name in (p.name, p.stem):
         target = known.get(name)

@@ -87,6 +87,8 @@ def build(result, *, signed: bool = False) -> Provenance:
         spec = info["workflow"]["nodes"].get(record.get("node"), {})
         if spec.get("type") == "model.load":
             spec.setdefault("params", {})["hash"] = record["content_hash"]
+        elif spec.get("type") == "model.lora" and record.get("lora_hash"):
+            spec.setdefault("params", {})["hash"] = record["lora_hash"]
     carried_report: dict[str, Any] = {}
     ingredients = []
     for nid in _savers(result):
@@ -169,8 +171,20 @@ def _models(result) -> list[dict[str, Any]]:
                 continue
             params = node.params.model_dump(mode="json")
             name = next((params[f] for f in _MODEL_NAME_FIELDS if isinstance(params.get(f), str)), nid)
-            digest = fp.removeprefix("model:").split(":")[0]  # "model:<hash>[:float16]"
-            models.append({"node": nid, "type": node.type, "name": Path(name).name, "content_hash": digest})
+            # "model:<hash>[:float16]", then one "+lora[<components>]<hash>*<scale>" per LoRA on it
+            head, *segments = fp.removeprefix("model:").split("+lora[")
+            record: dict[str, Any] = {"node": nid, "type": node.type, "name": Path(name).name, "content_hash": head.split(":")[0]}
+            if segments:
+                loras = []
+                for seg in segments:
+                    comps, rest = seg.split("]", 1)
+                    digest, scale = rest.split("*", 1)
+                    loras.append({"content_hash": digest, "scale": float(scale), "components": comps.split(",")})
+                record["loras"] = loras
+            if node.type == "model.lora" and segments:
+                record["name"] = Path(str(params.get("lora", nid))).name
+                record["lora_hash"] = record["loras"][-1]["content_hash"]  # this node's own file
+            models.append(record)
     return models
 
 

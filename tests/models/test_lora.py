@@ -258,3 +258,23 @@ def test_a_lora_for_another_model_fails_naming_the_file(sd_path, tmp_path):
 def test_a_missing_lora_names_the_registry(sd_path, tmp_path):
     (issue,) = _issues(_sd_doc(sd_path, [(tmp_path / "nowhere.safetensors", 1.0)]))
     assert issue.path == "nodes.lora0.params.lora" and "not found" in issue.message and "EDITGRAPH_MODELS" in issue.message
+
+
+@pytest.mark.slow
+def test_provenance_names_the_lora_its_hash_and_scale_and_pins_it_for_a_rerun(sd_path, sd_loras, tmp_path):
+    from editgraph.filehash import file_digest
+    from editgraph.sharing import provenance
+
+    doc = _sd_doc(sd_path, [(sd_loras["unet"], 0.7)])
+    doc["nodes"]["save"] = {"type": "image.save", "inputs": {"image": "pixels"}, "params": {"path": "out.png"}}
+    api.run(doc, out=tmp_path / "out", cache=False, device="cpu")
+    info = provenance.read_file(tmp_path / "out" / "out.png")
+    digest = file_digest(sd_loras["unet"])
+    (lora,) = [m for m in info["models"] if m["type"] == "model.lora"]
+    assert lora["name"] == "style_unet.safetensors" and lora["lora_hash"] == digest
+    assert lora["loras"] == [{"content_hash": digest, "scale": 0.7, "components": ["unet"]}]
+    (base,) = [m for m in info["models"] if m["type"] == "model.load"]
+    assert lora["content_hash"] == base["content_hash"]
+    assert {"node": "lora0", "field": "lora", "source_token": digest}.items() <= next(
+        i for i in info["inputs"] if i["node"] == "lora0").items()
+    assert info["workflow"]["nodes"]["lora0"]["params"]["hash"] == digest

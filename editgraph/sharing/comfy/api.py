@@ -16,6 +16,11 @@ Settings that change meaning on the way, each said where it happens:
   model's own timestep spacing; others (karras, exponential, ...) have no equivalent.
 - a seed whose UI control is "randomize" arrives as "random": drawn at run time and recorded.
 - checkpoint file names become model names (the file's stem: what EDITGRAPH_MODELS registers).
+- LoraLoader / LoraLoaderModelOnly become model.lora nodes (the LoRA file's stem a workflow param,
+  like a checkpoint's): MODEL at strength_model feeds the sampler, CLIP at strength_clip feeds the
+  prompt encode (one node when both strengths match). editgraph keys each node by the LoRAs of the
+  parts it uses, so the CLIP side's model.lora changes only the text encode and the MODEL side's
+  only the denoise, as in ComfyUI. A strength of 0 leaves the model as it is (no node).
 - Flux Kontext / Qwen-Image-Edit graphs (UNETLoader and its part loaders) become flow.* stages:
   see api_flow.py.
 """
@@ -61,6 +66,12 @@ class ModelV:  # MODEL, CLIP or VAE of one checkpoint: editgraph's model.load ho
     ref: str
     clip_skip: int | None = None
     flow: bool = False  # a flow-matching edit model (UNETLoader + its text encoders and VAE): flow.* nodes
+    base: str = ""  # behind LoRA loaders (model.lora nodes): the model.load they apply to
+
+    @property
+    def root(self) -> str:
+        """The model.load this value comes from, through any LoRAs."""
+        return self.base or self.ref
 
 
 @dataclass(frozen=True)

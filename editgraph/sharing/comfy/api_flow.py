@@ -218,7 +218,7 @@ def flow_sample(t: Translator, nid: str, *, model: ModelV, positive: FlowCond, n
         raise _no(t, nid, f"denoise {strength} on a flow edit model: flow.denoise repaints fully (partial denoise only with a mask, not translated yet)")
     if positive.zero:
         raise _no(t, nid, "the positive prompt was zeroed (ConditioningZeroOut)")
-    if positive.model.ref != model.ref:
+    if positive.model.root != model.root:
         raise _no(t, nid, "the prompt's text encoder and the sampled model come from different models")
     if sampler_name != "euler":
         t.approximate(nid, f"sampler {sampler_name!r}: flow edit models sample with their own FlowMatchEuler scheduler (ComfyUI's 'euler')")
@@ -253,14 +253,14 @@ def flow_sample(t: Translator, nid: str, *, model: ModelV, positive: FlowCond, n
     use_negative = negative is not None and not negative.zero and cfg > 1.0
     if negative is not None and negative.zero and cfg > 1.0:
         t.approximate(nid, f"cfg {cfg} against a zeroed negative: editgraph's true CFG needs a negative prompt; none is used")
-    if use_negative and negative.model.ref != model.ref:  # type: ignore[union-attr]
+    if use_negative and negative.model.ref != positive.model.ref:  # type: ignore[union-attr]
         raise _no(t, nid, "positive and negative prompts come from different text encoders")
     if use_negative and positive.reads_refs and negative.refs != positive.refs:  # type: ignore[union-attr]
         raise _no(t, nid, "the negative prompt reads other pictures than the positive one: flow.prompt encodes both with the same references")
     text_params: dict[str, Any] = {"prompt": positive.text}
     if use_negative:
         text_params["negative_prompt"] = negative.text  # type: ignore[union-attr]
-    text_inputs = {"model": model.ref}
+    text_inputs = {"model": positive.model.ref}  # with the LoRAs its CLIP went through
     if positive.reads_refs and refs is not None:
         text_inputs["references"] = refs
     cond = t.add(_eg_id("text", nid), "flow.prompt", text_params, text_inputs)

@@ -40,9 +40,30 @@ def checkpoint(t: Translator, nid: str, slot: int) -> ModelV:
     return ModelV(t.add(_eg_id("model", nid), "model.load", {"model": ref}))
 
 
+LORA_SCALE = (-10.0, 10.0)  # model.lora's scale range
+
+
 @handles("LoraLoader", "LoraLoaderModelOnly")
-def lora(t: Translator, nid: str, slot: int) -> Any:
-    raise _no(t, nid, "editgraph has no LoRA node yet")
+def lora(t: Translator, nid: str, slot: int) -> ModelV:
+    """MODEL (slot 0) at strength_model, CLIP (slot 1, LoraLoader) at strength_clip: a model.lora each."""
+    if slot == 0:
+        model, strength, role = t.input(nid, "model", ModelV), t.input(nid, "strength_model", (int, float), default=1.0), "lora"
+    else:
+        model, strength, role = t.input(nid, "clip", ModelV), t.input(nid, "strength_clip", (int, float), default=1.0), "lora_clip"
+        if model.ref == t.input(nid, "model", ModelV).ref and strength == t.input(nid, "strength_model", (int, float), default=1.0):
+            return lora(t, nid, 0)  # both sides alike: one node (the same node spec, written again)
+    strength = float(strength)
+    if strength == 0.0:
+        return model  # ComfyUI skips a LoRA at strength 0
+    if not LORA_SCALE[0] <= strength <= LORA_SCALE[1]:
+        raise _no(t, nid, f"strength {strength} is outside model.lora's scale range {LORA_SCALE[0]}..{LORA_SCALE[1]}")
+    file_name = comfy_file(t.input(nid, "lora_name", str))
+    path = t.param("lora", {
+        "type": "string", "default": _stem(file_name),
+        "description": f"the LoRA ComfyUI loaded as {file_name!r}: a .safetensors path or a registered name",
+    })
+    ref = t.add(_eg_id(role, nid), "model.lora", {"lora": path, "scale": strength}, {"model": model.ref})
+    return ModelV(ref, model.clip_skip, model.flow, model.root)
 
 
 @handles("CLIPSetLastLayer")
@@ -53,7 +74,7 @@ def clip_skip(t: Translator, nid: str, slot: int) -> ModelV:
     skip = -stop - 1
     if not 0 <= skip <= 12:
         raise _no(t, nid, f"stop_at_clip_layer {stop} is outside -13..-1")
-    return ModelV(clip.ref, skip or None)
+    return ModelV(clip.ref, skip or None, clip.flow, clip.base)
 
 
 @handles("PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline", "PrimitiveBoolean")
@@ -175,12 +196,13 @@ def _sample(t: Translator, nid: str, *, model: ModelV, positive: Any, negative: 
     sampler = _sampler(t, nid, *sampler)
     if negative is not None and negative.model.ref != positive.model.ref:
         raise _no(t, nid, "positive and negative prompts come from different text encoders")
-    if positive.model.ref != model.ref:
+    if positive.model.root != model.root:
         raise _no(t, nid, "the prompt's text encoder and the sampled model come from different checkpoints; editgraph encodes prompts with the sampling model")
     text_params: dict[str, Any] = {"prompt": positive.text, "negative_prompt": negative.text if negative else ""}
     if positive.model.clip_skip:
         text_params["clip_skip"] = positive.model.clip_skip
-    cond = t.add(_eg_id("text", nid), "prompt.encode", text_params, {"model": model.ref})
+    # the prompt's own model: the same checkpoint, with the LoRAs its CLIP went through
+    cond = t.add(_eg_id("text", nid), "prompt.encode", text_params, {"model": positive.model.ref})
     start = t.latent_ref(latent, model, nid)
     params: dict[str, Any] = {"steps": _steps_for(steps, strength), "cfg": cfg, "seed": seed, "scheduler": sampler}  # type: ignore[dict-item]
     if latent.instruct:

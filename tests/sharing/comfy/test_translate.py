@@ -89,7 +89,7 @@ def test_inpaint_model_conditioning_and_load_image_mask():
     assert doc["nodes"]["save_9"]["params"] == {"path": "preview-9.png"}
 
 
-def test_a_separate_vae_or_lora_is_listed_and_partial_bypasses_both():
+def test_a_separate_vae_is_listed_and_partial_bypasses_it_while_the_lora_translates():
     prompt = base(**{
         "3": {"class_type": "KSampler", "inputs": {"seed": 1, "steps": 10, "cfg": 5, "sampler_name": "euler", "scheduler": "normal",
                                                     "denoise": 1, "model": ["20", 0], "positive": ["6", 0], "negative": ["7", 0],
@@ -99,10 +99,72 @@ def test_a_separate_vae_or_lora_is_listed_and_partial_bypasses_both():
     })
     prompt["8"]["inputs"]["vae"] = ["21", 0]
     strict = import_comfy(prompt)
-    assert {(i.node_id, i.class_type) for i in strict.issues} >= {("20", "LoraLoaderModelOnly"), ("21", "VAELoader")}
+    failed = {(i.node_id, i.class_type) for i in strict.issues}
+    assert ("21", "VAELoader") in failed and not any(c.startswith("Lora") for _, c in failed)
     loose = import_comfy(prompt, partial=True)
-    assert ("20", "LoraLoaderModelOnly", "bypassed") in {(i.node_id, i.class_type, i.action) for i in loose.issues}
+    assert loose.document["nodes"]["lora_20"]["inputs"] == {"model": "model_4"}
+    assert loose.document["nodes"]["denoise_3"]["inputs"]["model"] == "lora_20"
     # the one checkpoint's own VAE stands in for the separate file
     assert ("21", "VAELoader", "bypassed") in {(i.node_id, i.class_type, i.action) for i in loose.issues}
     assert loose.document["nodes"]["decode_8"]["inputs"] == {"model": "model_4", "latent": "denoise_3"}
     assert loose.document["nodes"]["save_9"]["inputs"] == {"image": "decode_8"}
+
+
+def _with_loras(**loras):
+    """The base graph with LoRA loaders between the checkpoint and the sampler / prompts."""
+    last = max(loras, key=int)
+    sampler = {"class_type": "KSampler", "inputs": {
+        "seed": 1, "steps": 10, "cfg": 5, "sampler_name": "euler", "scheduler": "normal", "denoise": 1,
+        "model": [last, 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}}
+    return base(**{"3": sampler}, **loras)
+
+
+def test_lora_loader_feeds_the_sampler_at_strength_model_and_the_prompts_at_strength_clip():
+    prompt = _with_loras(**{"20": {"class_type": "LoraLoader", "inputs": {
+        "lora_name": "styles/oil paint.safetensors", "strength_model": 0.8, "strength_clip": 0.6, "model": ["4", 0], "clip": ["4", 1]}}})
+    prompt["6"]["inputs"]["clip"] = prompt["7"]["inputs"]["clip"] = ["20", 1]
+    got = import_comfy(prompt)
+    assert got.issues == []
+    nodes = got.document["nodes"]
+    assert nodes["lora_20"] == {"type": "model.lora", "version": nodes["lora_20"]["version"], "inputs": {"model": "model_4"},
+                                "params": {"lora": "$lora", "scale": 0.8}}
+    assert nodes["lora_clip_20"]["params"] == {"lora": "$lora", "scale": 0.6}
+    assert nodes["text_3"]["inputs"] == {"model": "lora_clip_20"}
+    assert nodes["denoise_3"]["inputs"]["model"] == "lora_20"
+    # the VAE is the checkpoint's own: no LoRA on it
+    assert nodes["decode_8"]["inputs"]["model"] == "model_4"
+    assert got.document["params"]["lora"]["default"] == "oil paint"  # the file's stem: a registered name
+
+
+def test_lora_loader_with_equal_strengths_is_one_node_and_strength_zero_is_none():
+    prompt = _with_loras(**{"20": {"class_type": "LoraLoader", "inputs": {
+        "lora_name": "a.safetensors", "strength_model": 0.7, "strength_clip": 0.7, "model": ["4", 0], "clip": ["4", 1]}}})
+    prompt["6"]["inputs"]["clip"] = prompt["7"]["inputs"]["clip"] = ["20", 1]
+    nodes = import_comfy(prompt).document["nodes"]
+    assert [n for n, spec in nodes.items() if spec["type"] == "model.lora"] == ["lora_20"]
+    assert nodes["text_3"]["inputs"] == {"model": "lora_20"} and nodes["denoise_3"]["inputs"]["model"] == "lora_20"
+    prompt["20"]["inputs"].update(strength_model=0.0, strength_clip=0.0)
+    nodes = import_comfy(prompt).document["nodes"]
+    assert not [n for n in nodes.values() if n["type"] == "model.lora"]
+    assert nodes["denoise_3"]["inputs"]["model"] == "model_4"
+
+
+def test_lora_loader_model_only_leaves_the_prompt_encode_on_the_checkpoint():
+    prompt = _with_loras(**{
+        "20": {"class_type": "LoraLoaderModelOnly", "inputs": {"lora_name": "a.safetensors", "strength_model": 1.0, "model": ["4", 0]}},
+        "21": {"class_type": "LoraLoaderModelOnly", "inputs": {"lora_name": "b.safetensors", "strength_model": -0.5, "model": ["20", 0]}},
+    })
+    got = import_comfy(prompt)
+    nodes = got.document["nodes"]
+    assert nodes["lora_21"]["inputs"] == {"model": "lora_20"} and nodes["lora_21"]["params"] == {"lora": "$lora_2", "scale": -0.5}
+    assert nodes["denoise_3"]["inputs"]["model"] == "lora_21"
+    assert nodes["text_3"]["inputs"] == {"model": "model_4"}
+    assert [got.document["params"][p]["default"] for p in ("lora", "lora_2")] == ["a", "b"]
+
+
+def test_a_lora_strength_beyond_the_node_range_is_listed():
+    prompt = _with_loras(**{
+        "20": {"class_type": "LoraLoaderModelOnly", "inputs": {"lora_name": "a.safetensors", "strength_model": 25.0, "model": ["4", 0]}}})
+    got = import_comfy(prompt)
+    (lora,) = [i for i in got.issues if i.node_id == "20"]
+    assert lora.class_type == "LoraLoaderModelOnly" and "strength 25.0 is outside" in lora.why and "-10.0..10.0" in lora.why
