@@ -1,5 +1,5 @@
-"""ComfyUI's Flux Kontext and Qwen-Image-Edit graphs onto editgraph's flow.* stages: the two shipped
-workflows (tests/data/comfy/{kontext-edit,qwen-edit}.{api,ui}.json, written for this repo) import
+"""ComfyUI's Flux Kontext and Qwen-Image-Edit graphs onto editgraph's flow.* stages: the three shipped
+workflows (tests/data/comfy/{kontext-edit,qwen-edit,qwen-edit-plus}.{api,ui}.json, written for this repo) import
 alike from both forms, carry ComfyUI's sampler settings as stated in api_flow.py, and run on the
 tiny builds; one case per node type the translation adds."""
 
@@ -35,7 +35,7 @@ EXPECTED = {
         {"model": "model_37"},  # Kontext's encoders do not read the references: prompt edits never re-encode them
         "flux1-dev-kontext_fp8_scaled",
     ),
-    "qwen-edit": (
+    "qwen-edit-plus": (
         "tiny-qwen-edit-plus",
         # cfg 2.5 against a real (empty) negative prompt: true CFG 2.5; EmptySD3LatentImage gives the size
         {"steps": 3, "seed": 21, "true_cfg": 2.5, "width": 64, "height": 48},
@@ -44,8 +44,17 @@ EXPECTED = {
         {"model": "model_37", "references": "references_3"},  # Qwen's encoder reads the pictures too
         "qwen_image_edit_2509_fp8_e4m3fn",
     ),
+    "qwen-edit": (
+        "tiny-qwen-edit",
+        # the first Qwen-Image-Edit (TextEncodeQwenImageEdit): one picture; cfg 4 against a real negative
+        {"steps": 3, "seed": 8, "true_cfg": 4.0, "width": 64, "height": 48},
+        {"model": "model_37", "cond": "text_3", "references": "references_3"},
+        {"prompt": "make the saucer dark blue", "negative_prompt": "blurry, distorted"},
+        {"model": "model_37", "references": "references_3"},
+        "qwen_image_edit_fp8_e4m3fn",
+    ),
 }
-SAMPLER = {"kontext-edit": "31", "qwen-edit": "3"}
+SAMPLER = {"kontext-edit": "31", "qwen-edit-plus": "3", "qwen-edit": "3"}
 
 
 def load(name: str, form: str, **kw):
@@ -82,7 +91,7 @@ def test_kontext_reference_goes_through_the_kontext_resize():
 
 
 def test_qwen_plus_pictures_are_references_in_order_encoded_once():
-    nodes = load("qwen-edit", "api").document["nodes"]
+    nodes = load("qwen-edit-plus", "api").document["nodes"]
     # positive and negative TextEncodeQwenImageEditPlus read the same two pictures: two encodes, not four
     refs = {k: v for k, v in nodes.items() if v["type"] == "flow.reference"}
     assert sorted(refs) == ["reference_image_106", "reference_image_78"]
@@ -126,10 +135,10 @@ def test_imported_flow_workflow_validates_and_runs_on_the_tiny_build(name, pictu
     result = Executor(Cache.default(tmp_path / "cache"), listeners=[log]).run(graph, out_dir=tmp_path / "out")
     assert set(log.ran()) == set(doc["nodes"])
     (written,) = result.written
-    assert written.name == {"kontext-edit": "kontext.png", "qwen-edit": "qwen-edit.png"}[name]
+    assert written.name == f"{ {'kontext-edit': 'kontext'}.get(name, name)}.png"
     with Image.open(written) as im:
         # Kontext: the reference's size cut to a multiple of 16; Qwen: EmptySD3LatentImage's 64x48
-        assert im.size == {"kontext-edit": (64, 32), "qwen-edit": (64, 48)}[name]
+        assert im.size == {"kontext-edit": (64, 32), "qwen-edit-plus": (64, 48), "qwen-edit": (64, 48)}[name]
         assert len(set(im.get_flattened_data())) > 1  # a picture, not a flat fill
 
 
@@ -253,21 +262,16 @@ def test_a_partial_denoise_or_noise_mask_on_a_flow_model_is_listed():
 
 
 def qwen(**change):
-    api = json.loads((DATA / "qwen-edit.api.json").read_text())
+    api = json.loads((DATA / "qwen-edit-plus.api.json").read_text())
     api.update(change)
     return api
 
 
 def test_text_encode_qwen_image_edit_reads_its_picture_at_one_megapixel():
-    api = qwen()
-    for nid in ("110", "111"):
-        inputs = api[nid]["inputs"]
-        api[nid] = {"class_type": "TextEncodeQwenImageEdit",
-                    "inputs": {"prompt": inputs["prompt"], "clip": inputs["clip"], "vae": inputs["vae"], "image": inputs["image1"]}}
-    nodes = import_comfy(api).document["nodes"]
+    nodes = load("qwen-edit", "api").document["nodes"]
     assert nodes["reference_image_78"]["params"] == {"condition_area": 1024 * 1024, "vae_area": 1024 * 1024}
     assert nodes["references_3"]["inputs"] == {"ref1": "reference_image_78"}
-    assert nodes["text_3"]["inputs"] == {"model": "model_37", "references": "references_3"}
+    assert [k for k, v in nodes.items() if v["type"] == "flow.reference"] == ["reference_image_78"]  # once for both prompts
 
 
 def test_qwen_pictures_without_a_vae_or_with_a_gap_are_listed():
