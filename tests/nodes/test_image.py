@@ -107,8 +107,19 @@ def test_scale_by_a_factor_rounds_each_side_and_resamples_as_resize_does():
     assert out.shape == (1, 3, 60, 98)
     same = ResizeImage(ResizeImage.Params(width=98, height=60, filter="bilinear")).run(CTX, image=img)
     assert torch.equal(out, same)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="exactly one of factor and megapixels"):
         ScaleImage.Params(factor=0)
+    with pytest.raises(ValueError, match="exactly one of factor and megapixels"):
+        ScaleImage.Params(factor=2, megapixels=1)
+
+
+def test_scale_to_megapixels_keeps_the_aspect_and_rounds_to_a_multiple():
+    img = torch.rand(1, 3, 40, 64)
+    # ComfyUI's ImageScaleToTotalPixels: sqrt(int(0.01 * 1024²) / (64 * 40)) = 2.0238...; 130 x 81 px
+    out = ScaleImage(ScaleImage.Params(megapixels=0.01)).run(CTX, image=img)
+    assert out.shape == (1, 3, 81, 130)
+    snapped = ScaleImage(ScaleImage.Params(megapixels=0.01, multiple_of=32)).run(CTX, image=img)
+    assert snapped.shape == (1, 3, 96, 128)
 
 
 def test_composite_keeps_base_bit_exact_where_mask_is_zero():

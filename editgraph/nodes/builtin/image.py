@@ -6,7 +6,7 @@ import io
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Literal, NamedTuple
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from editgraph.errors import NodeError
 from editgraph.nodes.context import RunContext
@@ -138,20 +138,34 @@ class ResizeImage(Node):
         return out.clamp_(0, 1)
 
 
-@node("image.scale", version="1.0.0")
+@node("image.scale", version="1.0.1")
 class ScaleImage(Node):
-    """Scale the image by a factor (2 doubles both sides), keeping its aspect ratio."""
+    """Scale the image by a factor (2 doubles both sides) or to a number of megapixels, keeping
+    its aspect ratio."""
 
     class Params(NodeParams):
-        factor: float = Field(gt=0.0, le=16.0, description="how much larger each side becomes (0.5 halves it)")
+        factor: float = Field(0.0, ge=0.0, le=16.0, description="how much larger each side becomes (0.5 halves it); 0 = use megapixels")
+        megapixels: float = Field(0.0, ge=0.0, le=256.0, description="scale to about this many megapixels (of 1024² pixels); 0 = use factor")
+        multiple_of: int = Field(1, ge=1, le=256, description="round each side to a multiple of this")
         filter: Literal["bicubic", "bilinear", "nearest", "area"] = Field("bicubic", description="resampling filter")
 
+        @model_validator(mode="after")
+        def _one_way(self):
+            if (self.factor > 0) == (self.megapixels > 0):
+                raise ValueError(f"give exactly one of factor and megapixels (> 0), got factor={self.factor}, megapixels={self.megapixels}")
+            return self
+
     def run(self, ctx: RunContext, image: Image) -> Image:
+        import math
+
         h, w = image.shape[-2:]
-        # rounded as ComfyUI's ImageScaleBy rounds, so an imported workflow keeps its sizes
-        tw, th = max(1, round(w * self.params.factor)), max(1, round(h * self.params.factor))
+        p = self.params
+        # the factor and the rounding as ComfyUI's ImageScaleBy / ImageScaleToTotalPixels compute
+        # them, so an imported workflow keeps its sizes
+        scale = p.factor or math.sqrt(int(p.megapixels * 1024 * 1024) / (w * h))
+        tw, th = (max(p.multiple_of, round(v * scale / p.multiple_of) * p.multiple_of) for v in (w, h))
         # image.resize does the resampling (and the pixel budget check): one resample in the project
-        return ResizeImage(ResizeImage.Params(width=tw, height=th, filter=self.params.filter)).run(ctx, image)
+        return ResizeImage(ResizeImage.Params(width=tw, height=th, filter=p.filter)).run(ctx, image)
 
 
 @node("image.composite", version="1.0.1")

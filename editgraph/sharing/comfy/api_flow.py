@@ -25,7 +25,11 @@ What becomes what:
   from the reference picture, from the references (the pipeline's rule: 0 = from the references).
   Flow models sample with their own FlowMatchEuler schedule: sampler "euler" with scheduler
   "simple"/"normal" carry over; others are approximations (errors unless --partial).
-Not translated yet (listed): a denoise below 1 or a noise mask on a flow model, a second pass.
+- SetLatentNoiseMask over the encoded picture makes a masked edit: that picture's flow.reference
+  becomes flow.denoise's `source`, the mask its `mask`, KSampler's denoise its `strength` (the
+  inpaint pipelines' strength); Kontext sees its other references, Qwen reads the source with
+  the prompt (run it on a QwenImageEditInpaintPipeline / FluxKontextInpaintPipeline folder).
+Not translated (listed): a denoise below 1 without a mask, a second sampling pass.
 """
 
 from __future__ import annotations
@@ -214,8 +218,9 @@ def flow_sample(t: Translator, nid: str, *, model: ModelV, positive: FlowCond, n
                 seed: Any, steps: int, cfg: float, sampler: tuple[str, str], strength: float) -> LatentV:
     """KSampler over a flow edit model: flow.references, flow.prompt, flow.denoise (see the module doc)."""
     sampler_name, scheduler = sampler
-    if strength != 1.0:
-        raise _no(t, nid, f"denoise {strength} on a flow edit model: flow.denoise repaints fully (partial denoise only with a mask, not translated yet)")
+    masked = latent.kind == "encoded" and latent.mask is not None
+    if strength != 1.0 and not masked:
+        raise _no(t, nid, f"denoise {strength} on a flow edit model without a noise mask: flow.denoise repaints fully (only masked edits take a strength)")
     if positive.zero:
         raise _no(t, nid, "the positive prompt was zeroed (ConditioningZeroOut)")
     if positive.model.root != model.root:
@@ -225,29 +230,42 @@ def flow_sample(t: Translator, nid: str, *, model: ModelV, positive: FlowCond, n
     if scheduler not in FLOW_SPACINGS:
         t.approximate(nid, f"scheduler {scheduler!r}: flow edit models use their own schedule (like {', '.join(sorted(FLOW_SPACINGS))})")
 
-    # 1. the output size: an empty latent's, or the references' (the pipeline's rule)
+    # 1. the output size: an empty latent's, the references' (the pipeline's rule), or with a noise
+    #    mask the encoded picture's, which becomes the masked edit's source
     width = height = 0
+    source: FlowRef | None = None
     if latent.kind == "empty":
         width, height, batch = latent.size
         if batch != 1:
             raise _no(t, nid, f"batch_size {batch}: flow.denoise makes one picture")
     elif latent.kind == "encoded":
-        if latent.mask is not None:
-            raise _no(t, nid, "a noise mask on a flow edit model (a masked edit) is not translated yet")
-        pictures = {r.image for r in positive.refs}
         image = latent.image.image if isinstance(latent.image, ScaledPixels) else latent.image
-        if image not in pictures:
+        same = [r for r in positive.refs if r.image == image]
+        if masked:
+            # the source is encoded like the reference of the same picture (Qwen: its areas), else as ComfyUI did
+            source = same[0] if same else FlowRef(image, KONTEXT_RESIZE if isinstance(latent.image, ScaledPixels) else NO_RESIZE)  # type: ignore[arg-type]
+        elif not same:
             t.approximate(nid, "the latent is encoded from a picture that is not a reference: the output takes the references' size")
     else:
         raise _no(t, nid, "a second sampling pass over a flow model's output is not translated")
 
-    # 2. the references, in order, encoded once each
+    # 2. the references, in order, encoded once each (a masked edit's model sees the source besides
+    #    them: Kontext takes a reference other than the source; Qwen reads the source with the prompt)
     if len(positive.refs) > MAX_REFERENCES:
         raise _no(t, nid, f"{len(positive.refs)} reference pictures; flow.references takes up to {MAX_REFERENCES}")
     refs = None
     if positive.refs:
         slots = {f"ref{i + 1}": _reference_node(t, model, r) for i, r in enumerate(positive.refs)}
         refs = t.add(_eg_id("references", nid), "flow.references", inputs=slots)
+    denoise_refs = refs
+    if source is not None:
+        others = [r for r in positive.refs if r.image != source.image]
+        denoise_refs = None
+        if others and not positive.reads_refs:
+            slots = {f"ref{i + 1}": _reference_node(t, model, r) for i, r in enumerate(others)}
+            denoise_refs = t.add(_eg_id("denoise_refs", nid), "flow.references", inputs=slots)
+        elif others:
+            raise _no(t, nid, "a Qwen-Image-Edit masked edit reads only the picture it repaints; other pictures have no place")
 
     # 3. the instruction (and the negative prompt where true CFG will use it)
     use_negative = negative is not None and not negative.zero and cfg > 1.0
@@ -273,7 +291,10 @@ def flow_sample(t: Translator, nid: str, *, model: ModelV, positive: FlowCond, n
     if width and height:
         params.update(width=width, height=height)
     inputs = {"model": model.ref, "cond": cond}
-    if refs is not None:
-        inputs["references"] = refs
+    if denoise_refs is not None:
+        inputs["references"] = denoise_refs
+    if source is not None:
+        params["strength"] = strength
+        inputs.update(source=_reference_node(t, model, source), mask=latent.mask.ref)  # type: ignore[union-attr]
     ref = t.add(_eg_id("denoise", nid), "flow.denoise", params, inputs)
     return LatentV("sampled", model=model, ref=ref)

@@ -355,6 +355,22 @@ def scale_by(t: Translator, nid: str, slot: int) -> Pixels:
     return Pixels(t.add(_eg_id("scale", nid), "image.scale", {"factor": factor, "filter": filt}, {"image": image.ref}))
 
 
+@handles("ImageScaleToTotalPixels")
+def scale_to_pixels(t: Translator, nid: str, slot: int) -> Pixels:
+    image = t.input(nid, "image", Pixels)
+    method = str(t.input(nid, "upscale_method", str, default="nearest-exact"))
+    megapixels = float(t.input(nid, "megapixels", (int, float), default=1.0))
+    steps = int(t.input(nid, "resolution_steps", int, default=1))
+    if not 0 < megapixels <= 256 or not 1 <= steps <= 256:
+        raise _no(t, nid, f"megapixels {megapixels} / resolution_steps {steps} outside (0, 256] / 1..256")
+    filt = SCALE_FILTERS.get(method)
+    if filt is None:
+        t.approximate(nid, f"upscale_method {method!r} becomes bicubic")
+        filt = "bicubic"
+    params = {"megapixels": megapixels, "filter": filt, **({"multiple_of": steps} if steps > 1 else {})}
+    return Pixels(t.add(_eg_id("scale", nid), "image.scale", params, {"image": image.ref}))
+
+
 @handles("ImageCompositeMasked")
 def composite(t: Translator, nid: str, slot: int) -> Pixels:
     x, y = int(t.input(nid, "x", int, default=0)), int(t.input(nid, "y", int, default=0))

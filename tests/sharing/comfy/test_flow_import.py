@@ -252,13 +252,56 @@ def test_flow_samplers_other_than_euler_simple_are_approximations(key, value, me
     assert [i.action for i in loose.issues] == ["approximated"] and "denoise_31" in loose.document["nodes"]
 
 
-def test_a_partial_denoise_or_noise_mask_on_a_flow_model_is_listed():
+def test_a_partial_denoise_without_a_noise_mask_on_a_flow_model_is_listed():
     api = kontext()
     api["31"]["inputs"]["denoise"] = 0.6
-    assert any(i.node_id == "31" and "denoise 0.6" in i.why for i in import_comfy(api).issues)
-    api = kontext(**{"70": {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["124", 0], "mask": ["41", 1]}}})
-    api["31"]["inputs"]["latent_image"] = ["70", 0]
-    assert any(i.node_id == "31" and "noise mask" in i.why for i in import_comfy(api).issues)
+    assert any(i.node_id == "31" and "denoise 0.6" in i.why and "without a noise mask" in i.why for i in import_comfy(api).issues)
+
+
+def _masked(api: dict, image: str) -> dict:
+    """KSampler's latent: the picture's VAEEncode under SetLatentNoiseMask (LoadImage's mask), denoise 0.6."""
+    api["70"] = {"class_type": "VAEEncode", "inputs": {"pixels": [image, 0], "vae": ["39", 0]}}
+    api["71"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["70", 0], "mask": [image, 1]}}
+    sampler = next(k for k, v in api.items() if v["class_type"] == "KSampler")
+    api[sampler]["inputs"].update(latent_image=["71", 0], denoise=0.6)
+    return api
+
+
+def test_a_noise_mask_on_kontext_is_a_masked_edit_of_the_encoded_picture():
+    api = _masked(kontext(), "41")
+    api["124"]["inputs"]["pixels"] = ["41", 0]  # the reference without FluxKontextImageScale: the same picture, unscaled
+    got = import_comfy(api)
+    assert got.issues == []
+    nodes = got.document["nodes"]
+    assert nodes["denoise_31"]["params"] == {"steps": 3, "seed": 12, "guidance": 2.5, "true_cfg": 1.0, "strength": 0.6}
+    # the source is the reference's own encode; the model needs no other picture
+    assert nodes["denoise_31"]["inputs"] == {"model": "model_37", "cond": "text_31", "source": "reference_image_41", "mask": "alpha_41"}
+    assert nodes["alpha_41"]["params"] == {"change": "transparent"}
+
+
+def test_a_noise_mask_on_qwen_edit_repaints_the_picture_its_prompt_reads():
+    api = json.loads((DATA / "qwen-edit.api.json").read_text())
+    nodes = import_comfy(_masked(api, "78")).document["nodes"]
+    assert nodes["denoise_3"]["inputs"] == {"model": "model_37", "cond": "text_3", "source": "reference_image_78", "mask": "alpha_78"}
+    assert nodes["denoise_3"]["params"]["strength"] == 0.6
+    assert nodes["text_3"]["inputs"] == {"model": "model_37", "references": "references_3"}
+    assert [k for k, v in nodes.items() if v["type"] == "flow.reference"] == ["reference_image_78"]
+
+
+@pytest.mark.slow
+def test_an_imported_qwen_masked_edit_runs_on_the_inpaint_build(tmp_path):
+    with Image.open(ASSETS / "coffee.png") as im, Image.open(ASSETS / "coffee-spoon-mask.png") as m:
+        photo = im.convert("RGB").resize((64, 40), Image.Resampling.LANCZOS)
+        spoon = m.convert("L").resize((64, 40), Image.Resampling.BILINEAR)
+    photo.putalpha(spoon.point(lambda v: 0 if v >= 128 else 255))  # ComfyUI's mask: the transparent spoon
+    photo.save(tmp_path / "hole.png")
+    doc = _tiny_sizes(import_comfy(_masked(json.loads((DATA / "qwen-edit.api.json").read_text()), "78")).document)
+    graph = bind(load_workflow(doc), {"model": "tiny-qwen-edit-inpaint", "image": str(tmp_path / "hole.png")}, base_dir=tmp_path)
+    log = EventLog()
+    result = Executor(Cache.default(tmp_path / "cache"), listeners=[log]).run(graph, out_dir=tmp_path / "out")
+    assert "denoise_3" in log.ran()
+    with Image.open(result.written[0]) as im:
+        assert im.size == (96, 64)  # the source's VAE copy (64² area at 64:40, in multiples of 32)
 
 
 def qwen(**change):
@@ -315,5 +358,17 @@ def test_image_scale_by_becomes_image_scale():
     api["11"] = {"class_type": "ImageScaleBy", "inputs": {"upscale_method": "bilinear", "scale_by": 0.5, "image": ["10", 0]}}
     got = import_comfy(api)
     assert got.issues == []
-    assert got.document["nodes"]["scale_11"] == {"type": "image.scale", "version": "1.0.0", "inputs": {"image": "image_10"},
+    assert got.document["nodes"]["scale_11"] == {"type": "image.scale", "version": "1.0.1", "inputs": {"image": "image_10"},
                                                  "params": {"factor": 0.5, "filter": "bilinear"}}
+
+
+@pytest.mark.parametrize(("inputs", "params"), [
+    ({"upscale_method": "area", "megapixels": 1.0}, {"megapixels": 1.0, "filter": "area"}),
+    ({"upscale_method": "bilinear", "megapixels": 0.5, "resolution_steps": 16}, {"megapixels": 0.5, "filter": "bilinear", "multiple_of": 16}),
+])
+def test_image_scale_to_total_pixels_becomes_image_scale_by_megapixels(inputs, params):
+    api = json.loads((DATA / "img2img.api.json").read_text())
+    api["11"] = {"class_type": "ImageScaleToTotalPixels", "inputs": {**inputs, "image": ["10", 0]}}
+    got = import_comfy(api)
+    assert got.issues == []
+    assert got.document["nodes"]["scale_11"]["params"] == params

@@ -38,6 +38,7 @@ CASES = {
     "ImagePadForOutpaint": ([8, 16, 24, 32, 40], {"left": 8, "top": 16, "right": 24, "bottom": 32, "feathering": 40}),
     "ImageScale": (["area", 640, 480, "center"], {"upscale_method": "area", "width": 640, "height": 480, "crop": "center"}),
     "ImageScaleBy": (["lanczos", 1.5], {"upscale_method": "lanczos", "scale_by": 1.5}),
+    "ImageScaleToTotalPixels": (["area", 1.0, 16], {"upscale_method": "area", "megapixels": 1.0, "resolution_steps": 16}),
     "ImageCompositeMasked": ([4, 12, True], {"x": 4, "y": 12, "resize_source": True}),
     "InstructPixToPixConditioning": ([], {}),
     "SaveImage": (["renders/cup"], {"filename_prefix": "renders/cup"}),
