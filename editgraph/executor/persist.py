@@ -8,6 +8,11 @@ persisted either (the costliest such input's own chain), which is why the cost c
 cumulative: a long chain of cheap nodes persists one output every so often, bounding what a
 recompute has to redo.
 
+Writes are priced at the disk's own rate once its writer has measured one (DiskStore.write_bps,
+kept in the index): the default 1 GB/s is a laptop SSD's page cache, while a disk whose dirty-page
+writeback throttles writers (250 MB/s on this project's CI machine, issue 16) makes every large
+file cost four times that; a chain of cheap grades of a 4096 px photo then stores fewer links.
+
 A node class may declare its cost instead (`Node.cost_class`): "expensive" always persists
 (model work: encodes, denoises, text encoders; their time varies with the machine and a lost
 output costs seconds), "cheap" never does. The default, "measured", decides per output.
@@ -31,26 +36,31 @@ class Persistence:
 
     file_s: float = 1e-3  # create, write, rename a blob file, commit its row (0.15-1.2 ms on the CI disk, issue 16); later open it
     row_s: float = 30e-6  # an inline value (<= 16 KiB): its index row, written and read back
-    write_bps: float = 1.0e9  # bytes/s into the page cache
+    write_bps: float = 1.0e9  # bytes/s into the page cache, until the disk tier has measured its own
     read_bps: float = 0.7e9  # bytes/s read back, hashed (blake3) and copied into a tensor
     factor: float = 1.0
+    measured: bool = True  # price files at the disk's measured write rate (DiskStore.write_bps) once known
 
-    def storage_s(self, nbytes: int) -> float:
-        """Seconds to write `nbytes` now and read them back once."""
-        fixed = self.row_s if nbytes <= INLINE_LIMIT else self.file_s
-        return fixed + nbytes / self.write_bps + nbytes / self.read_bps
+    def storage_s(self, nbytes: int, write_bps: float | None = None) -> float:
+        """Seconds to write `nbytes` now and read them back once; `write_bps`: the disk's
+        measured rate, used for files (inline rows go to the index, not through file writes)."""
+        if nbytes <= INLINE_LIMIT:
+            return self.row_s + nbytes / self.write_bps + nbytes / self.read_bps
+        rate = write_bps if write_bps and self.measured else self.write_bps
+        return self.file_s + nbytes / rate + nbytes / self.read_bps
 
-    def why_not(self, cost_class: str, redo_s: float, nbytes: int) -> str | None:
-        """None to persist; else the reason this output stays in memory only."""
+    def why_not(self, cost_class: str, redo_s: float, nbytes: int, write_bps: float | None = None) -> str | None:
+        """None to persist; else the reason this output stays in memory only. `write_bps`: the
+        disk's measured write rate, when the disk tier has measured one."""
         if cost_class == "expensive":
             return None
         if cost_class == "cheap":
             return "declared cheap: recomputing beats reading back"
-        store_s = self.storage_s(nbytes)
+        store_s = self.storage_s(nbytes, write_bps)
         if redo_s >= store_s * self.factor:
             return None
         return f"recomputing ({redo_s * 1e3:.3f} ms) costs less than writing and reading back {nbytes} bytes ({store_s * 1e3:.3f} ms)"
 
 
 DEFAULT = Persistence()
-ALWAYS = Persistence(file_s=0.0, row_s=0.0, write_bps=float("inf"), read_bps=float("inf"))  # every storable output
+ALWAYS = Persistence(file_s=0.0, row_s=0.0, write_bps=float("inf"), read_bps=float("inf"), measured=False)  # every storable output

@@ -395,6 +395,7 @@ class _Run:
         # every input's chain would count shared ones again and again).
         redo_s = run_s + max([self.redo_s.get(ref, 0.0) for ref in node.inputs.values()], default=0.0)
         on_disk = ex.cache.disk is not None or getattr(ex.cache, "shared", None) is not None  # a tier that outlives the process
+        write_bps = ex.cache.disk.write_bps if ex.cache.disk is not None else None  # measured by its writer
         fps, nbytes, why_not = {}, 0, {}
         for name, value in outputs.items():
             try:
@@ -411,7 +412,7 @@ class _Run:
                 elif name == node.cls.billing:
                     why = None  # a paid call's log: a cached re-run credits its cost as saved
                 else:
-                    why = ex.persistence.why_not(node.cls.cost_class, redo_s, enc.nbytes)
+                    why = ex.persistence.why_not(node.cls.cost_class, redo_s, enc.nbytes, write_bps)
             if why is not None:
                 why_not[name] = why
                 self.redo_s[(nid, name)] = redo_s

@@ -38,6 +38,8 @@ INLINE_LIMIT = 16 * 1024  # blobs up to this size live in the index: one row bea
 WRITER_GATHER_S = 0.05  # index rows alone wait this long for company: one commit per batch, not per node
 MAX_PENDING_BYTES = 512 << 20  # blob bytes queued for the writer before producers wait
 WRITER_IDLE_S = 2.0  # a writer thread with nothing to do for this long ends
+MEASURED_FILE = 1 << 20  # files from this size time the disk's sustained write rate; below, fixed costs dominate
+RATE_WEIGHT = 0.3  # each measured file's share of the running write rate: follows the disk within a few files
 
 
 class MemoryStore:
@@ -82,6 +84,7 @@ class MemoryStore:
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS refs  (key TEXT PRIMARY KEY, fps BLOB NOT NULL, used REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blobs (fp TEXT PRIMARY KEY, size INTEGER NOT NULL, used REAL NOT NULL, inline BLOB);
+CREATE TABLE IF NOT EXISTS meta  (name TEXT PRIMARY KEY, value REAL NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -168,6 +171,11 @@ class DiskStore:
         self._closing = False
         self._subdirs: set[str] = set()
         self.write_failures = 0  # blob files the writer could not write (disk full ...): they stay memory-only
+        # The disk's sustained write rate (bytes/s) as the writer measures it on large files, kept
+        # in the index so a new process starts from what the last one saw; None until measured.
+        # The persistence decision prices a file with it: a disk whose dirty-page writeback
+        # throttles writers to 250 MB/s (this project's CI disk) is not the 1 GB/s of a laptop SSD.
+        self.write_bps: float | None = self._read_rate()
         # Running estimates of the index's size, so a flush does not scan the tables; they are
         # re-read from SQLite (other processes write too) only when they cross a budget.
         self._bytes_estimate = self.total_bytes()
@@ -176,6 +184,17 @@ class DiskStore:
             self._writer_db = _connect(self.root / "index.sqlite")
         except sqlite3.Error:
             self._writer_db = None  # the writer connects on its first batch (and fails into flush)
+
+    @_forgets(None)
+    def _read_rate(self) -> float | None:
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'write_bps'").fetchone()
+        return float(row[0]) if row is not None and row[0] > 0 else None
+
+    def _measured(self, nbytes: int, seconds: float) -> None:
+        """The writer wrote a large file in `seconds`: fold its rate into the running rate."""
+        rate = nbytes / max(seconds, 1e-6)
+        old = self.write_bps
+        self.write_bps = rate if old is None else (1 - RATE_WEIGHT) * old + RATE_WEIGHT * rate
 
     def _open_index(self) -> sqlite3.Connection:
         """The index, created if absent. A file that is not a readable SQLite index (a disk fault,
@@ -367,6 +386,7 @@ class DiskStore:
         """The batch's blob files first, then one transaction holding every row of the batch."""
         now = time.time()
         blobs, refs, touched = [], [], []
+        rate_before = self.write_bps
         for item in batch:
             kind = item[0]
             if kind == "ref":
@@ -383,7 +403,10 @@ class DiskStore:
                         path.parent.mkdir(parents=True, exist_ok=True)
                         self._subdirs.add(fp[:2])
                     if not path.exists():
+                        t0 = time.perf_counter()
                         write_atomic(path, encoded.parts, tmp_dir=self.tmp)
+                        if size >= MEASURED_FILE:
+                            self._measured(size, time.perf_counter() - t0)
                 except OSError:
                     self.write_failures += 1
                     self._overlay_blobs.pop(fp, None)
@@ -397,6 +420,8 @@ class DiskStore:
             db.executemany("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?)", blobs)
             db.executemany("INSERT OR REPLACE INTO refs VALUES (?, ?, ?)", refs)
             db.executemany("UPDATE blobs SET used = ? WHERE fp = ?", touched)
+            if self.write_bps is not None and self.write_bps != rate_before:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('write_bps', ?)", (self.write_bps,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

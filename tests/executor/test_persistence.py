@@ -185,3 +185,51 @@ def test_back_pressure_bounds_pending_bytes_and_flush_makes_writes_durable(tmp_p
     assert [other.get_blob(fp).flatten()[0].item() for fp in fps] == [float(i) for i in range(6)]
     store.close()
     other.close()
+
+
+def test_the_disk_tier_measures_its_write_rate_and_a_new_process_starts_from_it(tmp_path):
+    """Large files time the disk's sustained write rate (small ones do not: fixed costs dominate
+    them); the rate is kept in the index, so the next store on that folder starts from it."""
+    from editgraph.values.codec import encode
+
+    store = DiskStore(tmp_path, 1 << 40)
+    assert store.write_bps is None  # nothing measured yet: the persistence defaults apply
+    small = encode(torch.zeros(1, 3, 64, 64))  # 48 KiB: a file, but below the measured size
+    store.put_blob(small.fingerprint(), small)
+    store.flush()
+    assert store.write_bps is None
+    big = encode(torch.ones(1, 3, 512, 512))  # 3 MiB
+    store.put_blob(big.fingerprint(), big)
+    store.flush()
+    measured = store.write_bps
+    assert measured is not None and measured > 0
+    store.close()
+    again = DiskStore(tmp_path, 1 << 40)
+    assert again.write_bps == measured
+    again.close()
+
+
+def test_outputs_are_priced_at_the_disk_tiers_measured_rate(tmp_path):
+    """The same measured node, the same 768 KiB output: stored while the disk is fast (the default
+    rate), kept in memory once the disk tier has measured a slow one; the report says why. (Files
+    under 1 MiB are not timed, so this run's own writes leave the rate as set.)"""
+    fast = Persistence(file_s=0.0, write_bps=1e15, read_bps=float("inf"))  # storing costs ~nothing
+    doc = _doc(
+        {
+            "src": {"type": "test.source", "params": {"value": 0.2, "size": 256}},
+            "quick": {"type": "test.quick", "inputs": {"image": "src"}, "params": {"amount": 0.1}},
+        }
+    )
+    ex = Executor(Cache.default(tmp_path / "a"), persistence=fast)
+    assert ex.cache.disk.write_bps is None
+    result = ex.run(bind(load_workflow(doc)))
+    assert result.records["quick"].persisted is True
+    ex.cache.close()
+
+    ex = Executor(Cache.default(tmp_path / "b"), persistence=fast)
+    ex.cache.disk.write_bps = 1e3  # as its writer measures on a disk that takes 1 KB/s
+    result = ex.run(bind(load_workflow(doc)))
+    assert result.records["src"].persisted is True  # declared expensive: stored whatever the disk
+    assert result.records["quick"].persisted is False
+    assert "writing and reading back 786" in result.records["quick"].why_not
+    ex.cache.close()
