@@ -19,16 +19,19 @@ Why it is safe to share:
   same bytes), and a ref under one key names the same fingerprints whoever computed it (keys are
   content hashes; a node that is not deterministic is never stored).
 
-Writes go through one background thread per store, in order, so a ref is never visible before the
-blobs it names, and a node's caller does not wait for the network. `flush()` waits for them: the
-executor flushes when a run ends or fails, so a finished row is in the shared tier when it reports.
+Writes go to a few background threads per store, so a node's caller does not wait for the
+network and a row's last objects go up side by side rather than one round trip after another
+(an object store's latency, not its bandwidth, bounds small objects: the row's end waited for
+each of its last PUTs in turn). A ref's PUT starts only once the PUTs of the blobs it names have
+ended, so a ref is never visible before its blobs. `flush()` waits for them all: the executor
+flushes when a run ends or fails, so a finished row is in the shared tier when it reports.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -43,6 +46,7 @@ from editgraph.settings import Settings
 from editgraph.values.codec import CorruptEntry, Encoded, decode
 
 _DIGEST = 32  # bytes of blake3 at the head of a ref object
+WRITERS = 4  # PUTs in flight at once per store (boto3's pool holds 8 connections)
 
 
 class Store(Protocol):
@@ -185,15 +189,17 @@ def unpack_ref(key: str, data: bytes) -> dict[str, str] | None:
 
 
 class SharedStore:
-    """The Store protocol over an Objects backend: verified reads, ordered background writes."""
+    """The Store protocol over an Objects backend: verified reads, background writes (a ref after
+    the blobs it names)."""
 
     def __init__(self, objects: Objects):
         self.objects = objects
         self.url = objects.url
         self.rejected: list[str] = []  # objects that failed verification (deleted, recomputed)
         self.errors: list[str] = []  # reads and writes that failed: misses to the cache; the run goes on
-        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
-        self._writer: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._writes: list[Future] = []  # not yet known to be done; flush() waits for them
+        self._blob_writes: dict[str, Future] = {}  # fp -> its PUT, while in flight: refs naming it wait
         self._lock = threading.Lock()
 
     # --- reads: verify, or it is a miss ---------------------------------------------------------
@@ -234,46 +240,56 @@ class SharedStore:
         except Exception:
             pass
 
-    # --- writes: in order, on one thread -------------------------------------------------------
+    # --- writes: in the background, a ref after its blobs -----------------------------------------
 
     def put_blob(self, fp: str, encoded: Encoded) -> None:
-        self._enqueue(_blob_name(fp), encoded.tobytes())
+        future = self._submit(self._put, _blob_name(fp), encoded.tobytes())
+        with self._lock:
+            self._blob_writes[fp] = future
+        future.add_done_callback(lambda done, fp=fp: self._blob_written(fp, done))
 
     def put_ref(self, key: str, fps: dict[str, str]) -> None:
-        self._enqueue(_ref_name(key), pack_ref(key, fps))
-
-    def _enqueue(self, name: str, data: bytes) -> None:
         with self._lock:
-            if self._writer is None or not self._writer.is_alive():
-                self._writer = threading.Thread(target=self._write_loop, name="editgraph-shared-writer", daemon=True)
-                self._writer.start()
-        self._queue.put((name, data))
+            blobs = [f for f in (self._blob_writes.get(fp) for fp in fps.values()) if f is not None]
+        self._submit(self._put_after, blobs, _ref_name(key), pack_ref(key, fps))
 
-    def _write_loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                name, data = item
-                try:
-                    self.objects.put(name, data)
-                except Exception as exc:
-                    self.errors.append(f"write {name}: {type(exc).__name__}: {exc}")
-            finally:
-                self._queue.task_done()
+    def _blob_written(self, fp: str, done: Future) -> None:
+        with self._lock:
+            if self._blob_writes.get(fp) is done:
+                del self._blob_writes[fp]
+
+    def _submit(self, fn, *args) -> Future:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="editgraph-shared-writer")
+            future = self._pool.submit(fn, *args)
+            self._writes.append(future)
+        return future
+
+    def _put(self, name: str, data: bytes) -> None:
+        try:
+            self.objects.put(name, data)
+        except Exception as exc:
+            self.errors.append(f"write {name}: {type(exc).__name__}: {exc}")
+
+    def _put_after(self, blobs: list[Future], name: str, data: bytes) -> None:
+        # The pool starts tasks in the order they were submitted, and a blob's PUT is submitted
+        # before any ref naming it: those PUTs are running or done by now, never queued behind us.
+        wait(blobs)
+        self._put(name, data)
 
     def flush(self) -> None:
         """Return once every write so far has reached the store (or failed and been recorded)."""
-        self._queue.join()
+        with self._lock:
+            self._writes = pending = [f for f in self._writes if not f.done()]
+        wait(pending)
 
     def close(self) -> None:
         self.flush()
         with self._lock:
-            if self._writer is not None and self._writer.is_alive():
-                self._queue.put(None)
-                self._writer.join(timeout=10)
-            self._writer = None
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 def open_shared(url: str, settings: Settings | None = None) -> SharedStore:

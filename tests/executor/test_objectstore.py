@@ -124,3 +124,57 @@ def test_what_one_machine_computed_another_reads_from_the_shared_tier(s3_bucket,
     assert torch.equal(ra.value("warm"), rb.value("warm"))  # b's value came from the shared tier
     for ex, _ in machines:
         ex.cache.close()
+
+
+class _SlowObjects:
+    """An Objects backend whose blob PUTs take a while (a far object store): it records when each
+    PUT started and ended and how many were in flight at once."""
+
+    url = "slow://"
+
+    def __init__(self, blob_s: float = 0.2):
+        self.blob_s = blob_s
+        self.objects: dict[str, bytes] = {}
+        self.log: list[tuple[str, str]] = []  # ("start" | "end", name), in order
+        self.in_flight = self.most_in_flight = 0
+        self._lock = threading.Lock()
+
+    def get(self, name):
+        return self.objects.get(name)
+
+    def put(self, name, data):
+        import time
+
+        with self._lock:
+            self.log.append(("start", name))
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        if name.startswith("blobs/"):
+            time.sleep(self.blob_s)
+        with self._lock:
+            self.objects[name] = data
+            self.in_flight -= 1
+            self.log.append(("end", name))
+
+    def delete(self, name):
+        self.objects.pop(name, None)
+
+
+def test_shared_writes_go_up_side_by_side_and_a_ref_only_after_its_blobs():
+    objects = _SlowObjects()
+    store = SharedStore(objects)
+    encs = [encode(latent(i)) for i in range(4)]
+    fps = [e.fingerprint() for e in encs]
+    for i, enc in enumerate(encs):  # four nodes, each a blob then its ref, as the executor writes them
+        store.put_blob(fps[i], enc)
+        store.put_ref(f"k{i}", {"latent": fps[i]})
+    store.put_ref("both", {"a": fps[0], "b": fps[3]})
+    store.flush()
+    assert objects.most_in_flight > 1  # not one PUT after another
+    for key, named in [(f"k{i}", [fps[i]]) for i in range(4)] + [("both", [fps[0], fps[3]])]:
+        ref_start = objects.log.index(("start", f"refs/{key[:2]}/{key}"))
+        for fp in named:
+            assert objects.log.index(("end", f"blobs/{fp[:2]}/{fp}")) < ref_start, key
+    assert {store.get_ref(f"k{i}")["latent"] for i in range(4)} == set(fps)
+    assert all(torch.equal(store.get_blob(fps[i]), latent(i)) for i in range(4))
+    store.close()
