@@ -217,6 +217,18 @@ def _median_ms(xs: list[float]) -> float:
     return statistics.median(xs) * 1e3
 
 
+class _Ms(float):
+    """A median in ms that also carries the minimum: on a shared machine both are quoted."""
+
+    best: float
+
+
+def _ms(xs: list[float]) -> _Ms:
+    out = _Ms(_median_ms(xs))
+    out.best = min(xs) * 1e3
+    return out
+
+
 def bench_wide(cache_dir: Path, repeats: int = REPEATS) -> dict:
     """Cold runs of the 500-node 64 px graph, the three setups interleaved so drift hits all alike."""
     doc = wide_graph()
@@ -228,7 +240,7 @@ def bench_wide(cache_dir: Path, repeats: int = REPEATS) -> dict:
             assert len(log.ran()) == 500, len(log.ran())
             times[kind].append(t)
             ex.cache.close()
-    return {k: _median_ms(v) for k, v in times.items()}
+    return {k: _ms(v) for k, v in times.items()}
 
 
 def bench_grades(cache_dir: Path, repeats: int = 3) -> dict:
@@ -245,7 +257,7 @@ def bench_grades(cache_dir: Path, repeats: int = 3) -> dict:
                 assert len(log.cached()) == 12, log.cached()
                 times["rerun"].append(t)
             ex.cache.close()
-    return {k: _median_ms(v) for k, v in times.items()}
+    return {k: _ms(v) for k, v in times.items()}
 
 
 def bench_scale(cache_dir: Path, repeats: int = 5) -> dict:
@@ -263,7 +275,7 @@ def bench_scale(cache_dir: Path, repeats: int = 5) -> dict:
             assert len(log.cached()) == n
             rerun.append(t)
             ex.cache.close()
-        out[n] = {"cold": _median_ms(cold), "rerun": _median_ms(rerun)}
+        out[n] = {"cold": _ms(cold), "rerun": _ms(rerun)}
     doc = noop_chain(500)
     ex = _tiers("disk", cache_dir / "chain500")
     run_all_in(ex, doc)
@@ -278,18 +290,23 @@ def bench_scale(cache_dir: Path, repeats: int = 5) -> dict:
 
 
 def print_issue16(wide: dict, grades: dict, scale: dict) -> None:
-    print("\n### What caching costs (issue 16): load + bind + run, writes durable; medians\n")
-    print("| measurement | result | reference | ratio | target |")
+    def both(a: _Ms, b: _Ms) -> str:  # ratio of medians (of minima)
+        return f"{a / b:.2f}x ({a.best / b.best:.2f}x)"
+
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\n### What caching costs (issue 16): load + bind + run, writes durable; median (min); load average {load}\n")
+    print("| measurement | result | reference | ratio of medians (of minima) | target |")
     print("|---|---|---|---|---|")
-    print(f"| 500 nodes of 64 px (50 wide x 10 deep), cold, disk+memory | {wide['disk']:.1f} ms | memory only {wide['memory']:.1f} ms | {wide['disk'] / wide['memory']:.2f}x | <= 1.1x |")
-    print(f"| same graph, cold, disk+memory vs --no-cache | {wide['disk']:.1f} ms | --no-cache {wide['none']:.1f} ms | {wide['disk'] / wide['none']:.2f}x | |")
-    print(f"| 10 grades of a 4096 px photo (12 nodes with load, resize), cold with cache | {grades['disk']:.0f} ms | --no-cache {grades['none']:.0f} ms | {grades['disk'] / grades['none']:.2f}x | <= 1.1x |")
-    print(f"| same chain, identical re-run | {grades['rerun']:.1f} ms | | | |")
+    w, g = wide, grades
+    print(f"| 500 nodes of 64 px (50 wide x 10 deep), cold, disk+memory | {w['disk']:.1f} ms ({w['disk'].best:.1f}) | memory only {w['memory']:.1f} ms ({w['memory'].best:.1f}) | {both(w['disk'], w['memory'])} | <= 1.1x |")
+    print(f"| same graph, cold, disk+memory vs --no-cache | {w['disk']:.1f} ms ({w['disk'].best:.1f}) | --no-cache {w['none']:.1f} ms ({w['none'].best:.1f}) | {both(w['disk'], w['none'])} | |")
+    print(f"| 10 grades of a 4096 px photo (12 nodes with load, resize), cold with cache | {g['disk']:.0f} ms ({g['disk'].best:.0f}) | --no-cache {g['none']:.0f} ms ({g['none'].best:.0f}) | {both(g['disk'], g['none'])} | <= 1.1x |")
+    print(f"| same chain, identical re-run | {g['rerun']:.1f} ms ({g['rerun'].best:.1f}) | | | |")
     for what in ("cold", "rerun"):
         a, b = scale[1000][what], scale[10000][what]
-        print(f"| no-op chain, {what}: 10,000 nodes vs 1,000 | {b:.1f} ms | 1,000 nodes {a:.1f} ms | {b / a:.1f}x | <= 11x |")
+        print(f"| no-op chain, {what}: 10,000 nodes vs 1,000 | {b:.1f} ms ({b.best:.1f}) | 1,000 nodes {a:.1f} ms ({a.best:.1f}) | {b / a:.1f}x ({b.best / a.best:.1f}x) | <= 11x |")
     c = scale["chain500"]
-    print(f"| 500-node chain, identical re-run | {c['rerun']:.2f} ms (best {c['best']:.2f}) | | | <= 3.5 ms |")
+    print(f"| 500-node chain, identical re-run | {c['rerun']:.2f} ms ({c['best']:.2f}) | | | <= 3.5 ms |")
 
 
 _CHILD = """
