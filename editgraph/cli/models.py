@@ -44,18 +44,22 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _print_memory(path: Path) -> None:
     """The model's weight memory per component, or why it cannot be measured."""
     from editgraph.models.errors import ModelError
-    from editgraph.models.footprint import footprint, table
+    from editgraph.models.footprint import footprint, table, unmeasured
 
     try:
         components = footprint(path)
     except ModelError as exc:
         print(f"    memory: not measured ({exc})")
         return
-    if not components:
+    others = unmeasured(path)
+    if not components and not others:
         print("    memory: not measured (no .safetensors weights found)")
         return
-    for row in table(components):
-        print(row)
+    if components:
+        for row in table(components):
+            print(row)
+    if others:
+        print(f"    not measured (weights not in .safetensors): {', '.join(others)}")
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:

@@ -141,6 +141,25 @@ def footprint(path: str | Path) -> list[Component]:
     return out
 
 
+def unmeasured(path: str | Path) -> list[str]:
+    """Components of a diffusers folder whose weights are not .safetensors (.bin, .pt, .gguf): their
+    headers cannot be read without unpickling or a parser, so `models list` names them instead."""
+    path = Path(path)
+    index = path / "model_index.json"
+    if not index.is_file():
+        return []
+    try:
+        names = [k for k, v in json.loads(index.read_text(encoding="utf-8")).items() if isinstance(v, list) and not k.startswith("_")]
+    except (OSError, ValueError):
+        return []
+    out = []
+    for name in sorted(names):
+        folder = path / name
+        if folder.is_dir() and not _weight_files(folder) and any(next(folder.glob(f"*.{ext}"), None) for ext in ("bin", "pt", "pth", "ckpt", "gguf")):
+            out.append(name)
+    return out
+
+
 def human(n: int) -> str:
     """Bytes in a unit that fits: 812 B, 6.5 MiB, 23.8 GiB."""
     value = float(n)

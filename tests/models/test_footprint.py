@@ -97,3 +97,16 @@ def test_models_list_prints_each_registered_models_memory(tmp_path, capsys, monk
     assert block[2].split() == ["unet", "301", "F32", "1.2", "KiB", "1.2", "KiB", "632", "B"]
     assert block[3].split() == ["total", "411", "1.4", "KiB", "1.6", "KiB", "852", "B"]
     assert "broken" in out and "memory: not measured" in out and "shorter than its 8-byte header length" in out
+
+
+def test_a_component_with_pickled_weights_is_named_not_measured(tmp_path, capsys, monkeypatch):
+    folder = _folder(tmp_path / "models" / "mixed")
+    (folder / "vae").mkdir()
+    (folder / "vae" / "diffusion_pytorch_model.bin").write_bytes(b"not read")
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "vae": ["diffusers", "AutoencoderKL"]}))
+    assert [c.name for c in footprint(folder)] == ["text_encoder", "unet"]
+    monkeypatch.setenv("EDITGRAPH_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("EDITGRAPH_MODELS_FILE", str(tmp_path / "none.json"))
+    assert main(["models", "list"]) == 0
+    assert "    not measured (weights not in .safetensors): vae" in capsys.readouterr().out
