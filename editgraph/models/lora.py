@@ -286,9 +286,13 @@ def _ensure_loaded(base: Any, spec: LoraSpec, state: _BaseState) -> None:
     mixin = _mixin(base)
     if all(_has_adapter(_module(base, c, load=True), spec.adapter) for c in spec.components):
         return
-    # The mixin's load_lora_weights reaches for every module it can load into, whatever the
-    # LoRA holds: hand it them all (a lazily loaded model reads the idle ones now).
-    modules = {c: _module(base, c, load=True) for c in mixin._lora_loadable_modules}
+    # The mixins' load_lora_weights always reach for the denoiser and skip a text encoder the
+    # LoRA has no weights for: read what the LoRA changes and the denoiser, pass the rest as they
+    # are (a lazily loaded text encoder stays unread for a transformer-only LoRA).
+    modules = {
+        c: _module(base, c, load=c in spec.components or c in ("unet", "transformer"))
+        for c in mixin._lora_loadable_modules
+    }
     for comp, m in modules.items():  # a component released and reloaded lost it; the others keep theirs
         if m is not None and _has_adapter(m, spec.adapter):
             _delete(m, spec.adapter)

@@ -65,15 +65,18 @@ def _run(doc: dict, cache_dir: Path | bool):
     return api.run(doc, cache=cache_dir, device="cpu")
 
 
-def _sd_pipeline(sd_path: Path, loras: list[tuple[Path, float]]):
+def _sd_pipeline(sd_path: Path, loras: list[tuple[Path, float]], xl: bool = False):
     """diffusers' own pipeline, loaded afresh from the same folder (no module shared with the engine)."""
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     from editgraph.diffusion.denoise import make_scheduler
 
-    pipe = StableDiffusionPipeline.from_pretrained(
-        sd_path, safety_checker=None, requires_safety_checker=False, local_files_only=True
-    )
+    if xl:
+        pipe = StableDiffusionXLPipeline.from_pretrained(sd_path, local_files_only=True)
+    else:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            sd_path, safety_checker=None, requires_safety_checker=False, local_files_only=True
+        )
     pipe.scheduler = make_scheduler("euler", dict(pipe.scheduler.config))
     names = []
     for i, (path, _) in enumerate(loras):
@@ -108,6 +111,23 @@ def test_sd_lora_matches_pipeline_load_lora_weights(sd_path, sd_loras, which, tm
     assert (ours - plain).abs().max().item() > 1e-3  # the LoRA does change the picture
 
 
+@pytest.mark.equivalence
+@pytest.mark.slow
+def test_sdxl_lora_on_the_unet_and_the_second_text_encoder_matches_pipeline(tmp_path_factory):
+    path = tiny_path("tiny-sdxl")
+    model = load_model(path)
+    d = tmp_path_factory.mktemp("sdxl-loras")
+    loras = [
+        (write_diffusers_lora(model, "unet", d / "xl_unet.safetensors", seed=7), 0.9),
+        (write_diffusers_lora(model, "text_encoder_2", d / "xl_te2.safetensors", seed=8), 1.1),
+    ]
+    ours = _run(_sd_doc(path, loras), False).value("pixels")
+    theirs = _sd_pipeline(path, loras, xl=True)
+    assert ours.shape == theirs.shape
+    assert (ours - theirs).abs().max().item() == 0.0
+    assert (ours - _run(_sd_doc(path, []), False).value("pixels")).abs().max().item() > 1e-4
+
+
 @pytest.fixture(scope="module")
 def klein(tmp_path_factory):
     model = load_model("tiny-flux2-klein")
@@ -118,8 +138,8 @@ def klein(tmp_path_factory):
     }
 
 
-def _klein_doc(loras: list[tuple[Path, float]]) -> dict:
-    nodes: dict = {"model": {"type": "model.load", "params": {"model": "tiny-flux2-klein"}}}
+def _klein_doc(loras: list[tuple[Path, float]], model: str = "tiny-flux2-klein", **denoise) -> dict:
+    nodes: dict = {"model": {"type": "model.load", "params": {"model": model}}}
     last = "model"
     for i, (path, scale) in enumerate(loras):
         nodes[f"lora{i}"] = {"type": "model.lora", "inputs": {"model": last}, "params": {"lora": str(path), "scale": scale}}
@@ -128,7 +148,7 @@ def _klein_doc(loras: list[tuple[Path, float]]) -> dict:
         "text": {"type": "flow.prompt", "inputs": {"model": last}, "params": {"prompt": PROMPT}},
         "denoise": {
             "type": "flow.denoise", "inputs": {"model": last, "cond": "text"},
-            "params": {"steps": 2, "guidance": 4.0, "seed": SEED, "width": 64, "height": 64},
+            "params": {"steps": 2, "guidance": 4.0, "seed": SEED, "width": 64, "height": 64, **denoise},
         },
         "pixels": {"type": "flow.decode", "inputs": {"model": last, "latent": "denoise"}},
     }
@@ -159,6 +179,47 @@ def test_flux2_klein_lora_matches_pipeline_load_lora_weights(klein, layout):
     assert (ours - theirs).abs().max().item() == 0.0
     plain = _run(_klein_doc([]), False).value("pixels")
     assert (ours - plain).abs().max().item() > 1e-4
+
+
+@pytest.fixture(scope="module")
+def kontext(tmp_path_factory):
+    model = load_model("tiny-kontext")
+    d = tmp_path_factory.mktemp("kontext-loras")
+    return model, write_diffusers_lora(model, "transformer", d / "kontext_style.safetensors", seed=6)
+
+
+@pytest.mark.equivalence
+@pytest.mark.slow
+def test_kontext_lora_matches_pipeline_load_lora_weights(kontext):
+    from diffusers import FluxTransformer2DModel
+
+    from tests.diffusion.flow_support import pipeline_for
+
+    model, file = kontext
+    ours = _run(_klein_doc([(file, 0.6)], "tiny-kontext", guidance=3.5, width=96), False).value("pixels")
+    pipe = pipeline_for(model)
+    pipe.transformer = FluxTransformer2DModel.from_pretrained(model.path, subfolder="transformer", local_files_only=True)
+    pipe.load_lora_weights(str(file), adapter_name="theirs")
+    pipe.set_adapters(["theirs"], adapter_weights=[0.6])
+    with torch.inference_mode():
+        theirs = pipe(
+            prompt=PROMPT, height=64, width=96, max_area=64 * 96, num_inference_steps=2, guidance_scale=3.5,
+            generator=torch.Generator().manual_seed(SEED), output_type="pt", _auto_resize=False,
+        ).images
+    assert ours.shape == theirs.shape
+    assert (ours - theirs).abs().max().item() == 0.0
+
+
+@pytest.mark.slow
+def test_a_transformer_lora_change_with_cached_prompts_never_reads_the_text_encoders(kontext, tmp_path):
+    model, file = kontext
+    _run(_klein_doc([(file, 0.5)], "tiny-kontext", guidance=3.5, width=96), tmp_path)
+    model_cache.release("tiny-kontext")  # a new process, as far as the model goes
+    start = len(flow_loader.LOADS)
+    again = _run(_klein_doc([(file, 0.9)], "tiny-kontext", guidance=3.5, width=96), tmp_path)
+    assert "text" in again.cached and "denoise" in again.ran
+    read = {comp for path, comp in flow_loader.LOADS[start:] if path == model.path}
+    assert "transformer" in read and not read & {"text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"}
 
 
 # --- what reruns, what loads -------------------------------------------------------------------
