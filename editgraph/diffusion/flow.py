@@ -112,6 +112,19 @@ class Loop:
     begin_index: int | None = 0  # where the schedule starts (img2img/inpaint: cut by strength); None: already set
 
 
+def keep_known(scheduler: Any, timesteps: torch.Tensor, source: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor):
+    """A masked edit's after-step (the inpaint pipelines' blend): outside the mask, the source's
+    packed tokens noised to the next step's level (after the last step, the source itself)."""
+
+    def blend(i: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        known = source
+        if i < len(timesteps) - 1:
+            known = scheduler.scale_noise(source, torch.tensor([timesteps[i + 1]]), noise)
+        return (1 - mask) * known + mask * latents
+
+    return blend
+
+
 def run_loop(loop: Loop, latents: torch.Tensor) -> torch.Tensor:
     """The pipelines' denoising loop: predict, step, (blend), report progress; returns the latents."""
     # 1. index the scheduler from its start, as the pipelines do (no search per step)

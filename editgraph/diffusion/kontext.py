@@ -230,12 +230,7 @@ def denoise_masked(
             velocity = uncond + true_cfg * (velocity - uncond)
         return velocity
 
-    def blend(i: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        known = packed_source
-        if i < len(timesteps) - 1:
-            known = scheduler.scale_noise(packed_source, torch.tensor([timesteps[i + 1]]), noise)
-        return (1 - packed_mask) * known + packed_mask * latents
-
+    blend = flow.keep_known(scheduler, timesteps, packed_source, packed_mask, noise)
     loop = flow.Loop(scheduler, timesteps, predict, after_step=blend, progress=progress, begin_index=None)
     return cls._unpack_latents(flow.run_loop(loop, latents), height, width, f)
 

@@ -186,25 +186,7 @@ def denoise(
     timesteps = flow.timesteps_for(scheduler, steps, mu)
 
     # 4. the loop: true CFG (with a negative prompt) rescaled to the conditional prediction's norm
-    true_cfg_on = true_cfg > 1 and cond.negative is not None
-
-    def run(hidden, timestep, embeds, mask, name):
-        with transformer.cache_context(name):
-            return transformer(
-                hidden_states=hidden, timestep=timestep / 1000, guidance=None, encoder_hidden_states_mask=mask,
-                encoder_hidden_states=embeds, img_shapes=img_shapes, attention_kwargs={}, return_dict=False,
-            )[0]
-
-    def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        hidden = latents if ref_tokens is None else torch.cat([latents, ref_tokens], dim=1)
-        timestep = t.expand(latents.shape[0]).to(latents.dtype)
-        velocity = run(hidden, timestep, cond.embeds, cond.extra.get("mask"), "cond")[:, : latents.size(1)]
-        if true_cfg_on:
-            uncond = run(hidden, timestep, cond.negative, cond.extra.get("negative_mask"), "uncond")[:, : latents.size(1)]
-            combined = uncond + true_cfg * (velocity - uncond)
-            velocity = combined * (torch.norm(velocity, dim=-1, keepdim=True) / torch.norm(combined, dim=-1, keepdim=True))
-        return velocity
-
+    predict = _predictor(transformer, img_shapes, cond, true_cfg, ref_tokens)
     latents = flow.run_loop(flow.Loop(scheduler, timesteps, predict, progress=progress), latents)
     return cls._unpack_latents(latents, height, width, f)[:, :, 0]
 
@@ -273,17 +255,27 @@ def denoise_masked(
 
     # 5. the loop: the source's tokens ride along; true CFG rescaled to the conditional norm
     img_shapes = [[(1, height // f // 2, width // f // 2), (1, height // f // 2, width // f // 2)]]
+    predict = _predictor(transformer, img_shapes, cond, true_cfg, packed_source)
+    blend = flow.keep_known(scheduler, timesteps, packed_source, packed_mask, noise)
+    loop = flow.Loop(scheduler, timesteps, predict, after_step=blend, progress=progress, begin_index=None)
+    return cls._unpack_latents(flow.run_loop(loop, latents), height, width, f)[:, :, 0]
+
+
+def _predictor(transformer: Any, img_shapes: list, cond: Conditioning, true_cfg: float, ride_along: torch.Tensor | None):
+    """The loop's velocity for the latents' tokens: the transformer sees them followed by the
+    pictures' tokens (`ride_along`); with true CFG (a negative prompt, scale > 1) the combined
+    prediction is rescaled to the conditional one's norm, as the Qwen pipelines do."""
     true_cfg_on = true_cfg > 1 and cond.negative is not None
 
-    def run(hidden, timestep, embeds, embeds_mask, name):
+    def run(hidden, timestep, embeds, mask, name):
         with transformer.cache_context(name):
             return transformer(
-                hidden_states=hidden, timestep=timestep / 1000, guidance=None, encoder_hidden_states_mask=embeds_mask,
+                hidden_states=hidden, timestep=timestep / 1000, guidance=None, encoder_hidden_states_mask=mask,
                 encoder_hidden_states=embeds, img_shapes=img_shapes, attention_kwargs={}, return_dict=False,
             )[0]
 
     def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        hidden = torch.cat([latents, packed_source], dim=1)
+        hidden = latents if ride_along is None else torch.cat([latents, ride_along], dim=1)
         timestep = t.expand(latents.shape[0]).to(latents.dtype)
         velocity = run(hidden, timestep, cond.embeds, cond.extra.get("mask"), "cond")[:, : latents.size(1)]
         if true_cfg_on:
@@ -292,14 +284,7 @@ def denoise_masked(
             velocity = combined * (torch.norm(velocity, dim=-1, keepdim=True) / torch.norm(combined, dim=-1, keepdim=True))
         return velocity
 
-    def blend(i: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        known = packed_source
-        if i < len(timesteps) - 1:
-            known = scheduler.scale_noise(packed_source, torch.tensor([timesteps[i + 1]]), noise)
-        return (1 - packed_mask) * known + packed_mask * latents
-
-    loop = flow.Loop(scheduler, timesteps, predict, after_step=blend, progress=progress, begin_index=None)
-    return cls._unpack_latents(flow.run_loop(loop, latents), height, width, f)[:, :, 0]
+    return predict
 
 
 def decode(model: Any, latents: torch.Tensor) -> torch.Tensor:
