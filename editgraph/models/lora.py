@@ -305,14 +305,35 @@ def _ensure_loaded(base: Any, spec: LoraSpec, state: _BaseState) -> None:
             if m is not None and _has_adapter(m, spec.adapter):
                 _delete(m, spec.adapter)
         raise LoraError(f"LoRA {spec.path!r} does not fit {_what(base)}: {type(exc).__name__}: {exc}") from None
-    missing = [c for c in spec.components if modules.get(c) is None or _lora_layers(modules[c], spec.adapter) == 0]
-    if missing:
+    # peft only warns about LoRA layers that match no module of the model: count them instead.
+    expected = _layer_counts(mixin, tensors)
+    short = []
+    for comp in spec.components:
+        found = _lora_layers(modules[comp], spec.adapter) if modules.get(comp) is not None else 0
+        if found == 0 or found < expected.get(comp, 0):
+            short.append(f"{expected.get(comp, '?')} LoRA layers for the {comp}, {found} of them found in it")
+    if short:
         for m in modules.values():
             if m is not None and _has_adapter(m, spec.adapter):
                 _delete(m, spec.adapter)
-        raise LoraError(
-            f"LoRA {spec.path!r} matched no layer of the {', '.join(missing)} of {_what(base)}: it was made for another model"
-        )
+        raise LoraError(f"LoRA {spec.path!r} does not fit {_what(base)} ({'; '.join(short)}): it was made for another model")
+
+
+_DOWN_KEY = re.compile(
+    r"^(?P<comp>[^.]+)\.(?P<module>.+?)(\.lora_A(\.[^.]+)?|\.lora\.down|_lora\.down|\.lora_linear_layer\.down|\.lora_down)\.weight$"
+)
+
+
+def _layer_counts(mixin: type, tensors: dict[str, Any]) -> dict[str, int]:
+    """How many layers the LoRA adapts in each component, from its keys as diffusers converts them."""
+    converted = mixin.lora_state_dict(dict(tensors))
+    state = converted[0] if isinstance(converted, tuple) else converted
+    layers: dict[str, set[str]] = {}
+    for key in state:
+        m = _DOWN_KEY.match(key)
+        if m:
+            layers.setdefault(m["comp"], set()).add(m["module"])
+    return {comp: len(mods) for comp, mods in layers.items()}
 
 
 def _delete(module: Any, adapter: str) -> None:

@@ -313,7 +313,22 @@ def test_a_lora_for_another_model_fails_naming_the_file(sd_path, tmp_path):
     }, str(other))
     with pytest.raises(NodeFailed) as err:
         _run(_sd_doc(sd_path, [(other, 1.0)]), False)
-    assert "other_model.safetensors" in str(err.value) and "does not fit" in str(err.value) or "no layer" in str(err.value)
+    assert "other_model.safetensors" in str(err.value) and "does not fit" in str(err.value)
+
+
+def test_a_lora_with_layers_the_model_lacks_fails_counting_them(sd_path, sd_loras, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(sd_loras["unet"]))
+    tensors["unet.down_blocks.0.attentions.0.transformer_blocks.9.attn1.to_q.lora_A.weight"] = torch.ones(4, 32)
+    tensors["unet.down_blocks.0.attentions.0.transformer_blocks.9.attn1.to_q.lora_B.weight"] = torch.ones(32, 4)
+    save_file(tensors, str(tmp_path / "partly_other.safetensors"))
+    with pytest.raises(NodeFailed) as err:
+        _run(_sd_doc(sd_path, [(tmp_path / "partly_other.safetensors", 1.0)]), False)
+    n = len([k for k in tensors if k.endswith("lora_A.weight")])
+    assert f"{n} LoRA layers for the unet, {n - 1} of them found in it" in str(err.value)
+    # the half-loaded adapter is gone: the plain model and a good LoRA still run
+    assert _run(_sd_doc(sd_path, [(sd_loras["unet"], 0.5)]), False).value("pixels") is not None
 
 
 def test_a_missing_lora_names_the_registry(sd_path, tmp_path):
