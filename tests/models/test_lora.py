@@ -354,3 +354,44 @@ def test_provenance_names_the_lora_its_hash_and_scale_and_pins_it_for_a_rerun(sd
     assert {"node": "lora0", "field": "lora", "source_token": digest}.items() <= next(
         i for i in info["inputs"] if i["node"] == "lora0").items()
     assert info["workflow"]["nodes"]["lora0"]["params"]["hash"] == digest
+
+
+@pytest.mark.equivalence
+@pytest.mark.slow
+def test_qwen_edit_plus_lora_matches_pipeline_load_lora_weights(tmp_path, monkeypatch):
+    from diffusers import QwenImageTransformer2DModel
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as plus
+
+    from tests.diffusion.flow_support import QWEN_CONDITION_AREA, QWEN_VAE_AREA, photo, pipeline_for
+
+    # the pipeline hard-codes 384² and 1024² for its two reference copies; both sides use small ones
+    monkeypatch.setattr(plus, "CONDITION_IMAGE_SIZE", QWEN_CONDITION_AREA)
+    monkeypatch.setattr(plus, "VAE_IMAGE_SIZE", QWEN_VAE_AREA)
+    model = load_model("tiny-qwen-edit-plus")
+    lora = write_diffusers_lora(model, "transformer", tmp_path / "qwen_style.safetensors", seed=9)
+    picture = photo(64, 64)
+    picture.save(tmp_path / "ref.png")
+    doc = {"format": "editgraph/1", "name": "qwen-lora", "nodes": {
+        "model": {"type": "model.load", "params": {"model": "tiny-qwen-edit-plus"}},
+        "lora": {"type": "model.lora", "inputs": {"model": "model"}, "params": {"lora": str(lora), "scale": 0.75}},
+        "photo": {"type": "image.load", "params": {"path": str(tmp_path / "ref.png")}},
+        "ref": {"type": "flow.reference", "inputs": {"model": "lora", "image": "photo.image"},
+                "params": {"condition_area": QWEN_CONDITION_AREA, "vae_area": QWEN_VAE_AREA}},
+        "refs": {"type": "flow.references", "inputs": {"ref1": "ref"}},
+        "text": {"type": "flow.prompt", "inputs": {"model": "lora", "references": "refs"}, "params": {"prompt": PROMPT}},
+        "denoise": {"type": "flow.denoise", "inputs": {"model": "lora", "cond": "text", "references": "refs"},
+                    "params": {"steps": 2, "true_cfg": 4.0, "seed": SEED, "width": 64, "height": 64}},
+        "pixels": {"type": "flow.decode", "inputs": {"model": "lora", "latent": "denoise"}},
+    }}
+    ours = _run(doc, False).value("pixels")
+    pipe = pipeline_for(model)
+    pipe.transformer = QwenImageTransformer2DModel.from_pretrained(model.path, subfolder="transformer", local_files_only=True)
+    pipe.load_lora_weights(str(lora), adapter_name="theirs")
+    pipe.set_adapters(["theirs"], adapter_weights=[0.75])
+    with torch.inference_mode():
+        theirs = pipe(
+            image=[picture], prompt=PROMPT, true_cfg_scale=4.0, height=64, width=64, num_inference_steps=2,
+            generator=torch.Generator().manual_seed(SEED), output_type="pt",
+        ).images
+    assert ours.shape == theirs.shape
+    assert (ours - theirs).abs().max().item() == 0.0
