@@ -47,6 +47,9 @@ class DenoiseJob:
     mask: torch.Tensor | None = None  # (B, 1, H, W) pixels, 1 = change
     image: torch.Tensor | None = None  # (B, 3, H, W) pixels for 9-channel inpainting
     progress: Callable[[int, int, torch.Tensor], None] | None = None  # (step, total, current latents)
+    ip_adapter: Any = None  # IPAdapter handle: its weights join the UNet for this run only
+    ip: Any = None  # ImageEmbeds of the reference picture(s)
+    ip_scale: float = 1.0  # set_ip_adapter_scale: how strongly the references steer
 
 
 def get_timesteps(scheduler: Any, steps: int, strength: float) -> torch.Tensor:
@@ -114,7 +117,17 @@ def _sdxl_added_cond(job: DenoiseJob, batch: int, cfg_on: bool, latents: torch.T
 
 
 def denoise(job: DenoiseJob) -> torch.Tensor:
-    """txt2img, img2img and inpainting in one loop; returns the final latents (B, C, h, w)."""
+    """txt2img, img2img and inpainting in one loop, optionally steered by IP-Adapter references;
+    returns the final latents (B, C, h, w)."""
+    from editgraph.diffusion.ip_adapter import installed
+
+    if (job.ip is None) != (job.ip_adapter is None):
+        raise NodeError("denoise: IP-Adapter references need both `ip` (from ip_adapter.encode) and `ip_adapter`; connect both or neither")
+    with installed(job.model.unet, job.ip_adapter, job.ip_scale):
+        return _denoise(job)
+
+
+def _denoise(job: DenoiseJob) -> torch.Tensor:
     model, latent = job.model, job.latent
     unet = model.unet
     unet_channels = int(unet.config.in_channels)
@@ -202,6 +215,10 @@ def denoise(job: DenoiseJob) -> torch.Tensor:
             mil_in = mil_in.to(dtype)
 
     added_cond = _sdxl_added_cond(job, batch, cfg_on, latents)
+    if job.ip is not None:  # the pipelines' prepare_ip_adapter_image_embeds
+        from editgraph.diffusion.ip_adapter import image_embeds
+
+        added_cond = {**(added_cond or {}), "image_embeds": image_embeds(job.ip, batch, cfg_on, device, dtype)}
     extra = step_kwargs(scheduler, generator)
 
     # 5. the loop

@@ -136,14 +136,19 @@ def make_tiny(name: str, directory: str | os.PathLike[str]) -> Path:
     """Build the tiny model `name` (one of TINY_NAMES) into `directory` (created; must be empty
     or absent) and return its path. Offline, deterministic, a second or two for tiny models."""
     from editgraph.models.tiny_flow import FLOW_MODELS, make_flow_tiny
+    from editgraph.models.tiny_ip_adapter import TINY_ADAPTERS, make_ip_adapter_tiny
 
     spec = TINY_MODELS.get(name)
-    if spec is None and name not in FLOW_MODELS:
-        raise EditgraphError(f"unknown tiny model {name!r}; choose one of {', '.join(TINY_NAMES)}")
+    if spec is None and name not in FLOW_MODELS and name not in TINY_ADAPTERS:
+        raise EditgraphError(f"unknown tiny model {name!r}; choose one of {', '.join((*TINY_NAMES, *TINY_ADAPTERS))}")
     out = Path(directory)
     if out.exists() and any(out.iterdir()):
         raise EditgraphError(f"cannot build {name} into {out}: the folder is not empty")
     out.mkdir(parents=True, exist_ok=True)
+    if name in TINY_ADAPTERS:
+        make_ip_adapter_tiny(out, BUILDER_VERSION, _write_json)
+        _normalize_configs(out)
+        return out
     if spec is None:
         make_flow_tiny(FLOW_MODELS[name], out, BUILDER_VERSION, _write_json)
         _normalize_configs(out)

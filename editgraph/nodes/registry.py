@@ -302,6 +302,7 @@ BUILTIN_MODULES = (
     "editgraph.nodes.builtin.fill",
     "editgraph.nodes.builtin.hosted",
     "editgraph.nodes.builtin.flow",
+    "editgraph.nodes.builtin.ip_adapter",
 )
 
 

@@ -13,6 +13,7 @@ it takes); the richer values are small dataclasses the cache knows how to encode
 | Artifact      | finished files (name -> bytes) for the output folder |
 | CallLog       | what an engine node's calls did (request ids, usage, cost, scores) |
 | Reference(s)  | encoded reference picture(s) for the flow-matching edit families |
+| ImageEmbeds   | reference picture(s) encoded by an IP-Adapter's image encoder (SD 1.x, SDXL) |
 """
 
 from __future__ import annotations
@@ -108,6 +109,16 @@ class References:
 
 @storable
 @dataclass(frozen=True)
+class ImageEmbeds:
+    """Reference picture(s) encoded by an IP-Adapter's CLIP image encoder, for SD 1.x / SDXL."""
+
+    embeds: torch.Tensor  # (n, D): one row per reference picture
+    negative: torch.Tensor  # (n, D): what guidance steers away from (zeros for the plain IP-Adapter)
+    adapter: str  # content hash of the adapter whose encoder made them (embeddings do not cross encoders)
+
+
+@storable
+@dataclass(frozen=True)
 class Artifact:
     """Finished files. The executor writes them (atomically) under the run's output folder."""
 
@@ -167,6 +178,7 @@ _CLASS_SOCKETS: dict[type, SocketType] = {
     CallLog: SocketType("CallLog", "what engine calls a node made: provider, request ids, usage, cost, scores"),
     Reference: SocketType("Reference", "one reference picture encoded for a flow-matching edit model"),
     References: SocketType("References", "an ordered list of encoded reference pictures"),
+    ImageEmbeds: SocketType("ImageEmbeds", "reference picture(s) encoded by an IP-Adapter's image encoder"),
     Model: SocketType("Model", "a loaded model (never stored; keyed by its files' hash)"),
 }
 

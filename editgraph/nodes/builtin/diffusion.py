@@ -16,7 +16,7 @@ from editgraph.diffusion import schedules
 from editgraph.errors import NodeError
 from editgraph.nodes.context import RunContext
 from editgraph.nodes.registry import Node, NodeParams, Seed, node
-from editgraph.values.sockets import Conditioning, Image, Latent, Mask, Model
+from editgraph.values.sockets import Conditioning, Image, ImageEmbeds, Latent, Mask, Model
 
 if TYPE_CHECKING:
     import torch
@@ -175,13 +175,14 @@ class _Sampling(NodeParams):
     scheduler: schedules.SchedulerName = Field("euler", description="sampler: " + ", ".join(schedules.SCHEDULER_CLASSES))
 
 
-@node("denoise", version="1.0.1")
+@node("denoise", version="1.1.0")
 class Denoise(Node):
     """Paint with the diffusion model: from noise (a latent.empty input), from a photo's latent
     (img2img: strength = how much changes), or only inside `mask` (inpainting: latent blending for
     ordinary models, masked-image conditioning for inpainting models). The same wiring runs both:
     an inpainting model takes the masked picture from `image` when connected, else from the
-    latent's own decode, and with no mask repaints the whole picture."""
+    latent's own decode, and with no mask repaints the whole picture. With an IP-Adapter
+    (`ip_adapter` + `ip` from ip_adapter.encode), a reference picture steers it too, `ip_scale` strong."""
 
     generative = True  # pixels (or latents) made by the trained model
     cost_class = "expensive"  # model work: always worth a disk entry
@@ -189,12 +190,17 @@ class Denoise(Node):
 
     class Params(_Sampling):
         strength: float = Field(1.0, gt=0.0, le=1.0, description="share of the schedule to run; 1.0 repaints fully")
+        ip_scale: float = Field(
+            1.0, ge=0.0, le=5.0, description="IP-Adapter: how strongly the reference picture steers (0 = not at all)"
+        )
 
     model_kinds = frozenset({"base", "inpaint"})
+    model_components = {"ip_adapter": ("weights", "unets")}
 
     def run(
         self, ctx: RunContext, model: Model, cond: Conditioning, latent: Latent,
         mask: Mask | None = None, image: Image | None = None,
+        ip_adapter: Model | None = None, ip: ImageEmbeds | None = None,
     ) -> Latent:
         import torch
 
@@ -204,9 +210,15 @@ class Denoise(Node):
         p = self.params
         if image is not None and mask is None:
             raise NodeError("denoise: `image` is only used with a `mask` (inpainting); connect a mask or drop the image")
+        if ip is not None and ip_adapter is not None and ip.adapter != ip_adapter.content_hash:
+            raise NodeError(
+                f"denoise: `ip` was encoded by another IP-Adapter (content hash {ip.adapter[:12]}) than `ip_adapter` "
+                f"({ip_adapter.content_hash[:12]}); encode the reference with the same adapter"
+            )
         job = denoise.DenoiseJob(
             model=m, cond=cond, latent=latent, steps=p.steps, cfg=p.cfg, strength=p.strength, seed=int(p.seed),
             scheduler=p.scheduler, mask=mask, image=image, progress=ctx.progress,
+            ip_adapter=ip_adapter, ip=ip, ip_scale=p.ip_scale,
         )
         ctx.check_cancelled()
         with torch.inference_mode():
