@@ -10,7 +10,7 @@ def add_parser(sub) -> None:
     models = sub.add_parser("models", help="list resolvable models, build the tiny ones, print a model's content hash")
     action = models.add_subparsers(dest="models_action", required=True)
     action.add_parser("list", help="built-in tiny models and every registered name (EDITGRAPH_MODELS, models.json)").set_defaults(func=cmd_list)
-    make = action.add_parser("make-tiny", help="build the tiny models (deterministic, seeded) into DIR in diffusers layout")
+    make = action.add_parser("make-tiny", help="build the tiny models and the tiny IP-Adapter (deterministic, seeded) into DIR in diffusers layout")
     make.add_argument("dir")
     make.add_argument("--name", action="append", help="only these (default: all)")
     make.set_defaults(func=cmd_make_tiny)
@@ -64,8 +64,9 @@ def _print_memory(path: Path) -> None:
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:
     from editgraph.models.tiny import TINY_NAMES, make_tiny_all
+    from editgraph.models.tiny_ip_adapter import TINY_ADAPTERS
 
-    for path in make_tiny_all(args.dir, args.name or TINY_NAMES):  # an unknown name is an EditgraphError
+    for path in make_tiny_all(args.dir, args.name or (*TINY_NAMES, *TINY_ADAPTERS)):  # an unknown name is an EditgraphError
         print(path)
     return 0
 

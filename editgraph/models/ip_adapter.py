@@ -143,11 +143,13 @@ class IPAdapter(Model):
     @property
     def feature_extractor(self) -> Any:
         """CLIPImageProcessor at the encoder's input size: what load_ip_adapter makes when the
-        pipeline has none (resize the short side, centre-crop, CLIP's mean and std)."""
-        from transformers import CLIPImageProcessor
+        pipeline has none (resize the short side, centre-crop, CLIP's mean and std). Without
+        torchvision, transformers gives the pipeline its PIL variant, so we ask for that one."""
+        import transformers
 
+        cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
         size = int(json.loads((Path(self.encoder_path) / "config.json").read_text(encoding="utf-8"))["image_size"])
-        return CLIPImageProcessor(size=size, crop_size=size)
+        return cls(size=size, crop_size=size)
 
     @property
     def weights(self) -> dict[str, dict[str, Any]]:

@@ -30,6 +30,7 @@ FAST = {
     "refine": ({"steps": "4", "width": "64"}, (128, 80)),  # 4 x strength 0.3 leaves one step
     "background-replace": ({"steps": "2"}, (600, 400)),
     "look": ({}, (600, 400)),
+    "style-transfer-sd": ({"steps": "2", "width": "64"}, (64, 40)),  # SD + IP-Adapter (tests/workflows/test_ip_adapter_workflow.py)
     # the flow-matching edit families (tests/workflows/test_flow_workflows.py has their batch and cache tests)
     "edit": ({"steps": "2", "width": "96"}, (96, 64)),
     "style-transfer": ({"steps": "2", "width": "96"}, (96, 64)),
