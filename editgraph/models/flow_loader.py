@@ -67,21 +67,25 @@ def _weights(folder: Path, comp: str) -> list[Path]:
     return found
 
 
-def check_flow_folder(root: Path, index: dict[str, Any]) -> list[Path]:
+def check_flow_folder(root: Path, index: dict[str, Any], *, single_transformer: bool = False) -> list[Path]:
     """Raise ModelError naming the first missing piece; return the files a load reads (what the
-    content hash covers): model_index.json, every component's configs, tokenizer files and weights."""
+    content hash covers): model_index.json, every component's configs, tokenizer files and weights.
+    `single_transformer`: the transformer's weights come from a file of their own
+    (models/flow_single_file.py), so its folder needs only config.json and its weights are not read."""
     files = [root / "model_index.json"]
     for comp, (library, _cls) in sorted(_component_entries(index).items()):
         folder = root / comp
         if not folder.is_dir():
             raise ModelError(f"{root / 'model_index.json'} names {comp}, but there is no {comp}/ folder in {root}")
         weighted = comp != "scheduler" and not comp.startswith(("tokenizer", "processor"))
+        elsewhere = single_transformer and comp == "transformer"
         if weighted:
             if not (folder / "config.json").is_file():
                 raise ModelError(f"no {comp}/config.json in {root}")
-            _weights(folder, comp)
+            if not elsewhere:
+                _weights(folder, comp)
         for path in sorted(folder.rglob("*")):
-            if path.is_file() and path.suffix not in _PICKLE_SUFFIXES:
+            if path.is_file() and path.suffix not in _PICKLE_SUFFIXES and not (elsewhere and ".safetensors" in path.name):
                 files.append(path)
     return files
 
@@ -101,6 +105,7 @@ class FlowModel(Model):
     device: Any = field(repr=False)
     dtype: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
+    transformer_file: str | None = None  # a .safetensors / .gguf file the transformer loads from instead
     _parts: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: Any = field(default_factory=threading.RLock, repr=False)
 
@@ -200,6 +205,10 @@ class FlowModel(Model):
             return transformers.AutoTokenizer.from_pretrained(root / comp, **common)
         if comp.startswith("tokenizer"):
             return getattr(transformers, cls_name).from_pretrained(root / comp, **common)
+        if comp == "transformer" and self.transformer_file is not None:
+            from editgraph.models.flow_single_file import load_transformer
+
+            return load_transformer(cls_name, Path(self.transformer_file), root, self.torch_dtype)
         if library == "diffusers":
             cls = getattr(diffusers, cls_name, None)
             if cls is None:
@@ -211,12 +220,16 @@ class FlowModel(Model):
         return cls.from_pretrained(root, subfolder=comp, dtype=self.torch_dtype, use_safetensors=True, **common)
 
 
-def open_flow_model(root: Path, index: dict[str, Any], *, name: str, content_hash: str, torch_dtype: Any, device: Any) -> FlowModel:
-    """A FlowModel over the folder; nothing but configs is read until a component is used."""
+def open_flow_model(
+    root: Path, index: dict[str, Any], *, name: str, content_hash: str, torch_dtype: Any, device: Any,
+    transformer: Path | None = None,
+) -> FlowModel:
+    """A FlowModel over the folder (its transformer from the file `transformer` when given);
+    nothing but configs is read until a component is used."""
     family, kind = FLOW_PIPELINES[index["_class_name"]]
-    check_flow_folder(root, index)
+    check_flow_folder(root, index, single_transformer=transformer is not None)
     return FlowModel(
         name=name, path=str(root), family=family, kind=kind, pipeline=index["_class_name"],
         content_hash=content_hash, index=index, torch_dtype=torch_dtype, device=device,
-        dtype=str(torch_dtype).removeprefix("torch."),
+        dtype=str(torch_dtype).removeprefix("torch."), transformer_file=str(transformer) if transformer else None,
     )

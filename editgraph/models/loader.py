@@ -116,9 +116,24 @@ def _tiny_version(folder: Path) -> int | None:
         return None
 
 
-def model_hash(path: Path, config: str | os.PathLike[str] | None = None) -> str:
+def model_hash(path: Path, config: str | os.PathLike[str] | None = None, transformer: Path | None = None) -> str:
     """Content hash of the files a load of `path` reads: a folder's configs, tokenizer files and
-    the weight files chosen; or a checkpoint file and the config folder it loads with."""
+    the weight files chosen; or a checkpoint file and the config folder it loads with; with a
+    single-file `transformer` (flow families), that file in place of the folder's transformer weights."""
+    if transformer is not None:
+        from editgraph.models.flow_single_file import check_transformer_file
+
+        if path.is_file():
+            raise ModelError(f"a single-file transformer ({transformer}) goes with a model folder, not with the checkpoint {path}")
+        index = _read_index(path)
+        if not flow_loader.is_flow_index(index):
+            raise ModelError(
+                f"a single-file transformer ({transformer}) goes with a Flux 2 / Kontext / Qwen-Image-Edit folder; "
+                f"{path} is a {index.get('_class_name')} (load SD checkpoints as one file through `model`)"
+            )
+        check_transformer_file(transformer)
+        folder = hashing.content_hash(path, flow_loader.check_flow_folder(path, index, single_transformer=True))
+        return hashing.combine(folder, hashing.content_hash(transformer.parent, [transformer]))
     if path.is_file():
         from editgraph.models.single_file import choose_config
 
@@ -140,12 +155,15 @@ def load_model(
     dtype: Any = None,
     base_dir: str | os.PathLike[str] | None = None,
     config: str | os.PathLike[str] | None = None,
+    transformer: str | os.PathLike[str] | None = None,
 ) -> DiffusionModel:
     """Load (once per process) the model `name_or_path` names, on `device` (default CPU) in `dtype`
     (default float32; a torch.dtype or "float32"/"float16"/"bfloat16").
 
     `base_dir` resolves a relative path (the workflow file's folder). `config` is a diffusers or
     config-only folder for a single-file checkpoint whose family cannot be told from its weights.
+    `transformer` is a .safetensors or .gguf file holding a flow model's transformer, loaded with
+    the folder's configs (models/flow_single_file.py).
     Raises ModelError naming the path and what is missing or unreadable.
     """
     import torch
@@ -153,7 +171,8 @@ def load_model(
     torch_dtype = parse_dtype(dtype)
     dev = torch.device(device if device is not None else "cpu")
     path = resolve(name_or_path, base_dir)
-    digest = model_hash(path, config)
+    single = resolve_transformer(transformer, base_dir)
+    digest = model_hash(path, config, single)
     dtype_name = str(torch_dtype).removeprefix("torch.")
     key = cache.CacheKey(str(path), digest, str(dev), dtype_name)
     name = os.fspath(name_or_path)
@@ -164,7 +183,8 @@ def load_model(
         # Components load lazily, when a node first uses them (models/flow_loader.py).
         def open_flow() -> Any:
             return flow_loader.open_flow_model(
-                path, _read_index(path), name=name, content_hash=digest, torch_dtype=torch_dtype, device=dev
+                path, _read_index(path), name=name, content_hash=digest, torch_dtype=torch_dtype, device=dev,
+                transformer=single,
             )
 
         return cache.get_or_load(key, open_flow)
@@ -184,6 +204,21 @@ def load_model(
         return model
 
     return cache.get_or_load(key, load)
+
+
+def resolve_transformer(transformer: str | os.PathLike[str] | None, base_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """A single-file transformer's path (relative ones against `base_dir`), checked to be a
+    .safetensors or .gguf file; None when there is none."""
+    if transformer is None or os.fspath(transformer) == "":
+        return None
+    from editgraph.models.flow_single_file import check_transformer_file
+
+    path = Path(transformer).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    path = path.resolve()
+    check_transformer_file(path)
+    return path
 
 
 def parse_dtype(dtype: Any):

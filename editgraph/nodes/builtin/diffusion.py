@@ -186,7 +186,8 @@ class Denoise(Node):
 
     generative = True  # pixels (or latents) made by the trained model
     cost_class = "expensive"  # model work: always worth a disk entry
-    model_components = {"model": ("unet", "vae")}  # the VAE: an inpainting model's masked picture
+    # the VAE: an inpainting model's masked picture; an IP-Adapter's weights, converted per UNet
+    model_components = {"model": ("unet", "vae"), "ip_adapter": ("weights", "unets")}
 
     class Params(_Sampling):
         strength: float = Field(1.0, gt=0.0, le=1.0, description="share of the schedule to run; 1.0 repaints fully")
@@ -195,7 +196,6 @@ class Denoise(Node):
         )
 
     model_kinds = frozenset({"base", "inpaint"})
-    model_components = {"ip_adapter": ("weights", "unets")}
 
     def run(
         self, ctx: RunContext, model: Model, cond: Conditioning, latent: Latent,

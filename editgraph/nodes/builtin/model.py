@@ -20,10 +20,11 @@ from editgraph.nodes.registry import InputPath, Node, NodeParams, node
 from editgraph.values.sockets import Model
 
 
-@node("model.load", version="1.0.1", deterministic=True)
+@node("model.load", version="1.1.0", deterministic=True)
 class LoadModel(Node):
-    """Load a Stable Diffusion model (UNet, VAE, text encoder, tokenizer) that later nodes use to
-    encode prompts, encode and decode pictures, and denoise. Loads once per process."""
+    """Load a diffusion model (SD's UNet, VAE, text encoder, tokenizer; a flow model's transformer,
+    VAE and text encoder, optionally with the transformer from one .safetensors/.gguf file) that
+    later nodes use to encode prompts, encode and decode pictures, and denoise. Loads once per process."""
 
     cost_class = "expensive"  # seconds to load; its handle stays in memory, its ref goes to disk
 
@@ -36,6 +37,13 @@ class LoadModel(Node):
                 "relative to the workflow file, to a diffusers folder or a .safetensors checkpoint"
             ),
         )
+        transformer: InputPath | None = Field(
+            None,
+            description=(
+                "Flux 2 / Kontext / Qwen-Image-Edit: a .safetensors or .gguf file holding the transformer "
+                "(original or diffusers keys; GGUF quantized), loaded with `model`'s folder for every config and the other components"
+            ),
+        )
         dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="weights' precision once loaded")
         hash: str = Field(
             "",
@@ -45,9 +53,9 @@ class LoadModel(Node):
 
     @classmethod
     def source_token(cls, params: NodeParams) -> str | None:
-        from editgraph.models.loader import model_hash, resolve
+        from editgraph.models.loader import model_hash, resolve, resolve_transformer
 
-        return model_hash(resolve(params.model))  # type: ignore[attr-defined]
+        return model_hash(resolve(params.model), transformer=resolve_transformer(params.transformer))  # type: ignore[attr-defined]
 
     @classmethod
     def check_sources(cls, params: NodeParams, *, deep: bool = True, settings: Any = None) -> list[tuple[str, str]]:
@@ -55,12 +63,16 @@ class LoadModel(Node):
         hash (unless the run allows a mismatch). Nothing is loaded, and a tiny model that is not
         built yet is left to the run that needs it."""
         from editgraph.models.errors import ModelError
-        from editgraph.models.loader import model_hash, resolve, tiny_is_built
+        from editgraph.models.loader import model_hash, resolve, resolve_transformer, tiny_is_built
         from editgraph.models.single_file import check_checkpoint_file
         from editgraph.models.tiny import TINY_NAMES
 
         if not deep:
             return []
+        try:
+            single = resolve_transformer(params.transformer)  # type: ignore[attr-defined]
+        except ModelError as exc:
+            return [("transformer", str(exc))]  # a pickle or missing file: invalid before anything runs
         try:
             path = resolve(params.model, build=False)  # type: ignore[attr-defined]
             if path.is_file():
@@ -70,7 +82,7 @@ class LoadModel(Node):
             wanted = params.hash  # type: ignore[attr-defined]
             if not wanted or (settings is not None and settings.allow_model_mismatch):
                 return []
-            digest = model_hash(path)
+            digest = model_hash(path, transformer=single)
         except ModelError as exc:
             return [("model", str(exc))]
         if not digest.startswith(wanted):
@@ -116,7 +128,8 @@ class LoadModel(Node):
         from editgraph.models.loader import load_model
 
         ctx.check_cancelled()
-        return load_model(self.params.model, device=ctx.device, dtype=self.params.dtype)
+        p = self.params
+        return load_model(p.model, device=ctx.device, dtype=p.dtype, transformer=p.transformer)
 
 
 @node("model.lora", version="1.0.0")

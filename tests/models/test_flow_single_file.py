@@ -1,0 +1,82 @@
+"""Flow-family transformers from one file (models/flow_single_file.py): the tiny transformer written
+as one .safetensors file and as a GGUF file, loaded through model.load with the model's folder for
+configs and the other components, gives the folder's pictures: bit for bit from safetensors, within
+the quantization's error from GGUF (Q8_0; the measured difference is printed and bounded here)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from editgraph.models import flow_loader
+from editgraph.models.errors import ModelError
+from editgraph.models.flow_single_file import write_gguf, write_safetensors
+from editgraph.models.loader import load_model, resolve
+from editgraph.nodes.builtin.flow import FlowDecode, FlowDenoise, FlowPrompt, FlowReference, FlowReferences
+from editgraph.nodes.builtin.model import LoadModel
+from tests.diffusion.flow_support import QWEN_CONDITION_AREA, QWEN_VAE_AREA, ctx, photo, to_tensor
+
+FAMILIES = [("tiny-flux2-klein", "Flux2Transformer2DModel"), ("tiny-kontext", "FluxTransformer2DModel"), ("tiny-qwen-edit-plus", "QwenImageTransformer2DModel")]
+IDS = ["flux2-klein", "kontext", "qwen-edit-plus"]
+
+
+def _edit(model) -> torch.Tensor:
+    """prompt + one reference -> denoise -> decode, 2 steps at 64 px."""
+    c = ctx()
+    qwen = model.family == "qwen-image"
+    ref_params = {"condition_area": QWEN_CONDITION_AREA, "vae_area": QWEN_VAE_AREA} if qwen else {"auto_resize": False} if model.family == "flux" else {}
+    ref = FlowReference(FlowReference.Params(**ref_params)).run(c, model=model, image=to_tensor(photo(64, 64)))
+    refs = FlowReferences(FlowReferences.Params()).run(c, ref1=ref)
+    prompt = FlowPrompt(FlowPrompt.Params(prompt="make the cup blue"))
+    cond = prompt.run(c, model=model, references=refs) if qwen else prompt.run(c, model=model)
+    latent = FlowDenoise(FlowDenoise.Params(steps=2, seed=1, width=64, height=64)).run(c, model=model, cond=cond, references=refs)
+    return FlowDecode(FlowDecode.Params()).run(c, model=model, latent=latent)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,cls_name", FAMILIES, ids=IDS)
+def test_single_file_and_gguf_transformers_match_the_folder(name, cls_name, tmp_path):
+    folder = resolve(name)
+    single = write_safetensors(folder, tmp_path / "transformer.safetensors")
+    quant = write_gguf(folder, tmp_path / "transformer-Q8_0.gguf")
+    assert quant.stat().st_size < single.stat().st_size  # 8-bit blocks where the rows fit (tiny widths: not all do)
+
+    base = load_model(folder)
+    flow_loader.LOADS.clear()
+    from_file = LoadModel(LoadModel.Params(model=str(folder), transformer=str(single))).run(ctx())
+    from_gguf = load_model(folder, transformer=quant)
+    assert len({base.content_hash, from_file.content_hash, from_gguf.content_hash}) == 3  # the file is in the key
+    assert type(from_file.transformer).__name__ == cls_name and (str(folder), "transformer") in flow_loader.LOADS
+    for key, value in base.transformer.state_dict().items():
+        assert torch.equal(value, from_file.transformer.state_dict()[key]), key
+
+    expected = _edit(base)
+    assert torch.equal(_edit(from_file), expected)
+    # Q8_0 rounds weights to 8 bits per 32-value block: measured 2.4e-4 .. 3.0e-3 max abs diff in
+    # 0..1 pixels on these tiny builds (bench/flow_single_file.py prints the table)
+    diff = (_edit(from_gguf) - expected).abs().max().item()
+    assert 0 < diff < 0.02
+
+
+def test_pickle_and_misplaced_transformer_files_are_refused(tmp_path):
+    from editgraph.graph.validate import bind
+    from editgraph.graph.document import load_workflow
+    from editgraph.sharing.preflight import check_sources
+
+    ckpt = tmp_path / "flux1-dev.ckpt"
+    ckpt.write_bytes(b"not really a pickle")
+    with pytest.raises(ModelError, match=r"not a \.safetensors or \.gguf file.*pickle"):
+        load_model("tiny-kontext", transformer=ckpt)
+    with pytest.raises(ModelError, match="goes with a Flux 2 / Kontext / Qwen-Image-Edit folder"):
+        load_model("tiny-sd", transformer=_touch(tmp_path / "t.safetensors"))
+    doc = {
+        "format": "editgraph/1", "name": "x",
+        "nodes": {"m": {"type": "model.load", "params": {"model": "tiny-kontext", "transformer": str(ckpt)}}},
+    }
+    issues = check_sources(bind(load_workflow(doc), {}, base_dir=tmp_path))
+    assert [(i.path, "pickle" in i.message) for i in issues] == [("nodes.m.params.transformer", True)]
+
+
+def _touch(path):
+    path.write_bytes(b"")
+    return path
