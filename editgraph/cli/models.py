@@ -30,9 +30,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{name:<20} built in: {target if built else '(made on first use)'}")
         if built:
             _print_memory(target)
+    transformers = names.registered_transformers()
     for name, path in sorted(names.registered().items()):
         state = "" if Path(path).exists() else "   MISSING: nothing at this path"
         print(f"{name:<20} {path}{state}")
+        if name in transformers:
+            gone = "" if transformers[name].is_file() else "   MISSING: nothing at this path"
+            print(f"{'':<20} transformer from {transformers[name]}{gone}")
         if not state:
             _print_memory(Path(path))
     print(f"\nregister models with EDITGRAPH_MODELS=/folder/of/models or in {names.config_file()}")

@@ -104,7 +104,8 @@ class IPAdapter(Model):
     _lock: Any = field(default_factory=threading.RLock, repr=False)
 
     def __fingerprint__(self) -> str:
-        base = f"ip-adapter:{self.content_hash}"
+        # the Model form ("model:<hash>"), so provenance records the adapter's files like a model's
+        base = f"model:{self.content_hash}"
         return base if self.dtype == "float32" else f"{base}:{self.dtype}"
 
     def component(self, comp: str) -> Any:

@@ -171,7 +171,7 @@ def load_model(
     torch_dtype = parse_dtype(dtype)
     dev = torch.device(device if device is not None else "cpu")
     path = resolve(name_or_path, base_dir)
-    single = resolve_transformer(transformer, base_dir)
+    single = resolve_transformer(transformer, base_dir, model=name_or_path)
     digest = model_hash(path, config, single)
     dtype_name = str(torch_dtype).removeprefix("torch.")
     key = cache.CacheKey(str(path), digest, str(dev), dtype_name)
@@ -206,13 +206,25 @@ def load_model(
     return cache.get_or_load(key, load)
 
 
-def resolve_transformer(transformer: str | os.PathLike[str] | None, base_dir: str | os.PathLike[str] | None = None) -> Path | None:
+def resolve_transformer(
+    transformer: str | os.PathLike[str] | None, base_dir: str | os.PathLike[str] | None = None,
+    model: str | os.PathLike[str] | None = None,
+) -> Path | None:
     """A single-file transformer's path (relative ones against `base_dir`), checked to be a
-    .safetensors or .gguf file; None when there is none."""
-    if transformer is None or os.fspath(transformer) == "":
-        return None
+    .safetensors or .gguf file; with none given, the one the registry gives the name `model`
+    (models.json {"name": {"path": ..., "transformer": ...}}); None when there is neither."""
     from editgraph.models.flow_single_file import check_transformer_file
 
+    if transformer is None or os.fspath(transformer) == "":
+        if model is None:
+            return None
+        where = Path(os.fspath(model)).expanduser()
+        if where.exists() or os.fspath(model) in TINY_NAMES:
+            return None  # a path, not a registered name
+        found = names.registered_transformers().get(where.name)
+        if found is not None:
+            check_transformer_file(found)
+        return found
     path = Path(transformer).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path

@@ -44,7 +44,7 @@ WEBP_CHUNK, WEBP_C2PA_CHUNK = b"EGPV", b"EGMI"
 PROVENANCE = fm.Slot(KEYWORD, (fm.APP15, JPEG_IDENT, True), WEBP_CHUNK, itxt=True, deflated=True)
 INGREDIENT = fm.Slot(fm.INGREDIENT_PNG_CHUNK, (fm.APP15, JPEG_C2PA_IDENT, True), WEBP_C2PA_CHUNK)
 CARRY_FROM = ("image.load",)  # node types whose file's metadata an output inherits
-_MODEL_NAME_FIELDS = ("model", "name", "repo", "path")  # first param that names a model
+_MODEL_NAME_FIELDS = ("model", "adapter", "name", "repo", "path")  # first param that names a model
 
 
 class Provenance(dict):

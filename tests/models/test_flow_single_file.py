@@ -16,8 +16,16 @@ from editgraph.nodes.builtin.flow import FlowDecode, FlowDenoise, FlowPrompt, Fl
 from editgraph.nodes.builtin.model import LoadModel
 from tests.diffusion.flow_support import QWEN_CONDITION_AREA, QWEN_VAE_AREA, ctx, photo, to_tensor
 
-FAMILIES = [("tiny-flux2-klein", "Flux2Transformer2DModel"), ("tiny-kontext", "FluxTransformer2DModel"), ("tiny-qwen-edit-plus", "QwenImageTransformer2DModel")]
-IDS = ["flux2-klein", "kontext", "qwen-edit-plus"]
+# (tiny model, transformer class, key layout of the written files). "original": BFL's names, as
+# flux2-dev.safetensors and the community GGUFs store them (diffusers converts them on load).
+# diffusers' Flux 1 converter assumes the real 3072 width, so Kontext is tested in diffusers' keys.
+FAMILIES = [
+    ("tiny-flux2-klein", "Flux2Transformer2DModel", "original"),
+    ("tiny-flux2-klein", "Flux2Transformer2DModel", "diffusers"),
+    ("tiny-kontext", "FluxTransformer2DModel", "diffusers"),
+    ("tiny-qwen-edit-plus", "QwenImageTransformer2DModel", "diffusers"),
+]
+IDS = ["flux2-klein-original-keys", "flux2-klein-diffusers-keys", "kontext-diffusers-keys", "qwen-edit-plus-diffusers-keys"]
 
 
 def _edit(model) -> torch.Tensor:
@@ -34,11 +42,11 @@ def _edit(model) -> torch.Tensor:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,cls_name", FAMILIES, ids=IDS)
-def test_single_file_and_gguf_transformers_match_the_folder(name, cls_name, tmp_path):
+@pytest.mark.parametrize("name,cls_name,layout", FAMILIES, ids=IDS)
+def test_single_file_and_gguf_transformers_match_the_folder(name, cls_name, layout, tmp_path):
     folder = resolve(name)
-    single = write_safetensors(folder, tmp_path / "transformer.safetensors")
-    quant = write_gguf(folder, tmp_path / "transformer-Q8_0.gguf")
+    single = write_safetensors(folder, tmp_path / "transformer.safetensors", layout=layout)
+    quant = write_gguf(folder, tmp_path / "transformer-Q8_0.gguf", layout=layout)
     assert quant.stat().st_size < single.stat().st_size  # 8-bit blocks where the rows fit (tiny widths: not all do)
 
     base = load_model(folder)
@@ -80,3 +88,31 @@ def test_pickle_and_misplaced_transformer_files_are_refused(tmp_path):
 def _touch(path):
     path.write_bytes(b"")
     return path
+
+
+def test_a_registered_name_can_carry_its_transformer_file(tmp_path, monkeypatch, capsys):
+    import json
+
+    from editgraph.cli.main import main
+    from editgraph.executor.cache import Cache
+    from editgraph.executor.run import Executor
+
+    folder = resolve("tiny-kontext")
+    single = write_safetensors(folder, tmp_path / "kontext-transformer.safetensors")
+    (tmp_path / "models.json").write_text(json.dumps({"kq": {"path": str(folder), "transformer": single.name}}))
+    monkeypatch.setenv("EDITGRAPH_MODELS_FILE", str(tmp_path / "models.json"))
+    monkeypatch.delenv("EDITGRAPH_MODELS", raising=False)
+
+    doc = {"format": "editgraph/1", "name": "x", "nodes": {"m": {"type": "model.load", "params": {"model": "kq"}}}}
+    from editgraph.graph.document import load_workflow
+    from editgraph.graph.validate import bind
+
+    result = Executor(Cache.default(tmp_path / "cache")).run(bind(load_workflow(doc), {}, base_dir=tmp_path / "wf"))
+    model = result.value("m")
+    assert model.transformer_file == str(single) and model.content_hash == load_model(folder, transformer=single).content_hash
+    assert model.content_hash != load_model(folder).content_hash
+    assert main(["models", "list"]) == 0
+    assert f"transformer from {single}" in capsys.readouterr().out
+    (tmp_path / "models.json").write_text(json.dumps({"kq": {"path": str(folder), "weights": "x.gguf"}}))
+    with pytest.raises(ModelError, match='name -> {"path": ..., "transformer": ...}'):
+        resolve("kq")

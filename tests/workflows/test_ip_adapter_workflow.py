@@ -16,6 +16,7 @@ from editgraph.graph.document import load_workflow
 from editgraph.graph.validate import bind
 from editgraph.models import cache as model_cache
 from editgraph.models import ip_adapter
+from editgraph.sharing import provenance
 
 AFTER_DENOISE = {"denoise", "pixels", "save"}
 
@@ -24,7 +25,7 @@ def _run(tmp_path, cache: Cache, **sets):
     values = {"steps": "2", "width": "64", **sets}
     graph = bind(load_workflow(workflows.find("style-transfer-sd")), values, base_dir=workflows.HERE)
     log = EventLog()
-    result = Executor(cache, listeners=[log]).run(graph, out_dir=tmp_path / "out")
+    result = Executor(cache, listeners=[log]).run(graph, out_dir=tmp_path / "out", stamp=provenance.stamp)
     return set(log.ran()), result
 
 
@@ -34,6 +35,10 @@ def test_stages_cache_apart_and_a_cached_encode_never_loads_the_image_encoder(tm
     first, result = _run(tmp_path, cache)
     assert {"style", "text", "latent", "denoise"} <= first
     plain = result.value("denoise").samples
+    # the saved picture names the adapter's files next to the model's
+    info = provenance.read(result.written[0].read_bytes())
+    adapter = {(m["node"], m["name"], m["content_hash"]) for m in info["models"]}
+    assert ("adapter", "tiny-ip-adapter", result.value("adapter").content_hash) in adapter
 
     # the scale enters the denoise's key only
     ran, result = _run(tmp_path, cache, scale="0.2")

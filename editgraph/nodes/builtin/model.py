@@ -55,7 +55,8 @@ class LoadModel(Node):
     def source_token(cls, params: NodeParams) -> str | None:
         from editgraph.models.loader import model_hash, resolve, resolve_transformer
 
-        return model_hash(resolve(params.model), transformer=resolve_transformer(params.transformer))  # type: ignore[attr-defined]
+        single = resolve_transformer(params.transformer, model=params.model)  # type: ignore[attr-defined]
+        return model_hash(resolve(params.model), transformer=single)  # type: ignore[attr-defined]
 
     @classmethod
     def check_sources(cls, params: NodeParams, *, deep: bool = True, settings: Any = None) -> list[tuple[str, str]]:
@@ -70,7 +71,7 @@ class LoadModel(Node):
         if not deep:
             return []
         try:
-            single = resolve_transformer(params.transformer)  # type: ignore[attr-defined]
+            single = resolve_transformer(params.transformer, model=params.model)  # type: ignore[attr-defined]
         except ModelError as exc:
             return [("transformer", str(exc))]  # a pickle or missing file: invalid before anything runs
         try:
