@@ -188,10 +188,6 @@ class FlowModel(Model):
             raise ModelError(f"cannot load {comp} from {root / comp}: {type(exc).__name__}: {exc}") from exc
         if hasattr(module, "requires_grad_"):
             module.to(self.device).eval().requires_grad_(False)
-        if comp == "transformer":
-            from editgraph.models.flow_single_file import own_aligned_storage
-
-            own_aligned_storage(module)  # the same bits from a folder or a single file (see there)
         return module
 
     def _read(self, root: Path, comp: str, library: str, cls_name: str) -> Any:

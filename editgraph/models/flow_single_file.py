@@ -63,25 +63,6 @@ def load_transformer(cls_name: str, file: Path, root: Path, torch_dtype: Any) ->
     return model
 
 
-def own_aligned_storage(module: Any) -> int:
-    """Give every weight of `module` memory of its own at a 64-byte boundary; returns how many
-    moved. CPU matmul kernels round differently by the weights' address (measured: 1.8e-7 on the
-    tiny Flux 2 transformer): weights read from a .safetensors file sit wherever the file packed
-    them, and diffusers' converters split fused q/k/v tensors into views at offsets in one buffer.
-    So the same weights from a folder, a single file in either key layout or a sharded checkpoint
-    would give different bits; aligned, they give the same. Quantized (GGUF) modules are left as
-    they are (their weights are packed blocks, dequantized into fresh memory each call)."""
-    if getattr(module, "hf_quantizer", None) is not None or not hasattr(module, "parameters"):
-        return 0
-    moved = 0
-    for tensor in (*module.parameters(), *module.buffers()):
-        own = tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
-        if tensor.device.type == "cpu" and (tensor.data_ptr() % 64 or not own):
-            tensor.data = tensor.data.clone()
-            moved += 1
-    return moved
-
-
 def _folder_state(folder: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 

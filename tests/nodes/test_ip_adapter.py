@@ -159,3 +159,47 @@ def test_bad_adapters_are_refused_with_the_reason(tmp_path):
         Denoise(Denoise.Params(steps=1)).run(c, model=model, cond=cond, latent=latent, ip_adapter=adapter, ip=ip)
     with pytest.raises(NodeError, match="connect both or neither"):
         Denoise(Denoise.Params(steps=1)).run(c, model=model, cond=cond, latent=latent, ip=ip)
+
+
+@pytest.mark.equivalence
+@pytest.mark.slow
+def test_ip_adapter_with_a_lora_matches_pipeline(tmp_path):
+    """model.lora and the IP-Adapter on one denoise: the pipeline after load_lora_weights +
+    set_adapters, then load_ip_adapter + set_ip_adapter_scale, bit for bit (sd1)."""
+    from editgraph import api
+    from editgraph.models.loader import load_model
+    from editgraph.testing.tinylora import write_diffusers_lora
+
+    sd = tiny_path("tiny-sd")
+    lora = write_diffusers_lora(load_model(sd), "unet", tmp_path / "style.safetensors", seed=7)
+    doc = {"format": "editgraph/1", "name": "lora-ip", "nodes": {
+        "model": {"type": "model.load", "params": {"model": str(sd)}},
+        "style": {"type": "model.lora", "inputs": {"model": "model"}, "params": {"lora": str(lora), "scale": 0.7}},
+        "adapter": {"type": "ip_adapter.load", "params": {"adapter": str(tiny_path("tiny-ip-adapter"))}},
+        "look": {"type": "image.load", "params": {"path": str(ASSETS / "chelsea.png")}},
+        "ref": {"type": "ip_adapter.encode", "inputs": {"adapter": "adapter", "image": "look"}},
+        "text": {"type": "prompt.encode", "inputs": {"model": "style"}, "params": {"prompt": PROMPT}},
+        "empty": {"type": "latent.empty", "inputs": {"model": "style"}, "params": {"width": 64, "height": 64}},
+        "denoise": {"type": "denoise", "inputs": {"model": "style", "cond": "text", "latent": "empty", "ip_adapter": "adapter", "ip": "ref"},
+                    "params": {"steps": STEPS, "cfg": CFG, "seed": SEED, "scheduler": "euler", "ip_scale": 0.6}},
+        "pixels": {"type": "vae.decode", "inputs": {"model": "style", "latent": "denoise"}},
+    }}
+    ours = api.run(doc, cache=False, device="cpu").value("pixels")
+
+    import diffusers
+
+    from editgraph.diffusion.schedules import make_scheduler
+
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(sd, safety_checker=None, requires_safety_checker=False, local_files_only=True)
+    pipe.scheduler = make_scheduler("euler", dict(pipe.scheduler.config))
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(str(lora), adapter_name="style")
+    pipe.set_adapters(["style"], adapter_weights=[0.7])
+    pipe.load_ip_adapter(str(tiny_path("tiny-ip-adapter")), subfolder="models", weight_name="ip-adapter_sd15.safetensors", local_files_only=True)
+    pipe.set_ip_adapter_scale(0.6)
+    with torch.inference_mode():
+        theirs = pipe(
+            prompt=PROMPT, ip_adapter_image=_reference(), height=64, width=64, num_inference_steps=STEPS, guidance_scale=CFG,
+            generator=torch.Generator().manual_seed(SEED), output_type="pt",
+        ).images
+    assert ours.shape == theirs.shape and (ours - theirs).abs().max().item() == 0.0
