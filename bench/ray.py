@@ -95,7 +95,7 @@ def local(graphs, dirs, cache_dir: Path) -> dict:
     wall = time.perf_counter() - t0
     cache.close()
     first_shared = sum(rec["seconds"] for nid, rec in results[0].nodes.items() if nid in SHARED)
-    own = [r.seconds for r in results[1:]]  # row 1 also ran the shared nodes
+    own = [r.seconds for r in results[1:]] or [results[0].seconds]  # row 1 also ran the shared nodes
     return {"wall": wall, "rows": (wall - first_shared) / len(graphs), "ok": sum(r.status == "ok" for r in results), "own": statistics.median(own)}
 
 
