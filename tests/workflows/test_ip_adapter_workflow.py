@@ -62,3 +62,13 @@ def test_stages_cache_apart_and_a_cached_encode_never_loads_the_image_encoder(tm
     ran, _ = _run(tmp_path, Cache.default(tmp_path / "cache"), seed="9")
     assert ran == AFTER_DENOISE | {"model", "adapter"}  # handles live in memory only: they reopen
     assert [part for _, part in ip_adapter.LOADS] == ["weights"]
+
+
+@pytest.mark.slow
+def test_the_workflow_runs_on_sdxl_with_the_sdxl_adapter(tmp_path):
+    ran, result = _run(
+        tmp_path, Cache.default(tmp_path / "cache"), model="tiny-sdxl", weight="sdxl_models/ip-adapter_sdxl.safetensors"
+    )
+    assert {"style", "denoise", "save"} <= ran
+    assert result.value("style").embeds.shape == (1, 48)  # the SDXL adapter's own image encoder
+    assert tuple(result.value("pixels").shape) == (1, 3, 40, 64)
