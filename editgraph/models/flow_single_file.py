@@ -55,12 +55,16 @@ def load_transformer(cls_name: str, file: Path, root: Path, torch_dtype: Any) ->
     # from_single_file's cast warns "modules that should be kept in float32: []" on every load
     dlog.set_verbosity_error()
     try:
-        model = cls.from_single_file(
+        return cls.from_single_file(
             str(file), config=str(root), subfolder="transformer", torch_dtype=torch_dtype, local_files_only=True, **extra
         )
+    except Exception as exc:  # shapes that do not fit, missing weights ("meta tensor"), a torn file
+        raise ModelError(
+            f"cannot load {file} as the {cls_name} of {root}: {type(exc).__name__}: {str(exc)[:300]} "
+            "(a transformer file must hold all the weights of this model's transformer, in diffusers' or the original keys)"
+        ) from exc
     finally:
         dlog.set_verbosity(before)
-    return model
 
 
 def _folder_state(folder: Path) -> dict[str, Any]:

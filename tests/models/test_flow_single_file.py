@@ -108,6 +108,10 @@ def test_pickle_and_misplaced_transformer_files_are_refused(tmp_path):
         load_model("tiny-kontext", transformer=ckpt)
     with pytest.raises(ModelError, match="goes with a Flux 2 / Kontext / Qwen-Image-Edit folder"):
         load_model("tiny-sd", transformer=_touch(tmp_path / "t.safetensors"))
+    # another family's transformer with this folder: refused naming both, before any step runs
+    kontext = write_safetensors(resolve("tiny-kontext"), tmp_path / "kontext.safetensors")
+    with pytest.raises(ModelError, match=r"cannot load .*kontext\.safetensors as the Flux2Transformer2DModel of .*tiny-flux2-klein.*expected shape"):
+        load_model("tiny-flux2-klein", transformer=kontext).transformer
     doc = {
         "format": "editgraph/1", "name": "x",
         "nodes": {"m": {"type": "model.load", "params": {"model": "tiny-kontext", "transformer": str(ckpt)}}},
