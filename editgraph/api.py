@@ -103,6 +103,7 @@ def run(
     listeners: Iterable[Callable[[Any], None]] = (),
     cancel: Any = None,
     settings: Settings | None = None,
+    offload: str | None = None,
 ) -> Result:
     """Validate and run `workflow` (anything open_workflow takes) with `params`.
 
@@ -110,15 +111,19 @@ def run(
     cache: True (memory + the disk cache of the settings), a folder for the disk cache, an
            executor Cache, or False (neither read nor written).
     device: "cpu", "cuda", "cuda:1", "mps"; default the best available.
+    offload: CPU offload of model weights, "none", "model", "group" or "sequential" (default: the
+           settings', i.e. $EDITGRAPH_OFFLOAD, else "none"). Same bytes in every mode; see the
+           README's "Big models".
     """
     wf = open_workflow(workflow)
     graph = wf.bind(params)
-    return execute(wf, graph, out=out, cache=cache, device=device, targets=targets, listeners=listeners, cancel=cancel, settings=settings)
+    return execute(wf, graph, out=out, cache=cache, device=device, targets=targets, listeners=listeners, cancel=cancel,
+                   settings=settings, offload=offload)
 
 
 def execute(wf: Workflow, graph, *, out=None, cache: Any = True, device: str | None = None, targets=None,
             listeners=(), cancel=None, settings: Settings | None = None, on_cache_open: Callable[[Any], None] | None = None,
-            ledger: Any = None) -> Result:
+            ledger: Any = None, offload: str | None = None) -> Result:
     """Run an already bound graph (the CLI binds first to report problems its own way).
 
     ledger: an editgraph.engines.spend.Ledger for hosted engine nodes: it records what each paid
@@ -144,12 +149,13 @@ def execute(wf: Workflow, graph, *, out=None, cache: Any = True, device: str | N
         owned = True
         if on_cache_open is not None:
             on_cache_open(store)
-    executor = Executor(store, listeners=listeners, device=pick_device(device), use_cache=use_cache, settings=settings, ledger=ledger)
+    executor = Executor(store, listeners=listeners, device=pick_device(device), use_cache=use_cache, settings=settings, ledger=ledger,
+                        offload=offload)
     t0 = time.perf_counter()
     try:
         result = executor.run(graph, targets=targets, out_dir=out, stamp=stamp, cancel=cancel)
     finally:
         if owned:
             store.close()
-    report = run_report(wf.label, graph, result, time.perf_counter() - t0, executor.device)
+    report = run_report(wf.label, graph, result, time.perf_counter() - t0, executor.device, executor.offload)
     return Result(report, list(result.written), dict(graph.seeds), result)

@@ -26,6 +26,7 @@ run and pass the result down. Options are passed, never written back into os.env
 | EDITGRAPH_C2PA_TSA_URL    | c2pa_tsa_url      | none: no RFC 3161 timestamp               |
 | EDITGRAPH_C2PA_TRUST_ANCHORS | c2pa_trust_anchors | none: PEM roots `verify` trusts       |
 | EDITGRAPH_TOKEN           | serve_token       | none: `editgraph serve --token` default   |
+| EDITGRAPH_OFFLOAD         | offload           | none: or model, group, sequential (--offload) |
 
 The C2PA values are paths and names, never key material; sharing/c2pa.py reads the files.
 | EDITGRAPH_MAX_PIXELS      | max_pixels        | 64M px per image (8192x8192): see below   |
@@ -73,6 +74,9 @@ def format_size(n: int) -> str:
     return f"{n} B"
 
 
+# models/offload.py's modes (settings sit below models in the layers, so the list is here).
+OFFLOAD_MODES = ("none", "model", "group", "sequential")
+
 _ENGINE_VAR = re.compile(r"^EDITGRAPH_([A-Z0-9]+)_(BASE_URL|MAX_CONCURRENCY)$")
 
 
@@ -107,6 +111,13 @@ class Settings:
     serve_token: str | None = None  # the server's access token (a secret: env or --token, never a file we write)
     max_pixels: int = 64 << 20  # per picture: 8192x8192 is ~0.8 GB as float32 RGB; a 24 GB machine survives a workflow of them
     max_file_size: int = parse_size("1G")  # an image or mask file larger than this is refused before it is read
+    # CPU offload mode for model weights (models/offload.py): none, model, group, sequential. A run
+    # option like the device: it changes where weights sit, never a result or a key.
+    offload: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.offload not in OFFLOAD_MODES:
+            raise EditgraphError(f"offload (--offload, EDITGRAPH_OFFLOAD) must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -144,6 +155,7 @@ class Settings:
             serve_token=env.get("EDITGRAPH_TOKEN") or None,
             max_pixels=parse_size(env.get("EDITGRAPH_MAX_PIXELS", "64M"), "EDITGRAPH_MAX_PIXELS"),
             max_file_size=parse_size(env.get("EDITGRAPH_MAX_FILE_SIZE", "1G"), "EDITGRAPH_MAX_FILE_SIZE"),
+            offload=env.get("EDITGRAPH_OFFLOAD") or "none",
         )
 
     @property

@@ -160,6 +160,7 @@ def run_on_ray(
     retries: int = 2,
     device: str | None = None,
     allow_model_mismatch: bool = False,
+    offload: str = "none",
     keep_going: bool = False,
     cancel: threading.Event | None = None,
     source: str | None = None,
@@ -184,7 +185,7 @@ def run_on_ray(
     try:
         return _Driver(ray, graphs, dirs, workers=workers, threads=threads or torch.get_num_threads(), disk_dir=disk_dir,
                        shared=shared, retries=retries, keep_going=keep_going, device=device,
-                       allow_model_mismatch=allow_model_mismatch, cancel=cancel, source=source,
+                       allow_model_mismatch=allow_model_mismatch, offload=offload, cancel=cancel, source=source,
                        base_dir=base_dir or Path.cwd(), on_row_start=on_row_start, on_row=on_row, on_status=on_status,
                        address=address or "local").run(t0)
     finally:
@@ -194,12 +195,12 @@ def run_on_ray(
 
 class _Driver:
     def __init__(self, ray, graphs, dirs, *, workers, threads, disk_dir, shared, retries, keep_going, device,
-                 allow_model_mismatch, cancel, source, base_dir, on_row_start, on_row, on_status, address):
+                 allow_model_mismatch, offload, cancel, source, base_dir, on_row_start, on_row, on_status, address):
         self.ray = ray
         self.graphs, self.dirs = graphs, dirs
         self.threads, self.disk_dir, self.shared_url = threads, disk_dir, shared
         self.retries, self.keep_going = retries, keep_going
-        self.device, self.allow_model_mismatch = device, allow_model_mismatch
+        self.device, self.allow_model_mismatch, self.offload = device, allow_model_mismatch, offload
         self.cancel = cancel or threading.Event()
         self.source, self.base_dir = source, base_dir
         self.on_row_start, self.on_row, self.on_status = on_row_start, on_row, on_status
@@ -233,7 +234,7 @@ class _Driver:
         if self.gpus:
             opts["num_gpus"] = 1
         options = {"threads": self.threads, "device": self.device or ("cuda" if self.gpus else "cpu"), "disk_dir": self.disk_dir,
-                   "shared": self.shared_url, "settings": {"allow_model_mismatch": self.allow_model_mismatch}}
+                   "shared": self.shared_url, "settings": {"allow_model_mismatch": self.allow_model_mismatch, "offload": self.offload}}
         handle = self._remote.options(**opts).remote(name, options)
         self.slots.append(_Slot(name, handle, handle.info.remote()))
 

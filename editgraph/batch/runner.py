@@ -366,7 +366,7 @@ def summary(results: list[RowResult]) -> dict[str, Any]:
     }
 
 
-def report(label: str, workflow, results: list[RowResult], seconds: float, device: Any = None) -> dict[str, Any]:
+def report(label: str, workflow, results: list[RowResult], seconds: float, device: Any = None, offload: str = "none") -> dict[str, Any]:
     from editgraph.executor.report import environment
 
     return {
@@ -375,5 +375,5 @@ def report(label: str, workflow, results: list[RowResult], seconds: float, devic
         "rows": [r.as_dict() for r in results],
         "summary": summary(results),
         "seconds": round(seconds, 6),
-        **environment(device),
+        **environment(device, offload),
     }

@@ -58,6 +58,7 @@ def cmd_batch_ray(args, workflow, graphs: list, dirs: list[Path], base: Path, la
             graphs, dirs, ray=ray, address=address, workers=args.workers, threads=args.threads, disk_dir=disk_dir,
             shared=shared, retries=args.retries, keep_going=args.keep_going, source=label, base_dir=base,
             device=None if args.device in (None, "", "auto") else args.device, allow_model_mismatch=settings.allow_model_mismatch,
+            offload=settings.offload,
             on_row_start=display.row_start, on_row=lambda row, batch: (display.row_done(row), write_report(batch)),
             on_status=display.statuses,
         )

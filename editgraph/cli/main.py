@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from editgraph.cli import spend as cli_spend
+from editgraph.settings import OFFLOAD_MODES
 
 EXIT_OK, EXIT_USAGE, EXIT_INVALID, EXIT_NODE_FAILED, EXIT_ERROR, EXIT_CANCELLED = 0, 2, 3, 4, 5, 130
 
@@ -60,6 +61,10 @@ def _executor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads (results are bit-identical only at equal counts)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best available); results are bit-identical per device")
+    p.add_argument("--offload", choices=OFFLOAD_MODES, default=None,
+                   help="keep model weights on the CPU and move them to the device per node (model), per block (group) or per "
+                        "layer (sequential), for models bigger than the device's memory; same bytes in every mode "
+                        "(default: $EDITGRAPH_OFFLOAD, else none)")
 
 
 def _positive_int(text: str) -> int:
@@ -193,6 +198,7 @@ def _settings(args):
     settings = Settings.from_env()
     return settings.with_options(
         allow_model_mismatch=getattr(args, "allow_model_mismatch", False),
+        offload=getattr(args, "offload", None) or settings.offload,
         shared_cache=getattr(args, "shared_cache", None) or settings.shared_cache,
     )
 
@@ -511,7 +517,7 @@ def cmd_batch(args) -> int:
         def on_row(row, results) -> None:
             display.row_done(row)
             if args.report:
-                report = batch.report(label, workflow, results, time.perf_counter() - t0, executor.device)
+                report = batch.report(label, workflow, results, time.perf_counter() - t0, executor.device, executor.offload)
                 if paid:
                     report["cost"] = cli_spend.report_section(ledger, ests)
                 write_atomic(Path(args.report), (json.dumps(report, indent=2) + "\n").encode())
@@ -525,7 +531,7 @@ def cmd_batch(args) -> int:
         cache.close()
         _note_problems(cache.disk)
     if args.report and paid:  # the final word on spend (rows may have finished out of order)
-        report = batch.report(label, workflow, results, time.perf_counter() - t0, executor.device)
+        report = batch.report(label, workflow, results, time.perf_counter() - t0, executor.device, executor.offload)
         report["cost"] = cli_spend.report_section(ledger, ests)
         write_atomic(Path(args.report), (json.dumps(report, indent=2) + "\n").encode())
     cli_spend.print_spend(ledger)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from editgraph.diffusion.schedules import generator_for, make_scheduler
+from editgraph.models.offload import execution_device
 from editgraph.diffusion.vae import check_model_family, decode_latents, encode_moments, posterior, sample_image_latents, vae_input
 from editgraph.errors import NodeError
 
@@ -153,7 +154,7 @@ def _denoise(job: DenoiseJob) -> torch.Tensor:
         elif image_px is None:
             image_px = decode_latents(model, latent.samples, max(h, w) * f > 1024, latent.channels_last)
     inpaint = mask_px is not None
-    device = unet.device
+    device = execution_device(unet)  # the onload device when offloaded (weights then sit on the CPU)
     generator = generator_for(job.seed, device)
     cfg_on = job.cfg > 1.0 and unet.config.time_cond_proj_dim is None
 
@@ -274,7 +275,7 @@ def instruct(
         )
     check_model_family("instruct", model, latent.family)
     dtype = unet.dtype
-    device = unet.device
+    device = execution_device(unet)  # the onload device when offloaded (weights then sit on the CPU)
     generator = generator_for(seed, device)
     cfg_on = cfg > 1.0 and image_cfg >= 1.0
 

@@ -6,14 +6,16 @@ from typing import Any
 
 import torch
 
+from editgraph.models.offload import execution_device
+
 
 def encode_text(tokenizer: Any, text_encoder: Any, prompts: list[str], clip_skip: int | None) -> torch.Tensor:
     """StableDiffusionPipeline.encode_prompt for one list of prompts: (B, tokens, dim)."""
     ids = tokenizer(
         prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     )
-    mask = ids.attention_mask.to(text_encoder.device) if getattr(text_encoder.config, "use_attention_mask", False) else None
-    input_ids = ids.input_ids.to(text_encoder.device)
+    mask = ids.attention_mask.to(execution_device(text_encoder)) if getattr(text_encoder.config, "use_attention_mask", False) else None
+    input_ids = ids.input_ids.to(execution_device(text_encoder))
     if clip_skip is None:
         embeds = text_encoder(input_ids, attention_mask=mask)[0]
     else:
@@ -36,7 +38,7 @@ def encode_text_sdxl(model: Any, prompts: list[str], clip_skip: int | None) -> t
         ids = tokenizer(
             prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
         )
-        out = encoder(ids.input_ids.to(encoder.device), output_hidden_states=True)
+        out = encoder(ids.input_ids.to(execution_device(encoder)), output_hidden_states=True)
         pooled = out[0]  # the last encoder's projected pooled output is what SDXL uses
         # SDXL always indexes from the penultimate layer: "2" because it never uses the last one.
         parts.append(out.hidden_states[-2] if clip_skip is None else out.hidden_states[-(clip_skip + 2)])

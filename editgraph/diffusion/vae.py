@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from editgraph.errors import NodeError
+from editgraph.models.offload import execution_device
 
 
 def check_model_family(what: str, model: Any, latent_family: str) -> None:
@@ -30,7 +31,7 @@ def vae_input(model: Any, image: torch.Tensor, what: str = "image") -> torch.Ten
             f"resize it first, e.g. image.resize with multiple_of={f}"
         )
     # Same expression as VaeImageProcessor.normalize, on the same layout (see module docstring).
-    pixels = image.to(device=model.vae.device, dtype=model.vae.dtype).contiguous(memory_format=torch.channels_last)
+    pixels = image.to(device=execution_device(model.vae), dtype=model.vae.dtype).contiguous(memory_format=torch.channels_last)
     return 2.0 * pixels - 1.0
 
 
@@ -60,7 +61,7 @@ def decode_latents(model: Any, samples: torch.Tensor, tiled: bool, channels_last
     """Latent -> 0..1 pixels, as the pipelines' decode + postprocess("pt") do, from the layout
     the pipeline would have (see Latent.channels_last)."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    z = samples.to(device=model.vae.device, dtype=model.vae.dtype).contiguous(memory_format=layout) / model.vae.config.scaling_factor
+    z = samples.to(device=execution_device(model.vae), dtype=model.vae.dtype).contiguous(memory_format=layout) / model.vae.config.scaling_factor
     image = model.vae.tiled_decode(z, return_dict=False)[0] if tiled else model.vae.decode(z, return_dict=False)[0]
     # Pixels go back to the CPU: the pixel nodes after a decode run there on every device.
     return (image * 0.5 + 0.5).clamp(0, 1).cpu()

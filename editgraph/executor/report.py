@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def environment(device: Any = None) -> dict[str, Any]:
-    """What decides bit-identity besides the workflow: torch's thread count and the device."""
+def environment(device: Any = None, offload: str = "none") -> dict[str, Any]:
+    """What decides bit-identity besides the workflow: torch's thread count and the device; and
+    the CPU offload mode, which does not (recorded so a slow run on a small card explains itself)."""
     import torch
 
     from editgraph.version import __version__
@@ -19,6 +20,7 @@ def environment(device: Any = None) -> dict[str, Any]:
     return {
         "torch_threads": torch.get_num_threads(),
         "device": str(device) if device is not None else "cpu",
+        "offload": offload,
         "editgraph": __version__,
     }
 
@@ -38,7 +40,7 @@ def node_report(record) -> dict[str, Any]:
     return line
 
 
-def run_report(label: str, graph, result, seconds: float, device: Any = None) -> dict[str, Any]:
+def run_report(label: str, graph, result, seconds: float, device: Any = None, offload: str | None = None) -> dict[str, Any]:
     nodes = {nid: node_report(r) for nid, r in result.records.items()}
     return {
         "workflow": label,
@@ -48,5 +50,5 @@ def run_report(label: str, graph, result, seconds: float, device: Any = None) ->
         "nodes": nodes,
         "outputs": [str(p) for p in result.written],
         "seconds": round(seconds, 6),
-        **environment(device),
+        **environment(device, offload if offload is not None else getattr(result, "offload", "none")),
     }

@@ -55,6 +55,7 @@ from editgraph.executor.store import MISSING
 from editgraph.graph.document import FORMAT
 from editgraph.graph.sources import check_sources
 from editgraph.graph.validate import BoundGraph, BoundNode
+from editgraph.models.offload import check_mode, running
 from editgraph.nodes.registry import Node
 from editgraph.settings import Settings
 from editgraph.values.sockets import Artifact, Model, fingerprint_for
@@ -173,6 +174,7 @@ class RunResult:
     fingerprints: dict[Ref, str]
     written: list[Path] = field(default_factory=list)
     device: Any = "cpu"  # what the run's model work ran on; provenance records it
+    offload: str = "none"  # the CPU offload mode (models/offload.py): recorded, never keyed
     _fetch: Callable[[Ref], Any] | None = None
 
     def value(self, node_id: str, output: str | None = None) -> Any:
@@ -198,6 +200,7 @@ class Executor:
         ledger: Any = None,
         waiting: Callable[[], Any] | None = None,
         free_components: bool = False,
+        offload: str | None = None,
         persistence: Persistence = DEFAULT_PERSISTENCE,
     ):
         self.cache = cache or Cache()
@@ -218,6 +221,11 @@ class Executor:
         # each node and fails the node that changed one.
         self.settings = settings or Settings.from_env()
         self.check_inputs = self.settings.check_inputs
+        # CPU offload (models/offload.py): None takes the settings' mode. It lives in the settings
+        # the nodes see, so model.load puts weights on the CPU when a mode is on. No key holds it.
+        self.offload = check_mode(offload if offload is not None else self.settings.offload)
+        if self.offload != self.settings.offload:
+            self.settings = self.settings.with_options(offload=self.offload)
 
     def emit(self, event: Event) -> None:
         for listener in self.listeners:
@@ -297,7 +305,7 @@ class _Run:
         if problems:
             raise WorkflowInvalid(problems, self.graph.workflow.name or None)
         ex.emit(RunPlanned(tuple(self.order)))
-        result = RunResult(self.graph, self.records, self.fps, device=ex.device, _fetch=self.fetch)
+        result = RunResult(self.graph, self.records, self.fps, device=ex.device, offload=ex.offload, _fetch=self.fetch)
         try:
             fps, keys, records, values, cache, listeners = self.fps, self.keys, self.records, self.values, ex.cache, ex.listeners
             use_cache, clock, components = ex.use_cache, time.perf_counter, self.components
@@ -371,10 +379,13 @@ class _Run:
             ctx.check_cancelled()
             with ExitStack() as models:
                 # Model handles that share modules (LoRA variants) put them in their own state
-                # for this node's duration (models/lora.py); plain handles do nothing.
+                # for this node's duration (models/lora.py); plain handles do nothing. Then the
+                # modules are placed for the run's offload mode (after: a LoRA adds layers).
                 for name, value in args.items():
                     if isinstance(value, Model):
-                        models.enter_context(value.using(node.cls.model_components.get(name)))
+                        uses = node.cls.model_components.get(name)
+                        models.enter_context(value.using(uses))
+                        models.enter_context(running(value, uses, ex.offload, ex.device))
                 out = node.cls(node.params).run(ctx, **args)
         except Cancelled:
             ex.emit(NodeFailedEvent(nid, node.type, "cancelled"))

@@ -49,6 +49,13 @@ class DiffusionModel(Model):
 
         return base_using(self, components)
 
+    def component_names(self) -> tuple[str, ...]:
+        return ("unet", "vae", "text_encoder", "text_encoder_2")
+
+    def loaded(self, comp: str) -> Any:
+        """A component's module (None for one this model has not, like SD 1.x's text_encoder_2)."""
+        return getattr(self, comp, None) if comp in self.component_names() else None
+
     @property
     def latent_channels(self) -> int:
         return int(self.vae.config.latent_channels)

@@ -75,6 +75,7 @@ def build(result, *, signed: bool = False) -> Provenance:
             "torch_threads": torch.get_num_threads(),
             # Keys leave the device out; the same pixels again need the same kind of device.
             "device": str(getattr(result, "device", "cpu")),
+            "offload": getattr(result, "offload", "none"),  # never changes pixels; says how weights were held
             "bit_identical": "per device and torch thread count",
             "keys": {nid: rec.key for nid, rec in result.records.items()},
             "engines": _engines(result),

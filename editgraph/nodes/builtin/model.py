@@ -20,7 +20,7 @@ from editgraph.nodes.registry import InputPath, Node, NodeParams, node
 from editgraph.values.sockets import Model
 
 
-@node("model.load", version="1.1.0", deterministic=True)
+@node("model.load", version="1.1.1", deterministic=True)
 class LoadModel(Node):
     """Load a diffusion model (SD's UNet, VAE, text encoder, tokenizer; a flow model's transformer,
     VAE and text encoder, optionally with the transformer from one .safetensors/.gguf file) that
@@ -128,9 +128,13 @@ class LoadModel(Node):
     def run(self, ctx: RunContext) -> DiffusionModel:
         from editgraph.models.loader import load_model
 
+        from editgraph.models.offload import load_device
+
         ctx.check_cancelled()
         p = self.params
-        return load_model(p.model, device=ctx.device, dtype=p.dtype, transformer=p.transformer)
+        # Under a CPU offload mode the weights load onto the CPU and visit the device per node.
+        offload = ctx.settings.offload if ctx.settings is not None else "none"
+        return load_model(p.model, device=load_device(ctx.device, offload), dtype=p.dtype, transformer=p.transformer)
 
 
 @node("model.lora", version="1.0.0")
