@@ -95,6 +95,7 @@ class ClusterBatch:
     address: str
     cancelled: bool = False
     seconds: float = 0.0
+    offload: str = "none"  # the workers' CPU offload mode (models/offload.py)
 
     def summary(self) -> dict[str, Any]:
         """The local batch's summary, with node runs counted across the cluster (prepare included)
@@ -113,7 +114,7 @@ class ClusterBatch:
 
     def report(self, label: str, workflow) -> dict[str, Any]:
         devices = sorted({str(w.get("device")) for w in self.workers.values() if w.get("device")})
-        out = batch_report(label, workflow, self.rows, self.seconds, ",".join(devices) or None)
+        out = batch_report(label, workflow, self.rows, self.seconds, ",".join(devices) or None, self.offload)
         out["summary"] = self.summary()
         out["ray"] = {"address": self.address, "prepare": self.prepare, "workers": self.workers, "shared": self.shared}
         if self.cancelled:
@@ -216,7 +217,7 @@ class _Driver:
         self.spawned = 0
         self._remote = None
         self.start_error: str | None = None
-        self.batch = ClusterBatch(self.rows, None, self.workers, shared_nodes(graphs), address)
+        self.batch = ClusterBatch(self.rows, None, self.workers, shared_nodes(graphs), address, offload=offload)
         self.last_alive = time.monotonic()
         self.last_poll = time.monotonic()
 

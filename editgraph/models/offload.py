@@ -131,6 +131,9 @@ def running(model: Any, components: tuple[str, ...] | None, mode: str, device: A
     components are on `device` for the node's duration and back on the CPU after it."""
     while getattr(model, "base", None) is not None:  # a LoRA variant shares its base's modules
         model = model.base
+    if not hasattr(model, "loaded"):  # a Model value holding no torch modules
+        yield
+        return
     onloaded: list[Any] = []
 
     def put(comp: str, module: Any) -> None:
