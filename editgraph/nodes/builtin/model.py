@@ -127,7 +127,6 @@ class LoadModel(Node):
 
     def run(self, ctx: RunContext) -> DiffusionModel:
         from editgraph.models.loader import load_model
-
         from editgraph.models.offload import load_device
 
         ctx.check_cancelled()
