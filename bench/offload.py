@@ -69,6 +69,7 @@ def main() -> None:
     for model in args.model or ["tiny-sd", "tiny-flux2-klein"]:
         workflow = doc(model, args.steps, args.size, is_flow(model))
         reference = None
+        api.run(workflow, cache=False, device=args.device)  # warm-up: the model's first load and torch's first calls
         for mode in MODES:
             times, peak = [], 0
             for _ in range(args.repeats):
