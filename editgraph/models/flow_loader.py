@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from editgraph.models.errors import ModelError
+from editgraph.models.handle import LazyParts
 from editgraph.values.sockets import Model
 
 # model_index.json `_class_name` -> (latent family, kind). The family names the latent space:
@@ -91,7 +92,7 @@ def check_flow_folder(root: Path, index: dict[str, Any], *, single_transformer: 
 
 
 @dataclass(eq=False, kw_only=True)
-class FlowModel(Model):
+class FlowModel(LazyParts, Model):
     """A flow-matching edit model whose components load on first use (see module docstring)."""
 
     name: str
@@ -106,11 +107,9 @@ class FlowModel(Model):
     dtype: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
     transformer_file: str | None = None  # a .safetensors / .gguf file the transformer loads from instead
-    _parts: dict[str, Any] = field(default_factory=dict, repr=False)
     # While a node runs under a CPU offload mode: (its components, place(comp, module)), so a
     # component it loads lazily is placed too (models/offload.py). None otherwise.
     placing: Any = field(default=None, repr=False, compare=False)
-    _lock: Any = field(default_factory=threading.RLock, repr=False)
 
     def __fingerprint__(self) -> str:
         base = f"model:{self.content_hash}"
@@ -145,22 +144,6 @@ class FlowModel(Model):
         """A component if it is loaded, else None (never reads from disk)."""
         with self._lock:
             return self._parts.get(comp)
-
-    def loaded_components(self) -> list[str]:
-        with self._lock:
-            return sorted(self._parts)
-
-    def release(self, *comps: str) -> list[str]:
-        """Drop components (all when none named) so their memory can go; returns what was dropped."""
-        import gc
-
-        with self._lock:
-            doomed = [c for c in (comps or tuple(self._parts)) if c in self._parts]
-            for c in doomed:
-                del self._parts[c]
-        if doomed:
-            gc.collect()
-        return doomed
 
     @property
     def scheduler_config(self) -> dict[str, Any]:

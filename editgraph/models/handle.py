@@ -7,12 +7,39 @@ weights share cache entries and a changed file invalidates everything made with 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from editgraph.values.sockets import Model
 
 Family = Literal["sd1", "sd2", "sdxl"]
+
+
+@dataclass(eq=False, kw_only=True)
+class LazyParts:
+    """Components read on first use (each handle's own `component`) and dropped on request, under
+    one re-entrant lock: flow models and IP-Adapters. The executor releases the ones no node left
+    in a run needs (executor/components.py)."""
+
+    _parts: dict[str, Any] = field(default_factory=dict, repr=False)
+    _lock: Any = field(default_factory=threading.RLock, repr=False)
+
+    def loaded_components(self) -> list[str]:
+        with self._lock:
+            return sorted(self._parts)
+
+    def release(self, *comps: str) -> list[str]:
+        """Drop components (all when none named) so their memory can go; returns what was dropped."""
+        import gc
+
+        with self._lock:
+            doomed = [c for c in (comps or tuple(self._parts)) if c in self._parts]
+            for c in doomed:
+                del self._parts[c]
+        if doomed:
+            gc.collect()
+        return doomed
 Kind = Literal["base", "inpaint", "instruct"]  # UNet in-channels 4, 9, 8
 
 

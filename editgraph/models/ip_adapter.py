@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from editgraph.models.errors import ModelError
+from editgraph.models.handle import LazyParts
 from editgraph.values.sockets import Model
 
 DEFAULT_WEIGHT = "models/ip-adapter_sd15.safetensors"  # h94/IP-Adapter's SD 1.5 adapter
@@ -88,7 +89,7 @@ def adapter_hash(folder: Path, weight_file: Path, encoder: Path) -> str:
 
 
 @dataclass(eq=False, kw_only=True)
-class IPAdapter(Model):
+class IPAdapter(LazyParts, Model):
     """A loaded IP-Adapter: its CLIP image encoder and its weights, each read on first use."""
 
     name: str
@@ -100,8 +101,6 @@ class IPAdapter(Model):
     device: Any = field(repr=False)
     dtype: str = "float32"
     family: str = "ip-adapter"
-    _parts: dict[str, Any] = field(default_factory=dict, repr=False)
-    _lock: Any = field(default_factory=threading.RLock, repr=False)
 
     def __fingerprint__(self) -> str:
         # the Model form ("model:<hash>"), so provenance records the adapter's files like a model's
@@ -113,21 +112,6 @@ class IPAdapter(Model):
             if comp not in self._parts:
                 self._parts[comp] = self._load(comp)
             return self._parts[comp]
-
-    def loaded_components(self) -> list[str]:
-        with self._lock:
-            return sorted(self._parts)
-
-    def release(self, *comps: str) -> list[str]:
-        import gc
-
-        with self._lock:
-            doomed = [c for c in (comps or tuple(self._parts)) if c in self._parts]
-            for c in doomed:
-                del self._parts[c]
-        if doomed:
-            gc.collect()
-        return doomed
 
     def unet_modules(self) -> Any:
         """{UNet: (attention processors, image projection)}: the adapter converted for each UNet it
