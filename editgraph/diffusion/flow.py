@@ -93,6 +93,25 @@ def make_scheduler(model: Any) -> Any:
     return cls.from_config(config)
 
 
+def schedule(model: Any, steps: int, tokens: int, *, mu: float | None = None, strength: float | None = None,
+             flow_sigmas_off: bool = False) -> tuple[Any, torch.Tensor]:
+    """A fresh scheduler and the pipelines' timesteps: `steps` shifted by `mu` for `tokens` image
+    tokens (by default the linear shift from the scheduler config, diffusers' `calculate_shift`,
+    which the Flux, Kontext and Qwen pipelines share), then cut by `strength` for an edit of
+    given latents (img2img / inpaint)."""
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    scheduler = make_scheduler(model)
+    if mu is None:
+        c = scheduler.config
+        mu = calculate_shift(tokens, c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
+                             c.get("base_shift", 0.5), c.get("max_shift", 1.15))
+    timesteps = timesteps_for(scheduler, steps, mu, flow_sigmas_off=flow_sigmas_off)
+    if strength is not None:
+        timesteps = cut_by_strength(scheduler, steps, strength)
+    return scheduler, timesteps
+
+
 def noise(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
     from diffusers.utils.torch_utils import randn_tensor
 

@@ -189,9 +189,8 @@ def denoise(
     ref_tokens, ref_ids = reference_tokens(model, refs)
 
     # 3. schedule, shifted for this many tokens and steps
-    scheduler = flow.make_scheduler(model)
     mu = compute_empirical_mu(image_seq_len=latents.shape[1], num_steps=steps)
-    timesteps = flow.timesteps_for(scheduler, steps, mu, flow_sigmas_off=True)
+    scheduler, timesteps = flow.schedule(model, steps, latents.shape[1], mu=mu, flow_sigmas_off=True)
 
     # 4. the loop
     predict = transformer_call(model, cond, ref_tokens, ref_ids, latent_ids, guidance)
@@ -224,10 +223,9 @@ def denoise_masked(
     dtype = cond.embeds.dtype
 
     # 1. schedule for the whole run, then cut by strength
-    scheduler = flow.make_scheduler(model)
-    mu = compute_empirical_mu(image_seq_len=(height // f // 2) * (width // f // 2), num_steps=steps)
-    flow.timesteps_for(scheduler, steps, mu, flow_sigmas_off=True)
-    timesteps = flow.cut_by_strength(scheduler, steps, strength)
+    tokens = (height // f // 2) * (width // f // 2)
+    mu = compute_empirical_mu(image_seq_len=tokens, num_steps=steps)
+    scheduler, timesteps = flow.schedule(model, steps, tokens, mu=mu, strength=strength, flow_sigmas_off=True)
     latent_timestep = timesteps[:1].repeat(1)
 
     # 2. start: the source's latents noised to the first timestep (the run's only random draw)

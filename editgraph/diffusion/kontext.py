@@ -85,7 +85,6 @@ def denoise(
     guidance: float, true_cfg: float, seed: int, progress=None,
 ) -> torch.Tensor:
     """FluxKontextPipeline's generation; returns unpacked latents (1, C, h, w) in the scaled space."""
-    from diffusers.pipelines.flux.pipeline_flux_kontext import calculate_shift
 
     cls = pipeline_class(model)
     items = list(refs.items) if refs is not None else []
@@ -120,13 +119,7 @@ def denoise(
     latents = cls._pack_latents(flow.noise((1, channels, lh, lw), generator, dtype), 1, channels, lh, lw)
 
     # 3. schedule, shifted for this many tokens
-    scheduler = flow.make_scheduler(model)
-    c = scheduler.config
-    mu = calculate_shift(
-        latents.shape[1], c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
-        c.get("base_shift", 0.5), c.get("max_shift", 1.15),
-    )
-    timesteps = flow.timesteps_for(scheduler, steps, mu)
+    scheduler, timesteps = flow.schedule(model, steps, latents.shape[1])
 
     # 4. the loop: distilled guidance as an embedding, true CFG only with a negative prompt
     g = torch.full([1], guidance, dtype=torch.float32).expand(1) if transformer.config.guidance_embeds else None
@@ -164,7 +157,6 @@ def denoise_masked(
     The pipeline also VAE-encodes the masked picture, drawing from the generator after the noise,
     and then never uses the result: with nothing drawn after it, skipping it changes no number."""
     import diffusers
-    from diffusers.pipelines.flux.pipeline_flux_kontext_inpaint import calculate_shift
 
     cls = diffusers.FluxKontextInpaintPipeline  # any Kontext model: the inpaint pipeline takes its components
     items = list(refs.items) if refs is not None else []
@@ -180,14 +172,7 @@ def denoise_masked(
     cpu = torch.device("cpu")
 
     # 1. schedule for the whole run, then cut by strength
-    scheduler = flow.make_scheduler(model)
-    c = scheduler.config
-    mu = calculate_shift(
-        (height // f // 2) * (width // f // 2), c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
-        c.get("base_shift", 0.5), c.get("max_shift", 1.15),
-    )
-    flow.timesteps_for(scheduler, steps, mu)
-    timesteps = flow.cut_by_strength(scheduler, steps, strength)
+    scheduler, timesteps = flow.schedule(model, steps, (height // f // 2) * (width // f // 2), strength=strength)
 
     # 2. start: the source's latents noised to the first timestep (the run's only random draw that counts)
     image_latents = source.latents.to(dtype=dtype)

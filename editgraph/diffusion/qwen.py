@@ -141,7 +141,6 @@ def denoise(
     true_cfg: float, seed: int, progress=None,
 ) -> torch.Tensor:
     """QwenImageEditPlusPipeline's generation; returns unpacked latents (1, C, h, w)."""
-    from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import calculate_shift
 
     cls = pipeline_class(model)
     items = list(refs.items) if refs is not None else []
@@ -177,13 +176,7 @@ def denoise(
     latents = cls._pack_latents(flow.noise((1, 1, channels, lh, lw), generator, dtype), 1, channels, lh, lw)
 
     # 3. schedule, shifted for this many tokens
-    scheduler = flow.make_scheduler(model)
-    c = scheduler.config
-    mu = calculate_shift(
-        latents.shape[1], c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
-        c.get("base_shift", 0.5), c.get("max_shift", 1.15),
-    )
-    timesteps = flow.timesteps_for(scheduler, steps, mu)
+    scheduler, timesteps = flow.schedule(model, steps, latents.shape[1])
 
     # 4. the loop: true CFG (with a negative prompt) rescaled to the conditional prediction's norm
     predict = _predictor(transformer, img_shapes, cond, true_cfg, ref_tokens)
@@ -203,7 +196,6 @@ def denoise_masked(
     and never uses the result: with nothing drawn after it, skipping it changes no number.
     `guidance` is unused: the Qwen transformer has no guidance embedding (true CFG instead)."""
     import diffusers
-    from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_inpaint import calculate_shift
     from diffusers.utils.torch_utils import randn_tensor
 
     cls = diffusers.QwenImageEditInpaintPipeline  # any non-Plus Qwen-Image-Edit model's components run it
@@ -226,14 +218,7 @@ def denoise_masked(
     lh, lw = 2 * (height // (f * 2)), 2 * (width // (f * 2))
 
     # 1. schedule for the whole run, shifted for this many tokens, then cut by strength
-    scheduler = flow.make_scheduler(model)
-    c = scheduler.config
-    mu = calculate_shift(
-        (height // f // 2) * (width // f // 2), c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
-        c.get("base_shift", 0.5), c.get("max_shift", 1.15),
-    )
-    flow.timesteps_for(scheduler, steps, mu)
-    timesteps = flow.cut_by_strength(scheduler, steps, strength)
+    scheduler, timesteps = flow.schedule(model, steps, (height // f // 2) * (width // f // 2), strength=strength)
 
     # 2. the source's latents sampled from its posterior (draw 1), normalised, (1, 1, C, h, w)
     mean, std = source.posterior[0].to(dtype=dtype), source.posterior[1].to(dtype=dtype)
