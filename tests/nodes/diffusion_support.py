@@ -75,3 +75,11 @@ def ctx(node_type: str = "test", **kw) -> RunContext:
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def assert_same(ours, theirs) -> None:
+    """(latents, pixels) from the engine equal the pipeline's bit for bit (the equivalence tests' check)."""
+    (lat, pix), (plat, ppix) = (t.cpu() for t in ours), (t.cpu() for t in theirs)
+    assert lat.shape == plat.shape and pix.shape == ppix.shape
+    assert (lat - plat).abs().max().item() == 0.0
+    assert (pix - ppix).abs().max().item() == 0.0

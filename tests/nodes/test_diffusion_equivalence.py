@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from . import diffusion_support
-from .diffusion_support import box_mask, ctx, photo, pipeline, tiny, to_tensor
+from .diffusion_support import assert_same, box_mask, ctx, photo, pipeline, tiny, to_tensor
 
 from editgraph.nodes.builtin.diffusion import Denoise, EmptyLatent, Instruct, PromptEncode, VaeDecode, VaeEncode
 
@@ -38,13 +38,6 @@ def _engine(model, scheduler, strength, prompt=PROMPT, mask=None, image=None):
     return out.samples, VaeDecode(VaeDecode.Params()).run(c, model=model, latent=out)
 
 
-def _assert_same(ours, theirs):
-    (lat, pix), (plat, ppix) = (t.cpu() for t in ours), (t.cpu() for t in theirs)
-    assert lat.shape == plat.shape and pix.shape == ppix.shape
-    assert (lat - plat).abs().max().item() == 0.0
-    assert (pix - ppix).abs().max().item() == 0.0
-
-
 @pytest.fixture(scope="module")
 def sd():
     return tiny("tiny-sd")
@@ -58,7 +51,7 @@ def test_img2img_matches_pipeline(sd, scheduler, strength):
 
     pipe = pipeline(StableDiffusionImg2ImgPipeline, sd, scheduler)
     theirs = _pipe_run(pipe, prompt=PROMPT, image=photo(), strength=strength)
-    _assert_same(_engine(sd, scheduler, strength), theirs)
+    assert_same(_engine(sd, scheduler, strength), theirs)
 
 
 @pytest.mark.slow
@@ -72,7 +65,7 @@ def test_inpaint_9_channel_matches_pipeline(scheduler, strength):
     theirs = _pipe_run(pipe, prompt=PROMPT, image=photo(), mask_image=box_mask(), strength=strength, height=64, width=64)
     mask = to_tensor(box_mask())
     ours = _engine(model, scheduler, strength, mask=mask, image=to_tensor(photo()))
-    _assert_same(ours, theirs)
+    assert_same(ours, theirs)
 
 
 @pytest.mark.slow
@@ -83,7 +76,7 @@ def test_inpaint_4_channel_latent_blending_matches_pipeline(sd, scheduler, stren
 
     pipe = pipeline(StableDiffusionInpaintPipeline, sd, scheduler)
     theirs = _pipe_run(pipe, prompt=PROMPT, image=photo(), mask_image=box_mask(), strength=strength, height=64, width=64)
-    _assert_same(_engine(sd, scheduler, strength, mask=to_tensor(box_mask())), theirs)
+    assert_same(_engine(sd, scheduler, strength, mask=to_tensor(box_mask())), theirs)
 
 
 @pytest.mark.slow
@@ -99,7 +92,7 @@ def test_instruct_matches_pix2pix_pipeline(scheduler):
     latent = VaeEncode(VaeEncode.Params()).run(c, model=model, image=to_tensor(photo()))
     params = Instruct.Params(steps=STEPS, cfg=CFG, image_cfg=1.5, seed=SEED, scheduler=scheduler)
     out = Instruct(params).run(c, model=model, cond=cond, latent=latent)
-    _assert_same((out.samples, VaeDecode(VaeDecode.Params()).run(c, model=model, latent=out)), theirs)
+    assert_same((out.samples, VaeDecode(VaeDecode.Params()).run(c, model=model, latent=out)), theirs)
 
 
 @pytest.mark.slow
@@ -114,7 +107,7 @@ def test_txt2img_from_empty_latent_matches_pipeline(sd, scheduler):
     empty = EmptyLatent(EmptyLatent.Params(width=48, height=64)).run(c, model=sd)
     params = Denoise.Params(steps=STEPS, cfg=CFG, strength=1.0, seed=SEED, scheduler=scheduler)
     out = Denoise(params).run(c, model=sd, cond=cond, latent=empty)
-    _assert_same((out.samples, VaeDecode(VaeDecode.Params()).run(c, model=sd, latent=out)), theirs)
+    assert_same((out.samples, VaeDecode(VaeDecode.Params()).run(c, model=sd, latent=out)), theirs)
 
 
 def test_clip_skip_uses_an_earlier_layer_for_the_prompt_only(sd):
@@ -157,4 +150,4 @@ def test_sdxl_txt2img_matches_pipeline(scheduler):
     empty = EmptyLatent(EmptyLatent.Params(width=64, height=64)).run(c, model=model)
     params = Denoise.Params(steps=STEPS, cfg=CFG, strength=1.0, seed=SEED, scheduler=scheduler)
     out = Denoise(params).run(c, model=model, cond=cond, latent=empty)
-    _assert_same((out.samples, VaeDecode(VaeDecode.Params()).run(c, model=model, latent=out)), theirs)
+    assert_same((out.samples, VaeDecode(VaeDecode.Params()).run(c, model=model, latent=out)), theirs)

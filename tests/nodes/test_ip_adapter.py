@@ -9,7 +9,7 @@ import torch
 from PIL import Image as PILImage
 
 from . import diffusion_support
-from .diffusion_support import ASSETS, ctx, photo, tiny, tiny_path, to_tensor
+from .diffusion_support import ASSETS, assert_same, ctx, photo, tiny, tiny_path, to_tensor
 
 from editgraph.nodes.builtin.diffusion import Denoise, EmptyLatent, PromptEncode, VaeDecode, VaeEncode
 from editgraph.nodes.builtin.ip_adapter import EncodeIPReference
@@ -75,13 +75,6 @@ def _engine(family: str, scheduler: str, scale: float, img2img: bool = False):
     return out.samples, VaeDecode(VaeDecode.Params()).run(c, model=model, latent=out)
 
 
-def _assert_same(ours, theirs):
-    (lat, pix), (plat, ppix) = (t.cpu() for t in ours), (t.cpu() for t in theirs)
-    assert lat.shape == plat.shape and pix.shape == ppix.shape
-    assert (lat - plat).abs().max().item() == 0.0
-    assert (pix - ppix).abs().max().item() == 0.0
-
-
 @pytest.mark.equivalence
 @pytest.mark.slow
 @pytest.mark.parametrize(
@@ -99,7 +92,7 @@ def test_ip_adapter_matches_pipeline(family, scheduler, scale, img2img):
         theirs = _pipe_run(pipe, scale, image=photo(), strength=0.7)
     else:
         theirs = _pipe_run(pipe, scale, height=64, width=64)
-    _assert_same(_engine(family, scheduler, scale, img2img), theirs)
+    assert_same(_engine(family, scheduler, scale, img2img), theirs)
 
 
 @pytest.mark.slow
