@@ -19,25 +19,19 @@ class LoadedImage(NamedTuple):
     alpha: Mask
 
 
-@node("image.load", version="1.0.1")
-class LoadImage(Node):
-    """Read a PNG, JPEG or WebP photo (8 or 16 bit), upright per its EXIF orientation.
-
-    `alpha` is the file's transparency as a mask (1 = opaque); all ones when the file has none.
-    """
-
-    class Params(NodeParams):
-        path: InputPath = Field(description="image file to read")
+class PictureFile(Node):
+    """A node that reads one picture file, its `path` param: keyed by the file's content, and
+    checked before any run (the file exists, its size and header are within the budgets; nothing
+    is decoded). image.load and mask.load."""
 
     @classmethod
-    def source_token(cls, params: Params) -> str:
+    def source_token(cls, params: NodeParams) -> str:
         from editgraph.ops.imaging import file_hash
 
         return file_hash(params.path)
 
     @classmethod
     def check_sources(cls, params, *, deep=True, settings=None):
-        """The file exists, and its size and header are within the budgets (nothing decoded)."""
         from editgraph.ops.budget import image_problem
         from editgraph.settings import Settings
 
@@ -47,6 +41,17 @@ class LoadImage(Node):
             return problems
         problem = image_problem(path, settings or Settings.from_env())
         return [("path", problem)] if problem else []
+
+
+@node("image.load", version="1.0.1")
+class LoadImage(PictureFile):
+    """Read a PNG, JPEG or WebP photo (8 or 16 bit), upright per its EXIF orientation.
+
+    `alpha` is the file's transparency as a mask (1 = opaque); all ones when the file has none.
+    """
+
+    class Params(NodeParams):
+        path: InputPath = Field(description="image file to read")
 
     def run(self, ctx: RunContext) -> LoadedImage:
         import torch

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from editgraph.errors import NodeError
 from editgraph.nodes.context import RunContext
+from editgraph.nodes.builtin.image import PictureFile
 from editgraph.nodes.registry import RGB, InputPath, Node, NodeParams, node
 from editgraph.values.sockets import Image, Mask
 
@@ -48,7 +49,7 @@ def _fit(what: str, mask: torch.Tensor, like: torch.Tensor, resize: bool, names:
 
 
 @node("mask.load", version="1.0.1")
-class LoadMask(Node):
+class LoadMask(PictureFile):
     """Read a mask from an image file: white (or opaque) = change, black (or transparent) = keep.
 
     channel "auto": a file with an alpha channel that is not fully opaque uses its alpha (strokes
@@ -63,25 +64,6 @@ class LoadMask(Node):
             "auto", description="which plane becomes the mask; auto = alpha if it varies, else luminance"
         )
         invert: bool = Field(False, description="swap change and keep (for files where black marks the change)")
-
-    @classmethod
-    def source_token(cls, params: Params) -> str:
-        from editgraph.ops.imaging import file_hash
-
-        return file_hash(params.path)
-
-    @classmethod
-    def check_sources(cls, params, *, deep=True, settings=None):
-        """The file exists, and its size and header are within the budgets (nothing decoded)."""
-        from editgraph.ops.budget import image_problem
-        from editgraph.settings import Settings
-
-        problems = super().check_sources(params, deep=deep, settings=settings)
-        path = getattr(params, "path", None)  # unset while a required $param has no value yet
-        if problems or not isinstance(path, str) or not path:
-            return problems
-        problem = image_problem(path, settings or Settings.from_env())
-        return [("path", problem)] if problem else []
 
     def run(self, ctx: RunContext) -> Mask:
         from editgraph.ops.colour import luminance
