@@ -22,7 +22,7 @@ from typing import Any
 
 from editgraph.models import cache, flow_loader, hashing, names
 from editgraph.models.errors import ModelError
-from editgraph.settings import Settings
+from editgraph.models.folders import detect_family, models_root, read_json
 from editgraph.models.handle import DiffusionModel
 from editgraph.models.tiny import BUILDER_VERSION, MARKER, TINY_NAMES, build_into, quiet_progress, sweep_stale_builds
 
@@ -42,11 +42,6 @@ _COMPONENTS = {
 _SDXL_COMPONENTS = {"text_encoder_2": ("config.json", "model"), "tokenizer_2": (None, None)}
 
 _build_lock = threading.Lock()
-
-
-def models_root() -> Path:
-    """Where tiny models are built on first use: $EDITGRAPH_MODELS_DIR, else <cache root>/models."""
-    return Settings.from_env().models_root
 
 
 def resolve(name_or_path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None = None, *, build: bool = True) -> Path:
@@ -263,7 +258,7 @@ def _read_index(root: Path) -> dict[str, Any]:
     index_file = root / "model_index.json"
     if not index_file.is_file():
         raise ModelError(f"no model_index.json in {root} ({FOLDER_LAYOUT})")
-    return _read_json(index_file)
+    return read_json(index_file)
 
 
 def _components(index: dict[str, Any]) -> dict[str, tuple[str | None, str | None]]:
@@ -337,44 +332,6 @@ def _folder_files(root: Path, index: dict[str, Any]) -> list[Path]:
     return files
 
 
-def detect_family(unet_config: dict[str, Any], marker: dict[str, Any] | None = None, where: str = "") -> tuple[str, str]:
-    """(family, kind) from a UNet config: in_channels 4/9/8 -> base/inpaint/instruct;
-    addition_embed_type "text_time" -> sdxl, cross_attention_dim 768 -> sd1, 1024 -> sd2.
-    Tiny models, whose widths say nothing, carry both in editgraph.json (`marker`)."""
-    kinds = {4: "base", 9: "inpaint", 8: "instruct"}
-    in_channels = unet_config.get("in_channels")
-    if marker and marker.get("kind"):
-        kind = str(marker["kind"])
-    elif in_channels in kinds:
-        kind = kinds[in_channels]
-    else:
-        raise ModelError(f"{where}: UNet in_channels is {in_channels!r}; editgraph knows 4 (base), 9 (inpaint), 8 (instruct)")
-    if marker and marker.get("family"):
-        return str(marker["family"]), kind
-    cross = unet_config.get("cross_attention_dim")
-    if unet_config.get("addition_embed_type") == "text_time" or cross == 2048:
-        return "sdxl", kind
-    if cross == 768:
-        return "sd1", kind
-    if cross == 1024:
-        return "sd2", kind
-    raise ModelError(
-        f"{where}: cannot tell the model family from cross_attention_dim {cross!r} "
-        f"(768 = SD 1.x, 1024 = SD 2.x, 2048 + text_time = SDXL); add an {MARKER} with "
-        f'{{"family": "sd1"}} beside model_index.json'
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
-
-
 def _load_folder(root: Path, *, name: str, content_hash: str, dtype) -> DiffusionModel:
     import transformers
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -382,9 +339,9 @@ def _load_folder(root: Path, *, name: str, content_hash: str, dtype) -> Diffusio
 
     index = _read_index(root)
     variants = _check_folder(root, index)
-    marker = _read_json(root / MARKER) if (root / MARKER).is_file() else None
-    family, kind = detect_family(_read_json(root / "unet" / "config.json"), marker, where=str(root))
-    scheduler_config = _read_json(root / "scheduler" / "scheduler_config.json")
+    marker = read_json(root / MARKER) if (root / MARKER).is_file() else None
+    family, kind = detect_family(read_json(root / "unet" / "config.json"), marker, where=str(root))
+    scheduler_config = read_json(root / "scheduler" / "scheduler_config.json")
     common = {"local_files_only": True, "use_safetensors": True}
 
     def component(comp: str, load):

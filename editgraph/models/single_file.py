@@ -87,7 +87,7 @@ def config_folder(family: str, kind: str) -> Path | None:
     """The complete config-only folder (shipped JSON + CLIP tokenizer files, assembled in the
     cache) for a family and kind, or None if editgraph ships none for it."""
     from editgraph.models.family_configs import FAMILY_CONFIGS, config_folder_for
-    from editgraph.models.loader import models_root
+    from editgraph.models.folders import models_root
 
     name = f"{family}-{kind}"
     return config_folder_for(name, models_root() / "configs") if name in FAMILY_CONFIGS else None
@@ -126,12 +126,12 @@ def load_single_file(
 ) -> DiffusionModel:
     import diffusers
 
-    from editgraph.models.loader import _read_json, detect_family
+    from editgraph.models.folders import detect_family, read_json
 
     cfg = choose_config(path, config)
-    marker = _read_json(cfg / "editgraph.json") if (cfg / "editgraph.json").is_file() else None
-    family, kind = detect_family(_read_json(cfg / "unet" / "config.json"), marker, where=str(cfg))
-    index = _read_json(cfg / "model_index.json")
+    marker = read_json(cfg / "editgraph.json") if (cfg / "editgraph.json").is_file() else None
+    family, kind = detect_family(read_json(cfg / "unet" / "config.json"), marker, where=str(cfg))
+    index = read_json(cfg / "model_index.json")
     pipeline_name = _PIPELINES.get((family, kind)) or str(index.get("_class_name", "StableDiffusionPipeline"))
     pipeline_cls = getattr(diffusers, pipeline_name)
     extra: dict[str, Any] = {"safety_checker": None, "feature_extractor": None} if family != "sdxl" else {}
