@@ -216,7 +216,7 @@ def _json(path: Path, data: dict[str, Any]) -> None:
 def clip_vocab_files() -> tuple[str, str]:
     """(vocab.json text, merges.txt text) of CLIP's tokenizer, rebuilt from the shipped BPE merges
     exactly as CLIP's own SimpleTokenizer builds its vocabulary."""
-    from editgraph.models.tiny import clip_byte_symbols
+    from editgraph.models.tokenizers_offline import clip_byte_symbols
 
     lines = gzip.decompress(BPE_FILE.read_bytes()).decode("utf-8").split("\n")
     n_merges = CLIP_VOCAB_SIZE - 2 * 256 - 2  # the vocabulary: bytes, bytes + "</w>", merges, 2 specials

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from editgraph.models.errors import ModelError
-from editgraph.models.tiny import MARKER
 from editgraph.settings import Settings
+
+MARKER = "editgraph.json"  # written beside model_index.json: family/kind the tiny configs cannot reveal
 
 
 def models_root() -> Path:

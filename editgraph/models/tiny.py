@@ -22,18 +22,19 @@ import json
 import os
 import re
 import shutil
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from editgraph.errors import EditgraphError
+from editgraph.models.folders import MARKER
+from editgraph.models.tokenizers_offline import write_tokenizer
+from editgraph.models.tokenizers_offline import write_json as _write_json
 
 # Bump when a build would produce different bytes: cached builds carrying an older version are rebuilt.
 BUILDER_VERSION = 3
 
-MARKER = "editgraph.json"  # written beside model_index.json: family/kind the tiny configs cannot reveal
 
 # SD 1.x scheduler settings (PNDM as shipped with SD 1.5), so denoise nodes see realistic timesteps.
 SD_SCHEDULER = {
@@ -100,37 +101,6 @@ def _flow_names() -> tuple[str, ...]:
 
 # The SD family (this module) and the 2026 edit families (models/tiny_flow.py).
 TINY_NAMES: tuple[str, ...] = (*TINY_MODELS, *_flow_names())
-
-# The tokenizer's training text: prompt-like words, so common prompt words are single tokens and
-# anything else still encodes (byte-level fallback). Fixed forever: changing it changes every hash.
-_CORPUS = """
-a photo of a cat sitting on a red chair, highly detailed, studio lighting, sharp focus
-a portrait of a woman with long hair, oil painting, soft light, trending on artstation
-a cup of coffee on a wooden table in the morning sun, shallow depth of field, bokeh
-a dog running on the beach at sunset, golden hour, cinematic, 4k, photorealistic
-a landscape with mountains and a lake, clouds in the blue sky, wide angle, dramatic
-an old house in the forest, fog, autumn leaves, moody atmosphere, film grain
-a city street at night with neon lights and rain, reflections, cyberpunk style
-a bowl of fruit, apples oranges and grapes, still life, watercolor, pastel colors
-a man wearing a hat and a coat, black and white photograph, high contrast
-a small boat on the ocean, waves, storm, dark sky, lightning, epic scene
-make it look like winter, add snow, turn the sky orange, remove the person
-replace the background with a garden full of flowers, make the cat a tiger
-blurry, low quality, jpeg artifacts, watermark, text, bad anatomy, deformed, ugly
-a castle on a hill, fantasy art, digital painting, concept art, illustration
-a bird on a branch, spring, green leaves, macro photography, natural light
-a car on a road in the desert, dust, vintage, retro, warm tones, kodak film
-a bright kitchen interior, white walls, plants, minimal, clean, modern design
-a child reading a book by the window, cozy, warm light, soft shadows, calm
-a close up of an eye, blue iris, extreme detail, reflection, hyperrealistic
-a painting in the style of van gogh, starry night, swirling brush strokes
-a robot in a field of flowers, anime style, vibrant colors, happy, cute
-a snowy village with lights in the windows, christmas, evening, quiet, peaceful
-"""
-
-_SPECIALS = ("<|startoftext|>", "<|endoftext|>")
-_TOKENIZER_MERGES = 800  # a cap; the corpus runs out of pairs first (every word one token)
-
 
 def make_tiny(name: str, directory: str | os.PathLike[str]) -> Path:
     """Build the tiny model `name` (one of TINY_NAMES) into `directory` (created; must be empty
@@ -297,109 +267,6 @@ def _text_encoder(spec: TinySpec, vocab_size: int, with_projection: bool = False
         pad_token_id=vocab_size - 1,
     )
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config).eval()
-
-
-def write_tokenizer(directory: Path, pad: str = "<|endoftext|>") -> int:
-    """Train a CLIP-style byte-level BPE on _CORPUS and write vocab.json + merges.txt (+ configs).
-
-    The vocabulary is laid out as CLIP's is: 256 byte symbols, the same with the "</w>" end-of-word
-    suffix, one token per merge in merge order, then the two specials. Returns the vocabulary size.
-    """
-    from tokenizers import Regex, normalizers, pre_tokenizers
-
-    # 1. CLIP's normalizer and pre-tokenizer (as transformers' CLIPTokenizer sets them up).
-    normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
-    pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(
-                Regex(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
-                behavior="removed",
-                invert=True,
-            ),
-            pre_tokenizers.ByteLevel(add_prefix_space=False),
-        ]
-    )
-    # 2. Learn merges. The library's BpeTrainer breaks ties between equally frequent pairs in a
-    # hash order that differs between processes, so the merge loop is ours: most frequent pair
-    # first, ties by the pair's text, which makes the files byte-identical on every build.
-    words: Counter[tuple[str, ...]] = Counter()
-    for line in _CORPUS.splitlines():
-        for piece, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line)):
-            words[(*piece[:-1], piece[-1] + "</w>")] += 1
-    merges = _learn_merges(words, _TOKENIZER_MERGES)
-
-    # 3. Rebuild the vocabulary in CLIP's order from the merges.
-    symbols = clip_byte_symbols()
-    # Two merges can spell the same token ("t he</w>", "th e</w>"): it gets one id.
-    tokens = dict.fromkeys([*symbols, *(s + "</w>" for s in symbols), *(a + b for a, b in merges), *_SPECIALS])
-    vocab = {token: i for i, token in enumerate(tokens)}
-
-    # 4. Write the files a CLIP tokenizer folder on a hub holds.
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
-    merges_text = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)
-    (directory / "merges.txt").write_text(merges_text, encoding="utf-8")
-    _write_json(
-        directory / "tokenizer_config.json",
-        {
-            "tokenizer_class": "CLIPTokenizer",
-            "model_max_length": 77,
-            "bos_token": "<|startoftext|>",
-            "eos_token": "<|endoftext|>",
-            "unk_token": "<|endoftext|>",
-            "pad_token": pad,
-            "do_lower_case": True,
-            "clean_up_tokenization_spaces": True,
-        },
-    )
-    _write_json(
-        directory / "special_tokens_map.json",
-        {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": pad, "unk_token": "<|endoftext|>"},
-    )
-    return len(vocab)
-
-
-def _learn_merges(words: Counter[tuple[str, ...]], limit: int) -> list[tuple[str, str]]:
-    """Classic BPE training on word counts: repeatedly merge the most frequent adjacent pair
-    (ties go to the smallest pair text) until every word is one token or `limit` merges."""
-    merges: list[tuple[str, str]] = []
-    while len(merges) < limit:
-        pairs: Counter[tuple[str, str]] = Counter()
-        for word, n in words.items():
-            for pair in zip(word, word[1:]):
-                pairs[pair] += n
-        if not pairs:
-            break
-        best = min(pairs, key=lambda p: (-pairs[p], p))
-        merges.append(best)
-        joined = best[0] + best[1]
-        merged: Counter[tuple[str, ...]] = Counter()
-        for word, n in words.items():
-            out: list[str] = []
-            i = 0
-            while i < len(word):
-                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
-                    out.append(joined)
-                    i += 2
-                else:
-                    out.append(word[i])
-                    i += 1
-            merged[tuple(out)] += n
-        words = merged
-    return merges
-
-
-def clip_byte_symbols() -> list[str]:
-    """CLIP's printable stand-ins for the 256 bytes (GPT-2's bytes_to_unicode), in CLIP's
-    vocabulary order: the printable bytes first, then the rest mapped above U+0100."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    rest = [b for b in range(256) if b not in printable]
-    return [chr(b) for b in printable] + [chr(256 + n) for n in range(len(rest))]
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _normalize_configs(out: Path) -> None:

@@ -158,7 +158,7 @@ def _kontext(out: Path, seed: int) -> dict[str, Any]:
     from diffusers import AutoencoderKL, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    from editgraph.models.tiny import write_tokenizer
+    from editgraph.models.tokenizers_offline import write_tokenizer
     from editgraph.models.tokenizers_offline import t5_tokenizer
 
     clip_vocab = write_tokenizer(out / "tokenizer")
@@ -281,7 +281,7 @@ def make_flow_tiny(spec: FlowSpec, out: Path, builder_version: int, write_json: 
     import diffusers
     import torch
 
-    from editgraph.models.tiny import MARKER
+    from editgraph.models.folders import MARKER
 
     with torch.random.fork_rng(devices=[]):
         entries = spec.build(out, spec.seed)

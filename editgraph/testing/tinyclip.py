@@ -11,7 +11,8 @@ import torch
 def make_tiny_clip(folder: str | Path) -> Path:
     from transformers import CLIPConfig, CLIPModel
 
-    from editgraph.models.tiny import quiet_progress, write_tokenizer
+    from editgraph.models.tiny import quiet_progress
+    from editgraph.models.tokenizers_offline import write_tokenizer
 
     out = Path(folder)
     vocab = write_tokenizer(out)
