@@ -87,6 +87,7 @@ class Worker:
         Returns {"status": ok | failed | cancelled, "nodes": {node: record}, "files": {name: bytes},
         "error": str | None, "seconds": float, **identity}. A node failing is a result, not an
         exception: only the death of this process makes the driver retry the row elsewhere."""
+        from editgraph.executor.persist import ALWAYS
         from editgraph.graph.document import load_workflow
         from editgraph.graph.validate import bind
         from editgraph.sharing import provenance
@@ -101,7 +102,9 @@ class Worker:
             graph.seeds.update(job.get("seeds") or {})  # drawn by the driver; provenance records them
             targets = job.get("targets")
             if targets is not None:
-                self.executor.run(graph, targets=targets, cancel=self._cancel)
+                # The shared nodes are made once for the whole cluster: each is stored (in the shared
+                # tier too), however cheap, or every worker would make the cheap ones again.
+                self.executor.run(graph, targets=targets, cancel=self._cancel, persistence=ALWAYS)
             else:
                 with tempfile.TemporaryDirectory(prefix="editgraph-row-") as scratch:
                     result = self.executor.run(graph, out_dir=scratch, stamp=provenance.stamp, cancel=self._cancel)

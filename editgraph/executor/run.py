@@ -239,12 +239,14 @@ class Executor:
         out_dir: str | Path | None = None,
         cancel: threading.Event | None = None,
         stamp: Stamp | None = None,
+        persistence: Persistence | None = None,
     ) -> RunResult:
         """Run what `targets` (default: every sink) need; write Artifacts into `out_dir`, each
         file passed through `stamp(result)` first (provenance, metadata, signatures: the sharing
-        layer's, see editgraph.sharing.provenance.stamp)."""
+        layer's, see editgraph.sharing.provenance.stamp). `persistence` overrides the executor's
+        for this run (a batch's shared nodes are all stored: executor.persist.ALWAYS)."""
         with _collector_paused():
-            return _Run(self, graph, targets, cancel).execute(out_dir, stamp)
+            return _Run(self, graph, targets, cancel, persistence).execute(out_dir, stamp)
 
 
 # Python's cyclic garbage collector scans every tracked object it has not frozen. A run adds a
@@ -280,8 +282,10 @@ def _collector_paused():
 
 
 class _Run:
-    def __init__(self, ex: Executor, graph: BoundGraph, targets: Iterable[str] | None, cancel: threading.Event | None):
+    def __init__(self, ex: Executor, graph: BoundGraph, targets: Iterable[str] | None, cancel: threading.Event | None,
+                 persistence: Persistence | None = None):
         self.ex = ex
+        self.persistence = persistence or ex.persistence
         self.graph = graph
         self.cancel = cancel
         self.plan = _Plan.of(graph, targets)
@@ -423,7 +427,7 @@ class _Run:
                 elif name == node.cls.billing:
                     why = None  # a paid call's log: a cached re-run credits its cost as saved
                 else:
-                    why = ex.persistence.why_not(node.cls.cost_class, redo_s, enc.nbytes, write_bps)
+                    why = self.persistence.why_not(node.cls.cost_class, redo_s, enc.nbytes, write_bps)
             if why is not None:
                 why_not[name] = why
                 self.redo_s[(nid, name)] = redo_s
