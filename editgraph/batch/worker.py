@@ -135,6 +135,10 @@ def _ray_node() -> str | None:
     """The Ray node this worker runs on, when it runs inside Ray (Ray is imported by then)."""
     ray = sys.modules.get("ray")
     try:
-        return ray.get_runtime_context().get_node_id() if ray is not None else None
+        # imported is not running: outside a Ray worker, asking for the runtime context would try
+        # to start or reach a cluster (a test process that imported Ray hung here)
+        if ray is None or not ray.is_initialized():
+            return None
+        return ray.get_runtime_context().get_node_id()
     except Exception:
         return None
