@@ -11,6 +11,7 @@ from PIL import Image as PILImage
 from editgraph.ops.colour import srgb_to_linear
 from editgraph.executor.cache import Cache
 from editgraph.executor.events import EventLog
+from editgraph.executor.persist import ALWAYS
 from editgraph.executor.run import Executor
 from editgraph.graph.document import load_workflow
 from editgraph.graph.validate import bind
@@ -41,7 +42,9 @@ WORKFLOW = {
 def run(tmp_path, photo_path, **overrides):
     log = EventLog()
     graph = bind(load_workflow(WORKFLOW), {"image": str(photo_path), **overrides}, base_dir=tmp_path)
-    result = Executor(Cache.default(tmp_path / "cache"), listeners=[log]).run(graph, out_dir=tmp_path / "out")
+    # Every output stored: these tests are about keys, and which cheap outputs a fresh executor
+    # finds stored otherwise depends on the disk's measured write rate (executor/persist.py).
+    result = Executor(Cache.default(tmp_path / "cache"), listeners=[log], persistence=ALWAYS).run(graph, out_dir=tmp_path / "out")
     return result, log
 
 
@@ -122,7 +125,7 @@ def test_lut_file_is_keyed_by_its_contents(tmp_path, photo_path):
     def run_once():
         log = EventLog()
         graph = bind(load_workflow(doc), {"image": str(photo_path)}, base_dir=tmp_path)  # lut relative to base_dir
-        result = Executor(Cache.default(tmp_path / "cache"), listeners=[log]).run(graph)
+        result = Executor(Cache.default(tmp_path / "cache"), listeners=[log], persistence=ALWAYS).run(graph)  # see run()
         return result.value("look"), log
 
     first, log = run_once()
