@@ -122,25 +122,7 @@ def denoise(
     scheduler, timesteps = flow.schedule(model, steps, latents.shape[1])
 
     # 4. the loop: distilled guidance as an embedding, true CFG only with a negative prompt
-    g = torch.full([1], guidance, dtype=torch.float32).expand(1) if transformer.config.guidance_embeds else None
-    text_ids = torch.zeros(cond.embeds.shape[1], 3, dtype=dtype)
-    true_cfg_on = true_cfg > 1 and cond.negative is not None
-
-    def run(hidden, timestep, embeds, pooled):
-        return transformer(
-            hidden_states=hidden, timestep=timestep / 1000, guidance=g, pooled_projections=pooled,
-            encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=latent_ids, joint_attention_kwargs={},
-            return_dict=False,
-        )[0]
-
-    def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        hidden = latents if ref_tokens is None else torch.cat([latents, ref_tokens], dim=1)
-        timestep = t.expand(latents.shape[0]).to(latents.dtype)
-        velocity = run(hidden, timestep, cond.embeds, cond.pooled)[:, : latents.size(1)]
-        if true_cfg_on:
-            uncond = run(hidden, timestep, cond.negative, cond.negative_pooled)[:, : latents.size(1)]
-            velocity = uncond + true_cfg * (velocity - uncond)
-        return velocity
+    predict = _predictor(transformer, cond, guidance, true_cfg, latent_ids, ref_tokens)
 
     latents = flow.run_loop(flow.Loop(scheduler, timesteps, predict, progress=progress), latents)
     return cls._unpack_latents(latents, height, width, f)
@@ -195,8 +177,20 @@ def denoise_masked(
     grid = torch.nn.functional.interpolate(mask_pixels, size=(lh, lw)).to(dtype=dtype)
     packed_mask = cls._pack_latents(grid.repeat(1, channels, 1, 1), 1, channels, lh, lw)
 
+    predict = _predictor(transformer, cond, guidance, true_cfg, latent_ids, ref_tokens)
+
+    blend = flow.keep_known(scheduler, timesteps, packed_source, packed_mask, noise)
+    loop = flow.Loop(scheduler, timesteps, predict, after_step=blend, progress=progress, begin_index=None)
+    return cls._unpack_latents(flow.run_loop(loop, latents), height, width, f)
+
+
+def _predictor(transformer: Any, cond: Conditioning, guidance: float, true_cfg: float, latent_ids: torch.Tensor,
+               ride_along: torch.Tensor | None):
+    """The loop's velocity for the latents' tokens: the transformer sees them followed by the
+    pictures' tokens (`ride_along`); distilled guidance as an embedding where the model has one,
+    true CFG only with a negative prompt."""
     g = torch.full([1], guidance, dtype=torch.float32).expand(1) if transformer.config.guidance_embeds else None
-    text_ids = torch.zeros(cond.embeds.shape[1], 3, dtype=dtype)
+    text_ids = torch.zeros(cond.embeds.shape[1], 3, dtype=cond.embeds.dtype)
     true_cfg_on = true_cfg > 1 and cond.negative is not None
 
     def run(hidden, timestep, embeds, pooled):
@@ -207,7 +201,7 @@ def denoise_masked(
         )[0]
 
     def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        hidden = torch.cat([latents, ref_tokens], dim=1)
+        hidden = latents if ride_along is None else torch.cat([latents, ride_along], dim=1)
         timestep = t.expand(latents.shape[0]).to(latents.dtype)
         velocity = run(hidden, timestep, cond.embeds, cond.pooled)[:, : latents.size(1)]
         if true_cfg_on:
@@ -215,9 +209,7 @@ def denoise_masked(
             velocity = uncond + true_cfg * (velocity - uncond)
         return velocity
 
-    blend = flow.keep_known(scheduler, timesteps, packed_source, packed_mask, noise)
-    loop = flow.Loop(scheduler, timesteps, predict, after_step=blend, progress=progress, begin_index=None)
-    return cls._unpack_latents(flow.run_loop(loop, latents), height, width, f)
+    return predict
 
 
 def decode(model: Any, latents: torch.Tensor) -> torch.Tensor:
