@@ -64,7 +64,7 @@ def _save(module: Any, folder: Path) -> None:
 
 def _klein(out: Path, seed: int) -> dict[str, Any]:
     import torch
-    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
+    from diffusers import Flux2Transformer2DModel
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from editgraph.models.tokenizers_offline import qwen_tokenizer
@@ -82,12 +82,7 @@ def _klein(out: Path, seed: int) -> dict[str, Any]:
     torch.manual_seed(seed + 1)
     _save(_flux2_transformer(48, guidance=False), out / "transformer")
     torch.manual_seed(seed + 2)
-    _save(
-        AutoencoderKLFlux2(
-            block_out_channels=(16, 16, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=64
-        ),
-        out / "vae",
-    )
+    _save(_flux2_vae(), out / "vae")
     return {
         "is_distilled": False,
         "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
@@ -102,7 +97,6 @@ def _flux2(out: Path, seed: int) -> dict[str, Any]:
     """Flux 2 [dev]'s structure: a Mistral 3 text encoder (layers 10, 20, 30 stacked, so 31 of them)
     and a guidance-distilled transformer."""
     import torch
-    from diffusers import AutoencoderKLFlux2
     from transformers import Mistral3Config, Mistral3ForConditionalGeneration
 
     from editgraph.models.tokenizers_offline import MISTRAL_SPECIALS, mistral_tokenizer
@@ -127,12 +121,7 @@ def _flux2(out: Path, seed: int) -> dict[str, Any]:
     torch.manual_seed(seed + 1)
     _save(_flux2_transformer(48, guidance=True), out / "transformer")
     torch.manual_seed(seed + 2)
-    _save(
-        AutoencoderKLFlux2(
-            block_out_channels=(16, 16, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=64
-        ),
-        out / "vae",
-    )
+    _save(_flux2_vae(), out / "vae")
     return {
         "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
         "text_encoder": ["transformers", "Mistral3ForConditionalGeneration"],
@@ -140,6 +129,15 @@ def _flux2(out: Path, seed: int) -> dict[str, Any]:
         "transformer": ["diffusers", "Flux2Transformer2DModel"],
         "vae": ["diffusers", "AutoencoderKLFlux2"],
     }
+
+
+def _flux2_vae() -> Any:
+    """The tiny Flux 2 VAE both Flux 2 builds share (seed it first)."""
+    from diffusers import AutoencoderKLFlux2
+
+    return AutoencoderKLFlux2(
+        block_out_channels=(16, 16, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=64
+    )
 
 
 def _flux2_transformer(text_width: int, guidance: bool):
