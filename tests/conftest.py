@@ -129,3 +129,16 @@ def s3_bucket(s3_server, request):
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") + "-" + os.urandom(3).hex()
     boto3.client("s3").create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in-process: (exit code, stdout, stderr)."""
+    from editgraph.cli.main import main
+
+    def call(*argv):
+        code = main([str(a) for a in argv])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return call

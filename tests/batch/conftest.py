@@ -55,14 +55,3 @@ def local_outputs(tmp_path_factory, table, _session_environment) -> dict[str, by
 def files_under(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.png"))}
 
-
-@pytest.fixture
-def cli(capsys):
-    """Run the CLI in-process: (exit code, stdout, stderr)."""
-
-    def call(*argv):
-        code = main([str(a) for a in argv])
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return call
