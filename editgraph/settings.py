@@ -27,6 +27,7 @@ run and pass the result down. Options are passed, never written back into os.env
 | EDITGRAPH_C2PA_TRUST_ANCHORS | c2pa_trust_anchors | none: PEM roots `verify` trusts       |
 | EDITGRAPH_TOKEN           | serve_token       | none: `editgraph serve --token` default   |
 | EDITGRAPH_OFFLOAD         | offload           | none: or model, group, sequential (--offload) |
+| EDITGRAPH_PERSIST         | persist           | cost: or always (see below)               |
 
 The C2PA values are paths and names, never key material; sharing/c2pa.py reads the files.
 | EDITGRAPH_MAX_PIXELS      | max_pixels        | 64M px per image (8192x8192): see below   |
@@ -36,6 +37,13 @@ max_pixels bounds every picture a workflow may ask for (from a file's header, or
 checked before anything is allocated. An image costs 12 bytes a pixel as float32 RGB (16 with a
 mask), and a few live at once in a node chain: at 64 Mpx that is ~0.8 GB a picture, a few GB for
 a workflow, which a 24 GB machine survives with room for a model.
+
+persist says which outputs get a disk entry (executor/persist.py). "cost" prices each output at
+the disk's measured write rate against the node's measured time: right for users, but a decision
+that follows the disk's speed. "always" stores every storable output whatever it cost (a node
+declared cheap still is not): what ran in an earlier process is then reused whatever the disk, so
+the test suite sets it for reproducible re-run assertions, and tests of the cost decision pass
+their own Persistence with a pinned rate.
 """
 
 from __future__ import annotations
@@ -76,6 +84,7 @@ def format_size(n: int) -> str:
 
 # models/offload.py's modes (settings sit below models in the layers, so the list is here).
 OFFLOAD_MODES = ("none", "model", "group", "sequential")
+PERSIST_MODES = ("cost", "always")  # executor/persist.py's DEFAULT and ALWAYS
 
 _ENGINE_VAR = re.compile(r"^EDITGRAPH_([A-Z0-9]+)_(BASE_URL|MAX_CONCURRENCY)$")
 
@@ -114,10 +123,15 @@ class Settings:
     # CPU offload mode for model weights (models/offload.py): none, model, group, sequential. A run
     # option like the device: it changes where weights sit, never a result or a key.
     offload: str = "none"
+    # Which outputs get a disk entry: "cost" (what storing saves against what it costs, at the
+    # disk's measured rate) or "always" (reproducible across disks: the test suite's).
+    persist: str = "cost"
 
     def __post_init__(self) -> None:
         if self.offload not in OFFLOAD_MODES:
             raise EditgraphError(f"offload (--offload, EDITGRAPH_OFFLOAD) must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}")
+        if self.persist not in PERSIST_MODES:
+            raise EditgraphError(f"persist (EDITGRAPH_PERSIST) must be one of {', '.join(PERSIST_MODES)}, got {self.persist!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -156,6 +170,7 @@ class Settings:
             max_pixels=parse_size(env.get("EDITGRAPH_MAX_PIXELS", "64M"), "EDITGRAPH_MAX_PIXELS"),
             max_file_size=parse_size(env.get("EDITGRAPH_MAX_FILE_SIZE", "1G"), "EDITGRAPH_MAX_FILE_SIZE"),
             offload=env.get("EDITGRAPH_OFFLOAD") or "none",
+            persist=env.get("EDITGRAPH_PERSIST") or "cost",
         )
 
     @property

@@ -33,10 +33,18 @@ ASSETS = Path(__file__).resolve().parents[1] / "editgraph" / "workflows" / "asse
 @pytest.fixture(scope="session", autouse=True)
 def _session_environment(tmp_path_factory):
     """Tiny models are built once per test session, outside the per-test caches; any node writing
-    into a shared cached input fails loudly. The environment is restored at the end."""
+    into a shared cached input fails loudly; every storable output gets a disk entry. The
+    environment is restored at the end.
+
+    EDITGRAPH_PERSIST=always: cost-aware persistence prices files at the disk's measured write
+    rate, so on a slow disk (a loaded CI machine) a cheap node's output of a real-size photo is
+    not stored, and a test asserting which nodes a fresh executor or process re-runs would flip
+    with the disk's speed. Tests of the cost decision itself pass a Persistence and pin the rate
+    (tests/executor/test_persistence.py), or set EDITGRAPH_PERSIST=cost for their own run."""
     saved = dict(os.environ)
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["EDITGRAPH_CHECK_INPUTS"] = "1"
+    os.environ["EDITGRAPH_PERSIST"] = "always"
     os.environ["EDITGRAPH_MODELS_DIR"] = str(tmp_path_factory.mktemp("models"))
     yield
     os.environ.clear()

@@ -50,7 +50,7 @@ from editgraph.executor.events import (
     NodeStarted,
     RunPlanned,
 )
-from editgraph.executor.persist import DEFAULT as DEFAULT_PERSISTENCE, Persistence
+from editgraph.executor.persist import ALWAYS, DEFAULT as DEFAULT_PERSISTENCE, Persistence
 from editgraph.executor.store import MISSING
 from editgraph.graph.document import FORMAT
 from editgraph.graph.sources import check_sources
@@ -201,7 +201,7 @@ class Executor:
         waiting: Callable[[], Any] | None = None,
         free_components: bool = False,
         offload: str | None = None,
-        persistence: Persistence = DEFAULT_PERSISTENCE,
+        persistence: Persistence | None = None,
     ):
         self.cache = cache or Cache()
         if not use_cache:
@@ -209,7 +209,6 @@ class Executor:
             self.cache = Cache(None, None)
         self.ledger = ledger  # engines.spend.Ledger for paid engine nodes (spend, --max-cost, saved)
         self.waiting = waiting or nullcontext  # batch rows overlap hosted calls' network waits in it
-        self.persistence = persistence  # which outputs are worth a disk entry
         self.listeners = list(listeners)
         self.device = device or torch.device("cpu")
         self.use_cache = use_cache
@@ -221,6 +220,10 @@ class Executor:
         # each node and fails the node that changed one.
         self.settings = settings or Settings.from_env()
         self.check_inputs = self.settings.check_inputs
+        # Which outputs are worth a disk entry: given, else the settings' mode (EDITGRAPH_PERSIST).
+        if persistence is None:
+            persistence = ALWAYS if self.settings.persist == "always" else DEFAULT_PERSISTENCE
+        self.persistence = persistence
         # CPU offload (models/offload.py): None takes the settings' mode. It lives in the settings
         # the nodes see, so model.load puts weights on the CPU when a mode is on. No key holds it.
         self.offload = check_mode(offload if offload is not None else self.settings.offload)

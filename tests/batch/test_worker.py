@@ -16,7 +16,7 @@ def _job(graph, row: int, targets=None) -> dict:
             "base_dir": str(workflows.HERE), "source": "product-variant", "targets": targets}
 
 
-def test_the_shared_nodes_job_stores_every_shared_node_however_cheap(tmp_path: Path):
+def test_the_shared_nodes_job_stores_every_shared_node_however_cheap(tmp_path: Path, monkeypatch):
     """A row on another worker must find all the shared nodes stored: on a disk whose measured
     write rate makes cheap outputs not worth storing, the prepare job still stores them (else
     every worker made the cheap ones again: mask.feather ran once per worker, not once)."""
@@ -27,6 +27,7 @@ def test_the_shared_nodes_job_stores_every_shared_node_however_cheap(tmp_path: P
     shared = shared_nodes(graphs)
     assert {"photo", "region", "soft", "crop", "latent"} <= set(shared)
 
+    monkeypatch.setenv("EDITGRAPH_PERSIST", "cost")  # the users' mode, which a cheap output would fail without ALWAYS
     options = {"threads": 2, "device": "cpu", "disk_dir": str(tmp_path / "disk"), "shared": None}
     first = Worker("w1", options)
     first.cache.disk.write_bps = 1.0  # measured: a byte a second, so no file is worth writing by cost

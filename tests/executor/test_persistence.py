@@ -233,3 +233,38 @@ def test_outputs_are_priced_at_the_disk_tiers_measured_rate(tmp_path):
     assert result.records["quick"].persisted is False
     assert "writing and reading back 786" in result.records["quick"].why_not
     ex.cache.close()
+
+
+@pytest.mark.parametrize("mode, stored", [("cost", False), ("always", True)])
+def test_the_persist_setting_picks_cost_aware_or_always_on_a_disk_pinned_slow(tmp_path, monkeypatch, mode, stored):
+    """EDITGRAPH_PERSIST: "cost" (the users' default) prices a measured node's 768 KiB output at the
+    disk's rate, pinned here at 1 KB/s, and keeps it in memory; "always" (the test suite's, so
+    re-run assertions do not follow the disk's speed) stores it whatever the disk. A new process
+    then re-runs the node only where it was not stored."""
+    from editgraph.settings import Settings
+
+    monkeypatch.setenv("EDITGRAPH_PERSIST", mode)
+    doc = _doc(
+        {
+            "src": {"type": "test.source", "params": {"value": 0.2, "size": 256}},
+            "quick": {"type": "test.quick", "inputs": {"image": "src"}, "params": {"amount": 0.1}},
+            "after": {"type": "test.add", "inputs": {"image": "quick"}, "params": {"amount": 0.3}},
+        }
+    )
+    ex = Executor(Cache.default(tmp_path / "c"))
+    ex.cache.disk.write_bps = 1e3  # as its writer measures on a disk that takes 1 KB/s
+    result = ex.run(bind(load_workflow(doc)))
+    assert result.records["quick"].persisted is stored
+    assert (result.records["quick"].why_not is None) is stored
+    ex.cache.close()
+
+    doc["nodes"]["after"]["params"]["amount"] = 0.4  # needs quick's value: from disk, or re-made
+    log = EventLog()
+    fresh = Executor(Cache.default(tmp_path / "c"), listeners=[log])  # a new memory tier, as a new process has
+    assert abs(fresh.run(bind(load_workflow(doc))).value("after").flatten()[0].item() - 0.7) < 1e-6
+    assert log.ran() == (["after"] if stored else ["quick", "after"])
+    fresh.cache.close()
+
+    monkeypatch.setenv("EDITGRAPH_PERSIST", "sometimes")
+    with pytest.raises(Exception, match=r"persist \(EDITGRAPH_PERSIST\) must be one of cost, always, got 'sometimes'"):
+        Settings.from_env()
