@@ -30,6 +30,24 @@ def pytest_configure(config):
 ASSETS = Path(__file__).resolve().parents[1] / "editgraph" / "workflows" / "assets"
 
 
+def _models_dir(tmp_path_factory) -> Path:
+    """One tiny-model folder per test run. Under pytest-xdist every worker process shares it (the
+    builders take a lock per model, so a model is built by one worker and loaded by the others)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "models"
+        shared.mkdir(exist_ok=True)
+        return shared
+    return tmp_path_factory.mktemp("models")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`-n 2 --dist loadgroup`), the Ray tests share one worker: they use one
+    session Ray and the two-node cluster test's fixed ports, and they must not run two clusters at once."""
+    for item in items:
+        if item.nodeid.startswith("tests/batch/test_ray"):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_environment(tmp_path_factory):
     """Tiny models are built once per test session, outside the per-test caches; any node writing
@@ -45,7 +63,7 @@ def _session_environment(tmp_path_factory):
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["EDITGRAPH_CHECK_INPUTS"] = "1"
     os.environ["EDITGRAPH_PERSIST"] = "always"
-    os.environ["EDITGRAPH_MODELS_DIR"] = str(tmp_path_factory.mktemp("models"))
+    os.environ["EDITGRAPH_MODELS_DIR"] = str(_models_dir(tmp_path_factory))
     yield
     os.environ.clear()
     os.environ.update(saved)
