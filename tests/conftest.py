@@ -19,12 +19,15 @@ torch.set_num_threads(2)
 
 def pytest_addoption(parser):
     parser.addoption("--device", default="cpu", help="torch device for the diffusion equivalence tests: cpu (default), cuda, cuda:N, mps")
+    parser.addoption("--diff-log", default=None, help="append each equivalence check's max abs diff to this file (bench/gpu_check.py)")
 
 
 def pytest_configure(config):
     from tests.nodes import diffusion_support
 
     diffusion_support.DEVICE = torch.device(config.getoption("--device"))
+    log = config.getoption("--diff-log")
+    diffusion_support.DIFF_LOG = Path(log) if log else None
 
 
 ASSETS = Path(__file__).resolve().parents[1] / "editgraph" / "workflows" / "assets"

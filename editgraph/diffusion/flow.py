@@ -8,6 +8,13 @@ CPU with the same seed, its stages give the pipeline's own numbers bit for bit
 (tests/diffusion/test_flow_equivalence.py). The one random draw is the starting noise: reference
 encodes use the VAE posterior's mode and draw nothing, so they can run (and be cached) apart.
 
+Devices: every stage computes where its module computes (`device_of`: the run device, or the
+onload device under a CPU offload mode), as the pipelines use their `_execution_device`. Inputs
+move there (cached values come back from disk on the CPU), the generator lives there (a CUDA run
+draws on the CUDA generator, as the pipeline does when handed one), and so do timesteps, ids,
+masks and guidance. Results are bit-identical per device, not across devices. Pixels leave
+`decode` on the CPU, where the pixel nodes run.
+
 Pictures cross into the pipelines' preprocessing as PIL images: an Image socket that came from an
 8-bit file round-trips exactly (x * 255 rounds back to the same byte), so resizing, cropping and
 normalising go through the pipelines' own image processors and give their very tensors.
@@ -26,13 +33,30 @@ import torch
 from editgraph.errors import NodeError
 
 
+def device_of(module: Any) -> torch.device:
+    """Where a stage's tensors go: the device `module` computes on (models/offload.py)."""
+    from editgraph.models.offload import execution_device
+
+    return torch.device(execution_device(module))
+
+
+def generator(seed: int, device: torch.device) -> torch.Generator:
+    """The run's generator on the run's device (diffusion/schedules.py: where the pipelines draw
+    when handed a generator of that device)."""
+    from editgraph.diffusion.schedules import generator_for
+
+    if device.type == "meta":  # shapes only (tests check placement there): no RNG on it, so draw on the
+        device = torch.device("cpu")  # CPU and move, as randn_tensor does for a CPU generator
+    return generator_for(seed, device)
+
+
 def to_pil(image: torch.Tensor, what: str = "image") -> Any:
     """(1, 3, H, W) 0..1 pixels -> an RGB PIL image (exact for pictures read from 8-bit files)."""
     from PIL import Image as PILImage
 
     if image.ndim != 4 or image.shape[1] != 3 or image.shape[0] != 1:
         raise NodeError(f"{what} must be one (1, 3, H, W) picture, got shape {tuple(image.shape)}")
-    arr = (image[0].detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    arr = (image[0].detach().cpu().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
     return PILImage.fromarray(arr, "RGB")
 
 
@@ -42,7 +66,7 @@ def mask_to_pil(mask: torch.Tensor) -> Any:
 
     if mask.ndim != 4 or mask.shape[:2] != (1, 1):
         raise NodeError(f"mask must be one (1, 1, H, W) mask, got shape {tuple(mask.shape)}")
-    arr = (mask[0, 0].detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
+    arr = (mask[0, 0].detach().cpu().float().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
     return PILImage.fromarray(arr, "L")
 
 
@@ -60,14 +84,14 @@ def check_size(what: str, width: int, height: int, multiple: int) -> None:
         )
 
 
-def timesteps_for(scheduler: Any, steps: int, mu: float, *, flow_sigmas_off: bool = False) -> torch.Tensor:
-    """The pipelines' schedule: sigmas linspace(1, 1/steps), shifted by `mu` (resolution dependent)."""
+def timesteps_for(scheduler: Any, steps: int, mu: float, device: torch.device, *, flow_sigmas_off: bool = False) -> torch.Tensor:
+    """The pipelines' schedule on `device`: sigmas linspace(1, 1/steps), shifted by `mu` (resolution dependent)."""
     from diffusers.pipelines.flux.pipeline_flux import retrieve_timesteps
 
     sigmas = np.linspace(1.0, 1 / steps, steps)
     if flow_sigmas_off and getattr(scheduler.config, "use_flow_sigmas", False):
         sigmas = None
-    timesteps, _ = retrieve_timesteps(scheduler, steps, torch.device("cpu"), sigmas=sigmas, mu=mu)
+    timesteps, _ = retrieve_timesteps(scheduler, steps, device, sigmas=sigmas, mu=mu)
     return timesteps
 
 
@@ -93,9 +117,9 @@ def make_scheduler(model: Any) -> Any:
     return cls.from_config(config)
 
 
-def schedule(model: Any, steps: int, tokens: int, *, mu: float | None = None, strength: float | None = None,
-             flow_sigmas_off: bool = False) -> tuple[Any, torch.Tensor]:
-    """A fresh scheduler and the pipelines' timesteps: `steps` shifted by `mu` for `tokens` image
+def schedule(model: Any, steps: int, tokens: int, device: torch.device, *, mu: float | None = None,
+             strength: float | None = None, flow_sigmas_off: bool = False) -> tuple[Any, torch.Tensor]:
+    """A fresh scheduler and the pipelines' timesteps on `device`: `steps` shifted by `mu` for `tokens` image
     tokens (by default the linear shift from the scheduler config, diffusers' `calculate_shift`,
     which the Flux, Kontext and Qwen pipelines share), then cut by `strength` for an edit of
     given latents (img2img / inpaint)."""
@@ -106,16 +130,18 @@ def schedule(model: Any, steps: int, tokens: int, *, mu: float | None = None, st
         c = scheduler.config
         mu = calculate_shift(tokens, c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
                              c.get("base_shift", 0.5), c.get("max_shift", 1.15))
-    timesteps = timesteps_for(scheduler, steps, mu, flow_sigmas_off=flow_sigmas_off)
+    timesteps = timesteps_for(scheduler, steps, mu, device, flow_sigmas_off=flow_sigmas_off)
     if strength is not None:
         timesteps = cut_by_strength(scheduler, steps, strength)
     return scheduler, timesteps
 
 
-def noise(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+def noise(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The pipelines' prepare_latents draw: randn_tensor on `device` (on the generator's own device
+    when that is the same, as generator() makes it)."""
     from diffusers.utils.torch_utils import randn_tensor
 
-    return randn_tensor(shape, generator=generator, device=torch.device("cpu"), dtype=dtype)
+    return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
 
 
 @dataclass
@@ -138,10 +164,17 @@ def keep_known(scheduler: Any, timesteps: torch.Tensor, source: torch.Tensor, ma
     def blend(i: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         known = source
         if i < len(timesteps) - 1:
-            known = scheduler.scale_noise(source, torch.tensor([timesteps[i + 1]]), noise)
+            known = scheduler.scale_noise(source, next_timestep(timesteps, i), noise)
         return (1 - mask) * known + mask * latents
 
     return blend
+
+
+def next_timestep(timesteps: torch.Tensor, i: int) -> torch.Tensor:
+    """The pipelines' `torch.tensor([timesteps[i + 1]])` without the trip through the host: with
+    the scheduler's begin index set, scale_noise reads only the step index, never this value, and
+    moves it to the sample's device first; a slice stays where the timesteps are (no sync)."""
+    return timesteps[i + 1 : i + 2]
 
 
 def run_loop(loop: Loop, latents: torch.Tensor) -> torch.Tensor:
@@ -164,10 +197,11 @@ def run_loop(loop: Loop, latents: torch.Tensor) -> torch.Tensor:
 
 
 def postprocess(image: torch.Tensor) -> torch.Tensor:
-    """VAE output (-1..1) -> 0..1 pixels, as the pipelines' postprocess(output_type="pt")."""
+    """VAE output (-1..1) -> 0..1 pixels on the CPU, as the pipelines' postprocess(output_type="pt")
+    (computed on the VAE's device, then moved: the pixel nodes after a decode run on the CPU)."""
     from diffusers.image_processor import VaeImageProcessor
 
-    return VaeImageProcessor(do_resize=False).postprocess(image, output_type="pt")
+    return VaeImageProcessor(do_resize=False).postprocess(image, output_type="pt").cpu()
 
 
 def owned(value: Any) -> Any:

@@ -66,7 +66,7 @@ def encode_prompt(model: Any, prompt: str) -> Conditioning:
     pipe = _helper(model, text=True)
     dev = model.pipeline == "Flux2Pipeline"
     layers = OUT_LAYERS_DEV if dev else OUT_LAYERS
-    kw = {"device": torch.device("cpu"), "max_sequence_length": MAX_SEQUENCE_LENGTH, "text_encoder_out_layers": layers}
+    kw = {"device": flow.device_of(pipe.text_encoder), "max_sequence_length": MAX_SEQUENCE_LENGTH, "text_encoder_out_layers": layers}
     embeds, _ = pipe.encode_prompt(prompt=prompt, **kw)
     if dev:  # guidance-distilled: no negative pass ever
         return Conditioning(embeds=flow.owned(embeds), family=model.family)
@@ -95,7 +95,8 @@ def encode_reference(model: Any, image: torch.Tensor) -> Reference:
     multiple = pipe.vae_scale_factor * 2
     width, height = width // multiple * multiple, height // multiple * multiple
     pixels = pipe.image_processor.preprocess(img, height=height, width=width, resize_mode="crop")
-    latents = pipe._encode_vae_image(image=pixels.to(dtype=model.vae.dtype), generator=None)  # (1, 4C, h, w)
+    pixels = pixels.to(device=flow.device_of(pipe.vae), dtype=model.vae.dtype)
+    latents = pipe._encode_vae_image(image=pixels, generator=None)  # (1, 4C, h, w)
     return Reference(latents=flow.owned(latents), family=model.family, size=(width, height), source_size=source_size)
 
 
@@ -115,29 +116,32 @@ def _inpaint_class() -> Any:
     return diffusers.Flux2KleinInpaintPipeline
 
 
-def reference_tokens(model: Any, refs: References | None, inpaint: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """All references' packed tokens (1, N, C) and their position ids (1, N, 4), in list order."""
+def reference_tokens(
+    model: Any, refs: References | None, device: torch.device, inpaint: bool = False
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """All references' packed tokens (1, N, C) and their position ids (1, N, 4), in list order, on `device`."""
     if refs is None or not refs.items:
         return None, None
     cls = _inpaint_class() if inpaint else pipeline_class(model)
-    latents = [r.latents for r in refs.items]
+    latents = [r.latents.to(device) for r in refs.items]
     # The inpaint pipeline's version takes the batch size; both give reference i time 10 * (i + 1).
     ids = cls._prepare_image_ids(latents, 1) if inpaint else cls._prepare_image_ids(latents)
     tokens = torch.cat([cls._pack_latents(x).squeeze(0) for x in latents], dim=0).unsqueeze(0)
-    return tokens, ids
+    return tokens.to(device), ids.to(device)
 
 
-def transformer_call(model: Any, cond: Conditioning, ref_tokens, ref_ids, latent_ids, guidance: float):
-    """predict(latents, t) for the loop: conditional (and, with guidance, unconditional) velocity."""
+def transformer_call(model: Any, cond: Conditioning, ref_tokens, ref_ids, latent_ids, guidance: float, device: torch.device):
+    """predict(latents, t) for the loop: conditional (and, with guidance, unconditional) velocity;
+    the prompt's embeddings, their ids and the guidance on `device`, as the pipeline has them."""
     cls = pipeline_class(model)
     transformer = model.transformer
-    embeds = cond.embeds
-    text_ids = cls._prepare_text_ids(embeds)
-    negative = cond.negative if cond.negative is not None else None
-    negative_ids = cls._prepare_text_ids(negative) if negative is not None else None
+    embeds = cond.embeds.to(device)
+    text_ids = cls._prepare_text_ids(embeds).to(device)
+    negative = cond.negative.to(device) if cond.negative is not None else None
+    negative_ids = cls._prepare_text_ids(negative).to(device) if negative is not None else None
     distilled = bool(model.index.get("is_distilled", False))
     # Flux 2 [dev]: guidance is an input of the transformer, not a second pass
-    embedded = torch.full([1], guidance, dtype=torch.float32).expand(1) if transformer.config.guidance_embeds else None
+    embedded = torch.full([1], guidance, device=device, dtype=torch.float32).expand(1) if transformer.config.guidance_embeds else None
     cfg = guidance > 1 and not distilled and embedded is None
     if cfg and negative is None:
         raise NodeError("guidance > 1 needs the negative (empty) prompt the prompt encode makes; re-encode the prompt")
@@ -176,26 +180,27 @@ def denoise(
     width, height = output_size(model, width, height, refs)
     f = vae_scale_factor(model)
     flow.check_size("denoise", width, height, f * 2)
-    generator = torch.Generator("cpu").manual_seed(int(seed))
     transformer = model.transformer
+    device = flow.device_of(transformer)  # the pipeline's _execution_device
+    generator = flow.generator(seed, device)
 
     # 1. starting noise: the run's only random draw, (1, 4C, h/2f, w/2f) packed to tokens
-    shape = (1, transformer.config.in_channels, height // (f * 2), width // (f * 2))
-    latents = flow.noise(shape, generator, cond.embeds.dtype)
-    latent_ids = cls._prepare_latent_ids(latents)
+    grid = (height // (f * 2), width // (f * 2))
+    latents = flow.noise((1, transformer.config.in_channels, *grid), generator, cond.embeds.dtype, device)
+    latent_ids = cls._prepare_latent_ids(latents).to(device)
     latents = cls._pack_latents(latents)  # (1, h*w, 4C)
 
     # 2. reference tokens, appended after the generated ones
-    ref_tokens, ref_ids = reference_tokens(model, refs)
+    ref_tokens, ref_ids = reference_tokens(model, refs, device)
 
     # 3. schedule, shifted for this many tokens and steps
     mu = compute_empirical_mu(image_seq_len=latents.shape[1], num_steps=steps)
-    scheduler, timesteps = flow.schedule(model, steps, latents.shape[1], mu=mu, flow_sigmas_off=True)
+    scheduler, timesteps = flow.schedule(model, steps, latents.shape[1], device, mu=mu, flow_sigmas_off=True)
 
     # 4. the loop
-    predict = transformer_call(model, cond, ref_tokens, ref_ids, latent_ids, guidance)
+    predict = transformer_call(model, cond, ref_tokens, ref_ids, latent_ids, guidance, device)
     latents = flow.run_loop(flow.Loop(scheduler, timesteps, predict, progress=progress), latents)
-    return cls._unpack_latents_with_ids(latents, latent_ids)  # the grid comes from the ids
+    return _unpack(latents, latent_ids, grid)
 
 
 def denoise_masked(
@@ -218,49 +223,56 @@ def denoise_masked(
             f"a multiple of 16 (it was cut to {width}x{height}); crop it first with image.crop_to_mask multiple_of=16"
         )
     f = vae_scale_factor(model)
-    generator = torch.Generator("cpu").manual_seed(int(seed))
     transformer = model.transformer
+    device = flow.device_of(transformer)  # the pipeline's _execution_device
+    generator = flow.generator(seed, device)
     dtype = cond.embeds.dtype
 
     # 1. schedule for the whole run, then cut by strength
     tokens = (height // f // 2) * (width // f // 2)
     mu = compute_empirical_mu(image_seq_len=tokens, num_steps=steps)
-    scheduler, timesteps = flow.schedule(model, steps, tokens, mu=mu, strength=strength, flow_sigmas_off=True)
+    scheduler, timesteps = flow.schedule(model, steps, tokens, device, mu=mu, strength=strength, flow_sigmas_off=True)
     latent_timestep = timesteps[:1].repeat(1)
 
     # 2. start: the source's latents noised to the first timestep (the run's only random draw)
-    image_latents = source.latents.to(dtype=dtype)  # (1, 4C, h, w)
-    latent_ids = cls._prepare_latent_ids(torch.zeros_like(image_latents))
-    noise = flow.noise(tuple(image_latents.shape), generator, dtype)
+    image_latents = source.latents.to(device=device, dtype=dtype)  # (1, 4C, h, w)
+    latent_ids = cls._prepare_latent_ids(torch.zeros_like(image_latents)).to(device)
+    noise = flow.noise(tuple(image_latents.shape), generator, dtype, device)
     latents = cls._pack_latents(scheduler.scale_noise(image_latents, latent_timestep, noise))
     noise, packed_source = cls._pack_latents(noise), cls._pack_latents(image_latents)
 
     # 3. what the model sees besides: the source first, then the references
     conditions = References((source, *(refs.items if refs is not None else ())), model.family)
-    ref_tokens, ref_ids = reference_tokens(model, conditions, inpaint=True)
+    ref_tokens, ref_ids = reference_tokens(model, conditions, device, inpaint=True)
 
-    # 4. the mask, binarised at the picture's size, then bilinear down to the token grid
+    # 4. the mask, binarised at the picture's size, then bilinear down to the token grid (on the
+    #    CPU, where the pipeline's mask processor leaves it), then to the device
     helper = _helper(model, cls=cls)
     mask_pixels = helper.mask_processor.preprocess(flow.mask_to_pil(mask), height=height, width=width)
-    grid = torch.nn.functional.interpolate(mask_pixels, size=(height // (f * 2), width // (f * 2)), mode="bilinear")
-    packed_mask = cls._pack_latents(grid.to(dtype=dtype))  # (1, tokens, 1)
+    grid = (height // (f * 2), width // (f * 2))
+    packed_mask = cls._pack_latents(torch.nn.functional.interpolate(mask_pixels, size=grid, mode="bilinear").to(device, dtype))
 
-    def blend(i: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        known = packed_source
-        if i < len(timesteps) - 1:
-            known = scheduler.scale_noise(packed_source, torch.tensor([timesteps[i + 1]]), noise)
-        return (1 - packed_mask) * known + packed_mask * latents
-
-    predict = transformer_call(model, cond, ref_tokens, ref_ids, latent_ids, guidance)
+    blend = flow.keep_known(scheduler, timesteps, packed_source, packed_mask, noise)
+    predict = transformer_call(model, cond, ref_tokens, ref_ids, latent_ids, guidance, device)
     loop = flow.Loop(scheduler, timesteps, predict, after_step=blend, progress=progress, begin_index=None)
     latents = flow.run_loop(loop, latents)
-    return cls._unpack_latents_with_ids(latents, latent_ids)
+    return _unpack(latents, latent_ids, grid)
+
+
+def _unpack(latents: torch.Tensor, latent_ids: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Tokens scattered back to their (h, w) places by their ids: the pipelines' scatter, with the
+    grid given rather than read back from the ids (Flux2KleinPipeline's way; no device-to-host
+    sync, and the same numbers as the dev and inpaint pipelines' reading of it)."""
+    import diffusers
+
+    return diffusers.Flux2KleinPipeline._unpack_latents_with_ids(latents, latent_ids, *grid)
 
 
 def decode(model: Any, latents: torch.Tensor) -> torch.Tensor:
     """Normalised, patchified latents -> 0..1 pixels (undo the batch norm, unpatchify, VAE decode)."""
     cls = pipeline_class(model)
     vae = model.vae
+    latents = latents.to(flow.device_of(vae))  # a denoise's latents, or the CPU's when they came from the disk cache
     mean = vae.bn.running_mean.view(1, -1, 1, 1).to(latents.device, latents.dtype)
     std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(latents.device, latents.dtype)
     latents = cls._unpatchify_latents(latents * std + mean)

@@ -51,7 +51,7 @@ def encode_prompt(model: Any, prompt: str, negative_prompt: str | None) -> Condi
     """T5 token embeddings (1, 512, d) and CLIP's pooled vector, for the prompt and (when given)
     the negative prompt; true classifier-free guidance needs the latter."""
     pipe = _helper(model, text=True)
-    kw = {"device": torch.device("cpu"), "max_sequence_length": MAX_SEQUENCE_LENGTH}
+    kw = {"device": flow.device_of(pipe.text_encoder_2), "max_sequence_length": MAX_SEQUENCE_LENGTH}
     embeds, pooled, _ = pipe.encode_prompt(prompt=prompt, prompt_2=None, **kw)
     negative = negative_pooled = None
     if negative_prompt is not None:
@@ -76,7 +76,8 @@ def encode_reference(model: Any, image: torch.Tensor, auto_resize: bool) -> Refe
     multiple = pipe.vae_scale_factor * 2
     width, height = width // multiple * multiple, height // multiple * multiple
     pixels = pipe.image_processor.preprocess(pipe.image_processor.resize(img, height, width), height, width)
-    latents = pipe._encode_vae_image(image=pixels.to(dtype=model.vae.dtype), generator=None)  # (1, C, h, w)
+    pixels = pixels.to(device=flow.device_of(pipe.vae), dtype=model.vae.dtype)
+    latents = pipe._encode_vae_image(image=pixels, generator=None)  # (1, C, h, w)
     return Reference(latents=flow.owned(latents), family=model.family, size=(width, height))
 
 
@@ -99,30 +100,31 @@ def denoise(
     f = vae_scale_factor(model)
     flow.check_size("denoise", width, height, f * 2)
     transformer = model.transformer
-    generator = torch.Generator("cpu").manual_seed(int(seed))
+    device = flow.device_of(transformer)  # the pipeline's _execution_device
+    generator = flow.generator(seed, device)
     dtype = cond.embeds.dtype
     channels = transformer.config.in_channels // 4
     lh, lw = 2 * (height // (f * 2)), 2 * (width // (f * 2))
 
     # 1. the picture's tokens and ids (time coordinate 1), then the generated ones' ids
     ref_tokens = None
-    latent_ids = cls._prepare_latent_image_ids(1, lh // 2, lw // 2, torch.device("cpu"), dtype)
+    latent_ids = cls._prepare_latent_image_ids(1, lh // 2, lw // 2, device, dtype)
     if items:
-        ref = items[0].latents.to(dtype=dtype)
+        ref = items[0].latents.to(device=device, dtype=dtype)
         rh, rw = ref.shape[2:]
         ref_tokens = cls._pack_latents(ref, 1, channels, rh, rw)
-        ref_ids = cls._prepare_latent_image_ids(1, rh // 2, rw // 2, torch.device("cpu"), dtype)
+        ref_ids = cls._prepare_latent_image_ids(1, rh // 2, rw // 2, device, dtype)
         ref_ids[..., 0] = 1
         latent_ids = torch.cat([latent_ids, ref_ids], dim=0)
 
     # 2. starting noise: the run's only random draw
-    latents = cls._pack_latents(flow.noise((1, channels, lh, lw), generator, dtype), 1, channels, lh, lw)
+    latents = cls._pack_latents(flow.noise((1, channels, lh, lw), generator, dtype, device), 1, channels, lh, lw)
 
     # 3. schedule, shifted for this many tokens
-    scheduler, timesteps = flow.schedule(model, steps, latents.shape[1])
+    scheduler, timesteps = flow.schedule(model, steps, latents.shape[1], device)
 
     # 4. the loop: distilled guidance as an embedding, true CFG only with a negative prompt
-    predict = _predictor(transformer, cond, guidance, true_cfg, latent_ids, ref_tokens)
+    predict = _predictor(transformer, cond, guidance, true_cfg, latent_ids, ref_tokens, device)
 
     latents = flow.run_loop(flow.Loop(scheduler, timesteps, predict, progress=progress), latents)
     return cls._unpack_latents(latents, height, width, f)
@@ -147,37 +149,38 @@ def denoise_masked(
     width, height = (int(v) for v in source.size)
     f = vae_scale_factor(model)
     transformer = model.transformer
-    generator = torch.Generator("cpu").manual_seed(int(seed))
+    device = flow.device_of(transformer)  # the pipeline's _execution_device
+    generator = flow.generator(seed, device)
     dtype = cond.embeds.dtype
     channels = transformer.config.in_channels // 4
     lh, lw = 2 * (height // (f * 2)), 2 * (width // (f * 2))
-    cpu = torch.device("cpu")
 
     # 1. schedule for the whole run, then cut by strength
-    scheduler, timesteps = flow.schedule(model, steps, (height // f // 2) * (width // f // 2), strength=strength)
+    scheduler, timesteps = flow.schedule(model, steps, (height // f // 2) * (width // f // 2), device, strength=strength)
 
     # 2. start: the source's latents noised to the first timestep (the run's only random draw that counts)
-    image_latents = source.latents.to(dtype=dtype)
-    noise = flow.noise((1, channels, lh, lw), generator, dtype)
+    image_latents = source.latents.to(device=device, dtype=dtype)
+    noise = flow.noise((1, channels, lh, lw), generator, dtype, device)
     latents = cls._pack_latents(scheduler.scale_noise(image_latents, timesteps[:1].repeat(1), noise), 1, channels, lh, lw)
     noise = cls._pack_latents(noise, 1, channels, lh, lw)
     packed_source = cls._pack_latents(image_latents, 1, channels, *image_latents.shape[2:])
 
     # 3. what the model sees besides (time coordinate 1): the reference if given, else the source
-    seen = items[0].latents.to(dtype=dtype) if items else image_latents
+    seen = items[0].latents.to(device=device, dtype=dtype) if items else image_latents
     ref_tokens = packed_source if not items else cls._pack_latents(seen, 1, channels, *seen.shape[2:])
-    seen_ids = cls._prepare_latent_image_ids(1, seen.shape[2] // 2, seen.shape[3] // 2, cpu, dtype)
+    seen_ids = cls._prepare_latent_image_ids(1, seen.shape[2] // 2, seen.shape[3] // 2, device, dtype)
     seen_ids[..., 0] = 1
-    latent_ids = torch.cat([cls._prepare_latent_image_ids(1, lh // 2, lw // 2, cpu, dtype), seen_ids], dim=0)
+    latent_ids = torch.cat([cls._prepare_latent_image_ids(1, lh // 2, lw // 2, device, dtype), seen_ids], dim=0)
 
-    # 4. the mask, binarised at the picture's size, nearest-sampled to the latent grid, packed
+    # 4. the mask, binarised at the picture's size, nearest-sampled to the latent grid (on the CPU,
+    #    as the pipeline does), then on the device, packed
     helper = cls(scheduler=None, vae=None, text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None, transformer=None)
     helper.mask_processor.register_to_config(vae_scale_factor=f * 2, vae_latent_channels=channels)
     mask_pixels = helper.mask_processor.preprocess(flow.mask_to_pil(mask), height=height, width=width)
-    grid = torch.nn.functional.interpolate(mask_pixels, size=(lh, lw)).to(dtype=dtype)
+    grid = torch.nn.functional.interpolate(mask_pixels, size=(lh, lw)).to(device=device, dtype=dtype)
     packed_mask = cls._pack_latents(grid.repeat(1, channels, 1, 1), 1, channels, lh, lw)
 
-    predict = _predictor(transformer, cond, guidance, true_cfg, latent_ids, ref_tokens)
+    predict = _predictor(transformer, cond, guidance, true_cfg, latent_ids, ref_tokens, device)
 
     blend = flow.keep_known(scheduler, timesteps, packed_source, packed_mask, noise)
     loop = flow.Loop(scheduler, timesteps, predict, after_step=blend, progress=progress, begin_index=None)
@@ -185,13 +188,16 @@ def denoise_masked(
 
 
 def _predictor(transformer: Any, cond: Conditioning, guidance: float, true_cfg: float, latent_ids: torch.Tensor,
-               ride_along: torch.Tensor | None):
+               ride_along: torch.Tensor | None, device: torch.device):
     """The loop's velocity for the latents' tokens: the transformer sees them followed by the
     pictures' tokens (`ride_along`); distilled guidance as an embedding where the model has one,
-    true CFG only with a negative prompt."""
-    g = torch.full([1], guidance, dtype=torch.float32).expand(1) if transformer.config.guidance_embeds else None
-    text_ids = torch.zeros(cond.embeds.shape[1], 3, dtype=cond.embeds.dtype)
+    true CFG only with a negative prompt. The prompt's tensors, their ids and the guidance on `device`."""
+    g = torch.full([1], guidance, device=device, dtype=torch.float32).expand(1) if transformer.config.guidance_embeds else None
+    text_ids = torch.zeros(cond.embeds.shape[1], 3).to(device=device, dtype=cond.embeds.dtype)
     true_cfg_on = true_cfg > 1 and cond.negative is not None
+    embeds, pooled = cond.embeds.to(device), cond.pooled.to(device)
+    if true_cfg_on:
+        negative, negative_pooled = cond.negative.to(device), cond.negative_pooled.to(device)
 
     def run(hidden, timestep, embeds, pooled):
         return transformer(
@@ -203,9 +209,9 @@ def _predictor(transformer: Any, cond: Conditioning, guidance: float, true_cfg: 
     def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         hidden = latents if ride_along is None else torch.cat([latents, ride_along], dim=1)
         timestep = t.expand(latents.shape[0]).to(latents.dtype)
-        velocity = run(hidden, timestep, cond.embeds, cond.pooled)[:, : latents.size(1)]
+        velocity = run(hidden, timestep, embeds, pooled)[:, : latents.size(1)]
         if true_cfg_on:
-            uncond = run(hidden, timestep, cond.negative, cond.negative_pooled)[:, : latents.size(1)]
+            uncond = run(hidden, timestep, negative, negative_pooled)[:, : latents.size(1)]
             velocity = uncond + true_cfg * (velocity - uncond)
         return velocity
 
@@ -215,5 +221,6 @@ def _predictor(transformer: Any, cond: Conditioning, guidance: float, true_cfg: 
 def decode(model: Any, latents: torch.Tensor) -> torch.Tensor:
     """Scaled latents -> 0..1 pixels (undo scale and shift, VAE decode)."""
     vae = model.vae
+    latents = latents.to(flow.device_of(vae))  # a denoise's latents, or the CPU's when they came from the disk cache
     latents = (latents / vae.config.scaling_factor) + vae.config.shift_factor
     return flow.postprocess(vae.decode(latents, return_dict=False)[0])

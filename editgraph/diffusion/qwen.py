@@ -85,11 +85,12 @@ def encode_reference(model: Any, image: torch.Tensor, condition_area: int = COND
     img = flow.to_pil(image, "reference")
     width, height = img.size
     vw, vh = calculate_dimensions(vae_area, width / height)
+    device = flow.device_of(pipe.vae)
     if model.pipeline == PLUS:
         cw, ch = calculate_dimensions(condition_area, width / height)
         condition = flow.pil_to_tensor(pipe.image_processor.resize(img, ch, cw))
         pixels = pipe.image_processor.preprocess(img, vh, vw).unsqueeze(2)  # (1, 3, 1, H, W): one frame
-        latents = pipe._encode_vae_image(image=pixels.to(dtype=model.vae.dtype), generator=None)[:, :, 0]
+        latents = pipe._encode_vae_image(image=pixels.to(device=device, dtype=model.vae.dtype), generator=None)[:, :, 0]
         return Reference(
             latents=flow.owned(latents), family=model.family, condition=condition, size=(vw, vh), source_size=(width, height)
         )
@@ -98,7 +99,7 @@ def encode_reference(model: Any, image: torch.Tensor, condition_area: int = COND
     pixels = pipe.image_processor.preprocess(resized, vh, vw).unsqueeze(2)
     # 2. the posterior once: its mode normalised is the reference (QwenImageEditPipeline's
     #    _encode_vae_image, argmax), its mean and std are what the inpaint pipeline samples
-    posterior = model.vae.encode(pixels.to(dtype=model.vae.dtype)).latent_dist
+    posterior = model.vae.encode(pixels.to(device=device, dtype=model.vae.dtype)).latent_dist
     latents = _normalise(model, posterior.mode())[:, :, 0]
     return Reference(
         latents=flow.owned(latents), family=model.family, condition=flow.pil_to_tensor(resized), size=(vw, vh),
@@ -125,7 +126,7 @@ def encode_prompt(model: Any, prompt: str, negative_prompt: str | None, refs: Re
             f"prompt.encode: {model.pipeline} reads the instruction together with exactly one picture "
             f"(the one to edit), got {len(images or [])}; connect it as the only reference"
         )
-    kw = {"image": images, "device": torch.device("cpu")}
+    kw = {"image": images, "device": flow.device_of(pipe.text_encoder)}
     embeds, mask = pipe.encode_prompt(prompt=prompt, **kw)
     negative = negative_mask = None
     if negative_prompt is not None:
@@ -160,7 +161,8 @@ def denoise(
         raise NodeError("denoise: give `width` and `height` (or reference pictures to take them from)")
     width, height = width // (f * 2) * (f * 2), height // (f * 2) * (f * 2)
     transformer = model.transformer
-    generator = torch.Generator("cpu").manual_seed(int(seed))
+    device = flow.device_of(transformer)  # the pipeline's _execution_device
+    generator = flow.generator(seed, device)
     dtype = cond.embeds.dtype
     channels = transformer.config.in_channels // 4
     lh, lw = 2 * (height // (f * 2)), 2 * (width // (f * 2))
@@ -168,18 +170,18 @@ def denoise(
     # 1. the references' packed tokens, in order, and every picture's token grid
     ref_tokens = None
     if items:
-        packed = [cls._pack_latents(r.latents.to(dtype=dtype), 1, channels, *r.latents.shape[2:]) for r in items]
+        packed = [cls._pack_latents(r.latents.to(device=device, dtype=dtype), 1, channels, *r.latents.shape[2:]) for r in items]
         ref_tokens = torch.cat(packed, dim=1)
     img_shapes = [[(1, height // f // 2, width // f // 2), *[(1, r.size[1] // f // 2, r.size[0] // f // 2) for r in items]]]
 
     # 2. starting noise: the run's only random draw, (1, 1, C, h, w) packed to tokens
-    latents = cls._pack_latents(flow.noise((1, 1, channels, lh, lw), generator, dtype), 1, channels, lh, lw)
+    latents = cls._pack_latents(flow.noise((1, 1, channels, lh, lw), generator, dtype, device), 1, channels, lh, lw)
 
     # 3. schedule, shifted for this many tokens
-    scheduler, timesteps = flow.schedule(model, steps, latents.shape[1])
+    scheduler, timesteps = flow.schedule(model, steps, latents.shape[1], device)
 
     # 4. the loop: true CFG (with a negative prompt) rescaled to the conditional prediction's norm
-    predict = _predictor(transformer, img_shapes, cond, true_cfg, ref_tokens)
+    predict = _predictor(transformer, img_shapes, cond, true_cfg, ref_tokens, device)
     latents = flow.run_loop(flow.Loop(scheduler, timesteps, predict, progress=progress), latents)
     return cls._unpack_latents(latents, height, width, f)[:, :, 0]
 
@@ -212,21 +214,23 @@ def denoise_masked(
     f = vae_scale_factor(model)
     width, height = width // (f * 2) * (f * 2), height // (f * 2) * (f * 2)
     transformer = model.transformer
-    generator = torch.Generator("cpu").manual_seed(int(seed))
+    device = flow.device_of(transformer)  # the pipeline's _execution_device
+    generator = flow.generator(seed, device)
     dtype = cond.embeds.dtype
     channels = transformer.config.in_channels // 4
     lh, lw = 2 * (height // (f * 2)), 2 * (width // (f * 2))
 
     # 1. schedule for the whole run, shifted for this many tokens, then cut by strength
-    scheduler, timesteps = flow.schedule(model, steps, (height // f // 2) * (width // f // 2), strength=strength)
+    scheduler, timesteps = flow.schedule(model, steps, (height // f // 2) * (width // f // 2), device, strength=strength)
 
     # 2. the source's latents sampled from its posterior (draw 1), normalised, (1, 1, C, h, w)
-    mean, std = source.posterior[0].to(dtype=dtype), source.posterior[1].to(dtype=dtype)
-    sampled = mean + std * randn_tensor(mean.shape, generator=generator, device=torch.device("cpu"), dtype=dtype)
+    posterior = source.posterior.to(device=device, dtype=dtype)
+    mean, std = posterior[0], posterior[1]
+    sampled = mean + std * randn_tensor(mean.shape, generator=generator, device=device, dtype=dtype)
     image_latents = _normalise(model, sampled).transpose(1, 2)
 
     # 3. start: the source noised to the first timestep (draw 2), everything packed to tokens
-    noise = flow.noise((1, 1, channels, lh, lw), generator, dtype)
+    noise = flow.noise((1, 1, channels, lh, lw), generator, dtype, device)
     latents = cls._pack_latents(scheduler.scale_noise(image_latents, timesteps[:1].repeat(1), noise), 1, channels, lh, lw)
     noise = cls._pack_latents(noise, 1, channels, lh, lw)
     packed_source = cls._pack_latents(image_latents, 1, channels, lh, lw)
@@ -235,22 +239,30 @@ def denoise_masked(
     helper = cls(scheduler=None, vae=None, text_encoder=None, tokenizer=None, processor=None, transformer=None)
     helper.mask_processor.register_to_config(vae_scale_factor=f * 2, vae_latent_channels=model.vae_config["z_dim"])
     mask_pixels = helper.mask_processor.preprocess(flow.mask_to_pil(mask), height=height, width=width)
-    grid = torch.nn.functional.interpolate(mask_pixels, size=(lh, lw)).to(dtype=dtype)
+    grid = torch.nn.functional.interpolate(mask_pixels, size=(lh, lw)).to(device=device, dtype=dtype)  # as the pipeline: sized on the CPU
     packed_mask = cls._pack_latents(grid.repeat(1, channels, 1, 1), 1, channels, lh, lw)
 
     # 5. the loop: the source's tokens ride along; true CFG rescaled to the conditional norm
     img_shapes = [[(1, height // f // 2, width // f // 2), (1, height // f // 2, width // f // 2)]]
-    predict = _predictor(transformer, img_shapes, cond, true_cfg, packed_source)
+    predict = _predictor(transformer, img_shapes, cond, true_cfg, packed_source, device)
     blend = flow.keep_known(scheduler, timesteps, packed_source, packed_mask, noise)
     loop = flow.Loop(scheduler, timesteps, predict, after_step=blend, progress=progress, begin_index=None)
     return cls._unpack_latents(flow.run_loop(loop, latents), height, width, f)[:, :, 0]
 
 
-def _predictor(transformer: Any, img_shapes: list, cond: Conditioning, true_cfg: float, ride_along: torch.Tensor | None):
+def _predictor(transformer: Any, img_shapes: list, cond: Conditioning, true_cfg: float, ride_along: torch.Tensor | None,
+               device: torch.device):
     """The loop's velocity for the latents' tokens: the transformer sees them followed by the
     pictures' tokens (`ride_along`); with true CFG (a negative prompt, scale > 1) the combined
-    prediction is rescaled to the conditional one's norm, as the Qwen pipelines do."""
+    prediction is rescaled to the conditional one's norm, as the Qwen pipelines do. The prompt's
+    embeddings and masks on `device`."""
     true_cfg_on = true_cfg > 1 and cond.negative is not None
+
+    def on(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.to(device)
+
+    embeds, mask = on(cond.embeds), on(cond.extra.get("mask"))
+    negative, negative_mask = on(cond.negative), on(cond.extra.get("negative_mask"))
 
     def run(hidden, timestep, embeds, mask, name):
         with transformer.cache_context(name):
@@ -262,9 +274,9 @@ def _predictor(transformer: Any, img_shapes: list, cond: Conditioning, true_cfg:
     def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         hidden = latents if ride_along is None else torch.cat([latents, ride_along], dim=1)
         timestep = t.expand(latents.shape[0]).to(latents.dtype)
-        velocity = run(hidden, timestep, cond.embeds, cond.extra.get("mask"), "cond")[:, : latents.size(1)]
+        velocity = run(hidden, timestep, embeds, mask, "cond")[:, : latents.size(1)]
         if true_cfg_on:
-            uncond = run(hidden, timestep, cond.negative, cond.extra.get("negative_mask"), "uncond")[:, : latents.size(1)]
+            uncond = run(hidden, timestep, negative, negative_mask, "uncond")[:, : latents.size(1)]
             combined = uncond + true_cfg * (velocity - uncond)
             velocity = combined * (torch.norm(velocity, dim=-1, keepdim=True) / torch.norm(combined, dim=-1, keepdim=True))
         return velocity
@@ -276,7 +288,7 @@ def decode(model: Any, latents: torch.Tensor) -> torch.Tensor:
     """Normalised latents (B, C, h, w) -> 0..1 pixels (undo the normalisation, VAE decode, one frame)."""
     vae = model.vae
     z = vae.config.z_dim
-    latents = latents.unsqueeze(2).to(vae.dtype)
+    latents = latents.unsqueeze(2).to(flow.device_of(vae), vae.dtype)  # the CPU's when they came from the disk cache
     mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(latents.device, latents.dtype)
     inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(latents.device, latents.dtype)
     latents = latents / inv_std + mean

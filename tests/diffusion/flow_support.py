@@ -1,5 +1,6 @@
-"""Shared by the flow-family tests: tiny models loaded once per test session, pipelines assembled
-from the very same (lazily loaded) components, and small pictures of the bundled photo."""
+"""Shared by the flow-family tests: tiny models loaded once per test session (on the device of
+`pytest --device`, the CPU by default), pipelines assembled from the very same (lazily loaded)
+components, and small pictures of the bundled photo."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from PIL import Image as PILImage
 
 from editgraph.nodes.context import RunContext
+from tests.nodes import diffusion_support
 
 ASSETS = Path(__file__).resolve().parents[2] / "editgraph" / "workflows" / "assets"
 
@@ -18,11 +20,27 @@ QWEN_CONDITION_AREA = 56 * 56
 QWEN_VAE_AREA = 64 * 64
 
 
+def device() -> torch.device:
+    """The device the equivalence tests run on (`pytest --device cuda`; tests/conftest.py)."""
+    return diffusion_support.DEVICE
+
+
 def flow_model(name: str):
-    """A tiny flow model by name: built once per session under EDITGRAPH_MODELS_DIR (tests/conftest.py)."""
+    """A tiny flow model by name, on the tests' device: built once per session under
+    EDITGRAPH_MODELS_DIR (tests/conftest.py)."""
     from editgraph.models.loader import load_model
 
-    return load_model(name)
+    return load_model(name, device=device())
+
+
+def generator(seed: int) -> torch.Generator:
+    """The seed's generator for a pipeline call, on the tests' device (where the engine draws too)."""
+    return torch.Generator(device()).manual_seed(seed)
+
+
+def assert_same(ours: torch.Tensor, theirs: torch.Tensor) -> None:
+    """The engine's pixels equal the pipeline's bit for bit (compared on the CPU; logged for --diff-log)."""
+    assert diffusion_support.max_diff(ours, theirs) == 0.0
 
 
 def photo(width: int = 64, height: int = 64, crop: tuple[int, int, int, int] | None = None) -> PILImage.Image:
@@ -47,6 +65,7 @@ def to_tensor(pil: PILImage.Image) -> torch.Tensor:
 
 
 def ctx(node_type: str = "test", **kw) -> RunContext:
+    kw.setdefault("device", device())
     return RunContext("n", node_type, **kw)
 
 

@@ -11,7 +11,9 @@ import torch
 from editgraph.nodes.builtin.flow import FlowDecode, FlowDenoise, FlowPrompt, FlowReference, FlowReferences
 from editgraph.values.sockets import References
 
-from .flow_support import QWEN_CONDITION_AREA, QWEN_VAE_AREA, box_mask, ctx, flow_model, photo, pipeline_for, to_tensor
+from .flow_support import (
+    QWEN_CONDITION_AREA, QWEN_VAE_AREA, assert_same, box_mask, ctx, flow_model, generator, photo, pipeline_for, to_tensor,
+)
 
 pytestmark = [pytest.mark.equivalence, pytest.mark.slow]
 
@@ -38,13 +40,11 @@ def _engine(model, prompt_params, denoise_params, refs, *, qwen=False, source=No
     return FlowDecode(FlowDecode.Params()).run(c, model=model, latent=latent)
 
 
-def _assert_same(ours: torch.Tensor, theirs: torch.Tensor) -> None:
-    assert ours.shape == theirs.shape
-    assert (ours - theirs).abs().max().item() == 0.0
+_assert_same = assert_same
 
 
 def _generator():
-    return torch.Generator().manual_seed(SEED)
+    return generator(SEED)
 
 
 # --- Flux 2 Klein ---------------------------------------------------------------------------------

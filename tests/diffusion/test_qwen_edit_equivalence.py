@@ -12,7 +12,7 @@ import torch
 from editgraph.errors import NodeError
 from editgraph.nodes.builtin.flow import FlowDecode, FlowDenoise, FlowPrompt, FlowReference, FlowReferences
 
-from .flow_support import QWEN_VAE_AREA, box_mask, ctx, flow_model, photo, pipeline_for, to_tensor
+from .flow_support import QWEN_VAE_AREA, assert_same, box_mask, ctx, flow_model, generator, photo, pipeline_for, to_tensor
 
 pytestmark = [pytest.mark.equivalence, pytest.mark.slow]
 
@@ -35,12 +35,10 @@ def _source(model, picture):
 
 
 def _generator():
-    return torch.Generator().manual_seed(SEED)
+    return generator(SEED)
 
 
-def _same(ours: torch.Tensor, theirs: torch.Tensor) -> None:
-    assert ours.shape == theirs.shape
-    assert (ours - theirs).abs().max().item() == 0.0
+_same = assert_same
 
 
 @pytest.mark.parametrize("negative", [None, "blurry"], ids=["qwen-edit-1-ref", "qwen-edit-1-ref-true-cfg"])

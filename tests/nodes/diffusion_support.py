@@ -18,6 +18,9 @@ ASSETS = Path(__file__).resolve().parents[2] / "editgraph" / "workflows" / "asse
 _ROOT: Path | None = None
 # The device the equivalence tests run on: `pytest --device cuda` on a GPU machine (tests/conftest.py).
 DEVICE = torch.device("cpu")
+# `pytest --diff-log FILE`: every equivalence check appends "test id<TAB>max abs diff" to it
+# (bench/gpu_check.py prints them as a table).
+DIFF_LOG: Path | None = None
 _BUILT: dict[str, Path] = {}
 
 
@@ -77,9 +80,22 @@ def ctx(node_type: str = "test", **kw) -> RunContext:
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def max_diff(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    """Max abs difference of two same-shaped tensors (on the CPU), logged for --diff-log."""
+    import os
+
+    ours, theirs = ours.detach().cpu(), theirs.detach().cpu()
+    assert ours.shape == theirs.shape
+    diff = (ours.float() - theirs.float()).abs().max().item()
+    if DIFF_LOG is not None:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
+        with DIFF_LOG.open("a", encoding="utf-8") as f:
+            f.write(f"{test}\t{tuple(ours.shape)}\t{diff!r}\n")
+    return diff
+
+
 def assert_same(ours, theirs) -> None:
     """(latents, pixels) from the engine equal the pipeline's bit for bit (the equivalence tests' check)."""
-    (lat, pix), (plat, ppix) = (t.cpu() for t in ours), (t.cpu() for t in theirs)
-    assert lat.shape == plat.shape and pix.shape == ppix.shape
-    assert (lat - plat).abs().max().item() == 0.0
-    assert (pix - ppix).abs().max().item() == 0.0
+    (lat, pix), (plat, ppix) = ours, theirs
+    assert max_diff(lat, plat) == 0.0
+    assert max_diff(pix, ppix) == 0.0

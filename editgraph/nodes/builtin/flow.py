@@ -129,7 +129,7 @@ class FlowReferences(Node):
         return References(items, family=families.pop() if families else "")
 
 
-@node("flow.denoise", version="1.0.1")
+@node("flow.denoise", version="1.0.2")
 class FlowDenoise(Node):
     """Paint the edited picture from noise, guided by the instruction and the references (Klein,
     Kontext, Qwen). With a `mask` and a `source` (Klein, Kontext, Qwen-Image-Edit: their inpaint pipelines), repaint
