@@ -51,6 +51,39 @@ def write_atomic(path: Path, data: bytes | list, *, fsync: bool = False, tmp_dir
         raise
 
 
+def write_new(path: str, parts: list, tmp: str) -> None:
+    """write_atomic for a writer that made the folders and owns the temp name `tmp` (the cache's
+    writer thread puts its pid and thread in it): no mkdir, no mkstemp, no fchmod per file, which
+    were most of the 150-1,200 us a 48 KiB cache blob cost (issue 16). Parts go to write(2)
+    unbuffered, so a 200 MB tensor is not copied on its way. The temp file is flock-ed while
+    written and named like write_atomic's, so sweep_temporaries() treats both alike."""
+    import fcntl
+
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(tmp, flags, 0o666)  # less the umask, as open() gives
+    except FileExistsError:  # left by a dead writer whose pid and thread ours reuse: never locked now
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held until close; the kernel drops it if we die
+        for part in parts:
+            view = memoryview(part).cast("B")
+            while view:
+                view = view[os.write(fd, view):]
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
 def sweep_temporaries(folder: Path, *, grace_s: float = STALE_AFTER_S) -> int:
     """Delete write_atomic temp files in `folder` whose writer is gone: not locked, and untouched
     for `grace_s` (covers the instant between creating a file and locking it, and between

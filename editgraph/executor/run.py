@@ -50,7 +50,7 @@ from editgraph.executor.events import (
     NodeStarted,
     RunPlanned,
 )
-from editgraph.executor.persist import ALWAYS, DEFAULT as DEFAULT_PERSISTENCE, Persistence
+from editgraph.executor.persist import ALWAYS, DEFAULT as DEFAULT_PERSISTENCE, Persistence, RunBudget
 from editgraph.executor.store import MISSING
 from editgraph.graph.document import FORMAT
 from editgraph.graph.sources import check_sources
@@ -302,6 +302,7 @@ class _Run:
         # Outputs not persisted: the seconds a recompute would take (theirs plus their unpersisted
         # inputs'), so a chain of cheap nodes persists one output before recomputing grows costly.
         self.redo_s: dict[Ref, float] = {}
+        self.budget = RunBudget(self.persistence.budget)  # what writes of measured outputs may cost this run
         self.components = ComponentPlan(graph, self.order) if ex.free_components else None
 
     # --- the pass ---------------------------------------------------------------------------
@@ -407,6 +408,7 @@ class _Run:
                     ex.emit(NodeFailedEvent(nid, node.type, str(exc)))
                     raise NodeFailed(nid, node.type, exc)
         run_s = time.perf_counter() - t0
+        self.budget.ran_s += run_s
         outputs = out._asdict() if node.cls.multi_output else {next(iter(node.cls.outputs)): out}
         # Recomputing this output later costs its run plus re-making any input not stored either:
         # the costliest such input's chain (exact for chains; joins share ancestors, so summing
@@ -430,7 +432,7 @@ class _Run:
                 elif name == node.cls.billing:
                     why = None  # a paid call's log: a cached re-run credits its cost as saved
                 else:
-                    why = self.persistence.why_not(node.cls.cost_class, redo_s, enc.nbytes, write_bps)
+                    why = self.persistence.why_not(node.cls.cost_class, redo_s, enc.nbytes, write_bps, self.budget)
             if why is not None:
                 why_not[name] = why
                 self.redo_s[(nid, name)] = redo_s

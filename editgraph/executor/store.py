@@ -19,63 +19,26 @@ end of each run).
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import blake3
 import msgpack
 
-from editgraph.atomic import sweep_temporaries, write_atomic
-from editgraph.values.codec import CorruptEntry, Encoded, decode, value_nbytes
-
-MISSING: Any = object()
+from editgraph.atomic import TMP_SUFFIX, sweep_temporaries, write_new
+from editgraph.executor.memory import MISSING, MemoryStore  # noqa: F401  (the tiers' one import)
+from editgraph.values.codec import CorruptEntry, Encoded, decode
 
 INLINE_LIMIT = 16 * 1024  # blobs up to this size live in the index: one row beats a file for tiny values
-WRITER_GATHER_S = 0.05  # index rows alone wait this long for company: one commit per batch, not per node
+WRITER_GATHER_S = 0.01  # rows alone wait this long for company: few commits, yet most land while the run goes on, not at its end
 MAX_PENDING_BYTES = 512 << 20  # blob bytes queued for the writer before producers wait
 WRITER_IDLE_S = 2.0  # a writer thread with nothing to do for this long ends
 MEASURED_FILE = 1 << 20  # files from this size time the disk's sustained write rate; below, fixed costs dominate
 RATE_WEIGHT = 0.3  # each measured file's share of the running write rate: follows the disk within a few files
-
-
-class MemoryStore:
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self.refs: dict[str, dict[str, str]] = {}
-        self._blobs: OrderedDict[str, tuple[Any, int]] = OrderedDict()
-        self.nbytes = 0
-
-    def get_ref(self, key: str) -> dict[str, str] | None:
-        return self.refs.get(key)
-
-    def put_ref(self, key: str, fps: dict[str, str]) -> None:
-        self.refs[key] = fps
-
-    def get_blob(self, fp: str) -> Any:
-        entry = self._blobs.get(fp)
-        if entry is None:
-            return MISSING
-        self._blobs.move_to_end(fp)
-        return entry[0]
-
-    def put_blob(self, fp: str, value: Any) -> None:
-        size = value_nbytes(value)
-        if size > self.max_bytes or fp in self._blobs:
-            return
-        self._blobs[fp] = (value, size)
-        self.nbytes += size
-        while self.nbytes > self.max_bytes:
-            _, (_, evicted) = self._blobs.popitem(last=False)
-            self.nbytes -= evicted
-
-    def clear(self) -> None:
-        self.refs.clear()
-        self._blobs.clear()
-        self.nbytes = 0
 
 
 # One B-tree per table on the write path: refs are small rows clustered on their key (WITHOUT
@@ -169,7 +132,8 @@ class DiskStore:
         self._writer_db: sqlite3.Connection | None = None  # opened with the store: a run's first write does not pay for it
         self._writer_error: BaseException | None = None
         self._closing = False
-        self._subdirs: set[str] = set()
+        self._subdirs: set[str] = set()  # blobs/<xx> folders made: one makedirs per folder, not per file
+        self._blobs_dir, self._tmp_prefix = f"{self.root / 'blobs'}/", f"{self.tmp}/."
         self.write_failures = 0  # blob files the writer could not write (disk full ...): they stay memory-only
         # The disk's sustained write rate (bytes/s) as the writer measures it on large files, kept
         # in the index so a new process starts from what the last one saw; None until measured.
@@ -397,14 +361,14 @@ class DiskStore:
                 touched.append((now, item[1]))
             else:
                 _, fp, size, encoded = item
-                path = self._blob_path(fp)
+                path = f"{self._blobs_dir}{fp[:2]}/{fp}"  # strings: Path objects cost more than the syscalls here
                 try:
                     if fp[:2] not in self._subdirs:
-                        path.parent.mkdir(parents=True, exist_ok=True)
+                        os.makedirs(f"{self._blobs_dir}{fp[:2]}", exist_ok=True)
                         self._subdirs.add(fp[:2])
-                    if not path.exists():
+                    if not os.path.exists(path):
                         t0 = time.perf_counter()
-                        write_atomic(path, encoded.parts, tmp_dir=self.tmp)
+                        write_new(path, encoded.parts, f"{self._tmp_prefix}{fp}.{os.getpid()}-{threading.get_ident()}{TMP_SUFFIX}")
                         if size >= MEASURED_FILE:
                             self._measured(size, time.perf_counter() - t0)
                 except OSError:

@@ -268,3 +268,37 @@ def test_the_persist_setting_picks_cost_aware_or_always_on_a_disk_pinned_slow(tm
     monkeypatch.setenv("EDITGRAPH_PERSIST", "sometimes")
     with pytest.raises(Exception, match=r"persist \(EDITGRAPH_PERSIST\) must be one of cost, always, got 'sometimes'"):
         Settings.from_env()
+
+
+def test_a_runs_writes_of_measured_outputs_stay_within_its_budget():
+    """Each write worth making is granted while the run's measured writes stay within 5 % of the
+    time its nodes ran; declared-expensive outputs and ALWAYS are not held to it."""
+    from editgraph.executor.persist import ALWAYS, RunBudget
+
+    p = Persistence(file_s=1e-3, write_bps=1e9, read_bps=float("inf"), budget=0.05)
+    budget = RunBudget(p.budget)
+    budget.ran_s = 0.1  # the run's nodes took 100 ms so far: 5 ms of writes
+    nbytes = 1 << 20  # 1 ms a file + 1.049 ms of bytes
+    assert p.why_not("measured", 10.0, nbytes, None, budget) is None
+    assert p.why_not("measured", 10.0, nbytes, None, budget) is None
+    assert p.why_not("measured", 10.0, nbytes, None, budget) == (
+        "over the run's write budget: writing 1048576 bytes (2.049 ms) would pass 5% of its nodes' 100.0 ms"
+    )
+    assert p.why_not("expensive", 0.0, nbytes, None, budget) is None
+    assert ALWAYS.why_not("measured", 0.0, nbytes, 1.0, RunBudget(ALWAYS.budget)) is None
+
+
+def test_the_report_says_when_the_runs_write_budget_kept_an_output_in_memory(tmp_path):
+    worth_it_but_no_budget = Persistence(factor=0.0, budget=0.0)
+    doc = _doc(
+        {
+            "src": {"type": "test.source", "params": {"value": 0.2, "size": 64}},
+            "quick": {"type": "test.quick", "inputs": {"image": "src"}, "params": {"amount": 0.1}},
+        }
+    )
+    ex = Executor(Cache.default(tmp_path / "c"), persistence=worth_it_but_no_budget)
+    result = ex.run(bind(load_workflow(doc)))
+    assert result.records["src"].persisted is True  # declared expensive
+    assert result.records["quick"].persisted is False
+    assert result.records["quick"].why_not.startswith("over the run's write budget: writing 49")
+    ex.cache.close()

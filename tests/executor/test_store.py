@@ -96,15 +96,12 @@ def test_killed_writer_leaves_nothing_read_as_valid(tmp_path):
         import editgraph.atomic as atomic
         from editgraph.values.codec import encode
         from editgraph.executor.store import DiskStore
-        real_write = atomic.os.fdopen
-        class Slow:
-            def __init__(self, f): self.f = f
-            def __enter__(self): return self
-            def __exit__(self, *a): self.f.close()
-            def write(self, b):
-                self.f.write(bytes(b)[: len(b) // 2]); self.f.flush()
-                print("writing", flush=True); time.sleep(60)
-        atomic.os.fdopen = lambda fd, mode: Slow(real_write(fd, mode))
+        real_write = atomic.os.write
+        def slow(fd, b):  # the blob writer's write(2): half the bytes, then the kill comes
+            n = real_write(fd, bytes(b)[: len(b) // 2])
+            print("writing", flush=True); time.sleep(60)
+            return n
+        atomic.os.write = slow
         store = DiskStore({str(tmp_path)!r}, 1 << 30)
         enc = encode(torch.full((1, 3, 64, 64), 0.3))
         store.put_blob(enc.fingerprint(), enc)
