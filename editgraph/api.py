@@ -129,7 +129,6 @@ def execute(wf: Workflow, graph, *, out=None, cache: Any = True, device: str | N
     ledger: an editgraph.engines.spend.Ledger for hosted engine nodes: it records what each paid
     call cost and what the cache saved, and enforces its max_cost (see `editgraph run --max-cost`)."""
     from editgraph.executor.cache import Cache
-    from editgraph.executor.devices import pick_device
     from editgraph.executor.report import run_report
     from editgraph.executor.run import Executor
     from editgraph.sharing import provenance
@@ -149,7 +148,8 @@ def execute(wf: Workflow, graph, *, out=None, cache: Any = True, device: str | N
         owned = True
         if on_cache_open is not None:
             on_cache_open(store)
-    executor = Executor(store, listeners=listeners, device=pick_device(device), use_cache=use_cache, settings=settings, ledger=ledger,
+    # the device is checked now, resolved (torch imported) at the first node that uses torch
+    executor = Executor(store, listeners=listeners, device=device, use_cache=use_cache, settings=settings, ledger=ledger,
                         offload=offload)
     t0 = time.perf_counter()
     try:
@@ -157,5 +157,5 @@ def execute(wf: Workflow, graph, *, out=None, cache: Any = True, device: str | N
     finally:
         if owned:
             store.close()
-    report = run_report(wf.label, graph, result, time.perf_counter() - t0, executor.device, executor.offload)
+    report = run_report(wf.label, graph, result, time.perf_counter() - t0, result.device, executor.offload)
     return Result(report, list(result.written), dict(graph.seeds), result)

@@ -305,9 +305,9 @@ def _load_to_run(args):
     """run and batch: pin torch's threads first (they change float rounding), then load the
     workflow, finding an image's moved inputs by name and hash."""
     if args.threads:
-        import torch
+        from editgraph.executor.devices import set_threads
 
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)  # now, or when a node first imports torch
     return _load(args.workflow, relocate=True)
 
 
@@ -317,13 +317,14 @@ def _warn_threads(ref: str) -> None:
 
     if not is_image(ref):
         return
-    import torch
-
+    from editgraph.executor.devices import torch_threads
     from editgraph.sharing.source import read_image_provenance
 
     made_with = read_image_provenance(ref).get("torch_threads")
-    if made_with and made_with != torch.get_num_threads():
-        _err(f"note: {ref} was made with {made_with} torch threads, this run uses {torch.get_num_threads()}; add --threads {made_with} for identical pixels")
+    if made_with:  # None: no torch code made its pixels, any count will do
+        now = torch_threads()
+        if made_with != now:
+            _err(f"note: {ref} was made with {made_with} torch threads, this run uses {now}; add --threads {made_with} for identical pixels")
 
 
 def _write_failed_report(path: Path, label: str, graph, exc, spend: dict[str, Any] | None) -> None:

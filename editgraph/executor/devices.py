@@ -34,3 +34,67 @@ def pick_device(name: str | None = None) -> Any:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise EditgraphError("--device mps: Apple's Metal backend is not available here")
     return torch.device(name)
+
+
+# --- torch, only when a node needs it -------------------------------------------------------
+# A run of nodes that take numpy arrays (Node.arrays) never imports torch: 1.3 s of the README's
+# 3.4 s object removal (issue 13). So the CLI's --threads waits here until torch is imported, and
+# a run's default device ("the best available", which asks torch) is resolved at its first torch
+# node; a device named other than "cpu" is checked at once (a typo or a missing GPU fails before
+# anything runs, as it did).
+
+_pending_threads: list[int] = []  # the thread count asked for before torch was imported
+
+
+def set_threads(n: int) -> None:
+    """torch.set_num_threads(n), now if torch is imported, else at torch_ready()."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+        _pending_threads.clear()
+    else:
+        _pending_threads[:] = [n]
+
+
+def torch_ready() -> Any:
+    """Import torch (first call: applies a pending set_threads) and return it."""
+    import torch
+
+    if _pending_threads:
+        torch.set_num_threads(_pending_threads.pop())
+    return torch
+
+
+def torch_threads(uses_torch: bool = True) -> int | None:
+    """torch's CPU thread count (importing torch), as reports and provenance record it; None for a
+    run with no node that uses torch (Node.arrays), whose pixels the count cannot change. Decided
+    by the workflow, not by whether this process imported torch: a re-run served from the cache
+    records what the run that made the pixels recorded."""
+    return torch_ready().get_num_threads() if uses_torch else None
+
+
+class RunDevice:
+    """A run's device, resolved (importing torch) only when a node that uses torch runs. str() is
+    what reports and provenance record: the resolved device, else "cpu" (numpy work ran there)."""
+
+    def __init__(self, spec: Any = None):
+        self._resolved: Any = None
+        if spec in (None, "", "auto", "cpu"):
+            self._spec = spec
+        else:  # a named GPU or a torch.device: check it now
+            self._resolved = pick_device(spec)
+
+    def get(self) -> Any:
+        if self._resolved is None:
+            torch_ready()
+            self._resolved = pick_device(self._spec)
+        return self._resolved
+
+    @property
+    def resolved(self) -> bool:
+        return self._resolved is not None
+
+    def __str__(self) -> str:
+        return str(self._resolved) if self._resolved is not None else "cpu"

@@ -10,15 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 
-def environment(device: Any = None, offload: str = "none") -> dict[str, Any]:
+def environment(device: Any = None, offload: str = "none", uses_torch: bool = True) -> dict[str, Any]:
     """What decides bit-identity besides the workflow: torch's thread count and the device; and
-    the CPU offload mode, which does not (recorded so a slow run on a small card explains itself)."""
-    import torch
-
+    the CPU offload mode, which does not (recorded so a slow run on a small card explains itself).
+    uses_torch False (no node of the run takes torch tensors): the thread count is None."""
+    from editgraph.executor.devices import torch_threads
     from editgraph.version import __version__
 
     return {
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch_threads(uses_torch),
         "device": str(device) if device is not None else "cpu",
         "offload": offload,
         "editgraph": __version__,
@@ -50,5 +50,5 @@ def run_report(label: str, graph, result, seconds: float, device: Any = None, of
         "nodes": nodes,
         "outputs": [str(p) for p in result.written],
         "seconds": round(seconds, 6),
-        **environment(device, offload if offload is not None else getattr(result, "offload", "none")),
+        **environment(device, offload if offload is not None else getattr(result, "offload", "none"), getattr(result, "uses_torch", True)),
     }

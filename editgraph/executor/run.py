@@ -24,6 +24,7 @@ the fixed re-run starts where this one stopped.
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,13 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import blake3
-import torch
+import numpy as np
 
 from editgraph.atomic import write_atomic
 from editgraph.nodes.context import RunContext
 from editgraph.errors import Cancelled, EditgraphError, NodeFailed, WorkflowInvalid
 from editgraph.executor.cache import Cache
 from editgraph.executor.components import ComponentPlan
+from editgraph.executor.devices import RunDevice
 from editgraph.values.codec import Unstorable, encode, fingerprint
 from editgraph.executor.events import (
     ArtifactWritten,
@@ -123,7 +125,7 @@ class _Step:
 class _Plan:
     """What a run of these targets needs, in order; derived once per bound graph and targets."""
 
-    __slots__ = ("targets", "steps", "last_use")
+    __slots__ = ("targets", "steps", "last_use", "uses_torch")
 
     def __init__(self, graph: BoundGraph, targets: Iterable[str] | None):
         wanted = list(targets) if targets is not None else graph.sinks()
@@ -132,6 +134,7 @@ class _Plan:
             raise EditgraphError(f"unknown target node(s) {unknown}; nodes are {list(graph.nodes)}")
         self.targets = frozenset(wanted)
         self.steps = [_Step(graph.nodes[nid]) for nid in graph.upstream(self.targets, include_roots=True)]
+        self.uses_torch = any(step.node.cls.arrays == "torch" for step in self.steps)
         # Where each output is consumed last: a run drops values in hand after that step (targets'
         # values stay, for RunResult.value), and loads a cached value to keep only if used later.
         self.last_use: dict[Ref, int] = {}
@@ -173,16 +176,27 @@ class RunResult:
     records: dict[str, NodeRecord]
     fingerprints: dict[Ref, str]
     written: list[Path] = field(default_factory=list)
-    device: Any = "cpu"  # what the run's model work ran on; provenance records it
+    # what the run's torch work ran on (a torch.device), or "cpu" when no node used torch;
+    # provenance records it
+    device: Any = "cpu"
     offload: str = "none"  # the CPU offload mode (models/offload.py): recorded, never keyed
+    # Whether a node the run needed takes torch tensors (Node.arrays): if none does, torch's
+    # thread count and device cannot touch the pixels, and neither is recorded as if they could.
+    uses_torch: bool = True
     _fetch: Callable[[Ref], Any] | None = None
 
     def value(self, node_id: str, output: str | None = None) -> Any:
-        """An output of the run (loaded from the cache if it was not computed in this run)."""
+        """An output of the run (loaded from the cache if it was not computed in this run); images
+        and masks as torch tensors, whichever kind of array the node made."""
         node = self.graph.nodes[node_id]
         output = output or next(iter(node.cls.outputs))
         assert self._fetch is not None
-        return self._fetch((node_id, output))
+        value = self._fetch((node_id, output))
+        if isinstance(value, np.ndarray):
+            from editgraph.executor.devices import torch_ready
+
+            return torch_ready().from_numpy(value)
+        return value
 
     def ran(self) -> list[str]:
         return [nid for nid, r in self.records.items() if r.status == "ran"]
@@ -194,7 +208,7 @@ class Executor:
         cache: Cache | None = None,
         *,
         listeners: Iterable[Callable[[Event], None]] = (),
-        device: torch.device | None = None,
+        device: Any = None,
         use_cache: bool = True,
         settings: Settings | None = None,
         ledger: Any = None,
@@ -210,7 +224,9 @@ class Executor:
         self.ledger = ledger  # engines.spend.Ledger for paid engine nodes (spend, --max-cost, saved)
         self.waiting = waiting or nullcontext  # batch rows overlap hosted calls' network waits in it
         self.listeners = list(listeners)
-        self.device = device or torch.device("cpu")
+        # torch.device or name; None, "auto" and "cpu" are resolved (torch imported) only when a
+        # node that takes torch tensors runs; "auto" then picks the best available device
+        self.run_device = RunDevice(device)
         self.use_cache = use_cache
         # Release a big model's components once no node left in a run needs them (see
         # executor/components.py). Off by default: a batch's rows would re-read weights each row.
@@ -229,6 +245,11 @@ class Executor:
         self.offload = check_mode(offload if offload is not None else self.settings.offload)
         if self.offload != self.settings.offload:
             self.settings = self.settings.with_options(offload=self.offload)
+
+    @property
+    def device(self) -> Any:
+        """The run's torch.device (imports torch)."""
+        return self.run_device.get()
 
     def emit(self, event: Event) -> None:
         for listener in self.listeners:
@@ -250,6 +271,25 @@ class Executor:
         for this run (a batch's shared nodes are all stored: executor.persist.ALWAYS)."""
         with _collector_paused():
             return _Run(self, graph, targets, cancel, persistence).execute(out_dir, stamp)
+
+
+def _as_numpy(value: Any) -> Any:
+    """An input for a node that takes numpy arrays: a tensor's CPU memory as an array."""
+    if isinstance(value, np.ndarray):
+        return value
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return value
+
+
+def _as_torch(value: Any) -> Any:
+    """An input for a node that takes torch tensors: an array becomes a tensor on its memory."""
+    if isinstance(value, np.ndarray):
+        import torch
+
+        return torch.from_numpy(value)
+    return value
 
 
 # Python's cyclic garbage collector scans every tracked object it has not frozen. A run adds a
@@ -313,7 +353,8 @@ class _Run:
         if problems:
             raise WorkflowInvalid(problems, self.graph.workflow.name or None)
         ex.emit(RunPlanned(tuple(self.order)))
-        result = RunResult(self.graph, self.records, self.fps, device=ex.device, offload=ex.offload, _fetch=self.fetch)
+        uses_torch = self.plan.uses_torch
+        result = RunResult(self.graph, self.records, self.fps, offload=ex.offload, uses_torch=uses_torch, _fetch=self.fetch)
         try:
             fps, keys, records, values, cache, listeners = self.fps, self.keys, self.records, self.values, ex.cache, ex.listeners
             use_cache, clock, components = ex.use_cache, time.perf_counter, self.components
@@ -363,17 +404,25 @@ class _Run:
                 self._write_artifacts(Path(out_dir), result, stamp)
         finally:
             ex.cache.flush()
+            # the device the torch nodes ran on, or would have (a cached re-run records what the
+            # run that made the pixels did); "cpu" when no node uses torch: numpy ran there
+            result.device = ex.run_device.get() if uses_torch or ex.run_device.resolved else "cpu"
         return result
 
     def _run_node(self, node: BoundNode, again: str | None = None) -> None:
         ex = self.ex
         nid, key = node.id, self.keys[node.id]
-        args = {name: self.fetch(ref) for name, ref in node.inputs.items()}
+        if node.cls.arrays == "numpy":  # numpy arrays in; the work runs on the CPU
+            device: Any = "cpu"
+            args = {name: _as_numpy(self.fetch(ref)) for name, ref in node.inputs.items()}
+        else:  # torch imported before the fetch, so values read from the cache come as tensors
+            device = ex.run_device.get()
+            args = {name: _as_torch(self.fetch(ref)) for name, ref in node.inputs.items()}
         ex.emit(NodeStarted(nid, node.type, key))
         ctx = RunContext(
             nid,
             node.type,
-            ex.device,
+            device,
             on_progress=lambda k, n, preview=None: ex.emit(NodeProgress(nid, node.type, k, n, preview)),
             cancel=self.cancel,
             settings=ex.settings,
@@ -393,7 +442,7 @@ class _Run:
                     if isinstance(value, Model):
                         uses = node.cls.model_components.get(name)
                         models.enter_context(value.using(uses))
-                        models.enter_context(running(value, uses, ex.offload, ex.device))
+                        models.enter_context(running(value, uses, ex.offload, device))
                 out = node.cls(node.params).run(ctx, **args)
         except Cancelled:
             ex.emit(NodeFailedEvent(nid, node.type, "cancelled"))

@@ -126,6 +126,11 @@ class Node:
     # recomputing would cost more than writing and reading back), "expensive" (always: model
     # work), "cheap" (never).
     cost_class: ClassVar[str] = "measured"
+    # The arrays run() is handed for Image and Mask inputs: "torch" (tensors, on ctx.device) or
+    # "numpy" (numpy arrays; a node that declares it may return either kind). A run whose nodes
+    # all take numpy never imports torch (1.3 s of the README's object removal, issue 13); the
+    # executor converts between the two, sharing memory, wherever a "torch" node meets an array.
+    arrays: ClassVar[str] = "torch"
 
     def __init__(self, params: NodeParams):
         self.params = params
@@ -201,6 +206,7 @@ class Node:
 
 REGISTRY: dict[str, type[Node]] = {}
 COST_CLASSES = ("measured", "expensive", "cheap")
+ARRAY_KINDS = ("torch", "numpy")
 
 
 def node(type_name: str, *, version: str, deterministic: bool = True):
@@ -238,6 +244,8 @@ def node(type_name: str, *, version: str, deterministic: bool = True):
         cls.multi_output = multi
         if cls.cost_class not in COST_CLASSES:
             raise bad(f"cost_class must be one of {COST_CLASSES}, got {cls.cost_class!r}")
+        if cls.arrays not in ARRAY_KINDS:
+            raise bad(f"arrays must be one of {ARRAY_KINDS}, got {cls.arrays!r}")
         unknown = set(cls.unkeyed) - set(cls.Params.model_fields)
         if unknown:
             raise bad(f"unkeyed names unknown params {sorted(unknown)}")

@@ -33,7 +33,8 @@ TABLE = Path(__file__).with_name("versions.json")
 # model_components / wraps_model: which parts of a model a node uses (for releasing memory, and
 # for keying: the executor folds a model's LoRAs into the key of the nodes that use the parts they
 # change), never what run() computes; a changed declaration changes keys by itself.
-DESCRIPTIVE = frozenset({"generative", "cost_class", "model_components", "wraps_model"})  # cost_class: how outputs are kept (disk or not), never what they are
+# arrays: the kind of array run() is handed (numpy or torch tensors), the same values either way.
+DESCRIPTIVE = frozenset({"generative", "cost_class", "model_components", "wraps_model", "arrays"})  # cost_class: how outputs are kept (disk or not), never what they are
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:

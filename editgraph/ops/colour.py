@@ -40,8 +40,7 @@ _LMS_TO_RGB = torch.tensor(
     ]
 )
 
-# Rec. 709 luma weights; they sum to 1, so a grey pixel's luminance is its own value.
-LUMA = (0.2126, 0.7152, 0.0722)
+from editgraph.ops.imaging import LUMA  # noqa: E402  (torch-free home, shared with mask.load's numpy path)
 
 
 def mix_channels(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

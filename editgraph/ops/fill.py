@@ -17,17 +17,15 @@ hole's pixels only: every other pixel is returned bit for bit.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from editgraph.errors import NodeError
-from editgraph.ops.filters import dilate, gaussian_kernel
-from editgraph.ops.regions import resample
+from editgraph.ops.imaging import as_array
 
 FillMethod = Literal["patchmatch", "smooth"]
 
@@ -45,21 +43,50 @@ class FillSettings:
     working_size: int = 768  # long side of the crop the fill runs at; 0 = the crop's own size
 
 
-def hole_of(mask: torch.Tensor, grow: int) -> torch.Tensor:
+def _like(result: np.ndarray, given: Any) -> Any:
+    """`result` as the kind of array the caller gave: numpy stays numpy, a tensor gets a tensor."""
+    if isinstance(given, np.ndarray):
+        return result
+    import torch
+
+    return torch.from_numpy(result)
+
+
+def _dilate_disc(hard: np.ndarray, radius: int) -> np.ndarray:
+    """Max over a disc of `radius` px of a (B, 1, H, W) 0/1 mask, outside the frame counting as 0:
+    the same disc (rows of half-width floor(sqrt(r^2 - dy^2))) as ops.filters.dilate."""
+    h, w = hard.shape[-2:]
+    padded = np.pad(hard, ((0, 0), (0, 0), (radius, radius), (radius, radius)))
+    runs: dict[int, np.ndarray] = {}
+    out = np.zeros_like(hard)
+    for dy in range(-radius, radius + 1):
+        half = int(math.floor(math.sqrt(radius * radius - dy * dy) + 1e-9))
+        if half not in runs:  # max over [x - half, x + half] of every padded row
+            run = padded[..., radius - half : radius - half + w]
+            for dx in range(-half + 1, half + 1):
+                run = np.maximum(run, padded[..., radius + dx : radius + dx + w])
+            runs[half] = run
+        # output row y takes the run of input row y + dy
+        np.maximum(out, runs[half][..., radius + dy : radius + dy + h, :], out=out)
+    return out
+
+
+def hole_of(mask: Any, grow: int) -> Any:
     """The region to replace: mask >= 0.5, grown by `grow` px (a disc), as a 0/1 float mask.
     Growing covers the sliver of the object's edge a hand-drawn mask leaves, which would otherwise
     be copied into the fill as a streak."""
-    hard = (mask >= 0.5).to(torch.float32)
-    return dilate(hard, grow) if grow > 0 else hard
+    hard = (as_array(mask) >= 0.5).astype(np.float32)
+    return _like(_dilate_disc(hard, grow) if grow > 0 else hard, mask)
 
 
-def check_hole(hole: torch.Tensor, what: str, grow: int) -> None:
+def check_hole(hole: Any, what: str, grow: int) -> None:
     """Refuse a hole with nothing in it or nothing around it, naming the batch item."""
+    hole = as_array(hole)
     for b in range(hole.shape[0]):
-        covered = int(hole[b].sum())
+        covered = int(np.count_nonzero(hole[b]))
         if covered == 0:
             raise NodeError(f"{what}: the mask of batch item {b} is empty (no pixel >= 0.5), so there is nothing to fill")
-        if covered == hole[b].numel():
+        if covered == hole[b].size:
             grown = f" after growing it by grow={grow} px" if grow else ""
             raise NodeError(
                 f"{what}: the mask of batch item {b} covers the whole picture{grown}, so nothing is left to fill "
@@ -67,17 +94,17 @@ def check_hole(hole: torch.Tensor, what: str, grow: int) -> None:
             )
 
 
-def _box(hole: torch.Tensor, margin: int) -> tuple[int, int, int, int]:
+def _box(hole: np.ndarray, margin: int) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1) of the hole's bounding box grown by margin, clipped to the frame."""
     h, w = hole.shape[-2:]
-    rows = torch.nonzero(hole.reshape(h, w).any(1)).flatten()
-    cols = torch.nonzero(hole.reshape(h, w).any(0)).flatten()
+    plane = hole.reshape(h, w) > 0
+    rows, cols = np.flatnonzero(plane.any(1)), np.flatnonzero(plane.any(0))
     y0, y1 = max(0, int(rows[0]) - margin), min(h, int(rows[-1]) + 1 + margin)
     x0, x1 = max(0, int(cols[0]) - margin), min(w, int(cols[-1]) + 1 + margin)
     return y0, y1, x0, x1
 
 
-def _patchmatch(image: torch.Tensor, hole: torch.Tensor, patch_size: int, seed: int) -> torch.Tensor:
+def _patchmatch(image: np.ndarray, hole: np.ndarray, patch_size: int, seed: int) -> np.ndarray:
     """PatchMatch fill of (1, 3, h, w) through (1, 1, h, w); returns (1, 3, h, w) float 0..1 whose
     hole pixels are 8-bit values (PyPatchMatch works on uint8)."""
     try:
@@ -89,17 +116,24 @@ def _patchmatch(image: torch.Tensor, hole: torch.Tensor, patch_size: int, seed: 
         ) from None
     if not patchmatch.patchmatch_available:
         raise NodeError("fill: PyPatchMatch is installed but its native library did not load on this platform; use method 'smooth'")
-    rgb = image[0].permute(1, 2, 0).mul(255.0).round_().clamp_(0, 255).to(torch.uint8).contiguous().numpy()  # (h, w, 3)
-    holes = hole[0, 0].to(torch.uint8).contiguous().numpy()  # (h, w)
+    # float32 * 255, rounded half to even, clamped: the bits torch's mul/round_/clamp_ gave
+    rgb = np.ascontiguousarray(np.clip(np.rint(image[0].transpose(1, 2, 0) * np.float32(255.0)), 0, 255).astype(np.uint8))  # (h, w, 3)
+    holes = np.ascontiguousarray(hole[0, 0].astype(np.uint8))  # (h, w)
     with _PATCHMATCH_LOCK:
         # the native seed is a 32-bit unsigned int: larger seeds are taken modulo 2**32
         patchmatch.set_random_seed(seed % 2**32)
         filled = patchmatch.inpaint(rgb, holes, patch_size=patch_size)
-    return torch.from_numpy(np.ascontiguousarray(filled)).permute(2, 0, 1)[None].float().div_(255.0)
+    return np.asarray(filled).transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255.0)
 
 
-def _smooth(image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-    """Onion-peel fill of (1, 3, h, w) through (1, 1, h, w), from the edge of the hole inward."""
+def _smooth(image: Any, hole: Any) -> Any:
+    """Onion-peel fill of (1, 3, h, w) through (1, 1, h, w) torch tensors, from the edge of the
+    hole inward."""
+    import torch
+    import torch.nn.functional as F
+
+    from editgraph.ops.filters import gaussian_kernel
+
     radius = 2
     k1 = gaussian_kernel(radius)  # sigma = 2/3 px: the nearest ring dominates, as in Telea's weights
     kernel = (k1[:, None] * k1[None, :]).view(1, 1, 2 * radius + 1, 2 * radius + 1)
@@ -130,12 +164,35 @@ def _smooth(image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
     return values.clamp_(0, 1)
 
 
-def fill_region(image: torch.Tensor, hole: torch.Tensor, s: FillSettings, progress=None) -> torch.Tensor:
+def _resample(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """ops.regions.resample (bicubic, antialiased) on a numpy array: the one resample, through torch."""
+    import torch
+
+    from editgraph.ops.regions import resample
+
+    return resample(torch.from_numpy(np.ascontiguousarray(x)), height, width).numpy()
+
+
+def _working_hole(crop_hole: np.ndarray, wh: int, ww: int) -> np.ndarray:
+    """The crop's hole at the working size, grown 2 px so that no working pixel outside it mixes in
+    object pixels (the bicubic kernel reaches 2 px)."""
+    import torch
+    import torch.nn.functional as F
+
+    from editgraph.ops.filters import dilate
+
+    small = F.interpolate(torch.from_numpy(np.ascontiguousarray(crop_hole)), size=(wh, ww), mode="area") > 0
+    return dilate(small.float(), 2).numpy()
+
+
+def fill_region(image: Any, hole: Any, s: FillSettings, progress=None) -> Any:
     """Fill `hole` (B or 1, 1, H, W, 0/1) in `image` (B, 3, H, W). Pixels outside the hole are the
     input's, bit for bit; pixels inside come from the fill (resampled back when it ran at a
-    smaller working size)."""
+    smaller working size). Returns the kind of array `image` is (numpy array or torch tensor)."""
+    given = image
+    image, hole = as_array(image), as_array(hole)
     batch = max(image.shape[0], hole.shape[0])
-    out = image.expand(batch, *image.shape[1:]).clone()
+    out = np.array(np.broadcast_to(image, (batch, *image.shape[1:])))  # a copy: the input stays as it is
     for b in range(batch):
         img = image[b if image.shape[0] > 1 else 0][None]
         hb = hole[b if hole.shape[0] > 1 else 0][None]
@@ -143,25 +200,25 @@ def fill_region(image: torch.Tensor, hole: torch.Tensor, s: FillSettings, progre
         y0, y1, x0, x1 = _box(hb, s.margin)
         crop, crop_hole = img[..., y0:y1, x0:x1], hb[..., y0:y1, x0:x1]
         ch, cw = crop.shape[-2:]
-        # 2. the working size: shrink a large crop; its hole grows 2 px so that no working pixel
-        #    outside it mixes in object pixels (the bicubic kernel reaches 2 px)
+        # 2. the working size: shrink a large crop (and grow its hole, see _working_hole)
         scale = s.working_size / max(ch, cw) if s.working_size and max(ch, cw) > s.working_size else 1.0
         if scale < 1.0:
             wh, ww = max(1, round(ch * scale)), max(1, round(cw * scale))
-            work = resample(crop.contiguous(), wh, ww)
-            work_hole = dilate((F.interpolate(crop_hole, size=(wh, ww), mode="area") > 0).float(), 2)
+            work, work_hole = _resample(crop, wh, ww), _working_hole(crop_hole, wh, ww)
         else:
             work, work_hole = crop, crop_hole
         # 3. fill
         if s.method == "patchmatch":
             filled = _patchmatch(work, work_hole, s.patch_size, s.seed)
         else:
-            filled = _smooth(work, work_hole)
+            import torch
+
+            filled = _smooth(torch.from_numpy(np.ascontiguousarray(work)), torch.from_numpy(np.ascontiguousarray(work_hole))).numpy()
         if scale < 1.0:
-            filled = resample(filled, ch, cw)
+            filled = _resample(filled, ch, cw)
         # 4. paste back: only the hole's pixels change
         region = out[b : b + 1, :, y0:y1, x0:x1]
-        out[b : b + 1, :, y0:y1, x0:x1] = torch.where(crop_hole > 0, filled, region)
+        out[b : b + 1, :, y0:y1, x0:x1] = np.where(crop_hole > 0, filled, region)
         if progress is not None:
             progress(b + 1, batch)
-    return out
+    return _like(out, given)

@@ -74,7 +74,10 @@ def describe_provenance(label: str, info: dict[str, Any], data: bytes) -> str:
     from editgraph.sharing import metadata as filemeta
     from editgraph.sharing.c2pa import COMPOSITE_AI, TRAINED_AI
 
-    lines = [f"{label}: made by editgraph {info.get('editgraph', '?')} (torch {info.get('torch', '?')}, {info.get('torch_threads', '?')} threads)"]
+    threads = info.get("torch_threads", "?")
+    # None: no node of the run used torch (a pixel-only workflow, Node.arrays)
+    engine = f"torch {info.get('torch', '?')}, {threads} threads" if threads is not None else "no torch code"
+    lines = [f"{label}: made by editgraph {info.get('editgraph', '?')} ({engine})"]
     xmp = filemeta.read_xmp(data) or b""
     claimed = [t for t in (COMPOSITE_AI, TRAINED_AI) if t.encode() in xmp]
     types = info.get("digital_source_type")

@@ -58,8 +58,7 @@ class Provenance(dict):
 
 def build(result, *, signed: bool = False) -> Provenance:
     """Provenance for a finished run (a RunResult). signed: its files will get C2PA manifests."""
-    import torch
-
+    from editgraph.executor.devices import torch_threads
     from editgraph.nodes.registry import INPUT_PATH, field_marks
 
     graph = result.graph
@@ -71,8 +70,9 @@ def build(result, *, signed: bool = False) -> Provenance:
             "seeds": graph.seeds,
             "models": _models(result),
             "inputs": _inputs(graph, INPUT_PATH, field_marks),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
+            "torch": _torch_version(),
+            # None: no node of this run uses torch (numpy only), so its thread count cannot matter
+            "torch_threads": torch_threads(getattr(result, "uses_torch", True)),
             # Keys leave the device out; the same pixels again need the same kind of device.
             "device": str(getattr(result, "device", "cpu")),
             "offload": getattr(result, "offload", "none"),  # never changes pixels; says how weights were held
@@ -119,6 +119,28 @@ def build(result, *, signed: bool = False) -> Provenance:
     info["carried"] = carried_report
     info["ingredients"] = ingredients
     return info
+
+
+def _torch_version() -> str | None:
+    """torch's version, without importing torch for a run that did not: the `__version__` line of
+    the installed torch/version.py (importlib.metadata measured 0.2-0.5 s here, scanning every
+    installed package)."""
+    import importlib.util
+    import re
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.__version__
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        return None
+    try:
+        text = Path(spec.origin).with_name("version.py").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.M)
+    return found.group(1) if found else None
 
 
 def _savers(result) -> list[str]:

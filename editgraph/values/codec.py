@@ -22,12 +22,12 @@ import dataclasses
 import functools
 import math
 import struct
+import sys
 from typing import Any
 
 import blake3
 import msgpack
 import numpy as np
-import torch
 
 MAGIC = b"EGV1"
 _HEADER_LEN = struct.Struct("<I")
@@ -40,20 +40,56 @@ class Unstorable(TypeError):
     """The value has no byte encoding (a model handle, an open file ...)."""
 
 
-_DTYPES: dict[str, torch.dtype] = {
-    str(d).removeprefix("torch."): d
-    for d in (
-        torch.float64, torch.float32, torch.float16, torch.bfloat16,
-        torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool,
-    )
-}
+# Arrays are numpy arrays or torch tensors (see Node.arrays); both encode to the same bytes under
+# the same dtype names, so a value's fingerprint does not depend on which kind carried it. Torch
+# is never imported here: a value can only be a tensor if something imported torch already.
+_NUMPY_DTYPES = ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
+_DTYPE_NAMES_NP: dict[np.dtype, str] = {np.dtype(n): n for n in _NUMPY_DTYPES}
 
 
-_DTYPE_NAMES = {d: name for name, d in _DTYPES.items()}
+def _torch() -> Any:
+    """The torch module if this process has imported it, else None."""
+    return sys.modules.get("torch")
 
 
-def _tensor_bytes(t: torch.Tensor) -> np.ndarray:
-    """The tensor's contiguous CPU bytes as a numpy array (zero-copy where possible)."""
+@functools.cache
+def _torch_dtypes() -> dict[str, Any]:
+    import torch
+
+    return {
+        str(d).removeprefix("torch."): d
+        for d in (
+            torch.float64, torch.float32, torch.float16, torch.bfloat16,
+            torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool,
+        )
+    }
+
+
+@functools.cache
+def _torch_dtype_names() -> dict[Any, str]:
+    return {d: name for name, d in _torch_dtypes().items()}
+
+
+def _is_tensor(value: Any) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def _dtype_name(t: Any) -> str:
+    if isinstance(t, np.ndarray):
+        name = _DTYPE_NAMES_NP.get(t.dtype)
+        if name is None:
+            raise Unstorable(f"cannot encode a numpy array of dtype {t.dtype}")
+        return name
+    return _torch_dtype_names()[t.dtype]
+
+
+def _tensor_bytes(t: Any) -> np.ndarray:
+    """The array's contiguous CPU bytes as a numpy array (zero-copy where possible)."""
+    if isinstance(t, np.ndarray):
+        return np.ascontiguousarray(t).reshape(-1).view(np.uint8)
+    import torch
+
     if not t.is_cpu:
         t = t.cpu()
     if t.requires_grad:
@@ -65,8 +101,8 @@ def _tensor_bytes(t: torch.Tensor) -> np.ndarray:
     return t.numpy().reshape(-1).view(np.uint8)  # numpy views cost ~0.3 us; torch ops ~3 us each
 
 
-def _flatten(value: Any, tensors: list[torch.Tensor]) -> Any:
-    if isinstance(value, torch.Tensor):
+def _flatten(value: Any, tensors: list[Any]) -> Any:
+    if isinstance(value, np.ndarray) or _is_tensor(value):
         tensors.append(value)
         return {"__t": len(tensors) - 1}
     if value is None or isinstance(value, (bool, int, float, str, bytes)):
@@ -84,7 +120,7 @@ def _flatten(value: Any, tensors: list[torch.Tensor]) -> Any:
     raise Unstorable(f"cannot encode a value of type {cls.__module__}.{cls.__qualname__}")
 
 
-def _unflatten(node: Any, tensors: list[torch.Tensor]) -> Any:
+def _unflatten(node: Any, tensors: list[Any]) -> Any:
     if isinstance(node, list):
         return [_unflatten(v, tensors) for v in node]
     if isinstance(node, dict):
@@ -117,17 +153,19 @@ class Encoded:
 
 
 def encode(value: Any) -> Encoded:
-    if type(value) is torch.Tensor:  # the common case (images, masks): skip the structure walk
+    torch = _torch()
+    if (torch is not None and type(value) is torch.Tensor) or type(value) is np.ndarray:
+        # the common case (images, masks): skip the structure walk
         raw = _tensor_bytes(value)
-        prefix = _tensor_prefix(value.dtype, value.shape)
+        prefix = _tensor_prefix(_dtype_name(value), tuple(value.shape), value.dtype.itemsize)
         return Encoded([prefix, raw], len(prefix) + raw.nbytes)
-    tensors: list[torch.Tensor] = []
+    tensors: list[Any] = []
     structure = _flatten(value, tensors)
     raws = [_tensor_bytes(t) for t in tensors]
     header = msgpack.packb(
         {
             "v": structure,
-            "t": [[_DTYPE_NAMES[t.dtype], list(t.shape), r.nbytes] for t, r in zip(tensors, raws)],
+            "t": [[_dtype_name(t), list(t.shape), r.nbytes] for t, r in zip(tensors, raws)],
         },
         use_bin_type=True,
     )
@@ -135,11 +173,11 @@ def encode(value: Any) -> Encoded:
 
 
 @functools.lru_cache(maxsize=256)
-def _tensor_prefix(dtype: torch.dtype, shape: torch.Size) -> bytes:
-    """MAGIC, header length and header of a lone tensor: a function of dtype and shape only, so a
+def _tensor_prefix(dtype: str, shape: tuple[int, ...], itemsize: int) -> bytes:
+    """MAGIC, header length and header of a lone array: a function of dtype and shape only, so a
     chain of same-sized images packs it once."""
-    nbytes = math.prod(shape) * dtype.itemsize
-    header = msgpack.packb({"v": {"__t": 0}, "t": [[_DTYPE_NAMES[dtype], list(shape), nbytes]]}, use_bin_type=True)
+    nbytes = math.prod(shape) * itemsize
+    header = msgpack.packb({"v": {"__t": 0}, "t": [[dtype, list(shape), nbytes]]}, use_bin_type=True)
     return MAGIC + _HEADER_LEN.pack(len(header)) + header
 
 
@@ -148,7 +186,12 @@ class CorruptEntry(ValueError):
 
 
 def decode(data: bytes | memoryview) -> Any:
-    """Inverse of encode(). Raises CorruptEntry on anything malformed; never executes code."""
+    """Inverse of encode(). Raises CorruptEntry on anything malformed; never executes code.
+
+    Arrays come back as torch tensors in a process that has imported torch, else as numpy arrays
+    (a torch-free run reading its cache does not import torch to do so); the executor hands each
+    node the kind it declares (Node.arrays)."""
+    torch = _torch()
     view = memoryview(data)
     if len(view) < 8 or bytes(view[:4]) != MAGIC:
         raise CorruptEntry("bad magic")
@@ -161,13 +204,20 @@ def decode(data: bytes | memoryview) -> Any:
         offset = 8 + hlen
         tensors = []
         for dtype_name, shape, nbytes in specs:
-            dtype = _DTYPES[dtype_name]
             if offset + nbytes > len(view):
                 raise CorruptEntry("truncated tensor data")
-            # bytearray copy: the tensor must own writable memory independent of the file buffer.
+            # bytearray copy: the array must own writable memory independent of the file buffer.
             buf = bytearray(view[offset : offset + nbytes])
-            t = torch.frombuffer(buf, dtype=torch.uint8) if nbytes else torch.empty(0, dtype=torch.uint8)
-            tensors.append(t.view(dtype).reshape(shape))
+            if dtype_name not in _NUMPY_DTYPES and dtype_name != "bfloat16":
+                raise CorruptEntry(f"unknown dtype {dtype_name!r}")
+            if torch is not None or dtype_name == "bfloat16":  # numpy has no bfloat16
+                import torch
+
+                dtype = _torch_dtypes()[dtype_name]
+                t = torch.frombuffer(buf, dtype=torch.uint8) if nbytes else torch.empty(0, dtype=torch.uint8)
+                tensors.append(t.view(dtype).reshape(shape))
+            else:
+                tensors.append(np.frombuffer(buf, dtype=np.uint8).view(dtype_name).reshape(shape))
             offset += nbytes
         if offset != len(view):
             raise CorruptEntry("trailing bytes")
@@ -188,7 +238,9 @@ def fingerprint(value: Any) -> str:
 
 def value_nbytes(value: Any) -> int:
     """Approximate in-memory size, for the memory tier's byte budget."""
-    if isinstance(value, torch.Tensor):
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if _is_tensor(value):
         return value.numel() * value.element_size()
     if isinstance(value, (bytes, bytearray)):
         return len(value)

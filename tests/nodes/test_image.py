@@ -23,7 +23,10 @@ CTX = RunContext("n", "test")
 
 
 def load(path):
-    return LoadImage(LoadImage.Params(path=str(path))).run(CTX)
+    """image.load's outputs (numpy arrays: it declares arrays = "numpy"), as tensors."""
+    out = LoadImage(LoadImage.Params(path=str(path))).run(CTX)
+    assert type(out.image) is np.ndarray and type(out.alpha) is np.ndarray
+    return type(out)(torch.from_numpy(out.image), torch.from_numpy(out.alpha))
 
 
 def test_load_png_exact_values_and_opaque_alpha(photo_path):

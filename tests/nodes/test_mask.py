@@ -29,6 +29,13 @@ from editgraph.nodes.builtin.mask import (
 CTX = RunContext("n", "mask")
 
 
+def load_mask(path, **params) -> torch.Tensor:
+    """mask.load's output (a numpy array: it declares arrays = "numpy"), as a tensor."""
+    out = LoadMask(LoadMask.Params(path=str(path), **params)).run(CTX)
+    assert type(out) is np.ndarray
+    return torch.from_numpy(out)
+
+
 @pytest.fixture
 def photo(photo_path) -> torch.Tensor:
     return read_image(photo_path).image  # (1, 3, 400, 600)
@@ -46,7 +53,7 @@ def rect(h: int, w: int, y0: int, y1: int, x0: int, x1: int, b: int = 1) -> torc
 def test_load_greyscale_file_is_its_grey_values(tmp_path):
     grey = (np.arange(64 * 48, dtype=np.uint32) % 256).astype(np.uint8).reshape(48, 64)
     PILImage.fromarray(grey, "L").save(tmp_path / "m.png")
-    m = LoadMask(LoadMask.Params(path=str(tmp_path / "m.png"))).run(CTX)
+    m = load_mask(tmp_path / "m.png")
     assert m.shape == (1, 1, 48, 64)
     assert torch.equal(m[0, 0], torch.from_numpy(grey).float() / 255)
 
@@ -56,12 +63,12 @@ def test_load_rgb_file_uses_luminance_and_invert(tmp_path):
     rgb[:, :4] = (255, 0, 0)  # pure red: Rec. 709 luminance 0.2126
     rgb[:, 4:] = 255
     PILImage.fromarray(rgb).save(tmp_path / "m.png")
-    m = LoadMask(LoadMask.Params(path=str(tmp_path / "m.png"))).run(CTX)
+    m = load_mask(tmp_path / "m.png")
     assert m[0, 0, 0, 0].item() == pytest.approx(0.2126, abs=1e-6)
     assert torch.equal(m[..., 4:], torch.ones(1, 1, 8, 4))
-    inv = LoadMask(LoadMask.Params(path=str(tmp_path / "m.png"), invert=True)).run(CTX)
+    inv = load_mask(tmp_path / "m.png", invert=True)
     assert torch.equal(inv[..., 4:], torch.zeros(1, 1, 8, 4))
-    red = LoadMask(LoadMask.Params(path=str(tmp_path / "m.png"), channel="red")).run(CTX)
+    red = load_mask(tmp_path / "m.png", channel="red")
     assert torch.equal(red, torch.ones(1, 1, 8, 8))
 
 
@@ -70,13 +77,13 @@ def test_load_rgba_with_varying_alpha_uses_alpha(tmp_path):
     rgba[..., 3] = 0
     rgba[2:5, 2:6, 3] = 255  # opaque stroke on a transparent layer = change
     PILImage.fromarray(rgba, "RGBA").save(tmp_path / "m.png")
-    m = LoadMask(LoadMask.Params(path=str(tmp_path / "m.png"))).run(CTX)
+    m = load_mask(tmp_path / "m.png")
     assert torch.equal(m, rect(8, 8, 2, 5, 2, 6))
 
 
 def test_load_alpha_channel_missing_is_an_error(tmp_path, photo_path):
     with pytest.raises(NodeError, match="no alpha channel"):
-        LoadMask(LoadMask.Params(path=str(photo_path), channel="alpha")).run(CTX)
+        load_mask(photo_path, channel="alpha")
 
 
 def test_from_alpha_transparent_is_change():

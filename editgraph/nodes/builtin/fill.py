@@ -30,6 +30,8 @@ class Fill(Node):
     stay fast. Outputs the filled image and the hole it replaced (for a refine pass over it).
     """
 
+    arrays = "numpy"  # PatchMatch works on numpy arrays; a working size or "smooth" imports torch
+
     class Params(NodeParams):
         method: Literal["patchmatch", "smooth"] = Field(
             "patchmatch", description="patchmatch: texture copied from around the hole; smooth: edge colours blended inward"

@@ -43,23 +43,25 @@ class PictureFile(Node):
         return [("path", problem)] if problem else []
 
 
-@node("image.load", version="1.0.1")
+@node("image.load", version="1.0.2")
 class LoadImage(PictureFile):
     """Read a PNG, JPEG or WebP photo (8 or 16 bit), upright per its EXIF orientation.
 
     `alpha` is the file's transparency as a mask (1 = opaque); all ones when the file has none.
     """
 
+    arrays = "numpy"  # decoding needs no torch: a pixel-only run never imports it
+
     class Params(NodeParams):
         path: InputPath = Field(description="image file to read")
 
     def run(self, ctx: RunContext) -> LoadedImage:
-        import torch
+        import numpy as np
 
-        from editgraph.ops.imaging import read_image
+        from editgraph.ops.imaging import read_pixels
 
-        decoded = read_image(self.params.path, ctx.settings)
-        alpha = decoded.alpha if decoded.alpha is not None else torch.ones_like(decoded.image[:, :1])
+        decoded = read_pixels(self.params.path, ctx.settings)
+        alpha = decoded.alpha if decoded.alpha is not None else np.ones_like(decoded.image[:, :1])
         return LoadedImage(decoded.image, alpha)
 
 
@@ -72,6 +74,8 @@ class SaveImage(Node):
 
     A batch of B images is written as name_0.png ... name_{B-1}.png.
     """
+
+    arrays = "numpy"  # encoding needs no torch
 
     class Params(NodeParams):
         path: str = Field("out.png", description="file name inside the output folder (.png, .jpg, .webp)")

@@ -48,7 +48,7 @@ def _fit(what: str, mask: torch.Tensor, like: torch.Tensor, resize: bool, names:
     return mask
 
 
-@node("mask.load", version="1.0.1")
+@node("mask.load", version="1.0.2")
 class LoadMask(PictureFile):
     """Read a mask from an image file: white (or opaque) = change, black (or transparent) = keep.
 
@@ -65,11 +65,14 @@ class LoadMask(PictureFile):
         )
         invert: bool = Field(False, description="swap change and keep (for files where black marks the change)")
 
-    def run(self, ctx: RunContext) -> Mask:
-        from editgraph.ops.colour import luminance
-        from editgraph.ops.imaging import read_image
+    arrays = "numpy"  # decoding needs no torch: a pixel-only run never imports it
 
-        decoded = read_image(self.params.path, ctx.settings)
+    def run(self, ctx: RunContext) -> Mask:
+        import numpy as np
+
+        from editgraph.ops.imaging import luminance, read_pixels
+
+        decoded = read_pixels(self.params.path, ctx.settings)
         channel = self.params.channel
         alpha_varies = decoded.alpha is not None and bool((decoded.alpha < 1).any())
         if channel == "alpha" and decoded.alpha is None:
@@ -81,8 +84,8 @@ class LoadMask(PictureFile):
         else:
             idx = ("red", "green", "blue").index(channel)
             mask = decoded.image[:, idx : idx + 1]
-        mask = mask.clamp(0, 1).contiguous()
-        return 1.0 - mask if self.params.invert else mask
+        mask = np.ascontiguousarray(np.clip(mask, 0, 1))
+        return np.float32(1.0) - mask if self.params.invert else mask
 
 
 @node("mask.from_alpha", version="1.0.0")
