@@ -25,6 +25,8 @@ def _cpu() -> Any:
 class RunContext:
     node_id: str
     node_type: str
+    # the run's torch.device; a node that takes numpy arrays (Node.arrays) gets the name "cpu", so
+    # that running it resolves no device and imports no torch
     device: torch.device = field(default_factory=_cpu)
     on_progress: Callable[[int, int, Any], None] | None = None  # (step, total, preview or None)
     cancel: threading.Event | None = None
