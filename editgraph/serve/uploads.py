@@ -18,6 +18,9 @@ from editgraph.atomic import write_atomic
 from editgraph.errors import EditgraphError
 
 _FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
+# Pillow names a JPEG carrying more than one picture (MPF: phones append a depth map or a preview)
+# "MPO"; it is a JPEG file to everything that reads it, image.load included.
+_ALIASES = {"MPO": "JPEG"}
 _REF = re.compile(r"^upload:([0-9a-f]{64})\.(png|jpg|webp)$")
 PREFIX = "upload:"
 
@@ -34,7 +37,7 @@ def store(data: bytes, folder: Path, max_pixels: int) -> dict:
         raise UploadRefused("the upload is empty")
     try:
         with Image.open(io.BytesIO(data)) as probe:  # reads the header only
-            fmt, (width, height) = probe.format, probe.size
+            fmt, (width, height) = _ALIASES.get(probe.format, probe.format), probe.size
     except Image.DecompressionBombError as exc:
         raise UploadRefused(f"image refused as a decompression bomb: {exc}") from None
     except Exception:  # noqa: BLE001 - PIL raises many types for "not an image"
