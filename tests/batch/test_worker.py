@@ -43,3 +43,59 @@ def test_the_shared_nodes_job_stores_every_shared_node_however_cheap(tmp_path: P
     ran = sorted(n for n, r in row["nodes"].items() if r["status"] == "ran")
     assert "soft" not in ran and "region" not in ran and "latent" not in ran
     assert ran == sorted(n for n in graphs[1].nodes if n not in shared or n == "model")
+
+
+def test_a_rows_failure_is_reported_in_its_result_and_the_worker_goes_on(tmp_path: Path):
+    """What the Ray driver records per row: a node failing, a row that no longer binds where the
+    worker runs, a cancel mid-row; each is a result naming what happened (only a dead worker makes
+    the driver retry), and the same worker then runs the next row."""
+    from PIL import Image
+
+    from editgraph.executor.events import NodeStarted
+    from editgraph.graph.validate import bind
+
+    wf = load_workflow(workflows.find("look"))
+    photo = tmp_path / "photo.png"
+    Image.open(workflows.HERE / "assets" / "coffee.png").convert("RGB").resize((48, 32)).save(photo)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 200)  # a PNG signature, then nothing decodable
+    gone = tmp_path / "gone.png"
+    gone.write_bytes(photo.read_bytes())
+
+    def job(row: int, image: Path) -> dict:
+        graph = bind(wf, {"image": str(image)}, base_dir=workflows.HERE, source="look")
+        return {"row": row, "document": graph.resolved_document(), "seeds": dict(graph.seeds), "base_dir": str(workflows.HERE), "source": "look"}
+
+    worker = Worker("w1", {"threads": 2, "device": "cpu", "disk_dir": str(tmp_path / "disk"), "shared": None})
+    try:
+        assert worker.info()["worker"] == "w1" and worker.info()["device"] == "cpu" and worker.info()["torch_threads"] == 2
+
+        failed = worker.run(job(1, broken))
+        assert failed["status"] == "failed" and str(broken) in failed["error"] and failed["files"] == {}
+        assert failed["nodes"]["photo"]["status"] == "failed" and failed["nodes"]["photo"]["type"] == "image.load"
+        assert {r["status"] for n, r in failed["nodes"].items() if n != "photo"} <= {"ran", "cached"}  # the LUT and reference
+
+        moved = job(2, gone)
+        gone.unlink()  # the row's picture is not on this machine
+        unbound = worker.run(moved)
+        assert unbound["status"] == "failed" and str(gone) in unbound["error"] and unbound["nodes"] == {}
+
+        seen = []
+
+        def cancel_at_the_grade(event) -> None:  # as the driver's cancel arrives from another thread
+            if isinstance(event, NodeStarted) and event.node_id == "graded":
+                seen.append(worker.status())
+                worker.cancel()
+
+        worker.executor.listeners.append(cancel_at_the_grade)
+        cancelled = worker.run(job(3, photo))
+        worker.executor.listeners.remove(cancel_at_the_grade)
+        assert cancelled["status"] == "cancelled" and cancelled["error"] == "cancelled" and cancelled["files"] == {}
+        assert seen == [{"row": 3, "node": "graded", "type": "grade", "step": None}]
+        assert worker.status() == {}  # between rows: nothing running
+
+        ok = worker.run(job(4, photo))  # the same worker, after all three
+        assert ok["status"] == "ok" and ok["error"] is None and list(ok["files"]) == ["look.png"]
+        assert ok["nodes"]["photo"]["status"] in ("ran", "cached") and ok["pid"] == failed["pid"]
+    finally:
+        worker.close()

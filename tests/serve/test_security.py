@@ -96,3 +96,53 @@ def test_cors_is_closed_unless_configured(public_server):
     assert "access-control-allow-origin" not in r.headers
     r = httpx.get(f"http://{public_server}/api/health", headers={"origin": "http://evil.example", "authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+
+
+def test_the_rate_limit_is_a_sliding_minute_per_client(monkeypatch):
+    import types
+
+    from editgraph.serve import security
+
+    now = [1000.0]
+    monkeypatch.setattr(security, "time", types.SimpleNamespace(monotonic=lambda: now[0]))  # this module's clock only
+    limiter = security.RateLimiter(per_minute=2)
+    assert limiter.allow("a")  # t = 0 s
+    now[0] += 20
+    assert [limiter.allow("a"), limiter.allow("a")] == [True, False]  # t = 20 s: the second, then over
+    assert limiter.allow("b")  # per client
+    now[0] += 40.5
+    assert [limiter.allow("a"), limiter.allow("a")] == [True, False]  # t = 60.5 s: the first left the window
+    now[0] += 20
+    assert limiter.allow("a")  # t = 80.5 s: the one from t = 20 s left too
+
+
+def test_a_socket_server_without_the_denial_extension_closes_the_handshake_unauthorised():
+    """Behind an ASGI server that cannot send an HTTP response on a socket, a socket without the
+    token is refused at the handshake (close 1008), and the app never sees it."""
+    import asyncio
+
+    from editgraph.serve.security import TokenMiddleware
+
+    reached = []
+
+    async def app(scope, receive, send):
+        reached.append(scope["path"])
+
+    async def receive():
+        return {"type": "websocket.connect"}
+
+    async def call(extensions: dict, query: bytes = b"") -> list[dict]:
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "websocket", "path": "/api/jobs/x/events", "headers": [], "query_string": query, "extensions": extensions}
+        await TokenMiddleware(app, TOKEN)(scope, receive, send)
+        return sent
+
+    assert asyncio.run(call({})) == [{"type": "websocket.close", "code": 1008}]
+    denied = asyncio.run(call({"websocket.http.response": {}}, b"token=wrong-token-123"))
+    assert [m["type"] for m in denied] == ["websocket.http.response.start", "websocket.http.response.body"] and denied[0]["status"] == 401
+    assert b"wrong token" in denied[1]["body"] and reached == []
+    assert asyncio.run(call({}, f"token={TOKEN}".encode())) == [] and reached == ["/api/jobs/x/events"]
