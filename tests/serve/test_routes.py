@@ -87,9 +87,17 @@ def test_a_body_over_the_limit_is_refused_whether_or_not_it_declares_its_length(
     assert list(app_config.uploads_dir.iterdir()) == []
 
 
-def test_provenance_of_bytes_that_are_no_image_is_a_400_saying_so(client):
+def test_provenance_that_is_missing_or_unreadable_is_a_400_saying_so(client):
+    from editgraph.sharing import metadata, provenance
+
     err = _error(client.post("/api/provenance", content=b"plain text, not a picture"), 400, "bad_request")
-    assert "editgraph" in err["message"]
+    assert "carries no editgraph workflow" in err["message"]
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG")
+    damaged = metadata.png_insert(buf.getvalue(), after_ihdr=[], before_iend=[metadata.png_itxt(provenance.KEYWORD, b"{not json", compress=True)])
+    assert provenance.KEYWORD in damaged
+    err = _error(client.post("/api/provenance", content=damaged), 400, "bad_request")
+    assert err["message"].startswith("cannot read the editgraph provenance: ")
 
 
 def test_a_socket_for_an_unknown_job_is_closed_with_4404(client):
