@@ -24,27 +24,43 @@ _KINDS = {
     "base": "an ordinary (4-channel) model",
     "inpaint": "an inpainting (9-channel) model",
     "instruct": "an InstructPix2Pix (8-channel) model: use the `instruct` node",
+    "flow": "a flow-matching edit model (Flux 2, Flux Kontext, Qwen-Image-Edit): use the flow.* nodes",
 }
 
-_SHORT = {"base": "ordinary", "inpaint": "inpainting", "instruct": "InstructPix2Pix"}
+_SHORT = {"base": "ordinary", "inpaint": "inpainting", "instruct": "InstructPix2Pix",
+          "flow": "flow-matching edit (Flux 2, Flux Kontext, Qwen-Image-Edit)"}
+
+
+def _model_source(graph, ref: str) -> tuple[str, list[str]]:
+    """The node a model input comes from, looking through nodes that wrap a model (model.lora:
+    Node.wraps_model) to the one that loads it; and the wrapping nodes passed on the way."""
+    via: list[str] = []
+    src = graph.nodes[ref]
+    while src.cls.wraps_model and src.cls.wraps_model in src.inputs and ref not in via:
+        via.append(ref)
+        ref = src.inputs[src.cls.wraps_model][0]
+        src = graph.nodes[ref]
+    return ref, via
 
 
 def _model_wiring(graph, nid: str, node) -> list[Issue]:
     """A model wired into a node that cannot run its kind (Node.model_kinds), where the model's
-    kind is known from its source node's params (Node.model_kind)."""
+    kind is known from its source node's params (Node.model_kind), also through LoRA nodes."""
     kinds = node.cls.model_kinds
     ref = node.inputs.get("model")
     if kinds is None or ref is None:
         return []
-    src = graph.nodes[ref[0]]
+    origin, via = _model_source(graph, ref[0])
+    src = graph.nodes[origin]
     facts = src.cls.model_kind(src.params)
     if facts is None or facts[1] in kinds:
         return []
     name, kind = facts
     takes = " or ".join(sorted(_SHORT.get(k, k) for k in kinds))
+    through = "".join(f" through '{v}' ({graph.nodes[v].type})" for v in reversed(via))
     return [Issue(
         f"nodes.{nid}.inputs.model",
-        f"{node.type} cannot run model {name!r} from '{ref[0]}', {_KINDS.get(kind, kind)}; it takes {takes} models",
+        f"{node.type} cannot run model {name!r} from '{origin}'{through}, {_KINDS.get(kind, kind)}; it takes {takes} models",
         nid, node.type,
     )]
 

@@ -34,7 +34,8 @@ TABLE = Path(__file__).with_name("versions.json")
 # for keying: the executor folds a model's LoRAs into the key of the nodes that use the parts they
 # change), never what run() computes; a changed declaration changes keys by itself.
 # arrays: the kind of array run() is handed (numpy or torch tensors), the same values either way.
-DESCRIPTIVE = frozenset({"generative", "cost_class", "model_components", "wraps_model", "arrays"})  # cost_class: how outputs are kept (disk or not), never what they are
+# model_kinds: which models validation lets into the node, never what run() computes.
+DESCRIPTIVE = frozenset({"generative", "cost_class", "model_components", "wraps_model", "arrays", "model_kinds"})  # cost_class: how outputs are kept (disk or not), never what they are
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:

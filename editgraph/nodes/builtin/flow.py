@@ -25,6 +25,7 @@ from editgraph.nodes.registry import Node, NodeParams, Seed, node
 from editgraph.values.sockets import Conditioning, Image, Latent, Mask, Model, Reference, References
 
 MAX_LIST = 8  # inputs of flow.references; no family takes more than this today
+FLOW_KINDS = frozenset({"flow"})  # model.load's kind for Flux 2 / Kontext / Qwen-Image-Edit: validate refuses SD models here
 
 
 def _stages(model: Model, what: str):
@@ -49,6 +50,7 @@ class FlowPrompt(Node):
     cost_class = "expensive"  # model work: always worth a disk entry
 
     model_components = {"model": ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "processor")}
+    model_kinds = FLOW_KINDS
 
     class Params(NodeParams):
         prompt: str = Field("", max_length=8000, description="the instruction or the picture's description")
@@ -83,6 +85,7 @@ class FlowReference(Node):
     cost_class = "expensive"  # model work: always worth a disk entry
 
     model_components = {"model": ("vae",)}
+    model_kinds = FLOW_KINDS
 
     class Params(NodeParams):
         auto_resize: bool = Field(True, description="Kontext: snap to the nearest resolution it was trained at")
@@ -140,6 +143,7 @@ class FlowDenoise(Node):
 
     generative = True  # pixels made by a trained model (drives the AI disclosure of saved files)
     model_components = {"model": ("transformer",)}
+    model_kinds = FLOW_KINDS
 
     class Params(NodeParams):
         steps: int = Field(28, ge=1, le=1000, description="denoising steps over the whole schedule")
@@ -197,6 +201,7 @@ class FlowDecode(Node):
 
     generative = True  # pixels made by a trained model (drives the AI disclosure of saved files)
     model_components = {"model": ("vae",)}
+    model_kinds = FLOW_KINDS
 
     class Params(NodeParams):
         pass

@@ -20,7 +20,7 @@ from editgraph.nodes.registry import InputPath, Node, NodeParams, node
 from editgraph.values.sockets import Model
 
 
-@node("model.load", version="1.1.1", deterministic=True)
+@node("model.load", version="1.1.2", deterministic=True)
 class LoadModel(Node):
     """Load a diffusion model (SD's UNet, VAE, text encoder, tokenizer; a flow model's transformer,
     VAE and text encoder, optionally with the transformer from one .safetensors/.gguf file) that
@@ -96,12 +96,15 @@ class LoadModel(Node):
 
     @classmethod
     def model_kind(cls, params: NodeParams) -> tuple[str, str] | None:
-        """A built-in model's kind from its spec; a folder's from its UNet's input channels."""
+        """A built-in model's kind from its spec; a flow-matching folder's ("flow") from its
+        model_index.json; an SD folder's from its UNet's input channels."""
         import json
 
         from editgraph.models.errors import ModelError
+        from editgraph.models.flow_loader import FLOW_PIPELINES
         from editgraph.models.loader import resolve
         from editgraph.models.tiny import TINY_MODELS
+        from editgraph.models.tiny_flow import FLOW_MODELS
 
         name = getattr(params, "model", None)
         if not isinstance(name, str) or not name:
@@ -112,6 +115,13 @@ class LoadModel(Node):
             return None  # check_sources reports it
         if path.name in TINY_MODELS:
             return path.name, TINY_MODELS[path.name].kind
+        if path.name in FLOW_MODELS:
+            return path.name, "flow"
+        try:
+            if json.loads((path / "model_index.json").read_text(encoding="utf-8")).get("_class_name") in FLOW_PIPELINES:
+                return path.name, "flow"
+        except (OSError, ValueError, AttributeError):
+            pass  # no index (a single file): an SD folder is told by its UNet below
         try:
             channels = json.loads((path / "unet" / "config.json").read_text(encoding="utf-8")).get("in_channels")
         except (OSError, ValueError, AttributeError):
