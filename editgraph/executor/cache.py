@@ -40,13 +40,15 @@ class Cache:
         shared = open_shared(settings.shared_cache, settings) if settings.shared_cache else None
         return cls(MemoryStore(settings.memory_cache), default_disk(root, settings), shared)
 
-    def lookup(self, key: str) -> dict[str, str] | None:
+    def lookup(self, key: str, shared: bool = True) -> dict[str, str] | None:
+        """The fingerprints stored under key, or None. shared=False asks the local tiers only (the
+        executor's choice for a key made from a value this run computed: see run.py)."""
         fps = self.memory.get_ref(key)
         if fps is None and self.disk is not None:
             fps = self.disk.get_ref(key)
             if fps is not None:
                 self.memory.put_ref(key, fps)
-        if fps is None and self.shared is not None:
+        if fps is None and shared and self.shared is not None:
             fps = self.shared.get_ref(key)
             if fps is not None:
                 self.memory.put_ref(key, fps)
@@ -64,11 +66,13 @@ class Cache:
                 self.memory.put_blob(fp, value)
         return value
 
-    def store_blob(self, fp: str, value: Any, encoded: Encoded | None) -> None:
+    def store_blob(self, fp: str, value: Any, encoded: Encoded | None, shared: bool = True) -> None:
+        """encoded None: memory only; shared=False: not to the shared tier (too big to be worth
+        its transfer, persist.py)."""
         self.memory.put_blob(fp, value)
         if self.disk is not None and encoded is not None:
             self.disk.put_blob(fp, encoded)
-        if self.shared is not None and encoded is not None:
+        if shared and self.shared is not None and encoded is not None:
             self.shared.put_blob(fp, encoded)
 
     def store_ref(self, key: str, fps: dict[str, str]) -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from editgraph.executor.objectstore import INLINE_MAX
 from editgraph.executor.store import INLINE_LIMIT
 
 
@@ -49,6 +50,11 @@ class Persistence:
     factor: float = 1.0
     measured: bool = True  # price files at the disk's measured write rate (DiskStore.write_bps) once known
     budget: float = 0.05  # a run's writes of measured outputs: at most this share of its nodes' time
+    # The shared tier (objectstore.py): a request costs a few ms wherever the store is (signing,
+    # a round trip, the server's work), then bytes go at a network's rate, up now and down later;
+    # a blob small enough to ride inside its run's bundle pays no request of its own.
+    shared_request_s: float = 20e-3
+    shared_bps: float = 100e6
 
     def write_s(self, nbytes: int, write_bps: float | None = None) -> float:
         """Seconds to write `nbytes` now: the part of storage_s that the run itself pays."""
@@ -79,6 +85,17 @@ class Persistence:
             return f"recomputing ({redo_s * 1e3:.3f} ms) costs less than writing and reading back {nbytes} bytes ({store_s * 1e3:.3f} ms)"
         return None if budget is None else budget.take(self.write_s(nbytes, write_bps), nbytes)
 
+    def why_not_shared(self, cost_class: str, redo_s: float, nbytes: int) -> str | None:
+        """None to send an output the disk tier keeps to the shared tier too; else why not (a
+        photo-sized value that a few ms of work remakes costs more to send and fetch back)."""
+        if cost_class == "expensive":
+            return None
+        requests = 0 if nbytes <= INLINE_MAX else 2
+        cost_s = requests * self.shared_request_s + 2 * nbytes / self.shared_bps
+        if redo_s >= cost_s * self.factor:
+            return None
+        return f"recomputing ({redo_s * 1e3:.3f} ms) costs less than sending {nbytes} bytes to the shared tier and back ({cost_s * 1e3:.3f} ms)"
+
 
 class RunBudget:
     """One run's allowance for writing measured outputs: `share` of the seconds its nodes ran."""
@@ -103,4 +120,5 @@ class RunBudget:
 
 
 DEFAULT = Persistence()
-ALWAYS = Persistence(file_s=0.0, row_s=0.0, write_bps=float("inf"), read_bps=float("inf"), measured=False, budget=float("inf"))  # every storable output
+ALWAYS = Persistence(file_s=0.0, row_s=0.0, write_bps=float("inf"), read_bps=float("inf"), measured=False, budget=float("inf"),
+                    shared_request_s=0.0, shared_bps=float("inf"))  # every storable output

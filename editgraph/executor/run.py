@@ -101,7 +101,7 @@ class _Step:
 
     __slots__ = (
         "id", "node", "type", "deterministic", "output_names", "prefix", "reads_files", "inputs", "single", "drop", "last",
-        "uses",
+        "uses", "parents",
     )
 
     def __init__(self, node: BoundNode):
@@ -113,6 +113,7 @@ class _Step:
         self.prefix = _key_prefix(node)
         self.reads_files = node.cls.source_token.__func__ is not Node.source_token.__func__
         self.inputs = tuple(sorted(node.inputs.items()))  # (name, ref), in key order
+        self.parents = frozenset(ref[0] for ref in node.inputs.values())
         # Model inputs whose node says which components it uses: keyed by those components' LoRAs only.
         self.uses = {name: comps for name, comps in node.cls.model_components.items() if name in node.inputs}
         # The common one-input node: its key text is "name=" + the input's fingerprint.
@@ -343,6 +344,10 @@ class _Run:
         # inputs'), so a chain of cheap nodes persists one output before recomputing grows costly.
         self.redo_s: dict[Ref, float] = {}
         self.budget = RunBudget(self.persistence.budget)  # what writes of measured outputs may cost this run
+        # Nodes this run computed (their keys missed every tier). A key made from such a node's
+        # output is one only a process that computed the same value could have stored: its lookup
+        # asks the local tiers, not the shared one, whose miss would cost a request per node.
+        self.fresh: set[str] = set()
         self.components = ComponentPlan(graph, self.order) if ex.free_components else None
 
     # --- the pass ---------------------------------------------------------------------------
@@ -357,7 +362,7 @@ class _Run:
         result = RunResult(self.graph, self.records, self.fps, offload=ex.offload, uses_torch=uses_torch, _fetch=self.fetch)
         try:
             fps, keys, records, values, cache, listeners = self.fps, self.keys, self.records, self.values, ex.cache, ex.listeners
-            use_cache, clock, components = ex.use_cache, time.perf_counter, self.components
+            use_cache, clock, components, fresh = ex.use_cache, time.perf_counter, self.components, self.fresh
             for self.at, step in enumerate(self.plan.steps):
                 nid = step.id
                 t0 = clock()
@@ -383,7 +388,7 @@ class _Run:
                 except Exception as exc:
                     ex.emit(NodeFailedEvent(nid, step.type, f"{type(exc).__name__}: {exc}"))
                     raise NodeFailed(nid, step.type, exc) from exc
-                hit = cache.lookup(key) if use_cache and step.deterministic else None
+                hit = cache.lookup(key, fresh.isdisjoint(step.parents)) if use_cache and step.deterministic else None
                 if hit is not None and hit.keys() == step.output_names:
                     for out, fp in hit.items():
                         fps[(nid, out)] = fp
@@ -395,6 +400,7 @@ class _Run:
                         listener(event)
                 else:
                     self._run_node(step.node)
+                    fresh.add(nid)
                 if components is not None:
                     components.after(self.at, values)
                 if values:
@@ -465,6 +471,7 @@ class _Run:
         redo_s = run_s + max([self.redo_s.get(ref, 0.0) for ref in node.inputs.values()], default=0.0)
         on_disk = ex.cache.disk is not None or getattr(ex.cache, "shared", None) is not None  # a tier that outlives the process
         write_bps = ex.cache.disk.write_bps if ex.cache.disk is not None else None  # measured by its writer
+        shared_tier = getattr(ex.cache, "shared", None)
         fps, nbytes, why_not = {}, 0, {}
         for name, value in outputs.items():
             try:
@@ -485,7 +492,10 @@ class _Run:
             if why is not None:
                 why_not[name] = why
                 self.redo_s[(nid, name)] = redo_s
-            ex.cache.store_blob(fp, value, enc if why is None else None)
+            # the shared tier prices a transfer, not a disk write: the disk may keep what it does not
+            shared = why is None and (shared_tier is None or name == node.cls.billing
+                                      or self.persistence.why_not_shared(node.cls.cost_class, redo_s, enc.nbytes) is None)
+            ex.cache.store_blob(fp, value, enc if why is None else None, shared)
             fps[name] = fp
             self.fps[(nid, name)] = fp
             self.values[(nid, name)] = value
