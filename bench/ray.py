@@ -14,7 +14,9 @@ per-row time also excludes its first row's shared nodes (the local batch compute
 The local batch and the 1-worker run alternate `--repeats` times (the machine's load drifts); the
 overhead is given from the minima and from the medians, and beside it the row time each process
 measured itself (a row's own run, shared nodes excluded: what the shared tier adds inside a row,
-apart from Ray's scheduling between rows).
+apart from Ray's scheduling between rows). The last column counts each row's requests to the shared
+tier (GET hit / GET miss / PUT, as its worker's SharedStore made them; a row's writes go up as one
+bundle, executor/objectstore.py).
 
 Both sides run torch with OMP_WAIT_POLICY=PASSIVE (as the test suite does; Ray's workers inherit
 this process's environment): with spinning OpenMP threads a loaded 2-core machine made the local
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -108,8 +111,13 @@ def on_ray(graphs, dirs, workers: int, shared: str, disk: Path) -> dict:
     s = batch.summary()
     # a row's own time as its worker measured it, less the model load a second worker does in its first row
     own = [r.seconds - (r.nodes.get("model", {}).get("seconds", 0) if r.nodes.get("model", {}).get("status") == "ran" else 0) for r in batch.rows]
+    requests: Counter[str] = Counter()
+    for r in batch.rows:
+        requests.update(r.requests)
+    per_row = ", ".join(f"{n / len(batch.rows):.2g} {what}" for what, n in sorted(requests.items())) or "none"
     return {"wall": wall, "rows": (wall - first_up - prepare) / len(graphs), "ok": s["ok"], "start": first_up, "prepare": prepare,
-            "latent": s["node_runs"].get("latent", 0), "model": s["node_runs"].get("model", 0), "own": statistics.median(own)}
+            "latent": s["node_runs"].get("latent", 0), "model": s["node_runs"].get("model", 0), "own": statistics.median(own),
+            "requests": per_row}
 
 
 def main() -> None:
@@ -151,11 +159,12 @@ def main() -> None:
 
     print(f"product-variant, {args.rows} rows, tiny-sd, {args.steps} steps at {args.size} px, {threads} torch threads per process, "
           f"{os.cpu_count()} CPUs; shared tier: moto S3 on 127.0.0.1; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end\n")
-    print("| run | rows ok | wall s | worker start s | prepare s | per row s | row's own s (median) | vae.encode runs | model.load runs |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| run | rows ok | wall s | worker start s | prepare s | per row s | row's own s (median) | vae.encode runs | model.load runs "
+          "| shared-tier requests per row |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results:
         print(f"| {name} | {r['ok']} | {r['wall']:.1f} | {r.get('start', 0):.1f} | {r.get('prepare', 0):.2f} | {r['rows']:.3f} | {r['own']:.3f} | "
-              f"{r.get('latent', 1)} | {r.get('model', 1)} |")
+              f"{r.get('latent', 1)} | {r.get('model', 1)} | {r.get('requests', '-')} |")
     print("\n| Ray 1 worker vs local batch, per row | min | median | target |")
     print("|---|---|---|---|")
     for what, label in (("rows", "overhead (wall less start-up and shared nodes)"), ("own", "a row's own time, as each process measured it")):

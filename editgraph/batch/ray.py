@@ -84,6 +84,7 @@ def shared_nodes(graphs: list) -> list[str]:
 class ClusterRow(RowResult):
     worker: str | None = None  # the worker that finished the row (or last tried it)
     attempts: list[dict[str, Any]] = field(default_factory=list)  # tries that a worker's death ended
+    requests: dict[str, int] = field(default_factory=dict)  # to the shared tier: GET hit / GET miss / PUT / DELETE
 
 
 @dataclass
@@ -402,7 +403,7 @@ class _Driver:
                 stats.setdefault(key, []).extend(out[key])
         if index < 0:
             self.batch.prepare = {"worker": slot.name, "status": out["status"], "error": out["error"], "nodes": out["nodes"],
-                                  "seconds": round(out["seconds"], 6)}
+                                  "seconds": round(out["seconds"], 6), "requests": out.get("requests", {})}
             if out["status"] == "failed":  # every row needs these nodes: they would all fail the same way
                 for i, row in enumerate(self.rows):
                     if i == 0 or self.keep_going:
@@ -414,6 +415,7 @@ class _Driver:
         stats["rows"].append(row.row)
         row.status, row.error, row.worker, row.nodes = out["status"], out["error"], slot.name, out["nodes"]
         row.seconds = out["seconds"]
+        row.requests = out.get("requests", {})
         if out["status"] == "ok":
             row.outputs = [str(p) for p in _write_files(Path(row.out), out["files"])]
         self._row_done(row)

@@ -125,6 +125,9 @@ class Worker:
             out["cache_errors"], shared.errors[:] = list(shared.errors), []
         if shared is not None and shared.rejected:
             out["rejected"], shared.rejected[:] = list(shared.rejected), []
+        if shared is not None:  # this job's requests to the shared tier (its writes are flushed by now)
+            out["requests"] = dict(shared.requests)
+            shared.requests.clear()
         return out
 
     def close(self) -> None:

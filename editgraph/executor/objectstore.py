@@ -8,22 +8,25 @@ Two places hold them, behind one small `Objects` interface (get / put / delete o
     /a/path, file:///a/path a folder on a filesystem every worker mounts (NFS, a shared disk)
 
 Layout under the prefix:  blobs/<fp[:2]>/<fp>   refs/<key[:2]>/<key>
+A ref object may be a bundle: the refs a run stored (its own key's among them) and its small
+blobs inline, so that a batch row costs one GET and one PUT, not one per node (SharedStore).
 
 Why it is safe to share:
-- Reads verify. A blob's name is the blake3 of its bytes; a ref object starts with the blake3 of
-  the rest. A torn, altered or truncated object is deleted and reported as a miss, so the node
+- Reads verify. A blob's name is the blake3 of its bytes (inline ones too); a ref object starts
+  with the blake3 of the rest. A torn, altered or truncated object is deleted and reported as a miss, so the node
   that made it runs again and writes it anew: a corrupt object is recomputed, never served.
 - Writes are atomic. An S3 PUT replaces a whole object or nothing; on a filesystem the bytes go to
   a temporary name that is then renamed. No reader sees half an object.
 - Concurrent writers of the same key are harmless: blobs are content-addressed (both write the
   same bytes), and a ref under one key names the same fingerprints whoever computed it (keys are
-  content hashes; a node that is not deterministic is never stored).
+  content hashes; a node that is not deterministic is never stored); two bundles under one key
+  hold refs that agree, and each holds that key's.
 
 Writes go to a few background threads per store, so a node's caller does not wait for the
-network and a row's last objects go up side by side rather than one round trip after another
+network and a run's objects go up side by side rather than one round trip after another
 (an object store's latency, not its bandwidth, bounds small objects: the row's end waited for
-each of its last PUTs in turn). A ref's PUT starts only once the PUTs of the blobs it names have
-ended, so a ref is never visible before its blobs. `flush()` waits for them all: the executor
+each of its last PUTs in turn). A ref's (or bundle's) PUT starts only once the PUTs of the blobs
+it names have ended, so a ref is never visible before its blobs. `flush()` waits for them all: the executor
 flushes when a run ends or fails, so a finished row is in the shared tier when it reports.
 """
 

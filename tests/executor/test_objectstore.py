@@ -179,3 +179,80 @@ def test_shared_writes_go_up_side_by_side_and_a_ref_only_after_its_blobs():
     assert {store.get_ref(f"k{i}")["latent"] for i in range(4)} == set(fps)
     assert all(torch.equal(store.get_blob(fps[i]), latent(i)) for i in range(4))
     store.close()
+
+
+def test_a_run_stores_one_bundle_under_the_key_it_missed_and_another_machine_reads_it_with_one_request(s3_bucket, tmp_path, photo_path):
+    from editgraph.executor.persist import ALWAYS
+
+    doc = {**DOC, "nodes": {**DOC["nodes"], "photo": {"type": "image.load", "params": {"path": str(photo_path)}}}}
+    url = f"s3://{s3_bucket}/b"
+    machines = []
+    for name in ("a", "b"):
+        log = EventLog()
+        cache = Cache(MemoryStore(1 << 28), DiskStore(tmp_path / name, 1 << 30), open_shared(url))
+        machines.append((Executor(cache, listeners=[log], persistence=ALWAYS), log))
+    (ex_a, log_a), (ex_b, log_b) = machines
+    ra = ex_a.run(bind(load_workflow(doc)), targets=["warm"])
+    # only the photo's key was asked for: small and warm are made from what this run computed
+    assert ex_a.cache.shared.requests == {"GET miss": 1, "PUT": 2}
+    import boto3
+
+    s3 = boto3.client("s3")
+    names = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="b/")["Contents"])
+    photo_fp = ra.fingerprints[("photo", "image")]
+    photo_key = ra.records["photo"].key
+    # the 600x400 photo (2.9 MB) is an object of its own; the rest rides in one bundle under the photo's key
+    assert names == [f"b/blobs/{photo_fp[:2]}/{photo_fp}", f"b/refs/{photo_key[:2]}/{photo_key}"]
+    from editgraph.executor.objectstore import unpack_bundle
+
+    refs, blobs = unpack_bundle(photo_key, s3.get_object(Bucket=s3_bucket, Key=names[1])["Body"].read())
+    assert refs == {rec.key: {out: fp for (n, out), fp in ra.fingerprints.items() if n == nid} for nid, rec in ra.records.items()}
+    assert len(refs) == 3
+    # every blob up to 1 MiB inline: the photo's alpha (600x400 floats), the small copy and its grade
+    assert sorted(blobs) == sorted(fp for fp in ra.fingerprints.values() if fp != photo_fp) and len(blobs) == 3
+
+    rb = ex_b.run(bind(load_workflow(doc)), targets=["warm"])
+    assert log_b.ran() == [] and log_b.cached() == ["photo", "small", "warm"]
+    assert torch.equal(ra.value("warm"), rb.value("warm"))  # the inline blob, verified
+    assert ex_b.cache.shared.requests == {"GET hit": 1}  # the bundle answered every lookup and the load
+    for ex, _ in machines:
+        ex.cache.close()
+
+
+def test_a_long_run_sends_its_bundle_so_far_and_the_last_one_lands_last(monkeypatch):
+    from editgraph.executor import objectstore
+
+    monkeypatch.setattr(objectstore, "CHECKPOINT_S", 0.0)  # every stored ref is "long enough"
+    objects = _SlowObjects(blob_s=0.0)
+    store = SharedStore(objects)
+    assert store.get_ref("e1") is None  # a miss: the run's entry key
+    encs = [encode(latent(i)) for i in range(2)]
+    fps = [e.fingerprint() for e in encs]
+    store.put_blob(fps[0], encs[0])
+    store.put_ref("e1", {"latent": fps[0]})
+    store.put_blob(fps[1], encs[1])
+    store.put_ref("k2", {"latent": fps[1]})
+    store.flush()
+    puts = [name for what, name in objects.log if what == "start"]
+    assert puts == ["refs/e1/e1"] * 3  # two checkpoints and the final bundle; nothing else
+    ends = [i for i, (what, _) in enumerate(objects.log) if what == "end"]
+    starts = [i for i, (what, _) in enumerate(objects.log) if what == "start"]
+    assert all(e < s for e, s in zip(ends, starts[1:]))  # one after another: the newest is what stays
+    refs, blobs = objectstore.unpack_bundle("e1", objects.objects["refs/e1/e1"])
+    assert refs == {"e1": {"latent": fps[0]}, "k2": {"latent": fps[1]}} and sorted(blobs) == sorted(fps)
+    other = SharedStore(objects)  # another process: k2 answered from e1's bundle, no request of its own
+    assert other.get_ref("e1") == {"latent": fps[0]} and other.get_ref("k2") == {"latent": fps[1]}
+    assert torch.equal(other.get_blob(fps[1]), latent(1)) and other.requests == {"GET hit": 1}
+    store.close()
+
+
+def test_the_shared_tier_prices_a_transfer_not_a_disk_write():
+    from editgraph.executor.persist import ALWAYS, DEFAULT
+
+    photo = 600 * 400 * 3 * 4
+    # a paste-back of a 600x400 photo (21 ms) keeps its disk entry but stays off the network
+    assert DEFAULT.why_not("measured", 0.021, photo) is None
+    assert "to the shared tier and back" in DEFAULT.why_not_shared("measured", 0.021, photo)
+    assert DEFAULT.why_not_shared("measured", 0.2, photo) is None  # a 200 ms node: worth sending
+    assert DEFAULT.why_not_shared("measured", 0.02, 460_000) is None  # inline in the bundle: no request of its own
+    assert DEFAULT.why_not_shared("expensive", 0.0, 50 << 20) is None and ALWAYS.why_not_shared("measured", 0.0, 50 << 20) is None
