@@ -53,7 +53,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its t
 import torch  # noqa: E402
 
 from editgraph import workflows  # noqa: E402
-from editgraph.batch.ray import run_on_ray  # noqa: E402
+from editgraph.batch.ray import connect, run_on_ray  # noqa: E402
 from editgraph.batch.runner import bind_rows, out_dirs, run_batch  # noqa: E402
 from editgraph.executor.cache import Cache  # noqa: E402
 from editgraph.executor.run import Executor  # noqa: E402
@@ -91,20 +91,62 @@ def bound(rows: int, steps: int, size: int, out: Path):
     return graphs, out_dirs(str(out), graphs, {k: p.type for k, p in wf.params.items()})
 
 
+def cpu_by_process(tree: bool) -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process, and with tree of every process it
+    started (Ray's daemons and workers, the S3 server), by process name."""
+    import psutil
+
+    me = psutil.Process()
+    out: dict[str, float] = {}
+    for p in [me, *(me.children(recursive=True) if tree else [])]:
+        try:
+            t = p.cpu_times()
+            name = "this process" if p.pid == me.pid else p.name()
+        except psutil.Error:
+            continue  # ended meanwhile
+        out[name] = out.get(name, 0.0) + t.user + t.system
+    return out
+
+
+class Window:
+    """Wall and CPU between the first row's end and the last's: the steady state, start-up and the
+    shared nodes left out. CPU is every process the run uses (tree) or this one only."""
+
+    def __init__(self, rows: int, tree: bool):
+        self.rows, self.tree, self.marks = rows, tree, []
+
+    def __call__(self, *_):
+        if len(self.marks) in (0, self.rows - 1):
+            self.marks.append((time.perf_counter(), cpu_by_process(self.tree)))
+        else:
+            self.marks.append(None)
+
+    def result(self) -> dict:
+        if self.rows < 2:
+            return {"wall_w": 0.0, "cpu_w": 0.0, "cpu_by": {}}
+        (t0, c0), (t1, c1) = self.marks[0], self.marks[-1]
+        n = self.rows - 1
+        by = {k: (v - c0.get(k, 0.0)) / n for k, v in c1.items()}
+        return {"wall_w": (t1 - t0) / n, "cpu_w": sum(by.values()), "cpu_by": by}
+
+
 def local(graphs, dirs, cache_dir: Path) -> dict:
     cache = Cache.default(cache_dir)
+    window = Window(len(graphs), tree=False)
     t0 = time.perf_counter()
-    results = run_batch(graphs, dirs, Executor(cache))
+    results = run_batch(graphs, dirs, Executor(cache), on_row=window)
     wall = time.perf_counter() - t0
     cache.close()
     first_shared = sum(rec["seconds"] for nid, rec in results[0].nodes.items() if nid in SHARED)
     own = [r.seconds for r in results[1:]] or [results[0].seconds]  # row 1 also ran the shared nodes
-    return {"wall": wall, "rows": (wall - first_shared) / len(graphs), "ok": sum(r.status == "ok" for r in results), "own": statistics.median(own)}
+    return {"wall": wall, "rows": (wall - first_shared) / len(graphs), "ok": sum(r.status == "ok" for r in results), "own": statistics.median(own),
+            **window.result()}
 
 
 def on_ray(graphs, dirs, workers: int, shared: str, disk: Path) -> dict:
+    window = Window(len(graphs), tree=True)
     t0 = time.perf_counter()
-    batch = run_on_ray(graphs, dirs, workers=workers, shared=shared, disk_dir=str(disk))
+    batch = run_on_ray(graphs, dirs, workers=workers, shared=shared, disk_dir=str(disk), on_row=window)
     wall = time.perf_counter() - t0
     first_up = min(w["start_s"] for w in batch.workers.values())
     prepare = (batch.prepare or {}).get("seconds", 0.0)
@@ -117,7 +159,7 @@ def on_ray(graphs, dirs, workers: int, shared: str, disk: Path) -> dict:
     per_row = ", ".join(f"{n / len(batch.rows):.2g} {what}" for what, n in sorted(requests.items())) or "none"
     return {"wall": wall, "rows": (wall - first_up - prepare) / len(graphs), "ok": s["ok"], "start": first_up, "prepare": prepare,
             "latent": s["node_runs"].get("latent", 0), "model": s["node_runs"].get("model", 0), "own": statistics.median(own),
-            "requests": per_row}
+            "requests": per_row, **window.result()}
 
 
 def main() -> None:
@@ -137,7 +179,7 @@ def main() -> None:
         # the tiny model is built once, outside every timing
         g, d = bound(1, 1, 64, tmp / "warm")
         local(g, d, tmp / "warm-cache")
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        connect(ray, None, num_cpus=2)  # as `editgraph batch --ray` starts a local Ray
         results, pairs = [], []
         for r in range(args.repeats):
             g, d = bound(args.rows, args.steps, args.size, tmp / f"local{r}")
@@ -167,12 +209,22 @@ def main() -> None:
               f"{r.get('latent', 1)} | {r.get('model', 1)} | {r.get('requests', '-')} |")
     print("\n| Ray 1 worker vs local batch, per row | min | median | target |")
     print("|---|---|---|---|")
-    for what, label in (("rows", "overhead (wall less start-up and shared nodes)"), ("own", "a row's own time, as each process measured it")):
+    for what, label in (("rows", "overhead (wall less start-up and shared nodes)"), ("own", "a row's own time, as each process measured it"),
+                        ("wall_w", "wall per row, rows 2-N (steady state)"),
+                        ("cpu_w", "CPU per row, rows 2-N, every process the run uses (Ray: driver, daemons, worker, S3 server)")):
         lo = [p[0][what] for p in pairs]
         one = [p[1][what] for p in pairs]
         ratio = lambda f: 100 * (f(one) - f(lo)) / f(lo)  # noqa: E731
         print(f"| {label} | {ratio(min):+.1f}% ({min(one):.3f} vs {min(lo):.3f} s) | {ratio(statistics.median):+.1f}% "
               f"({statistics.median(one):.3f} vs {statistics.median(lo):.3f} s) | <= +5% |")
+
+    print("\n| CPU s per row, rows 2-N, by process | " + " | ".join(f"Ray 1 worker, run {i + 1}" for i in range(len(pairs))) + " |")
+    print("|---|" + "---|" * len(pairs))
+    names = sorted({n for _, one in pairs for n in one["cpu_by"]}, key=lambda n: -max(one["cpu_by"].get(n, 0) for _, one in pairs))
+    for n in names:
+        if max(one["cpu_by"].get(n, 0) for _, one in pairs) >= 0.001:
+            print(f"| {n} | " + " | ".join(f"{one['cpu_by'].get(n, 0):.3f}" for _, one in pairs) + " |")
+    print("| local batch, this process | " + " | ".join(f"{lo['cpu_w']:.3f}" for lo, _ in pairs) + " |")
 
 
 if __name__ == "__main__":
