@@ -21,7 +21,13 @@ bundle, executor/objectstore.py).
 Both sides run torch with OMP_WAIT_POLICY=PASSIVE (as the test suite does; Ray's workers inherit
 this process's environment): with spinning OpenMP threads a loaded 2-core machine made the local
 batch's rows 2-8x slower than the same rows in a Ray worker, and the comparison measured the
-machine's load, not Ray.
+machine's load, not Ray. Ray's own default would start the workers at niceness 15; the bench starts
+its Ray as `editgraph batch --ray` does (batch/ray.py connect()), at this process's niceness.
+
+Because the load drifts, two more lines compare the steady state only (from the first row's end
+to the last's): wall per row, and CPU per row summed over every process the run uses (for Ray:
+the driver, Ray's daemons, the worker and the S3 server; for the local batch: its one process),
+with the Ray side's CPU broken down by process underneath.
 """
 
 from __future__ import annotations
