@@ -41,6 +41,7 @@ def bind_document(
 ) -> BoundGraph:
     """bind(load_workflow(document), overrides, ...), reusing the graph bound for an identical
     document earlier in this process. Raises what load_workflow and bind raise."""
+    types_known = len(REGISTRY)
     key = _memo_key(document, overrides, base_dir, cwd)
     with _lock:
         hit = _memo.get(key)
@@ -50,6 +51,8 @@ def bind_document(
         return hit[0]
     workflow = document if isinstance(document, Workflow) else load_workflow(document)
     graph = bind(workflow, overrides, base_dir=base_dir, cwd=cwd, source=source)
+    if len(REGISTRY) != types_known:  # bind imported the node modules it needed: key what it saw
+        key = _memo_key(document, overrides, base_dir, cwd)
     if not graph.seeds:
         tokens = _file_tokens(tuple((path, None) for path in _input_paths(graph)))
         with _lock:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from editgraph.errors import Issue, WorkflowInvalid
 from editgraph.graph import topology
 from editgraph.graph.document import ParamSpec, Workflow, describe_pydantic_error, param_ref
-from editgraph.nodes.registry import INPUT_PATH, SEED, Node, NodeParams, field_marks, load_builtin_nodes
+from editgraph.nodes.registry import INPUT_PATH, SEED, Node, NodeParams, field_marks, load_nodes
 
 _UNBOUND = object()  # a required workflow param with no value yet (validate without --set)
 _SEED_RANGE = 2**32  # seeds drawn at run time fit a torch.Generator and every peer's UI
@@ -91,7 +91,7 @@ def bind(
 ) -> BoundGraph:
     """Validate and bind. `overrides` are --set values (strings are parsed by the param's type;
     relative paths resolve against `cwd`); relative paths in the document resolve against `base_dir`."""
-    registry = load_builtin_nodes()
+    registry = load_nodes(spec.type for spec in workflow.nodes.values())
     base_dir = (base_dir or Path.cwd()).resolve()
     cwd = (cwd or Path.cwd()).resolve()
     rng = rng or random.SystemRandom()

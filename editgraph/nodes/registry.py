@@ -23,6 +23,7 @@ import inspect
 import re
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
@@ -320,4 +321,44 @@ def load_builtin_nodes() -> dict[str, type[Node]]:
 
     for name in BUILTIN_MODULES:
         importlib.import_module(name)
+    return REGISTRY
+
+
+@functools.cache
+def builtin_index() -> dict[str, str]:
+    """{node type: the built-in module that defines it}, read from the modules' source (each
+    node's `@node("type", ...)` line) without importing them. tests/nodes/test_registry.py checks
+    it against what importing them registers."""
+    import importlib.util
+    from pathlib import Path
+
+    declared = re.compile(r'^@node\("([^"]+)"', re.M)
+    index: dict[str, str] = {}
+    for name in BUILTIN_MODULES:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin is not None, name
+        for type_name in declared.findall(Path(spec.origin).read_text(encoding="utf-8")):
+            index.setdefault(type_name, name)
+    return index
+
+
+def load_nodes(type_names: Iterable[str]) -> dict[str, type[Node]]:
+    """The registry, with the built-in modules that define `type_names` imported: what binding a
+    workflow needs. Importing all eleven (and building every Params model) was a third of
+    `editgraph validate`'s time (issue 9). A type no built-in module declares (a typo, or a node
+    other code registers) imports them all, so errors still suggest the near names."""
+    import importlib
+
+    index = builtin_index()
+    wanted: set[str] = set()
+    for type_name in type_names:
+        if type_name in REGISTRY:
+            continue
+        module = index.get(type_name)
+        if module is None:
+            return load_builtin_nodes()
+        wanted.add(module)
+    for name in BUILTIN_MODULES:
+        if name in wanted:
+            importlib.import_module(name)
     return REGISTRY

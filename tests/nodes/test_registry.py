@@ -100,3 +100,39 @@ def test_optional_input_path_is_still_an_input_path():
         path: InputPath | None = None
 
     assert field_marks(P, INPUT_PATH) == ("path",)
+
+
+def test_the_builtin_index_names_the_module_of_every_builtin_node():
+    """Binding a workflow imports only the modules of its node types (registry.load_nodes), found
+    from their @node lines without importing them: the index must match what importing registers."""
+    from editgraph.nodes.registry import BUILTIN_MODULES, builtin_index
+
+    registered = {t: cls.__module__ for t, cls in load_builtin_nodes().items() if cls.__module__ in BUILTIN_MODULES}
+    assert builtin_index() == registered
+    assert builtin_index()["fill"] == "editgraph.nodes.builtin.fill"
+
+
+LAZY = r"""
+import sys
+from editgraph.graph.document import load_workflow
+from editgraph.graph.validate import bind
+from editgraph.workflows import HERE, find
+from editgraph.errors import WorkflowInvalid
+graph = bind(load_workflow(find("object-removal")), base_dir=HERE)
+print(sorted(m.rsplit(".", 1)[1] for m in sys.modules if m.startswith("editgraph.nodes.builtin.")))
+try:
+    bind(load_workflow({"format": "editgraph/1", "nodes": {"a": {"type": "image.laod"}}}))
+except WorkflowInvalid as exc:
+    print("image.load" in str(exc), len([m for m in sys.modules if m.startswith("editgraph.nodes.builtin.")]))
+"""
+
+
+def test_binding_imports_only_the_node_modules_a_workflow_uses():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", LAZY], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    used, typo = out.stdout.strip().splitlines()
+    assert used == "['fill', 'image', 'mask']"
+    assert typo == "True 11"  # an unknown type loads every module, so the error can suggest image.load
