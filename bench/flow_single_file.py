@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CASES = [("tiny-flux2-klein", "original"), ("tiny-kontext", "diffusers"), ("tiny-qwen-edit-plus", "diffusers")]
+CASES = [("tiny-flux2-klein", "original"), ("tiny-kontext", "original"), ("tiny-kontext", "diffusers"), ("tiny-qwen-edit-plus", "diffusers")]
 
 
 def main() -> None:
@@ -42,8 +42,8 @@ def main() -> None:
     for name, layout in CASES:
         folder = resolve(name)
         expected = _edit(load_model(folder))
-        files = [("safetensors", write_safetensors(folder, tmp / f"{name}.safetensors", layout=layout))]
-        files += [(f"GGUF {q}", write_gguf(folder, tmp / f"{name}-{q}.gguf", q, layout=layout)) for q in args.gguf]
+        files = [("safetensors", write_safetensors(folder, tmp / f"{name}-{layout}.safetensors", layout=layout))]
+        files += [(f"GGUF {q}", write_gguf(folder, tmp / f"{name}-{layout}-{q}.gguf", q, layout=layout)) for q in args.gguf]
         for label, path in files:
             cache.release_all()
             model = load_model(folder, transformer=path)

@@ -20,7 +20,8 @@ from tests.diffusion.flow_support import QWEN_CONDITION_AREA, QWEN_VAE_AREA, ctx
 
 # (tiny model, transformer class, key layout of the written files). "original": BFL's names, as
 # flux2-dev.safetensors and the community GGUFs store them (diffusers converts them on load).
-# diffusers' Flux 1 converter assumes the real 3072 width, so Kontext is tested in diffusers' keys.
+# Kontext in BFL's keys (converted by our loader: diffusers' Flux 1 converter assumes the real 3072
+# width) is tested in test_flux_original_keys.py.
 FAMILIES = [
     ("tiny-flux2-klein", "Flux2Transformer2DModel", "original"),
     ("tiny-flux2-klein", "Flux2Transformer2DModel", "diffusers"),
