@@ -143,7 +143,8 @@ def provider_config(provider: str, user: dict[str, Any] | None = None) -> Provid
     key = next((os.environ[name] for name in defaults.key_env if os.environ.get(name)), None) or section.get("api_key")
     settings = Settings.from_env()
     base_url = settings.engine_endpoints.get(provider) or section.get("base_url") or defaults.base_url
-    limit_text = settings.engine_limits.get(provider) or section.get("max_concurrency") or defaults.max_concurrency
+    # `is None`, not `or`: a configured 0 is a mistake to report, not a reason to use the default
+    limit_text = next((v for v in (settings.engine_limits.get(provider), section.get("max_concurrency")) if v is not None), defaults.max_concurrency)
     try:
         limit = int(limit_text)
     except (TypeError, ValueError):
