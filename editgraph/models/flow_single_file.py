@@ -55,8 +55,10 @@ def load_transformer(cls_name: str, file: Path, root: Path, torch_dtype: Any) ->
         extra["quantization_config"] = diffusers.GGUFQuantizationConfig(compute_dtype=torch_dtype)
     cls = getattr(diffusers, cls_name)
     source: Any = str(file)
-    if cls_name == "FluxTransformer2DModel":  # diffusers' converter would split linear1 at width 3072
-        source = _flux_checkpoint(file)
+    if cls_name in ("FluxTransformer2DModel", "QwenImageTransformer2DModel"):
+        # Flux 1: diffusers' converter would split linear1 at width 3072. Qwen-Image: diffusers maps
+        # keys as they are, so ComfyUI's model.diffusion_model. prefix would leave every weight unset.
+        source = _checkpoint(file, flux=cls_name == "FluxTransformer2DModel")
     dlog = diffusers.utils.logging
     before = dlog.get_verbosity()
     # from_single_file's cast warns "modules that should be kept in float32: []" on every load
@@ -74,17 +76,20 @@ def load_transformer(cls_name: str, file: Path, root: Path, torch_dtype: Any) ->
         dlog.set_verbosity(before)
 
 
-def _flux_checkpoint(file: Path) -> dict[str, Any]:
-    """A Flux 1 / Kontext transformer file's tensors in diffusers' keys (GGUF ones stay quantized):
-    converted here when the file is in BFL's original keys, as read when it is in diffusers' own."""
+def _checkpoint(file: Path, *, flux: bool) -> dict[str, Any]:
+    """A Flux 1 / Kontext or Qwen-Image transformer file's tensors in diffusers' keys (GGUF ones stay
+    quantized): without ComfyUI's `model.diffusion_model.` prefix, and (Flux 1) converted here when
+    the file is in BFL's original keys. ComfyUI's Qwen-Image modules carry diffusers' names."""
     from diffusers.loaders.single_file_utils import load_single_file_checkpoint
 
     try:
         checkpoint = load_single_file_checkpoint(str(file), local_files_only=True)
     except Exception as exc:  # a torn or foreign file: safetensors and gguf raise assorted types
         raise ModelError(f"cannot read {file} as a transformer file: {type(exc).__name__}: {str(exc)[:300]}") from exc
-    if any(k.removeprefix(ORIGINAL_PREFIX).startswith("double_blocks.") for k in checkpoint):
+    if flux and any(k.removeprefix(ORIGINAL_PREFIX).startswith("double_blocks.") for k in checkpoint):
         return flux_original_to_diffusers(checkpoint, where=str(file))
+    if any(k.startswith(ORIGINAL_PREFIX) for k in checkpoint):
+        return {k.removeprefix(ORIGINAL_PREFIX): v for k, v in checkpoint.items()}
     return checkpoint
 
 

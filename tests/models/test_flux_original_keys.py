@@ -141,3 +141,18 @@ def test_a_key_outside_flux_1s_layout_is_refused_by_name():
     with pytest.raises(ModelError, match=r"flux1-x\.safetensors: key 'double_blocks\.0\.img_attn\.lora_A\.weight' is not part"):
         flux_original_to_diffusers(state, where="flux1-x.safetensors")
     assert len(flux_original_to_diffusers(_bfl_state(64, double=1, single=1))) == len(state) - 1 + 4 * 2 + 2 * 3
+
+
+@pytest.mark.slow
+def test_qwen_image_transformer_in_comfyuis_prefixed_keys_loads_the_folders_weights(tmp_path):
+    # ComfyUI's Qwen-Image modules carry diffusers' names; its saved checkpoints nest them under
+    # model.diffusion_model., which diffusers' identity mapping for Qwen-Image would not strip
+    folder = resolve("tiny-qwen-edit-plus")
+    plain = load_file(str(write_safetensors(folder, tmp_path / "qwen.safetensors")))
+    nested = tmp_path / "qwen-comfy.safetensors"
+    save_file({ORIGINAL_PREFIX + k: v for k, v in plain.items()}, str(nested))
+    expected = load_model(folder).transformer.state_dict()
+    got = load_model(folder, transformer=nested).transformer.state_dict()
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key
