@@ -87,8 +87,8 @@ class RunDevice:
             self._resolved = pick_device(spec)
 
     def get(self) -> Any:
+        torch_ready()  # every time: a named device imported torch before a pending --threads applied
         if self._resolved is None:
-            torch_ready()
             self._resolved = pick_device(self._spec)
         return self._resolved
 

@@ -128,3 +128,20 @@ def test_an_unknown_array_kind_is_refused_at_definition():
 
             def run(self, ctx: RunContext) -> Image:
                 raise AssertionError
+
+
+def test_threads_asked_before_torch_was_imported_apply_when_a_torch_node_needs_the_device(monkeypatch):
+    """`--threads N` with torch not yet imported waits (devices.set_threads); a named device
+    imports torch at once, and the count must still be applied before the first torch node."""
+    from editgraph.executor import devices
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(devices, "_pending_threads", [before + 1])  # as set_threads leaves it without torch
+    try:
+        device = devices.RunDevice(torch.device("cpu"))  # named: resolved at once
+        assert torch.get_num_threads() == before
+        assert device.get() == torch.device("cpu")
+        assert torch.get_num_threads() == before + 1 and devices._pending_threads == []
+        assert devices.torch_threads() == before + 1 and devices.torch_threads(uses_torch=False) is None
+    finally:
+        torch.set_num_threads(before)
