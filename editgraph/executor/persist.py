@@ -72,10 +72,11 @@ class Persistence:
         return self.file_s + nbytes / rate + nbytes / self.read_bps
 
     def why_not(self, cost_class: str, redo_s: float, nbytes: int, write_bps: float | None = None,
-                budget: RunBudget | None = None) -> str | None:
+                budget: RunBudget | None = None, queued: int = 0) -> str | None:
         """None to persist; else the reason this output stays in memory only. `write_bps`: the
         disk's measured write rate, when the disk tier has measured one; `budget`: the run's
-        allowance for writes of measured outputs (taken from when this returns None)."""
+        allowance for writes of measured outputs (taken from when this returns None); `queued`:
+        file bytes the disk tier's writer has not finished yet."""
         if cost_class == "expensive":
             return None
         if cost_class == "cheap":
@@ -83,6 +84,10 @@ class Persistence:
         store_s = self.storage_s(nbytes, write_bps)
         if redo_s < store_s * self.factor:
             return f"recomputing ({redo_s * 1e3:.3f} ms) costs less than writing and reading back {nbytes} bytes ({store_s * 1e3:.3f} ms)"
+        if queued and nbytes > INLINE_LIMIT and budget is not None and budget.share != float("inf"):
+            # A slower disk than priced (the rate is measured only once files are written) must
+            # not grow a queue the run's end then waits for: an optional file never waits in line.
+            return f"the disk tier's writer is still busy ({queued} bytes queued): a measured output does not wait in line"
         return None if budget is None else budget.take(self.write_s(nbytes, write_bps), nbytes)
 
     def why_not_shared(self, cost_class: str, redo_s: float, nbytes: int) -> str | None:

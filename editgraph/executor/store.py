@@ -34,7 +34,7 @@ from editgraph.executor.memory import MISSING, MemoryStore  # noqa: F401  (the t
 from editgraph.values.codec import CorruptEntry, Encoded, decode
 
 INLINE_LIMIT = 16 * 1024  # blobs up to this size live in the index: one row beats a file for tiny values
-WRITER_GATHER_S = 0.01  # rows alone wait this long for company: few commits, yet most land while the run goes on, not at its end
+WRITER_GATHER_S = 0.05  # rows alone wait this long for company: a commit per batch; a writer busy beside the run takes the GIL from it
 MAX_PENDING_BYTES = 512 << 20  # blob bytes queued for the writer before producers wait
 WRITER_IDLE_S = 2.0  # a writer thread with nothing to do for this long ends
 MEASURED_FILE = 1 << 20  # files from this size time the disk's sustained write rate; below, fixed costs dominate
@@ -296,6 +296,10 @@ class DiskStore:
         """Queued writes (files and rows) not yet durable."""
         with self._cv:
             return self._seq - self._committed
+
+    def queued_bytes(self) -> int:
+        """Bytes of blob files queued or being written (a read of one int: no lock needed)."""
+        return self._queued_bytes
 
     def _submit(self, item: tuple, nbytes: int, overlay: tuple | None = None) -> int:
         with self._cv:

@@ -213,7 +213,7 @@ def test_outputs_are_priced_at_the_disk_tiers_measured_rate(tmp_path):
     """The same measured node, the same 768 KiB output: stored while the disk is fast (the default
     rate), kept in memory once the disk tier has measured a slow one; the report says why. (Files
     under 1 MiB are not timed, so this run's own writes leave the rate as set.)"""
-    fast = Persistence(file_s=0.0, write_bps=1e15, read_bps=float("inf"))  # storing costs ~nothing
+    fast = Persistence(file_s=0.0, write_bps=1e15, read_bps=float("inf"), budget=float("inf"))  # storing costs ~nothing
     doc = _doc(
         {
             "src": {"type": "test.source", "params": {"value": 0.2, "size": 256}},
@@ -292,7 +292,7 @@ def test_the_report_says_when_the_runs_write_budget_kept_an_output_in_memory(tmp
     worth_it_but_no_budget = Persistence(factor=0.0, budget=0.0)
     doc = _doc(
         {
-            "src": {"type": "test.source", "params": {"value": 0.2, "size": 64}},
+            "src": {"type": "test.source", "params": {"value": 0.2, "size": 8}},  # index rows: no file queued
             "quick": {"type": "test.quick", "inputs": {"image": "src"}, "params": {"amount": 0.1}},
         }
     )
@@ -300,5 +300,24 @@ def test_the_report_says_when_the_runs_write_budget_kept_an_output_in_memory(tmp
     result = ex.run(bind(load_workflow(doc)))
     assert result.records["src"].persisted is True  # declared expensive
     assert result.records["quick"].persisted is False
-    assert result.records["quick"].why_not.startswith("over the run's write budget: writing 49")
+    assert result.records["quick"].why_not.startswith("over the run's write budget: writing 8")
     ex.cache.close()
+
+
+def test_a_measured_output_does_not_queue_behind_the_writers_unfinished_files():
+    """On a disk slower than priced, optional files must not build a queue the run's end waits
+    for: while the writer has file bytes queued, a measured file output stays in memory; small
+    (inline) outputs, expensive outputs and ALWAYS are unaffected."""
+    from editgraph.executor.persist import ALWAYS, RunBudget
+
+    p = Persistence(file_s=0.0, write_bps=1e12, read_bps=float("inf"))
+    budget = RunBudget(p.budget)
+    budget.ran_s = 1.0
+    big = 1 << 20
+    assert p.why_not("measured", 1.0, big, None, budget, queued=0) is None
+    assert p.why_not("measured", 1.0, big, None, budget, queued=3 << 20) == (
+        "the disk tier's writer is still busy (3145728 bytes queued): a measured output does not wait in line"
+    )
+    assert p.why_not("measured", 1.0, 1000, None, budget, queued=3 << 20) is None  # an index row, not a file
+    assert p.why_not("expensive", 0.0, big, None, budget, queued=3 << 20) is None
+    assert ALWAYS.why_not("measured", 0.0, big, None, RunBudget(ALWAYS.budget), queued=3 << 20) is None
