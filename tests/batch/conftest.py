@@ -25,7 +25,8 @@ PROMPTS = [f"a {c} {t} espresso cup" for c in ("red", "blue", "green", "white", 
 def ray_local(s3_server):
     """ray.init with 2 CPUs, started after the S3 server so its workers inherit the endpoint.
     Loopback only; a token of its own (nothing written under ~/.ray)."""
-    ray = pytest.importorskip("ray")
+    import ray
+
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", object_store_memory=100 * 2**20)
     yield ray
     ray.shutdown()

@@ -21,7 +21,7 @@ from editgraph.graph.document import load_workflow
 
 from .conftest import FAST, files_under
 
-pytest.importorskip("ray")
+import ray  # noqa: E402,F401  (in the test extra: a missing Ray fails, it is not skipped)
 
 
 def bound_rows(table, out, n: int | None = None, **sets):

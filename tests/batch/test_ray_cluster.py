@@ -18,7 +18,7 @@ import pytest
 
 from .conftest import FAST, files_under
 
-pytest.importorskip("ray")
+import ray  # noqa: E402,F401  (in the test extra: a missing Ray fails, it is not skipped)
 
 HOST = "127.0.0.2"  # loopback; Ray would turn 127.0.0.1 into this machine's network address
 

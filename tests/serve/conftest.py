@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
+import fastapi  # noqa: E402,F401  (the test extra installs the server; a missing one is an error, not a skip)
+import uvicorn  # noqa: E402,F401
 
 
 def free_port() -> int:
