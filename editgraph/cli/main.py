@@ -483,7 +483,6 @@ def cmd_batch(args) -> int:
         return EXIT_USAGE
     signing_stamp()  # a misconfigured C2PA identity fails before row 1, not after it
     from editgraph.cli.display import Display
-    from editgraph.executor.devices import pick_device
     from editgraph.sharing.preflight import check_sources
 
     from editgraph.errors import Issue, WorkflowInvalid
@@ -512,7 +511,7 @@ def cmd_batch(args) -> int:
             return EXIT_OK
         cli_spend.check_budget(ests, args.max_cost)
         ledger = Ledger(args.max_cost)
-        executor = Executor(cache, listeners=[display], device=pick_device(args.device), settings=_settings(args), ledger=ledger)
+        executor = Executor(cache, listeners=[display], device=args.device, settings=_settings(args), ledger=ledger)
         t0 = time.perf_counter()
 
         def on_row(row, results) -> None:

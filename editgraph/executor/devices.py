@@ -76,8 +76,7 @@ def torch_threads(uses_torch: bool = True) -> int | None:
 
 
 class RunDevice:
-    """A run's device, resolved (importing torch) only when a node that uses torch runs. str() is
-    what reports and provenance record: the resolved device, else "cpu" (numpy work ran there)."""
+    """A run's device, resolved (importing torch) only when a node that uses torch runs."""
 
     def __init__(self, spec: Any = None):
         self._resolved: Any = None
@@ -95,6 +94,3 @@ class RunDevice:
     @property
     def resolved(self) -> bool:
         return self._resolved is not None
-
-    def __str__(self) -> str:
-        return str(self._resolved) if self._resolved is not None else "cpu"

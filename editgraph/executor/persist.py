@@ -66,10 +66,7 @@ class Persistence:
     def storage_s(self, nbytes: int, write_bps: float | None = None) -> float:
         """Seconds to write `nbytes` now and read them back once; `write_bps`: the disk's
         measured rate, used for files (inline rows go to the index, not through file writes)."""
-        if nbytes <= INLINE_LIMIT:
-            return self.row_s + nbytes / self.write_bps + nbytes / self.read_bps
-        rate = write_bps if write_bps and self.measured else self.write_bps
-        return self.file_s + nbytes / rate + nbytes / self.read_bps
+        return self.write_s(nbytes, write_bps) + nbytes / self.read_bps
 
     def why_not(self, cost_class: str, redo_s: float, nbytes: int, write_bps: float | None = None,
                 budget: RunBudget | None = None, queued: int = 0) -> str | None:
@@ -81,14 +78,15 @@ class Persistence:
             return None
         if cost_class == "cheap":
             return "declared cheap: recomputing beats reading back"
-        store_s = self.storage_s(nbytes, write_bps)
+        write_s = self.write_s(nbytes, write_bps)
+        store_s = write_s + nbytes / self.read_bps  # storage_s, with the write part kept for the budget
         if redo_s < store_s * self.factor:
             return f"recomputing ({redo_s * 1e3:.3f} ms) costs less than writing and reading back {nbytes} bytes ({store_s * 1e3:.3f} ms)"
         if queued and nbytes > INLINE_LIMIT and budget is not None and budget.share != float("inf"):
             # A slower disk than priced (the rate is measured only once files are written) must
             # not grow a queue the run's end then waits for: an optional file never waits in line.
             return f"the disk tier's writer is still busy ({queued} bytes queued): a measured output does not wait in line"
-        return None if budget is None else budget.take(self.write_s(nbytes, write_bps), nbytes)
+        return None if budget is None else budget.take(write_s, nbytes)
 
     def why_not_shared(self, cost_class: str, redo_s: float, nbytes: int) -> str | None:
         """None to send an output the disk tier keeps to the shared tier too; else why not (a

@@ -41,7 +41,7 @@ from editgraph.nodes.context import RunContext
 from editgraph.errors import Cancelled, EditgraphError, NodeFailed, WorkflowInvalid
 from editgraph.executor.cache import Cache
 from editgraph.executor.components import ComponentPlan
-from editgraph.executor.devices import RunDevice
+from editgraph.executor.devices import RunDevice, torch_ready
 from editgraph.values.codec import Unstorable, encode, fingerprint
 from editgraph.executor.events import (
     ArtifactWritten,
@@ -57,7 +57,7 @@ from editgraph.executor.store import MISSING
 from editgraph.graph.document import FORMAT
 from editgraph.graph.sources import check_sources
 from editgraph.graph.validate import BoundGraph, BoundNode
-from editgraph.models.offload import check_mode, running
+from editgraph.models.offload import running
 from editgraph.nodes.registry import Node
 from editgraph.settings import Settings
 from editgraph.values.sockets import Artifact, Model, fingerprint_for
@@ -192,12 +192,7 @@ class RunResult:
         node = self.graph.nodes[node_id]
         output = output or next(iter(node.cls.outputs))
         assert self._fetch is not None
-        value = self._fetch((node_id, output))
-        if isinstance(value, np.ndarray):
-            from editgraph.executor.devices import torch_ready
-
-            return torch_ready().from_numpy(value)
-        return value
+        return _as_torch(self._fetch((node_id, output)))
 
     def ran(self) -> list[str]:
         return [nid for nid, r in self.records.items() if r.status == "ran"]
@@ -243,9 +238,10 @@ class Executor:
         self.persistence = persistence
         # CPU offload (models/offload.py): None takes the settings' mode. It lives in the settings
         # the nodes see, so model.load puts weights on the CPU when a mode is on. No key holds it.
-        self.offload = check_mode(offload if offload is not None else self.settings.offload)
-        if self.offload != self.settings.offload:
-            self.settings = self.settings.with_options(offload=self.offload)
+        # (Settings checks the mode, also when with_options() replaces it.)
+        if offload is not None and offload != self.settings.offload:
+            self.settings = self.settings.with_options(offload=offload)
+        self.offload = self.settings.offload
 
     @property
     def device(self) -> Any:
@@ -287,9 +283,7 @@ def _as_numpy(value: Any) -> Any:
 def _as_torch(value: Any) -> Any:
     """An input for a node that takes torch tensors: an array becomes a tensor on its memory."""
     if isinstance(value, np.ndarray):
-        import torch
-
-        return torch.from_numpy(value)
+        return torch_ready().from_numpy(value)
     return value
 
 
@@ -469,9 +463,9 @@ class _Run:
         # the costliest such input's chain (exact for chains; joins share ancestors, so summing
         # every input's chain would count shared ones again and again).
         redo_s = run_s + max([self.redo_s.get(ref, 0.0) for ref in node.inputs.values()], default=0.0)
-        on_disk = ex.cache.disk is not None or getattr(ex.cache, "shared", None) is not None  # a tier that outlives the process
-        write_bps = ex.cache.disk.write_bps if ex.cache.disk is not None else None  # measured by its writer
         shared_tier = getattr(ex.cache, "shared", None)
+        on_disk = ex.cache.disk is not None or shared_tier is not None  # a tier that outlives the process
+        write_bps = ex.cache.disk.write_bps if ex.cache.disk is not None else None  # measured by its writer
         fps, nbytes, why_not = {}, 0, {}
         for name, value in outputs.items():
             try:

@@ -26,17 +26,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from editgraph.errors import EditgraphError
-from editgraph.settings import OFFLOAD_MODES as MODES
+from editgraph.settings import OFFLOAD_MODES as MODES  # noqa: F401  (the modes, named here for callers)
 
 _MARK = "_editgraph_offload"  # (mode, onload device, parameter count) a module was placed for
 _GROUP_HOOKS = ("group_offloading", "layer_execution_tracker", "lazy_prefetch_group_offloading")  # diffusers' names
-
-
-def check_mode(mode: str, what: str = "offload") -> str:
-    if mode not in MODES:
-        raise EditgraphError(f"{what} must be one of {', '.join(MODES)}, got {mode!r}")
-    return mode
 
 
 def load_device(run_device: Any, mode: str) -> Any:
