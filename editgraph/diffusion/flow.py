@@ -31,13 +31,8 @@ import numpy as np
 import torch
 
 from editgraph.errors import NodeError
-
-
-def device_of(module: Any) -> torch.device:
-    """Where a stage's tensors go: the device `module` computes on (models/offload.py)."""
-    from editgraph.models.offload import execution_device
-
-    return torch.device(execution_device(module))
+# Where a stage's tensors go: the device `module` computes on (the onload device under offload).
+from editgraph.models.offload import execution_device as device_of  # noqa: F401  (the flow families' name)
 
 
 def generator(seed: int, device: torch.device) -> torch.Generator:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from editgraph.errors import NodeError
+from editgraph.models.offload import execution_device
 
 _unet_locks: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
@@ -76,7 +77,7 @@ def _modules_for(unet: Any, adapter: Any) -> tuple[dict[str, Any], Any]:
         proj = MultiIPAdapterImageProjection([unet._convert_ip_adapter_image_proj_to_diffusers(state["image_proj"], low_cpu_mem_usage=False)])
         for module in (*procs.values(), proj):
             if isinstance(module, torch.nn.Module):
-                module.to(device=unet.device, dtype=unet.dtype).eval().requires_grad_(False)
+                module.to(device=execution_device(unet), dtype=unet.dtype).eval().requires_grad_(False)
         found = cache[unet] = (procs, proj)
     return found
 

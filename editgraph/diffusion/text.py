@@ -14,8 +14,9 @@ def encode_text(tokenizer: Any, text_encoder: Any, prompts: list[str], clip_skip
     ids = tokenizer(
         prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     )
-    mask = ids.attention_mask.to(execution_device(text_encoder)) if getattr(text_encoder.config, "use_attention_mask", False) else None
-    input_ids = ids.input_ids.to(execution_device(text_encoder))
+    device = execution_device(text_encoder)
+    mask = ids.attention_mask.to(device) if getattr(text_encoder.config, "use_attention_mask", False) else None
+    input_ids = ids.input_ids.to(device)
     if clip_skip is None:
         embeds = text_encoder(input_ids, attention_mask=mask)[0]
     else:
