@@ -303,7 +303,11 @@ class SharedStore:
     def get_blob(self, fp: str) -> Any:
         with self._lock:
             known = self._known_blobs.get(fp)
-        data, name = known if known is not None else (self._get(_blob_name(fp)), _blob_name(fp))
+        if known is not None:
+            data, name = known
+        else:
+            name = _blob_name(fp)
+            data = self._get(name)
         if data is None:
             return MISSING
         if blake3.blake3(data).hexdigest() != fp:
@@ -332,7 +336,6 @@ class SharedStore:
                 self._known_bytes -= len(self._known_blobs.pop(fp)[0])
             for key in [key for key, (_, came) in self._known_refs.items() if came == name]:
                 del self._known_refs[key]
-        with self._lock:
             self.requests["DELETE"] += 1
         try:
             self.objects.delete(name)  # the recomputed value is written in its place
@@ -369,9 +372,13 @@ class SharedStore:
             else:
                 checkpoint = None
         if checkpoint is None:
-            self._submit(self._put_after, self._blobs_named(fps), _ref_name(key), pack_ref(key, fps))
+            self._put_ref_object(key, fps)
         elif checkpoint:
             self._send(final=False)
+
+    def _put_ref_object(self, key: str, fps: dict[str, str]) -> None:
+        """A ref as an object of its own, sent once the blobs it names are up."""
+        self._submit(self._put_after, self._blobs_named(fps), _ref_name(key), pack_ref(key, fps))
 
     def _blobs_named(self, fps: dict[str, str]) -> list[Future]:
         with self._lock:
@@ -392,7 +399,7 @@ class SharedStore:
             for fp, data in inline.items():
                 self._put_blob_object(fp, data)
             for key, fps in refs.items():
-                self._submit(self._put_after, self._blobs_named(fps), _ref_name(key), pack_ref(key, fps))
+                self._put_ref_object(key, fps)
             return
         data = pack_bundle(refs, inline)
         blobs = [f for fps in refs.values() for f in self._blobs_named(fps)]
