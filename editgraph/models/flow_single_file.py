@@ -127,43 +127,11 @@ _FLUX2_DOUBLE = {
     "ff_context.linear_in": "txt_mlp.0", "ff_context.linear_out": "txt_mlp.2",
 }
 _FLUX2_SINGLE = {"attn.to_qkv_mlp_proj": "linear1", "attn.to_out": "linear2", "attn.norm_q": "norm.query_norm", "attn.norm_k": "norm.key_norm"}
-_FUSED = {"attn.to_": "img_attn.qkv", "attn.add_": "txt_attn.qkv"}  # q, k, v stacked on dim 0
-
-
 def flux2_to_original(state: dict[str, Any]) -> dict[str, Any]:
     """A Flux2Transformer2DModel state dict in BFL's original names (how flux2-dev.safetensors
     and its GGUF conversions store it): q/k/v fused, norm scales named `scale`, and the final
     modulation's (scale, shift) halves swapped back to (shift, scale)."""
-    import torch
-
-    out: dict[str, Any] = {}
-    fused: dict[str, dict[str, Any]] = {}
-    for key, value in state.items():
-        module, leaf = key.rsplit(".", 1)
-        parts = module.split(".")
-        if parts[0] in ("transformer_blocks", "single_transformer_blocks"):
-            double = parts[0] == "transformer_blocks"
-            block, inner = ".".join(parts[:2]), ".".join(parts[2:])
-            new_block = ("double_blocks." if double else "single_blocks.") + parts[1]
-            if double and inner in ("attn.to_q", "attn.to_k", "attn.to_v", "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"):
-                stem = "attn.add_" if "add_" in inner else "attn.to_"
-                fused.setdefault(f"{new_block}.{_FUSED[stem]}.{leaf}", {})[inner.replace("_proj", "")[-1]] = value
-                continue
-            table = _FLUX2_DOUBLE if double else _FLUX2_SINGLE
-            if inner not in table:
-                raise ModelError(f"Flux 2 key {key!r} has no place in the original layout")
-            name = table[inner]
-            out[f"{new_block}.{name}.{'scale' if name.endswith('_norm') else leaf}"] = value
-            continue
-        if module not in _FLUX2_TOP:
-            raise ModelError(f"Flux 2 key {key!r} has no place in the original layout")
-        if module == "norm_out.linear":
-            scale, shift = value.chunk(2, dim=0)
-            value = torch.cat([shift, scale], dim=0)
-        out[f"{_FLUX2_TOP[module]}.{leaf}"] = value
-    for key, qkv in fused.items():
-        out[key] = torch.cat([qkv["q"], qkv["k"], qkv["v"]], dim=0)
-    return out
+    return _to_original(state, "Flux 2", _FLUX2_TOP, _FLUX2_DOUBLE, _FLUX2_SINGLE, _FLUX_FUSED_DOUBLE, {})
 
 
 # Flux 1 (and Kontext, same architecture): diffusers' names <-> BFL's (flux1-dev.safetensors,
@@ -206,6 +174,15 @@ def flux_to_original(state: dict[str, Any]) -> dict[str, Any]:
     """A FluxTransformer2DModel (Flux 1, Kontext) state dict in BFL's original names: q/k/v (and,
     in single blocks, the MLP input) fused, norm scales named `scale`, the final modulation's
     halves swapped to (shift, scale). The inverse of flux_original_to_diffusers."""
+    return _to_original(state, "Flux", _FLUX_TOP, _FLUX_DOUBLE, _FLUX_SINGLE, _FLUX_FUSED_DOUBLE, _FLUX_FUSED_SINGLE)
+
+
+def _to_original(state: dict[str, Any], label: str, top: dict[str, str], double_names: dict[str, str],
+                 single_names: dict[str, str], fused_double: dict[str, tuple[str, ...]],
+                 fused_single: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """diffusers' names -> BFL's, from a family's tables: blocks renamed, the fused groups'
+    members stacked on dim 0 in their listed order, norm scales named `scale`, and the final
+    modulation's halves swapped."""
     import torch
 
     out: dict[str, Any] = {}
@@ -216,19 +193,19 @@ def flux_to_original(state: dict[str, Any]) -> dict[str, Any]:
         if parts[0] in _BLOCKS:
             double = parts[0] == "transformer_blocks"
             block, inner = f"{_BLOCKS[parts[0]]}.{parts[1]}", ".".join(parts[2:])
-            groups = _FLUX_FUSED_DOUBLE if double else _FLUX_FUSED_SINGLE
+            groups = fused_double if double else fused_single
             target = next((name for name, members in groups.items() if inner in members), None)
             if target is not None:
                 fused.setdefault(f"{block}.{target}.{leaf}", (groups[target], {}))[1][inner] = value
                 continue
-            name = (_FLUX_DOUBLE if double else _FLUX_SINGLE).get(inner)
+            name = (double_names if double else single_names).get(inner)
             if name is None:
-                raise ModelError(f"Flux key {key!r} has no place in the original layout")
+                raise ModelError(f"{label} key {key!r} has no place in the original layout")
             out[f"{block}.{name}.{'scale' if name.endswith('_norm') else leaf}"] = value
             continue
-        if module not in _FLUX_TOP:
-            raise ModelError(f"Flux key {key!r} has no place in the original layout")
-        out[f"{_FLUX_TOP[module]}.{leaf}"] = _swap_halves(value) if module == "norm_out.linear" else value
+        if module not in top:
+            raise ModelError(f"{label} key {key!r} has no place in the original layout")
+        out[f"{top[module]}.{leaf}"] = _swap_halves(value) if module == "norm_out.linear" else value
     for key, (order, members) in fused.items():
         out[key] = torch.cat([members[m] for m in order], dim=0)
     return out
