@@ -54,21 +54,29 @@ def _like(result: np.ndarray, given: Any) -> Any:
 
 def _dilate_disc(hard: np.ndarray, radius: int) -> np.ndarray:
     """Max over a disc of `radius` px of a (B, 1, H, W) 0/1 mask, outside the frame counting as 0:
-    the same disc (rows of half-width floor(sqrt(r^2 - dy^2))) as ops.filters.dilate."""
+    the same disc (rows of half-width floor(sqrt(r^2 - dy^2))) as ops.filters.dilate. Only the
+    hole's box grown by the radius can change, so the work stays there, on booleans; the run of
+    half-width k is the run of k - 1 widened by two ORs."""
     h, w = hard.shape[-2:]
-    padded = np.pad(hard, ((0, 0), (0, 0), (radius, radius), (radius, radius)))
-    runs: dict[int, np.ndarray] = {}
-    out = np.zeros_like(hard)
-    for dy in range(-radius, radius + 1):
-        half = int(math.floor(math.sqrt(radius * radius - dy * dy) + 1e-9))
-        if half not in runs:  # max over [x - half, x + half] of every padded row
-            run = padded[..., radius - half : radius - half + w]
-            for dx in range(-half + 1, half + 1):
-                run = np.maximum(run, padded[..., radius + dx : radius + dx + w])
-            runs[half] = run
-        # output row y takes the run of input row y + dy
-        np.maximum(out, runs[half][..., radius + dy : radius + dy + h, :], out=out)
-    return out
+    hit = hard.reshape(-1, h, w).any(0)
+    if not hit.any():
+        return hard.copy()
+    y0, y1, x0, x1 = _box(hit, radius)
+    sub = hard[..., y0:y1, x0:x1] > 0
+    sh, sw = sub.shape[-2:]
+    padded = np.pad(sub, ((0, 0), (0, 0), (radius, radius), (radius, radius)))
+    half = {dy: int(math.floor(math.sqrt(radius * radius - dy * dy) + 1e-9)) for dy in range(-radius, radius + 1)}
+    runs, run = {}, padded[..., radius : radius + sw]
+    for k in range(max(half.values()) + 1):  # max over [x - k, x + k] of every padded row
+        if k:
+            run = run | padded[..., radius - k : radius - k + sw] | padded[..., radius + k : radius + k + sw]
+        runs[k] = run
+    out = np.zeros_like(sub)
+    for dy, k in half.items():  # output row y takes the run of input row y + dy
+        out |= runs[k][..., radius + dy : radius + dy + sh, :]
+    grown = np.zeros_like(hard)
+    grown[..., y0:y1, x0:x1] = out
+    return grown
 
 
 def hole_of(mask: Any, grow: int) -> Any:
