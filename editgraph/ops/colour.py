@@ -40,7 +40,7 @@ _LMS_TO_RGB = torch.tensor(
     ]
 )
 
-from editgraph.ops.imaging import LUMA  # noqa: E402  (torch-free home, shared with mask.load's numpy path)
+from editgraph.ops.imaging import LUMA  # noqa: E402,F401  (torch-free home; grade reads it from here)
 
 
 def mix_channels(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -97,12 +97,3 @@ def oklab_to_oklch(lab: torch.Tensor) -> torch.Tensor:
 def oklch_to_oklab(lch: torch.Tensor) -> torch.Tensor:
     L, C, h = lch.unbind(1)
     return torch.stack((L, C * torch.cos(h), C * torch.sin(h)), 1)
-
-
-def luminance(x: torch.Tensor) -> torch.Tensor:
-    """Rec. 709 weighted sum of the channels: (B, 3, H, W) -> (B, 1, H, W); exact for grey pixels."""
-    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    weighted = LUMA[0] * r + LUMA[1] * g + LUMA[2] * b
-    # The weights sum to 1 only up to float rounding; a grey pixel must keep its exact value.
-    grey = (r == g) & (g == b)
-    return torch.where(grey, r, weighted)

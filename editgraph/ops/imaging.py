@@ -80,10 +80,11 @@ def _planes(pil: PILImage.Image) -> tuple[np.ndarray, np.ndarray | None]:
     pil = pil.convert("RGBA" if has_alpha else "RGB")
     arr = np.asarray(pil)  # (H, W, C) uint8
     # float32 / float32: correctly rounded, the same bits torch's div_(255.0) gives
-    planes = arr.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255.0)  # (1, C, H, W)
+    planes = arr.transpose(2, 0, 1)[None].astype(np.float32, order="C")  # (1, C, H, W), one copy
+    planes /= np.float32(255.0)
     if has_alpha:
         return np.ascontiguousarray(planes[:, :3]), np.ascontiguousarray(planes[:, 3:])
-    return np.ascontiguousarray(planes), None
+    return planes, None
 
 
 def as_array(x: Any) -> np.ndarray:
@@ -110,8 +111,9 @@ LUMA = (0.2126, 0.7152, 0.0722)
 
 
 def luminance(x: np.ndarray) -> np.ndarray:
-    """ops.colour.luminance for numpy arrays, (B, 3, H, W) -> (B, 1, H, W): the same float32
-    operations in the same order, so the same bits; a grey pixel keeps its exact value."""
+    """Rec. 709 weighted sum of the channels, (B, 3, H, W) -> (B, 1, H, W), in float32 (the bits the
+    torch version this replaced gave); a grey pixel keeps its exact value (the weights sum to 1
+    only up to rounding)."""
     r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
     weighted = LUMA[0] * r + LUMA[1] * g + LUMA[2] * b
     return np.where((r == g) & (g == b), r, weighted)
