@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from editgraph import api  # noqa: E402
 from editgraph.models.offload import MODES  # noqa: E402
-from editgraph.models.flow_loader import FLOW_PIPELINES  # noqa: E402
+from editgraph.models.flow_loader import is_flow_index  # noqa: E402
 
 
 def doc(model: str, steps: int, size: int, flow: bool) -> dict:
@@ -51,7 +51,7 @@ def is_flow(model: str) -> bool:
     from editgraph.models.loader import resolve
 
     index = Path(resolve(model)) / "model_index.json"
-    return index.is_file() and json.loads(index.read_text()).get("_class_name") in FLOW_PIPELINES
+    return index.is_file() and is_flow_index(json.loads(index.read_text()))
 
 
 def main() -> None:
