@@ -183,14 +183,13 @@ def _resample(x: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def _working_hole(crop_hole: np.ndarray, wh: int, ww: int) -> np.ndarray:
     """The crop's hole at the working size, grown 2 px so that no working pixel outside it mixes in
-    object pixels (the bicubic kernel reaches 2 px)."""
+    object pixels (the bicubic kernel reaches 2 px). Grown by _dilate_disc, the same disc as
+    ops.filters.dilate and the same bits on a 0/1 mask, so fill keeps one dilation of its own."""
     import torch
     import torch.nn.functional as F
 
-    from editgraph.ops.filters import dilate
-
     small = F.interpolate(torch.from_numpy(np.ascontiguousarray(crop_hole)), size=(wh, ww), mode="area") > 0
-    return dilate(small.float(), 2).numpy()
+    return _dilate_disc(small.numpy().astype(np.float32), 2)
 
 
 def fill_region(image: Any, hole: Any, s: FillSettings, progress=None) -> Any:

@@ -156,7 +156,10 @@ def _dilate_plane(x: torch.Tensor, radius: int, shape: Literal["disc", "square"]
         cols = _window_max_last(rows.transpose(-1, -2), [radius])[radius]
         return cols.transpose(-1, -2).contiguous()
     # A disc is a stack of horizontal runs: the run at row offset dy has half-width sqrt(r^2 - dy^2).
-    offsets = range(-radius, radius + 1)
+    # A row offset of h or more reaches no input row from any output row (a 4-row mask grown by 10):
+    # those offsets are skipped, or their slices would be empty on one side only.
+    reach = min(radius, h - 1)
+    offsets = range(-reach, reach + 1)
     half = {dy: int(math.floor(math.sqrt(radius * radius - dy * dy) + 1e-9)) for dy in offsets}
     runs = _window_max_last(x, list(half.values()))
     out = torch.zeros_like(x)

@@ -124,3 +124,20 @@ def test_empty_and_full_masks_are_errors_naming_why(photo, spoon):
         fill(photo, almost, grow=4)
     with pytest.raises(NodeError, match="image is 600x400 but mask is 300x400"):
         fill(photo, spoon[..., :300])
+
+
+def test_fill_grows_holes_with_the_same_disc_as_mask_grow():
+    """fill keeps a numpy dilation (pixel-only runs never import torch); on 0/1 masks it must give
+    ops.filters.dilate's bits, radii larger than the frame included."""
+    import random
+
+    import numpy as np
+
+    from editgraph.ops.fill import _dilate_disc
+
+    rng = random.Random(4)
+    torch.manual_seed(4)
+    for _ in range(60):
+        h, w, r = rng.randint(1, 40), rng.randint(1, 40), rng.randint(1, 30)
+        x = (torch.rand(rng.randint(1, 2), 1, h, w) > rng.random()).float()
+        assert np.array_equal(_dilate_disc(x.numpy(), r), dilate(x, r).numpy()), (h, w, r)

@@ -234,17 +234,37 @@ def test_gaussian_blur_matches_a_direct_float64_convolution(radius):
     assert (out.double() - ref).abs().max().item() < 2e-6
 
 
+def _brute_morph(x: torch.Tensor, r: int, shape: str, erode: bool) -> torch.Tensor:
+    """Max (min) over every offset of the disc or square, outside the frame counting as 0 (1)."""
+    h, w = x.shape[-2:]
+    offsets = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if shape == "square" or dy * dy + dx * dx <= r * r]
+    padded = torch.nn.functional.pad(x, (r, r, r, r), value=1.0 if erode else 0.0)
+    stack = torch.stack([padded[..., r + dy : r + dy + h, r + dx : r + dx + w] for dy, dx in offsets])
+    return stack.amin(0) if erode else stack.amax(0)
+
+
 @pytest.mark.parametrize("shape", ["disc", "square"])
 def test_dilate_matches_a_brute_force_max_over_the_structuring_element(shape):
     from editgraph.ops.filters import dilate
 
     torch.manual_seed(1)
     x = (torch.rand(2, 1, 30, 41) > 0.93).float() * torch.rand(2, 1, 30, 41)  # sparse, soft
-    r = 4
-    offsets = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if shape == "square" or dy * dy + dx * dx <= r * r]
-    padded = torch.nn.functional.pad(x, (r, r, r, r))
-    ref = torch.stack([padded[..., r + dy : r + dy + 30, r + dx : r + dx + 41] for dy, dx in offsets]).amax(0)
-    assert torch.equal(dilate(x, r, shape), ref)
+    assert torch.equal(dilate(x, 4, shape), _brute_morph(x, 4, shape, erode=False))
+
+
+# radii far larger than the frame: disc row offsets of h or more used to slice one side empty and crash
+@pytest.mark.parametrize("h,w,r", [(4, 4, 10), (1, 6, 3), (3, 40, 10), (40, 3, 12), (5, 5, 7), (2, 2, 1)])
+@pytest.mark.parametrize("shape", ["disc", "square"])
+def test_grow_and_shrink_by_more_than_the_mask_match_brute_force(h, w, r, shape):
+    from editgraph.ops.filters import dilate, erode
+
+    torch.manual_seed(3)
+    x = (torch.rand(2, 1, h, w) > 0.6).float() * torch.rand(2, 1, h, w)
+    x[0, 0, h // 2, w // 2] = 1.0  # at least one hit, so the work box is not skipped
+    assert torch.equal(dilate(x, r, shape), _brute_morph(x, r, shape, erode=False))
+    assert torch.allclose(erode(x, r, shape), _brute_morph(x, r, shape, erode=True), atol=1e-7)
+    grown = GrowMask(GrowMask.Params(pixels=r, shape=shape)).run(CTX, mask=x)
+    assert torch.equal(grown, _brute_morph(x, r, shape, erode=False))
 
 
 @pytest.mark.parametrize("shape", ["disc", "square"])
@@ -254,9 +274,5 @@ def test_erode_matches_a_brute_force_min_with_the_frame_counting_as_one(shape):
     torch.manual_seed(2)
     x = torch.zeros(1, 1, 40, 50)
     x[..., 0:25, 10:45] = torch.rand(1, 1, 25, 35) * 0.5 + 0.5  # soft blob touching the top edge
-    r = 3
-    offsets = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if shape == "square" or dy * dy + dx * dx <= r * r]
-    padded = torch.nn.functional.pad(x, (r, r, r, r), value=1.0)
-    ref = torch.stack([padded[..., r + dy : r + dy + 40, r + dx : r + dx + 50] for dy, dx in offsets]).amin(0)
-    assert torch.allclose(erode(x, r, shape), ref, atol=1e-7)
-    assert erode(x, r, shape)[0, 0, 0, 20] > 0  # the top edge is not eaten
+    assert torch.allclose(erode(x, 3, shape), _brute_morph(x, 3, shape, erode=True), atol=1e-7)
+    assert erode(x, 3, shape)[0, 0, 0, 20] > 0  # the top edge is not eaten
