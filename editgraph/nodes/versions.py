@@ -3,14 +3,15 @@
 A node's cache entries are keyed by its version, so a node whose code changes must get a new
 version or old results are served for new code. `code_hash` reads the node class's code (its
 AST: comments, docstrings, formatting and DESCRIPTIVE attributes do not count) together with every function, class and
-constant of its own module that it uses, followed transitively. tests/nodes/test_versions.py
+constant of its own module that it uses, followed transitively, and its base classes (short of
+Node) in whatever module they live, each with what it uses of its own module. tests/nodes/test_versions.py
 fails when a hash changes under an unchanged version, naming the node.
 
     python -m editgraph.nodes.versions            # what changed, against the table
     python -m editgraph.nodes.versions --update   # rewrite the table; refused while a changed
                                                   # node still has its old version
 
-The trade-off: code in other modules (editgraph.ops, editgraph.diffusion) is not followed; a
+The trade-off: other code in other modules (editgraph.ops, editgraph.diffusion) is not followed; a
 change there that alters a node's pixels needs its version bumped by hand, and the test of that
 op's values is what catches it.
 """
@@ -67,22 +68,39 @@ def _module_defs(module: ast.Module) -> dict[str, ast.AST]:
     return defs
 
 
+# Base classes from these modules are not followed: the node API's Node is every node's base (a
+# change there is the framework's, not a node's), and builtins are no code of ours.
+_BASES_NOT_FOLLOWED = frozenset({"builtins", "editgraph.nodes.registry"})
+
+
 def code_hash(cls: type) -> str:
-    """16 hex digits of blake3 over the class's code and the same-module code it uses."""
-    module = sys.modules[cls.__module__]
-    tree = _strip_docstrings(ast.parse(inspect.getsource(module)))
-    defs = _module_defs(tree)  # type: ignore[arg-type]
-    todo, seen = [cls.__name__], set()
-    parts = []
+    """16 hex digits of blake3 over the class's code and the same-module code it uses, and the
+    same for each of its base classes short of Node, in whatever module it lives (image.load and
+    mask.load share a base that lives in the node API)."""
+    parts: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    trees: dict[str, dict[str, ast.AST]] = {}
+    for klass in [cls, *(b for b in cls.__mro__[1:] if b.__module__ not in _BASES_NOT_FOLLOWED)]:
+        parts += _module_parts(klass.__module__, klass.__name__, seen, trees)
+    return blake3.blake3("\n".join(sorted(parts)).encode()).hexdigest()[:16]
+
+
+def _module_parts(module_name: str, start: str, seen: set[tuple[str, str]], trees: dict[str, dict[str, ast.AST]]) -> list[str]:
+    """The AST dumps of `start` and of every definition of its module it names, transitively."""
+    if module_name not in trees:
+        tree = _strip_docstrings(ast.parse(inspect.getsource(sys.modules[module_name])))
+        trees[module_name] = _module_defs(tree)  # type: ignore[arg-type]
+    defs = trees[module_name]
+    todo, parts = [start], []
     while todo:
         name = todo.pop()
-        if name in seen or name not in defs:
+        if (module_name, name) in seen or name not in defs:
             continue
-        seen.add(name)
+        seen.add((module_name, name))
         node = defs[name]
         parts.append(ast.dump(node, include_attributes=False))
-        todo.extend(sorted({n.id for n in ast.walk(node) if isinstance(n, ast.Name)} - seen))
-    return blake3.blake3("\n".join(sorted(parts)).encode()).hexdigest()[:16]
+        todo.extend(sorted({n.id for n in ast.walk(node) if isinstance(n, ast.Name)} - {n for m, n in seen if m == module_name}))
+    return parts
 
 
 def current(registry: dict[str, type] | None = None) -> dict[str, dict[str, str]]:

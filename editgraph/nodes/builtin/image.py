@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from editgraph.errors import NodeError
 from editgraph.nodes.context import RunContext
+from editgraph.nodes.picture_file import PictureFile
 from editgraph.nodes.registry import InputPath, Node, NodeParams, node
 from editgraph.values.sockets import Artifact, Image, Mask
 
@@ -17,30 +18,6 @@ from editgraph.values.sockets import Artifact, Image, Mask
 class LoadedImage(NamedTuple):
     image: Image
     alpha: Mask
-
-
-class PictureFile(Node):
-    """A node that reads one picture file, its `path` param: keyed by the file's content, and
-    checked before any run (the file exists, its size and header are within the budgets; nothing
-    is decoded). image.load and mask.load."""
-
-    @classmethod
-    def source_token(cls, params: NodeParams) -> str:
-        from editgraph.ops.imaging import file_hash
-
-        return file_hash(params.path)
-
-    @classmethod
-    def check_sources(cls, params, *, deep=True, settings=None):
-        from editgraph.ops.budget import image_problem
-        from editgraph.settings import Settings
-
-        problems = super().check_sources(params, deep=deep, settings=settings)
-        path = getattr(params, "path", None)  # unset while a required $param has no value yet
-        if problems or not isinstance(path, str) or not path:
-            return problems
-        problem = image_problem(path, settings or Settings.from_env())
-        return [("path", problem)] if problem else []
 
 
 @node("image.load", version="1.0.2")

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from editgraph.errors import NodeError
 from editgraph.nodes.context import RunContext
-from editgraph.nodes.builtin.image import PictureFile
+from editgraph.nodes.picture_file import PictureFile
 from editgraph.nodes.registry import RGB, InputPath, Node, NodeParams, node
 from editgraph.values.sockets import Image, Mask
 
@@ -48,7 +48,7 @@ def _fit(what: str, mask: torch.Tensor, like: torch.Tensor, resize: bool, names:
     return mask
 
 
-@node("mask.load", version="1.0.2")
+@node("mask.load", version="1.0.3")
 class LoadMask(PictureFile):
     """Read a mask from an image file: white (or opaque) = change, black (or transparent) = keep.
 
