@@ -107,9 +107,6 @@ class FlowModel(LazyParts, Model):
     dtype: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
     transformer_file: str | None = None  # a .safetensors / .gguf file the transformer loads from instead
-    # While a node runs under a CPU offload mode: (its components, place(comp, module)), so a
-    # component it loads lazily is placed too (models/offload.py). None otherwise.
-    placing: Any = field(default=None, repr=False, compare=False)
 
     def __fingerprint__(self) -> str:
         base = f"model:{self.content_hash}"
@@ -127,23 +124,8 @@ class FlowModel(LazyParts, Model):
     def has(self, comp: str) -> bool:
         return comp in _component_entries(self.index)
 
-    def component(self, comp: str) -> Any:
-        """The loaded component `comp`, read from disk the first time it is asked for."""
-        with self._lock:
-            if comp not in self._parts:
-                module = self._parts[comp] = self._load(comp)
-                placing = self.placing
-                if placing is not None and (placing[0] is None or comp in placing[0]) and hasattr(module, "requires_grad_"):
-                    placing[1](comp, module)
-            return self._parts[comp]
-
     def component_names(self) -> tuple[str, ...]:
         return tuple(sorted(_component_entries(self.index)))
-
-    def loaded(self, comp: str) -> Any:
-        """A component if it is loaded, else None (never reads from disk)."""
-        with self._lock:
-            return self._parts.get(comp)
 
     @property
     def scheduler_config(self) -> dict[str, Any]:

@@ -18,12 +18,34 @@ Family = Literal["sd1", "sd2", "sdxl"]
 
 @dataclass(eq=False, kw_only=True)
 class LazyParts:
-    """Components read on first use (each handle's own `component`) and dropped on request, under
-    one re-entrant lock: flow models and IP-Adapters. The executor releases the ones no node left
-    in a run needs (executor/components.py)."""
+    """Components read on first use (`component`, through each handle's own `_load`) and dropped on
+    request, under one re-entrant lock: flow models and IP-Adapters. The executor releases the
+    ones no node left in a run needs (executor/components.py)."""
 
     _parts: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: Any = field(default_factory=threading.RLock, repr=False)
+    # While a node runs under a CPU offload mode: (its components or None for all, place(comp,
+    # module)), so a component it loads lazily is placed too (models/offload.py). None otherwise.
+    placing: Any = field(default=None, repr=False, compare=False)
+
+    def _load(self, comp: str) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not say how to load {comp!r}")
+
+    def component(self, comp: str) -> Any:
+        """The loaded component `comp`, read from disk the first time it is asked for, and placed
+        for the running node's offload mode when that node uses it (torch modules only)."""
+        with self._lock:
+            if comp not in self._parts:
+                module = self._parts[comp] = self._load(comp)
+                placing = self.placing
+                if placing is not None and (placing[0] is None or comp in placing[0]) and hasattr(module, "requires_grad_"):
+                    placing[1](comp, module)
+            return self._parts[comp]
+
+    def loaded(self, comp: str) -> Any:
+        """A component if it is loaded, else None (never reads from disk)."""
+        with self._lock:
+            return self._parts.get(comp)
 
     def loaded_components(self) -> list[str]:
         with self._lock:
@@ -40,6 +62,8 @@ class LazyParts:
         if doomed:
             gc.collect()
         return doomed
+
+
 Kind = Literal["base", "inpaint", "instruct"]  # UNet in-channels 4, 9, 8
 
 

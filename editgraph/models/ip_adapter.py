@@ -107,11 +107,8 @@ class IPAdapter(LazyParts, Model):
         base = f"model:{self.content_hash}"
         return base if self.dtype == "float32" else f"{base}:{self.dtype}"
 
-    def component(self, comp: str) -> Any:
-        with self._lock:
-            if comp not in self._parts:
-                self._parts[comp] = self._load(comp)
-            return self._parts[comp]
+    def component_names(self) -> tuple[str, ...]:
+        return ("image_encoder", "weights")
 
     def unet_modules(self) -> Any:
         """{UNet: (attention processors, image projection)}: the adapter converted for each UNet it

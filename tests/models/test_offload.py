@@ -7,6 +7,7 @@
   onloading to the run device (the CPU here: the hooks run, the memory saving is nil); a run with
   mode "none" takes them off again;
 - a LoRA loaded into already placed modules is placed again (its layers get hooks too);
+- an IP-Adapter's image encoder, loaded lazily inside ip_adapter.encode, is placed as it loads;
 - the report, the provenance and the CLI's report record the mode;
 - dtype (float32/bfloat16/float16) enters model.load's key and the model's fingerprint, and runs
   on every family's tiny build.
@@ -140,6 +141,30 @@ def test_a_lora_loaded_into_offloaded_modules_gets_hooks_and_paints_as_without_o
     lora_layers = {n for n, m in transformer.named_modules() if n.endswith(".lora_A.style") or ".lora_A." in n and isinstance(m, torch.nn.Linear)}
     assert lora_layers and lora_layers <= hooked  # the LoRA's own layers onload too
     api.run(doc, cache=False, device="cpu", offload="none")  # leave the shared modules as found
+
+
+@pytest.mark.slow
+def test_the_ip_adapters_image_encoder_is_placed_as_it_loads_and_encodes_alike_in_every_mode():
+    """An IP-Adapter loads its parts lazily like a flow model (models/handle.py LazyParts): the
+    image encoder, first read inside ip_adapter.encode, is placed for the mode as it loads."""
+    from tests.conftest import ASSETS
+
+    doc = {"format": "editgraph/1", "name": "offload-ip", "nodes": {
+        "adapter": {"type": "ip_adapter.load"},
+        "look": {"type": "image.load", "params": {"path": str(ASSETS / "chelsea.png")}},
+        "ref": {"type": "ip_adapter.encode", "inputs": {"adapter": "adapter", "image": "look"}},
+    }}
+    first = None
+    for mode in SEQUENCE:
+        result = api.run(doc, cache=False, device="cpu", offload=mode)
+        ref = result.value("ref")
+        got = (ref.embeds.numpy().tobytes(), ref.negative.numpy().tobytes())
+        first = first or got
+        assert got == first, mode
+        adapter = result.value("adapter")
+        _check_hooks(adapter, ("image_encoder",), mode)
+        adapter.release()  # the next mode reads the encoder again, so it is placed as it loads
+    assert adapter.placing is None  # set only while a node runs
 
 
 def test_offloaded_weights_load_on_the_cpu_and_the_mode_is_checked():
