@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from editgraph.atomic import write_atomic
+from editgraph.models.tokenizers_offline import clip_byte_symbols, write_clip_tokenizer_config, write_json
 
 SHIPPED = Path(__file__).resolve().parent / "configs"
 BPE_FILE = SHIPPED / "clip-bpe-16e6.txt.gz"
@@ -171,10 +172,10 @@ def write_config_folder(name: str, dest: Path) -> Path:
         )
         config.architectures = [cls_name]
         config.save_pretrained(dest / f"text_encoder{suffix}")
-        _tokenizer_config(dest / f"tokenizer{suffix}", spec["pad"][n])
+        write_clip_tokenizer_config(dest / f"tokenizer{suffix}", spec["pad"][n])
         index[f"text_encoder{suffix}"] = ["transformers", cls_name]
         index[f"tokenizer{suffix}"] = ["transformers", "CLIPTokenizer"]
-    _json(dest / "scheduler" / "scheduler_config.json", {**spec["scheduler"], "_diffusers_version": diffusers.__version__})
+    write_json(dest / "scheduler" / "scheduler_config.json", {**spec["scheduler"], "_diffusers_version": diffusers.__version__})
     index["unet"] = ["diffusers", "UNet2DConditionModel"]
     index["vae"] = ["diffusers", "AutoencoderKL"]
     index["scheduler"] = ["diffusers", spec["scheduler"]["_class_name"]]
@@ -183,14 +184,14 @@ def write_config_folder(name: str, dest: Path) -> Path:
         index["force_zeros_for_empty_prompt"] = True
     else:
         index.update({"safety_checker": [None, None], "requires_safety_checker": False})
-    _json(dest / "model_index.json", index)
+    write_json(dest / "model_index.json", index)
     # 2. Sorted keys, no machine-specific fields, so regenerating gives the same bytes.
     for path in sorted(dest.rglob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         data.pop("_name_or_path", None)
         data.pop("_diffusers_version", None)
         data.pop("transformers_version", None)
-        _json(path, data)
+        write_json(path, data)
     return dest
 
 
@@ -201,23 +202,9 @@ def write_shipped_configs(root: Path = SHIPPED) -> None:
         write_config_folder(name, root / name)
 
 
-def _tokenizer_config(folder: Path, pad: str) -> None:
-    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": pad}
-    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True, "clean_up_tokenization_spaces": True}
-    _json(folder / "tokenizer_config.json", {**config, **special})
-    _json(folder / "special_tokens_map.json", special)
-
-
-def _json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
 def clip_vocab_files() -> tuple[str, str]:
     """(vocab.json text, merges.txt text) of CLIP's tokenizer, rebuilt from the shipped BPE merges
     exactly as CLIP's own SimpleTokenizer builds its vocabulary."""
-    from editgraph.models.tokenizers_offline import clip_byte_symbols
-
     lines = gzip.decompress(BPE_FILE.read_bytes()).decode("utf-8").split("\n")
     n_merges = CLIP_VOCAB_SIZE - 2 * 256 - 2  # the vocabulary: bytes, bytes + "</w>", merges, 2 specials
     merges = [tuple(line.split()) for line in lines[1 : 1 + n_merges]]

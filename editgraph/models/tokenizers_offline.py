@@ -222,24 +222,18 @@ def write_tokenizer(directory: Path, pad: str = "<|endoftext|>") -> int:
     (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
     merges_text = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)
     (directory / "merges.txt").write_text(merges_text, encoding="utf-8")
-    write_json(
-        directory / "tokenizer_config.json",
-        {
-            "tokenizer_class": "CLIPTokenizer",
-            "model_max_length": 77,
-            "bos_token": "<|startoftext|>",
-            "eos_token": "<|endoftext|>",
-            "unk_token": "<|endoftext|>",
-            "pad_token": pad,
-            "do_lower_case": True,
-            "clean_up_tokenization_spaces": True,
-        },
-    )
-    write_json(
-        directory / "special_tokens_map.json",
-        {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": pad, "unk_token": "<|endoftext|>"},
-    )
+    write_clip_tokenizer_config(directory, pad)
     return len(vocab)
+
+
+def write_clip_tokenizer_config(directory: Path, pad: str) -> None:
+    """tokenizer_config.json + special_tokens_map.json of a CLIP tokenizer folder padding with
+    `pad` (SD's CLIP pads with <|endoftext|>, SDXL's OpenCLIP second tokenizer with "!"): for the
+    tiny models' trained tokenizer and the shipped single-file configs alike."""
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": pad}
+    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True, "clean_up_tokenization_spaces": True}
+    write_json(directory / "tokenizer_config.json", {**config, **special})
+    write_json(directory / "special_tokens_map.json", special)
 
 
 def _learn_merges(words: Counter[tuple[str, ...]], limit: int) -> list[tuple[str, str]]:
