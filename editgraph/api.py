@@ -157,5 +157,5 @@ def execute(wf: Workflow, graph, *, out=None, cache: Any = True, device: str | N
     finally:
         if owned:
             store.close()
-    report = run_report(wf.label, graph, result, time.perf_counter() - t0, result.device, executor.offload)
+    report = run_report(wf.label, graph, result, time.perf_counter() - t0)
     return Result(report, list(result.written), dict(graph.seeds), result)

@@ -40,7 +40,9 @@ def node_report(record) -> dict[str, Any]:
     return line
 
 
-def run_report(label: str, graph, result, seconds: float, device: Any = None, offload: str | None = None) -> dict[str, Any]:
+def run_report(label: str, graph, result, seconds: float) -> dict[str, Any]:
+    """The report of one run: `result` (an executor RunResult) says which nodes ran, what was
+    written, and the device, offload mode and torch use the environment lines record."""
     nodes = {nid: node_report(r) for nid, r in result.records.items()}
     return {
         "workflow": label,
@@ -50,5 +52,5 @@ def run_report(label: str, graph, result, seconds: float, device: Any = None, of
         "nodes": nodes,
         "outputs": [str(p) for p in result.written],
         "seconds": round(seconds, 6),
-        **environment(device, offload if offload is not None else getattr(result, "offload", "none"), getattr(result, "uses_torch", True)),
+        **environment(result.device, result.offload, result.uses_torch),
     }
