@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from editgraph.cli.main import main
 from editgraph.engines.spend import Ledger
 from editgraph.executor.cache import Cache
 from editgraph.executor.events import EventLog
@@ -64,21 +63,17 @@ def wf(tmp_path) -> Path:
     return path
 
 
-def cli(*argv) -> int:
-    return main([str(a) for a in argv])
-
-
-def test_run_caches_the_paid_call_and_reports_spend_then_saving(routes, wf, tmp_path, photo_path, capsys):
+def test_run_caches_the_paid_call_and_reports_spend_then_saving(routes, wf, tmp_path, photo_path, cli):
     common = ["run", wf, "--set", f"image={photo_path}", "--set", "table=openai-only", "--cache-dir", tmp_path / "c", "-q"]
-    assert cli(*common, "--estimate") == 0
-    out = capsys.readouterr().out
+    code, out, _ = cli(*common, "--estimate")
+    assert code == 0
     assert "edit  openai:gpt-image-1" in out and "to pay" in out and routes.count() == 0
-    assert cli(*common, "--out", tmp_path / "o1", "--report", tmp_path / "r1.json") == 0
+    assert cli(*common, "--out", tmp_path / "o1", "--report", tmp_path / "r1.json")[0] == 0
     assert routes.count("openai") == 1
     r1 = json.loads((tmp_path / "r1.json").read_text())
     assert r1["cost"]["spent_usd"] > 0 and r1["cost"]["saved_by_cache_usd"] == 0
     assert r1["nodes"]["edit"]["engine"] == "openai:gpt-image-1" and r1["nodes"]["edit"]["calls"][0]["request_id"] == "req-00001"
-    assert cli(*common, "--out", tmp_path / "o2", "--report", tmp_path / "r2.json") == 0
+    assert cli(*common, "--out", tmp_path / "o2", "--report", tmp_path / "r2.json")[0] == 0
     assert routes.count("openai") == 1  # nothing sent again
     r2 = json.loads((tmp_path / "r2.json").read_text())
     assert r2["nodes"]["edit"]["status"] == "cached"
@@ -96,14 +91,14 @@ def _table(tmp_path: Path, prompts: list[str]) -> Path:
     return path
 
 
-def test_a_20_row_batch_overlaps_calls_up_to_the_provider_limit_and_reruns_free(routes, wf, tmp_path, photo_path, monkeypatch):
+def test_a_20_row_batch_overlaps_calls_up_to_the_provider_limit_and_reruns_free(routes, wf, tmp_path, photo_path, monkeypatch, cli):
     routes.delay_s = 0.2
     routes.gather = 4  # the first calls wait until four are in flight at once, however loaded the machine
     monkeypatch.setenv("EDITGRAPH_OPENAI_MAX_CONCURRENCY", "4")
     rows = _table(tmp_path, [f"a fruit, variant {i}" for i in range(20)])
     argv = ["batch", wf, "--table", rows, "--set", f"image={photo_path}", "--set", "table=openai-only",
             "--cache-dir", tmp_path / "c", "-q", "--jobs", "8"]
-    assert cli(*argv, "--out", tmp_path / "o1", "--report", tmp_path / "r1.json") == 0
+    assert cli(*argv, "--out", tmp_path / "o1", "--report", tmp_path / "r1.json")[0] == 0
     r1 = json.loads((tmp_path / "r1.json").read_text())
     assert [r["status"] for r in r1["rows"]] == ["ok"] * 20
     assert routes.count("openai") == 20
@@ -111,18 +106,18 @@ def test_a_20_row_batch_overlaps_calls_up_to_the_provider_limit_and_reruns_free(
     assert r1["cost"]["spent_usd"] == pytest.approx(20 * r1["cost"]["calls"][0]["cost_usd"])
     # local nodes shared by every row ran once
     assert r1["summary"]["node_runs"]["photo"] == 1
-    assert cli(*argv, "--out", tmp_path / "o2", "--report", tmp_path / "r2.json") == 0
+    assert cli(*argv, "--out", tmp_path / "o2", "--report", tmp_path / "r2.json")[0] == 0
     r2 = json.loads((tmp_path / "r2.json").read_text())
     assert routes.count("openai") == 20  # the re-run sent zero requests
     assert r2["cost"]["spent_usd"] == 0 and r2["cost"]["saved_by_cache_usd"] == pytest.approx(r1["cost"]["spent_usd"])
     assert r2["summary"]["node_cached"]["edit"] == 20
 
 
-def test_a_429_storm_recovers_and_a_refused_row_fails_alone(routes, wf, tmp_path, photo_path):
+def test_a_429_storm_recovers_and_a_refused_row_fails_alone(routes, wf, tmp_path, photo_path, cli):
     routes.fail_next("openai", "429", times=3, retry_after=0.02)
     rows = _table(tmp_path, ["pear", "plum", "banned thing [refuse]", "fig", "kiwi", "lime"])
-    code = cli("batch", wf, "--table", rows, "--set", f"image={photo_path}", "--set", "table=openai-only", "--cache-dir",
-               tmp_path / "c", "-q", "--keep-going", "--out", tmp_path / "o", "--report", tmp_path / "r.json")
+    code, _, _ = cli("batch", wf, "--table", rows, "--set", f"image={photo_path}", "--set", "table=openai-only", "--cache-dir",
+                     tmp_path / "c", "-q", "--keep-going", "--out", tmp_path / "o", "--report", tmp_path / "r.json")
     assert code == 4
     report = json.loads((tmp_path / "r.json").read_text())
     status = {r["params"]["prompt"]: r["status"] for r in report["rows"]}
@@ -133,15 +128,15 @@ def test_a_429_storm_recovers_and_a_refused_row_fails_alone(routes, wf, tmp_path
     assert len(list((tmp_path / "o").glob("row-*/edit.png"))) == 5
 
 
-def test_keys_appear_in_no_output_cache_or_report(routes, wf, tmp_path, photo_path):
+def test_keys_appear_in_no_output_cache_or_report(routes, wf, tmp_path, photo_path, cli):
     common = ["--set", f"image={photo_path}", "--cache-dir", tmp_path / "cache", "-q"]
-    assert cli("run", wf, *common, "--set", "table=openai-only", "--out", tmp_path / "out", "--report", tmp_path / "r1.json") == 0
-    assert cli("run", wf, *common, "--set", "table=fill-then-openai", "--out", tmp_path / "out", "--report", tmp_path / "r2.json") == 0
+    assert cli("run", wf, *common, "--set", "table=openai-only", "--out", tmp_path / "out", "--report", tmp_path / "r1.json")[0] == 0
+    assert cli("run", wf, *common, "--set", "table=fill-then-openai", "--out", tmp_path / "out", "--report", tmp_path / "r2.json")[0] == 0
     rows = _table(tmp_path, ["apple", "pear"])
-    assert cli("batch", wf, "--table", rows, *common, "--set", "table=hosted", "--out", tmp_path / "out", "--report", tmp_path / "r3.json") == 0
+    assert cli("batch", wf, "--table", rows, *common, "--set", "table=hosted", "--out", tmp_path / "out", "--report", tmp_path / "r3.json")[0] == 0
     # a failing call's error text goes into the report as well
     assert cli("run", wf, *common, "--set", "table=openai-only", "--set", "prompt=x [refuse]", "--out", tmp_path / "out",
-               "--report", tmp_path / "r4.json") == 4
+               "--report", tmp_path / "r4.json")[0] == 4
     files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "engines.json"]
     assert len(files) > 10
     for key in KEYS.values():
@@ -151,22 +146,22 @@ def test_keys_appear_in_no_output_cache_or_report(routes, wf, tmp_path, photo_pa
     assert "rejected as a result of our safety system" in (tmp_path / "r4.json").read_text()
 
 
-def test_max_cost_below_the_estimate_refuses_to_start(routes, tmp_path, photo_path, capsys):
+def test_max_cost_below_the_estimate_refuses_to_start(routes, tmp_path, photo_path, cli):
     path = tmp_path / "instruct.json"
     path.write_text(json.dumps(workflow(mask=False)))
-    code = cli("run", path, "--set", f"image={photo_path}", "--set", "table=kontext", "--cache-dir", tmp_path / "c", "-q",
-               "--out", tmp_path / "o", "--max-cost", "0.01")
+    code, _, err = cli("run", path, "--set", f"image={photo_path}", "--set", "table=kontext", "--cache-dir", tmp_path / "c", "-q",
+                       "--out", tmp_path / "o", "--max-cost", "0.01")
     assert code == 5
-    assert "estimated at $0.0400, above --max-cost $0.0100" in capsys.readouterr().err
+    assert "estimated at $0.0400, above --max-cost $0.0100" in err
     assert routes.count() == 0 and not (tmp_path / "o").exists()
 
 
-def test_max_cost_between_two_rows_stops_after_the_spend_is_reached(routes, tmp_path, photo_path):
+def test_max_cost_between_two_rows_stops_after_the_spend_is_reached(routes, tmp_path, photo_path, cli):
     path = tmp_path / "instruct.json"
     path.write_text(json.dumps(workflow(mask=False)))
     rows = _table(tmp_path, [f"style {i}" for i in range(6)])
-    code = cli("batch", path, "--table", rows, "--set", f"image={photo_path}", "--set", "table=kontext", "--cache-dir",
-               tmp_path / "c", "-q", "--out", tmp_path / "o", "--report", tmp_path / "r.json", "--max-cost", "0.06")
+    code, _, _ = cli("batch", path, "--table", rows, "--set", f"image={photo_path}", "--set", "table=kontext", "--cache-dir",
+                     tmp_path / "c", "-q", "--out", tmp_path / "o", "--report", tmp_path / "r.json", "--max-cost", "0.06")
     assert code == 4
     report = json.loads((tmp_path / "r.json").read_text())
     assert routes.count("bfl", "/bfl/v1/flux-kontext-pro") == 2  # $0.04 each: the second reaches $0.06
@@ -223,20 +218,21 @@ def test_best_of_n_scores_candidates_with_distinct_seeds_and_caches_every_attemp
     assert ledger.spent == pytest.approx(0.10) and ledger.saved == pytest.approx(0.15)
 
 
-def test_provenance_says_not_replayable_and_rerunning_the_image_needs_the_cache_or_spend_again(routes, wf, tmp_path, photo_path, capsys):
+def test_provenance_says_not_replayable_and_rerunning_the_image_needs_the_cache_or_spend_again(routes, wf, tmp_path, photo_path, cli):
     assert cli("run", wf, "--set", f"image={photo_path}", "--set", "table=openai-only", "--cache-dir", tmp_path / "c", "-q",
-               "--out", tmp_path / "o") == 0
+               "--out", tmp_path / "o")[0] == 0
     image = tmp_path / "o" / "edit.png"
-    capsys.readouterr()
-    assert cli("show", image, "-f", "json") == 0
-    info = json.loads(capsys.readouterr().out)
+    code, out, _ = cli("show", image, "-f", "json")
+    assert code == 0
+    info = json.loads(out)
     assert info["engines"]["edit"]["calls"][0]["request_id"] == "req-00001"
     assert info["engines"]["edit"]["replayable_from_seed"] is False
-    assert cli("run", image, "--cache-dir", tmp_path / "c", "-q", "--out", tmp_path / "o2") == 0  # the cache has it
+    assert cli("run", image, "--cache-dir", tmp_path / "c", "-q", "--out", tmp_path / "o2")[0] == 0  # the cache has it
     assert routes.count("openai") == 1
-    assert cli("run", image, "--cache-dir", tmp_path / "other", "-q", "--out", tmp_path / "o3") == 5
-    assert "--spend-again" in capsys.readouterr().err and routes.count("openai") == 1
-    assert cli("run", image, "--cache-dir", tmp_path / "other", "-q", "--out", tmp_path / "o3", "--spend-again") == 0
+    code, _, err = cli("run", image, "--cache-dir", tmp_path / "other", "-q", "--out", tmp_path / "o3")
+    assert code == 5
+    assert "--spend-again" in err and routes.count("openai") == 1
+    assert cli("run", image, "--cache-dir", tmp_path / "other", "-q", "--out", tmp_path / "o3", "--spend-again")[0] == 0
     assert routes.count("openai") == 2
 
 
