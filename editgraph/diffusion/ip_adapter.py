@@ -50,7 +50,9 @@ def encode_image(adapter: Any, image: torch.Tensor) -> tuple[torch.Tensor, torch
     each picture (n, D) and the zeros guidance steers away from."""
     encoder = adapter.image_encoder
     pixels = adapter.feature_extractor(to_pil(image), return_tensors="pt").pixel_values
-    pixels = pixels.to(device=encoder.device, dtype=next(encoder.parameters()).dtype)
+    # the device it computes on: offloaded in group/sequential mode its weights sit on the CPU
+    # between calls, and encoder.device would say so
+    pixels = pixels.to(device=execution_device(encoder), dtype=next(encoder.parameters()).dtype)
     embeds = encoder(pixels).image_embeds
     return embeds, torch.zeros_like(embeds)
 
