@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 
-def add_parser(sub) -> None:
-    imp = sub.add_parser("import", help="translate another tool's workflow into an editgraph document")
+def configure(imp: argparse.ArgumentParser) -> None:
+    """`import`'s kinds and options (cli/main.py's COMMANDS holds its help line)."""
     kind = imp.add_subparsers(dest="import_kind", required=True)
     comfy = kind.add_parser(
         "comfy", help="a ComfyUI workflow: API format (/prompt body), UI format (what its editor saves), or a PNG ComfyUI wrote"

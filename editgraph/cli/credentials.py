@@ -16,8 +16,8 @@ from pathlib import Path
 EXIT_NOT_VERIFIED = 1
 
 
-def add_parser(sub) -> None:
-    verify = sub.add_parser("verify", help="check an image's C2PA manifest (Content Credentials): signer, actions, AI disclosure, ingredients")
+def configure(verify) -> None:
+    """`verify`'s options (cli/main.py's COMMANDS holds its help line)."""
     verify.add_argument("image")
     verify.add_argument("--json", action="store_true", help="the summary as JSON, for scripts")
     verify.add_argument("--trusted", action="store_true", help="also fail unless the signer chains to one of your trust anchors")

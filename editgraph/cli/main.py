@@ -7,20 +7,40 @@ Exit codes: 0 success, 2 usage, 3 invalid workflow, 4 a node failed, 5 other err
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from editgraph.cli import spend as cli_spend
+from typing import Any
+
 from editgraph.settings import OFFLOAD_MODES
+
+# Commands that load a workflow or an image only to check or describe it.
+_READ_ONLY = frozenset({"validate", "show", "extract", "nodes", "schema", "workflows"})
 
 EXIT_OK, EXIT_USAGE, EXIT_INVALID, EXIT_NODE_FAILED, EXIT_ERROR, EXIT_CANCELLED = 0, 2, 3, 4, 5, 130
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv else None
+    collecting = gc.isenabled()
+    if command in _READ_ONLY:
+        # These check or describe and print. Importing pydantic and the node modules makes tens of
+        # thousands of objects that live until exit and no cycles worth finding: the collector's
+        # passes over them were 3 % of `editgraph validate` (issue 9).
+        gc.disable()
+    try:
+        return _dispatch(_parser(command).parse_args(argv))
+    finally:
+        if collecting:
+            gc.enable()  # main() called from Python (tests, scripts) leaves the collector as it was
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     from editgraph.errors import Cancelled, EditgraphError, NodeFailed, WorkflowInvalid
 
     try:
@@ -81,26 +101,47 @@ def _err(text: str) -> None:
     print(text, file=sys.stderr)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line. With `command` (the word after `editgraph`), only that command gets its
+    options: the others stay listed for --help and for argparse's `invalid choice`, but their
+    options are not built nor their modules imported (`validate` spent a tenth of its time on
+    the other sixteen; issue 9)."""
     p = argparse.ArgumentParser(prog="editgraph", description="Run image-edit workflows (JSON node graphs) with content-keyed caching.")
     sub = p.add_subparsers(dest="command", required=True)
+    for name, (help_, configure) in COMMANDS.items():
+        parser = sub.add_parser(name, help=help_)
+        if command is None or command == name or command not in COMMANDS:
+            if isinstance(configure, str):  # "module:function" in another cli module
+                import importlib
 
-    run = sub.add_parser("run", help="run a workflow (a file, a bundled name, or an image editgraph made: same pixels again)")
+                module, _, function = configure.partition(":")
+                configure = getattr(importlib.import_module(module), function)
+            configure(parser)
+    return p
+
+
+def _configure_run(run: argparse.ArgumentParser) -> None:
     run.add_argument("workflow")
     run.add_argument("--set", dest="sets", action="append", default=[], type=_name_value, metavar="NAME=VALUE", help="set a workflow param")
     run.add_argument("--out", default="out", help="output folder; the only place a run writes files (default: ./out)")
     run.add_argument("--report", help="write a JSON report: each node's status, seconds and key; the resolved params")
     run.add_argument("--no-cache", action="store_true", help="run every node; read and write no cache")
     _executor_args(run)
+    _mismatch_arg(run)
+    from editgraph.cli import spend as cli_spend
+
     cli_spend.add_args(run, batch=False)
     run.set_defaults(func=cmd_run)
 
-    val = sub.add_parser("validate", help="check a workflow without running it, input files included; lists every problem")
+
+def _configure_validate(val: argparse.ArgumentParser) -> None:
     val.add_argument("workflow")
     val.add_argument("--set", dest="sets", action="append", default=[], type=_name_value, metavar="NAME=VALUE")
+    _mismatch_arg(val)
     val.set_defaults(func=cmd_validate)
 
-    show = sub.add_parser("show", help="describe a workflow (text, Mermaid, DOT, PNG) or the provenance a saved image carries")
+
+def _configure_show(show: argparse.ArgumentParser) -> None:
     show.add_argument("workflow", help="a workflow file, a bundled name, or an image editgraph wrote")
     show.add_argument("--format", "-f", choices=["text", "mermaid", "dot", "png", "json"], default="text", help="json: the raw provenance of an image, or the document")
     show.add_argument("-o", "--output", help="write here instead of stdout (required for png)")
@@ -108,12 +149,14 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--row", type=int, help="with a batch report: which row's statuses (default: the last row that ran)")
     show.set_defaults(func=cmd_show)
 
-    ext = sub.add_parser("extract", help="write the workflow an image carries (params and seeds resolved) to a file")
+
+def _configure_extract(ext: argparse.ArgumentParser) -> None:
     ext.add_argument("image")
     ext.add_argument("-o", "--output", help="workflow file to write (default: stdout); nothing else is written")
     ext.set_defaults(func=cmd_extract)
 
-    batch = sub.add_parser("batch", help="run a workflow once per row of params (CSV table, --zip, --product) with one cache")
+
+def _configure_batch(batch: argparse.ArgumentParser) -> None:
     batch.add_argument("workflow")
     batch.add_argument("--table", help="CSV: a header of workflow param names, one row per run; empty cell = default")
     batch.add_argument("--zip", dest="zips", action="append", default=[], metavar="NAME=A,B,C", help="lists walked together (equal lengths)")
@@ -128,38 +171,54 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--workers", type=_positive_int, help="with --ray: workers to start (default: one per GPU, else cluster CPUs / --threads)")
     batch.add_argument("--retries", type=int, default=2, help="with --ray: times a row is retried after its worker dies (default: 2)")
     _executor_args(batch)
+    _mismatch_arg(batch)
+    from editgraph.cli import spend as cli_spend
+
     cli_spend.add_args(batch, batch=True)
     batch.set_defaults(func=cmd_batch)
 
-    nodes = sub.add_parser("nodes", help="list node types, or show one's sockets and params")
+
+def _configure_nodes(nodes: argparse.ArgumentParser) -> None:
     nodes.add_argument("type", nargs="?")
     nodes.set_defaults(func=cmd_nodes)
 
-    schema = sub.add_parser("schema", help="print the workflow JSON Schema (for editors)")
+
+def _configure_schema(schema: argparse.ArgumentParser) -> None:
     schema.add_argument("-o", "--output", help="write to this file instead of stdout")
     schema.set_defaults(func=cmd_schema)
 
-    wfs = sub.add_parser("workflows", help="list the bundled workflows")
+
+def _configure_workflows(wfs: argparse.ArgumentParser) -> None:
     wfs.set_defaults(func=cmd_workflows)
 
-    from editgraph.cli.credentials import add_parser as add_verify_parser
-    from editgraph.cli.models import add_parser as add_models_parser
-    from editgraph.cli.serve import add_parser as add_serve_parser
 
-    add_models_parser(sub)
-    add_verify_parser(sub)
-    from editgraph.cli.comfy import add_parser as add_import_parser
-
-    add_import_parser(sub)
-    add_serve_parser(sub)
-    for p_ in (run, val, batch):
-        p_.add_argument("--allow-model-mismatch", action="store_true", help="use a model whose files differ from the hash the workflow pins")
-
-    cache = sub.add_parser("cache", help="inspect or clear the disk cache")
+def _configure_cache(cache: argparse.ArgumentParser) -> None:
     cache.add_argument("action", choices=["info", "clear", "gc"])
     cache.add_argument("--cache-dir")
     cache.set_defaults(func=cmd_cache)
-    return p
+
+
+def _mismatch_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-model-mismatch", action="store_true", help="use a model whose files differ from the hash the workflow pins")
+
+
+# name: (help, how to add its options: a function here, or "module:function" in another cli module)
+COMMANDS: dict[str, tuple[str, Any]] = {
+    "run": ("run a workflow (a file, a bundled name, or an image editgraph made: same pixels again)", _configure_run),
+    "validate": ("check a workflow without running it, input files included; lists every problem", _configure_validate),
+    "show": ("describe a workflow (text, Mermaid, DOT, PNG) or the provenance a saved image carries", _configure_show),
+    "extract": ("write the workflow an image carries (params and seeds resolved) to a file", _configure_extract),
+    "batch": ("run a workflow once per row of params (CSV table, --zip, --product) with one cache", _configure_batch),
+    "nodes": ("list node types, or show one's sockets and params", _configure_nodes),
+    "schema": ("print the workflow JSON Schema (for editors)", _configure_schema),
+    "workflows": ("list the bundled workflows", _configure_workflows),
+    "models": ("list resolvable models, build the tiny ones, print a model's content hash", "editgraph.cli.models:configure"),
+    "verify": ("check an image's C2PA manifest (Content Credentials): signer, actions, AI disclosure, ingredients",
+               "editgraph.cli.credentials:configure"),
+    "import": ("translate another tool's workflow into an editgraph document", "editgraph.cli.comfy:configure"),
+    "serve": ("serve the HTTP API and the web page (127.0.0.1:8188 by default)", "editgraph.cli.serve:configure"),
+    "cache": ("inspect or clear the disk cache", _configure_cache),
+}
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -223,6 +282,7 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     from editgraph.api import Workflow, execute
+    from editgraph.cli import spend as cli_spend
     from editgraph.atomic import write_atomic
     from editgraph.cli.display import Display
     from editgraph.engines.spend import Ledger
@@ -458,6 +518,7 @@ def cmd_extract(args) -> int:
 
 
 def cmd_batch(args) -> int:
+    from editgraph.cli import spend as cli_spend
     from editgraph.sharing.provenance import signing_stamp
     from editgraph.batch import runner as batch
     from editgraph.atomic import write_atomic

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 
-def add_parser(sub) -> None:
-    models = sub.add_parser("models", help="list resolvable models, build the tiny ones, print a model's content hash")
+def configure(models: argparse.ArgumentParser) -> None:
+    """`models`' actions and options (cli/main.py's COMMANDS holds its help line)."""
     action = models.add_subparsers(dest="models_action", required=True)
     action.add_parser("list", help="built-in tiny models and every registered name (EDITGRAPH_MODELS, models.json)").set_defaults(func=cmd_list)
     make = action.add_parser("make-tiny", help="build the tiny models and the tiny IP-Adapter (deterministic, seeded) into DIR in diffusers layout")

@@ -7,14 +7,9 @@ import sys
 from pathlib import Path
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("serve", help="serve the HTTP API and the web page (127.0.0.1:8188 by default)")
-    configure(p)
-    p.set_defaults(func=cmd_serve)
-    return p
-
-
 def configure(p: argparse.ArgumentParser) -> None:
+    """`serve`'s options (cli/main.py's COMMANDS holds its help line)."""
+    p.set_defaults(func=cmd_serve)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; any other needs --token)")
     p.add_argument("--port", type=int, default=8188, help="port (default 8188)")
     p.add_argument("--token", default=None, help="required on every API request and socket (default: $EDITGRAPH_TOKEN)")
