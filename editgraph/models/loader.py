@@ -208,22 +208,22 @@ def resolve_transformer(
     """A single-file transformer's path (relative ones against `base_dir`), checked to be a
     .safetensors or .gguf file; with none given, the one the registry gives the name `model`
     (models.json {"name": {"path": ..., "transformer": ...}}); None when there is neither."""
-    from editgraph.models.flow_single_file import check_transformer_file
-
     if transformer is None or os.fspath(transformer) == "":
         if model is None:
             return None
         where = Path(os.fspath(model)).expanduser()
         if where.exists() or os.fspath(model) in TINY_NAMES:
             return None  # a path, not a registered name
-        found = names.registered_transformers().get(where.name)
-        if found is not None:
-            check_transformer_file(found)
-        return found
-    path = Path(transformer).expanduser()
-    if not path.is_absolute() and base_dir is not None:
-        path = Path(base_dir) / path
-    path = path.resolve()
+        path = names.registered_transformers().get(where.name)
+        if path is None:
+            return None
+    else:
+        path = Path(transformer).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = Path(base_dir) / path
+        path = path.resolve()
+    from editgraph.models.flow_single_file import check_transformer_file  # only with a file to check
+
     check_transformer_file(path)
     return path
 

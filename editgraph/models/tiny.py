@@ -29,8 +29,6 @@ from typing import Any
 
 from editgraph.errors import EditgraphError
 from editgraph.models.folders import MARKER
-from editgraph.models.tokenizers_offline import write_tokenizer
-from editgraph.models.tokenizers_offline import write_json as _write_json
 
 # Bump when a build would produce different bytes: cached builds carrying an older version are rebuilt.
 BUILDER_VERSION = 3
@@ -105,8 +103,11 @@ TINY_NAMES: tuple[str, ...] = (*TINY_MODELS, *_flow_names())
 def make_tiny(name: str, directory: str | os.PathLike[str]) -> Path:
     """Build the tiny model `name` (one of TINY_NAMES) into `directory` (created; must be empty
     or absent) and return its path. Offline, deterministic, a second or two for tiny models."""
+    # The builders are imported here: naming and finding tiny models (validate) needs none of them.
     from editgraph.models.tiny_flow import FLOW_MODELS, make_flow_tiny
     from editgraph.models.tiny_ip_adapter import TINY_ADAPTERS, make_ip_adapter_tiny
+    from editgraph.models.tokenizers_offline import write_json as _write_json
+    from editgraph.models.tokenizers_offline import write_tokenizer
 
     spec = TINY_MODELS.get(name)
     if spec is None and name not in FLOW_MODELS and name not in TINY_ADAPTERS:
@@ -272,6 +273,8 @@ def _text_encoder(spec: TinySpec, vocab_size: int, with_projection: bool = False
 def _normalize_configs(out: Path) -> None:
     """Rewrite every config JSON with sorted keys and without fields that name the build machine
     (a source path), so the same model built anywhere has the same bytes."""
+    from editgraph.models.tokenizers_offline import write_json as _write_json
+
     for path in sorted(out.rglob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, dict):

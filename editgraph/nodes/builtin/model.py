@@ -20,7 +20,7 @@ from editgraph.nodes.registry import InputPath, Node, NodeParams, node
 from editgraph.values.sockets import Model
 
 
-@node("model.load", version="1.1.2", deterministic=True)
+@node("model.load", version="1.1.3", deterministic=True)
 class LoadModel(Node):
     """Load a diffusion model (SD's UNet, VAE, text encoder, tokenizer; a flow model's transformer,
     VAE and text encoder, optionally with the transformer from one .safetensors/.gguf file) that
@@ -65,7 +65,6 @@ class LoadModel(Node):
         built yet is left to the run that needs it."""
         from editgraph.models.errors import ModelError
         from editgraph.models.loader import model_hash, resolve, resolve_transformer, tiny_is_built
-        from editgraph.models.single_file import check_checkpoint_file
         from editgraph.models.tiny import TINY_NAMES
 
         if not deep:
@@ -77,6 +76,8 @@ class LoadModel(Node):
         try:
             path = resolve(params.model, build=False)  # type: ignore[attr-defined]
             if path.is_file():
+                from editgraph.models.single_file import check_checkpoint_file
+
                 check_checkpoint_file(path)  # a pickle checkpoint: invalid before anything runs
             if path.name in TINY_NAMES and not tiny_is_built(path):
                 return []
@@ -101,7 +102,7 @@ class LoadModel(Node):
         import json
 
         from editgraph.models.errors import ModelError
-        from editgraph.models.flow_loader import FLOW_PIPELINES
+        from editgraph.models.flow_loader import is_flow_index
         from editgraph.models.loader import resolve
         from editgraph.models.tiny import TINY_MODELS
         from editgraph.models.tiny_flow import FLOW_MODELS
@@ -118,7 +119,7 @@ class LoadModel(Node):
         if path.name in FLOW_MODELS:
             return path.name, "flow"
         try:
-            if json.loads((path / "model_index.json").read_text(encoding="utf-8")).get("_class_name") in FLOW_PIPELINES:
+            if is_flow_index(json.loads((path / "model_index.json").read_text(encoding="utf-8"))):
                 return path.name, "flow"
         except (OSError, ValueError, AttributeError):
             pass  # no index (a single file): an SD folder is told by its UNet below
