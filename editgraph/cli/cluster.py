@@ -8,9 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from editgraph.cli.common import EXIT_CANCELLED, EXIT_NODE_FAILED, EXIT_OK
 from editgraph.cli.display import Display
-
-EXIT_OK, EXIT_NODE_FAILED, EXIT_CANCELLED = 0, 4, 130
 
 
 class ClusterDisplay(Display):
