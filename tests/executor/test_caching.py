@@ -71,6 +71,7 @@ def test_fresh_executor_on_same_disk_cache_runs_nothing(runner):
     assert torch.allclose(result.value("n2"), torch.full((1, 3, 8, 8), 0.7))
 
 
+@pytest.mark.slow  # a new process (and a tiny-model build or torch import): over 5 s
 def test_second_process_runs_nothing(tmp_path):
     """Keys are stable across processes (no salted hash(), no ids, no memory addresses)."""
     script = textwrap.dedent(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,6 +42,7 @@ def _check(data) -> None:
         assert exc.issues and all(isinstance(str(i), str) for i in exc.issues)
 
 
+@pytest.mark.slow  # thousands of examples: over 5 s
 @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(json_values)
 def test_random_json_only_ever_fails_validation(data):
@@ -72,6 +74,7 @@ def mutated(draw):
     return doc
 
 
+@pytest.mark.slow  # thousands of examples: over 5 s
 @settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(mutated(), st.dictionaries(st.sampled_from(["image", "w", "x"]), st.text(max_size=6), max_size=2))
 def test_mutated_documents_and_sets_only_ever_fail_validation(doc, sets):

@@ -57,6 +57,7 @@ def test_three_processes_build_the_same_model_at_once(tmp_path):
         assert left == ["tiny-sd"]  # no temp or set-aside folder left behind
 
 
+@pytest.mark.slow  # a new process (and a tiny-model build or torch import): over 5 s
 def test_a_killed_build_leaves_a_folder_the_next_open_sweeps(tmp_path):
     # A real build killed mid-write: its folder stays, named with the dead pid.
     script = textwrap.dedent(
