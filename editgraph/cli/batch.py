@@ -9,8 +9,8 @@ from pathlib import Path
 
 from editgraph.cli import spend as cli_spend
 from editgraph.cli.common import (
-    EXIT_NODE_FAILED, EXIT_OK, EXIT_USAGE, err, executor_args, load_to_run, mismatch_arg, name_value, note_problems,
-    open_cache, parse_sets, positive_int, settings_for,
+    EXIT_NODE_FAILED, EXIT_OK, EXIT_USAGE, count_of, err, executor_args, load_to_run, mismatch_arg, name_value, note_problems,
+    open_cache, parse_sets, settings_for,
 )
 
 
@@ -26,7 +26,7 @@ def configure(batch: argparse.ArgumentParser) -> None:
     batch.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                        help="run the rows on Ray workers that keep models loaded: no ADDRESS starts a local Ray; "
                             "'auto', HOST:PORT or ray://... joins a cluster (needs: pip install 'editgraph[ray]')")
-    batch.add_argument("--workers", type=positive_int, help="with --ray: workers to start (default: one per GPU, else cluster CPUs / --threads)")
+    batch.add_argument("--workers", type=count_of("workers"), help="with --ray: workers to start (default: one per GPU, else cluster CPUs / --threads)")
     batch.add_argument("--retries", type=int, default=2, help="with --ray: times a row is retried after its worker dies (default: 2)")
     executor_args(batch)
     mismatch_arg(batch)

@@ -15,14 +15,19 @@ def err(text: str) -> None:
     print(text, file=sys.stderr)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of threads, 1 or more, got {text!r}")
-    return value
+def count_of(what: str):
+    """An argparse type: a whole number of `what`, 1 or more (a usage error names `what`)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected a whole number of {what}, 1 or more, got {text!r}")
+        return value
+
+    return parse
 
 
 def executor_args(p: argparse.ArgumentParser) -> None:
@@ -31,7 +36,7 @@ def executor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", dest="shared_cache", metavar="URL",
                    help="a cache tier shared by machines, behind the local ones: s3://BUCKET/PREFIX (endpoint from "
                         "$EDITGRAPH_S3_ENDPOINT or $AWS_ENDPOINT_URL) or a folder on a shared filesystem (default: $EDITGRAPH_SHARED_CACHE)")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads (results are bit-identical only at equal counts)")
+    p.add_argument("--threads", type=count_of("threads"), help="torch CPU threads (results are bit-identical only at equal counts)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best available); results are bit-identical per device")
     p.add_argument("--offload", choices=OFFLOAD_MODES, default=None,

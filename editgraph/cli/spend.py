@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from editgraph.cli.common import count_of
 from editgraph.errors import EditgraphError
 
 
@@ -21,7 +22,7 @@ def add_args(p: argparse.ArgumentParser, *, batch: bool) -> None:
     p.add_argument("--estimate", action="store_true", help="print the estimated cost of paid (hosted) nodes and exit; calls nothing")
     p.add_argument("--max-cost", type=_usd, metavar="USD", help="refuse runs estimated above USD; stop new paid calls once spend reaches it")
     if batch:
-        p.add_argument("--jobs", type=_jobs, default=None, metavar="N",
+        p.add_argument("--jobs", type=count_of("rows in flight"), default=None, metavar="N",
                        help="rows in flight (default: 8 when the workflow calls hosted engines, else 1); local nodes still run one at a time")
     else:
         p.add_argument("--spend-again", action="store_true", help="re-running an image made by hosted engines: allow paying for calls the cache lacks")
@@ -34,16 +35,6 @@ def _usd(text: str) -> float:
         value = -1.0
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected an amount in USD, 0 or more, got {text!r}")
-    return value
-
-
-def _jobs(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of rows in flight, 1 or more, got {text!r}")
     return value
 
 
