@@ -30,6 +30,9 @@ class Cache:
         self.memory = memory or MemoryStore(parse_size(DEFAULT_MEMORY))
         self.disk = disk
         self.shared = shared
+        # What prefetch() learnt from the disk tier (key -> fps, None: not there), until the
+        # lookup that wants it or the next flush
+        self._asked: dict[str, dict[str, str] | None] = {}
 
     @classmethod
     def default(cls, root: str | Path | None = None, settings: Settings | None = None) -> "Cache":
@@ -45,7 +48,9 @@ class Cache:
         executor's choice for a key made from a value this run computed: see run.py)."""
         fps = self.memory.get_ref(key)
         if fps is None and self.disk is not None:
-            fps = self.disk.get_ref(key)
+            fps = self._asked.pop(key, MISSING)
+            if fps is MISSING:
+                fps = self.disk.get_ref(key)
             if fps is not None:
                 self.memory.put_ref(key, fps)
         if fps is None and shared and self.shared is not None:
@@ -53,6 +58,23 @@ class Cache:
             if fps is not None:
                 self.memory.put_ref(key, fps)
         return fps
+
+    def prefetch(self, keys: list[str]) -> None:
+        """Ask the disk tier in one query for the keys the memory tier lacks: the lookups of a
+        group of nodes whose keys are known at once (a layer of a wide graph) then cost a dict
+        read each instead of an SQLite query each. The memory tier is still asked first at lookup
+        time, so a node that another in the group stores meanwhile is still found."""
+        if self.disk is None:
+            return
+        get = self.memory.get_ref
+        ask = [key for key in keys if get(key) is None]
+        if len(ask) < 2:
+            return
+        found = self.disk.get_refs(ask)
+        if found is None:  # the index failed (and was reopened empty): the lookups ask again
+            return
+        for key in ask:
+            self._asked[key] = found.get(key)
 
     def load(self, fp: str) -> Any:
         value = self.memory.get_blob(fp)
@@ -83,6 +105,7 @@ class Cache:
             self.shared.put_ref(key, fps)
 
     def flush(self) -> None:
+        self._asked = {}  # answers from the snapshot the flush ends
         if self.disk is not None:
             self.disk.flush()
         if self.shared is not None:

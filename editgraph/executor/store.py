@@ -11,15 +11,14 @@ is written to a temporary name and renamed; it is listed in the index only after
 when read it is hashed and compared with its name, so a torn or altered file is never served.
 Small blobs live in the index itself: a no-op node's output is a row, not a file.
 
-DiskStore writes behind: a writer thread writes files and commits rows while the run goes on;
-flush() is the barrier that makes everything queued so far durable (the executor calls it at the
-end of each run).
+DiskStore writes behind (writer.py): a writer thread writes blob files while the run goes on and
+commits rows every COMMIT_S; flush() is the barrier that makes everything queued so far durable
+(the executor calls it at the end of each run), committing what is left in the caller's thread.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import sqlite3
 import threading
 import time
@@ -29,17 +28,12 @@ from typing import Any
 import blake3
 import msgpack
 
-from editgraph.atomic import TMP_SUFFIX, sweep_temporaries, write_new
+from editgraph.atomic import sweep_temporaries
 from editgraph.executor.memory import MISSING, MemoryStore  # noqa: F401  (the tiers' one import)
+from editgraph.executor.writer import COMMIT_S, MAX_PENDING_BYTES, WriteBehind
 from editgraph.values.codec import CorruptEntry, Encoded, decode
 
 INLINE_LIMIT = 16 * 1024  # blobs up to this size live in the index: one row beats a file for tiny values
-WRITER_GATHER_S = 0.05  # rows alone wait this long for company: a commit per batch; a writer busy beside the run takes the GIL from it
-MAX_PENDING_BYTES = 512 << 20  # blob bytes queued for the writer before producers wait
-WRITER_IDLE_S = 2.0  # a writer thread with nothing to do for this long ends
-MEASURED_FILE = 1 << 20  # files from this size time the disk's sustained write rate; below, fixed costs dominate
-RATE_WEIGHT = 0.3  # each measured file's share of the running write rate: follows the disk within a few files
-
 
 # One B-tree per table on the write path: refs are small rows clustered on their key (WITHOUT
 # ROWID); blobs keep a rowid because inline values reach 16 KiB. No index on `used`: eviction
@@ -89,23 +83,23 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-class DiskStore:
-    """The disk tier. Writes are behind: put_ref/put_blob queue work for one writer thread (its
-    own SQLite connection) and return; until the writer commits, entries are served from an
-    overlay in this process. flush() is the barrier: it returns once everything queued so far is
-    durable (blob files renamed into place, index rows committed). Pending blob bytes are bounded
-    by `max_pending_bytes`: a producer that gets ahead of the disk waits (back-pressure).
+class DiskStore(WriteBehind):
+    """The disk tier. Writes are behind (writer.py): put_ref/put_blob queue work (files for the
+    writer thread, rows for the next commit, on the writer's own SQLite connection) and return;
+    until rows are committed, entries are served from an overlay in this process. flush() is the
+    barrier: it returns once everything queued so far is durable (blob files renamed into place,
+    index rows committed). Pending blob bytes are bounded by `max_pending_bytes`: a producer that
+    gets ahead of the disk waits (back-pressure).
 
-    Ordering makes a crash safe: the writer renames a batch's blob files before it commits the
-    batch's rows, and batches commit in order, so a committed row never names an unwritten file.
-    A SIGKILL loses what was queued, never leaves a torn or wrong entry.
+    Ordering makes a crash safe: blob files are renamed into place before the transaction that
+    lists them, and commits take rows in queue order, so a committed row never names an
+    unwritten file. A SIGKILL loses what was not committed, never leaves a torn or wrong entry.
     """
 
     def __init__(self, root: str | Path, max_bytes: int, max_refs: int = 2_000_000, max_pending_bytes: int = MAX_PENDING_BYTES):
         self.root = Path(root)
         self.max_bytes = max_bytes
         self.max_refs = max_refs
-        self.max_pending_bytes = max_pending_bytes
         (self.root / "blobs").mkdir(parents=True, exist_ok=True)
         self.tmp = self.root / "tmp"  # blob files being written; one folder, so opening sweeps it cheaply
         self.tmp.mkdir(exist_ok=True)
@@ -121,25 +115,13 @@ class DiskStore:
         self._overlay_refs: dict[str, tuple[int, dict[str, str]]] = {}
         self._overlay_blobs: dict[str, tuple[int, int, Any]] = {}  # fp -> (seq, size, bytes | Encoded | None: in its file)
         self._pending_touch: set[str] = set()
-        # The writer's queue; _cv guards it and the counters below.
-        self._cv = threading.Condition(threading.Lock())
-        self._queue: list[tuple] = []
-        self._seq = 0  # last item queued
-        self._committed = 0  # last item the writer has made durable
-        self._queued_bytes = 0
-        self._urgent = False  # someone waits: commit now rather than gather a bigger batch
-        self._writer: threading.Thread | None = None
-        self._writer_db: sqlite3.Connection | None = None  # opened with the store: a run's first write does not pay for it
-        self._writer_error: BaseException | None = None
-        self._closing = False
-        self._subdirs: set[str] = set()  # blobs/<xx> folders made: one makedirs per folder, not per file
-        self._blobs_dir, self._tmp_prefix = f"{self.root / 'blobs'}/", f"{self.tmp}/."
-        self.write_failures = 0  # blob files the writer could not write (disk full ...): they stay memory-only
+        self._init_writer(max_pending_bytes)
         # The disk's sustained write rate (bytes/s) as the writer measures it on large files, kept
         # in the index so a new process starts from what the last one saw; None until measured.
         # The persistence decision prices a file with it: a disk whose dirty-page writeback
         # throttles writers to 250 MB/s (this project's CI disk) is not the 1 GB/s of a laptop SSD.
         self.write_bps: float | None = self._read_rate()
+        self._rate_saved = self.write_bps  # the rate the index holds: a commit writes it when it changed
         # Running estimates of the index's size, so a flush does not scan the tables; they are
         # re-read from SQLite (other processes write too) only when they cross a budget.
         self._bytes_estimate = self.total_bytes()
@@ -154,11 +136,8 @@ class DiskStore:
         row = self._db.execute("SELECT value FROM meta WHERE name = 'write_bps'").fetchone()
         return float(row[0]) if row is not None and row[0] > 0 else None
 
-    def _measured(self, nbytes: int, seconds: float) -> None:
-        """The writer wrote a large file in `seconds`: fold its rate into the running rate."""
-        rate = nbytes / max(seconds, 1e-6)
-        old = self.write_bps
-        self.write_bps = rate if old is None else (1 - RATE_WEIGHT) * old + RATE_WEIGHT * rate
+    def _writer_connection(self) -> sqlite3.Connection:
+        return _connect(self.root / "index.sqlite")
 
     def _open_index(self) -> sqlite3.Connection:
         """The index, created if absent. A file that is not a readable SQLite index (a disk fault,
@@ -189,7 +168,8 @@ class DiskStore:
         self.problems.append(f"cache index error ({name or type(exc).__name__}: {exc}); entries it held are forgotten")
         with self._cv:
             # The writer drops its connection and opens the new index with its next batch.
-            self._queue, self._queued_bytes, self._committed = [], 0, self._seq
+            self._queue, self._queued_bytes, self._queued_files, self._committed = [], 0, 0, self._seq
+            self._carry, self._row_bytes, self._rows_due, self._taken = [], 0, None, self._seq
             self._writer_error, self._writer_db = None, None
             self._cv.notify_all()
         self._overlay_refs, self._overlay_blobs, self._pending_touch = {}, {}, set()
@@ -224,8 +204,40 @@ class DiskStore:
         return fps if isinstance(fps, dict) else None
 
     def put_ref(self, key: str, fps: dict[str, str]) -> None:
-        """Queue a ref (the writer packs it). The caller must not change `fps` afterwards."""
-        self._overlay_refs[key] = (self._submit(("ref", key, fps), 0), fps)
+        """Queue a ref (the drainer packs it). The caller must not change `fps` afterwards."""
+        with self._mutex:  # _submit's row path, inline: a ref per node is the commonest write
+            seq = self._seq = self._seq + 1
+            self._queue.append(("ref", key, fps))
+            if self._rows_due is None:
+                self._rows_due = time.monotonic() + COMMIT_S
+            elif self._writer is None and time.monotonic() >= self._rows_due:
+                self._start_writer()  # a long run: its rows are committed as it goes
+        self._overlay_refs[key] = (seq, fps)
+
+    @_forgets(None)
+    def get_refs(self, keys: list[str]) -> dict[str, dict[str, str]]:
+        """The refs stored under any of `keys`, as get_ref answers each (one query per 500 keys:
+        the executor asks for a group of nodes whose keys it knows at once)."""
+        found, ask = {}, []
+        for key in keys:
+            pending = self._overlay_refs.get(key)
+            if pending is not None:
+                found[key] = pending[1]
+            else:
+                ask.append(key)
+        for i in range(0, len(ask), 500):
+            part = ask[i:i + 500]
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN")  # see _read: one snapshot until the next flush
+            sql = f"SELECT key, fps FROM refs WHERE key IN ({','.join('?' * len(part))})"
+            for key, raw in self._cursor.execute(sql, part).fetchall():
+                try:
+                    fps = msgpack.unpackb(raw, raw=False)
+                except Exception:
+                    continue  # an unreadable row is a miss, recomputed and overwritten
+                if isinstance(fps, dict):
+                    found[key] = fps
+        return found
 
     # --- blobs --------------------------------------------------------------------------------
 
@@ -274,7 +286,7 @@ class DiskStore:
         size = encoded.nbytes
         if size <= INLINE_LIMIT:
             data = encoded.tobytes()
-            self._overlay_blobs[fp] = (self._submit(("inline", fp, size, data), 0), size, data)
+            self._overlay_blobs[fp] = (self._submit(("inline", fp, size, data), 0, rows=size), size, data)
         else:
             self._submit(("file", fp, size, encoded), size, overlay=(fp, size, encoded))
 
@@ -289,114 +301,6 @@ class DiskStore:
             self._blob_path(fp).unlink()
         except OSError:
             pass
-
-    # --- the writer ---------------------------------------------------------------------------
-
-    def pending(self) -> int:
-        """Queued writes (files and rows) not yet durable."""
-        with self._cv:
-            return self._seq - self._committed
-
-    def queued_bytes(self) -> int:
-        """Bytes of blob files queued or being written (a read of one int: no lock needed)."""
-        return self._queued_bytes
-
-    def _submit(self, item: tuple, nbytes: int, overlay: tuple | None = None) -> int:
-        with self._cv:
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, name="editgraph-cache-writer", daemon=True)
-                self._writer.start()
-            # Back-pressure: wait while the queued bytes would pass the bound (one item always fits).
-            while nbytes and self._queued_bytes and self._queued_bytes + nbytes > self.max_pending_bytes and self._writer_error is None:
-                self._urgent = True
-                self._cv.notify_all()
-                self._cv.wait()
-            self._seq += 1
-            if overlay is not None:  # before the writer can see the item: it swaps the Encoded out once written
-                fp, size, encoded = overlay
-                self._overlay_blobs[fp] = (self._seq, size, encoded)
-            self._queue.append(item)
-            self._queued_bytes += nbytes
-            if nbytes:
-                self._cv.notify_all()  # a file: start writing now, beside the next node
-            return self._seq
-
-    def _write_loop(self) -> None:
-        while True:
-            with self._cv:
-                if not self._queue and not self._closing:
-                    self._cv.wait(timeout=WRITER_IDLE_S)
-                if not self._queue:
-                    # Closing, or idle: the thread ends (the next write starts another), so it
-                    # does not keep a store nobody closed alive.
-                    self._writer = None
-                    break
-                if not self._urgent and not self._closing and all(item[0] != "file" for item in self._queue):
-                    # Only rows so far: gather more for one commit, unless someone is waiting.
-                    self._cv.wait(timeout=WRITER_GATHER_S)
-                batch, self._queue = self._queue, []
-                upto, self._urgent = self._seq, False
-            error = None
-            try:
-                db = self._writer_db  # None after an index failure: reopened here, on the new index
-                if db is None:
-                    db = self._writer_db = _connect(self.root / "index.sqlite")
-                self._write_batch(db, batch)
-            except BaseException as exc:  # noqa: BLE001  (raised again by the next flush, in the caller's thread)
-                error = exc
-            with self._cv:
-                self._committed = upto
-                self._queued_bytes -= sum(item[2] for item in batch if item[0] == "file")
-                if error is not None:
-                    self._writer_error = error
-                self._cv.notify_all()
-    def _write_batch(self, db: sqlite3.Connection, batch: list[tuple]) -> None:
-        """The batch's blob files first, then one transaction holding every row of the batch."""
-        now = time.time()
-        blobs, refs, touched = [], [], []
-        rate_before = self.write_bps
-        for item in batch:
-            kind = item[0]
-            if kind == "ref":
-                refs.append((item[1], msgpack.packb(item[2], use_bin_type=True), now))
-            elif kind == "inline":
-                blobs.append((item[1], item[2], now, item[3]))
-            elif kind == "touch":
-                touched.append((now, item[1]))
-            else:
-                _, fp, size, encoded = item
-                path = f"{self._blobs_dir}{fp[:2]}/{fp}"  # strings: Path objects cost more than the syscalls here
-                try:
-                    if fp[:2] not in self._subdirs:
-                        os.makedirs(f"{self._blobs_dir}{fp[:2]}", exist_ok=True)
-                        self._subdirs.add(fp[:2])
-                    if not os.path.exists(path):
-                        t0 = time.perf_counter()
-                        write_new(path, encoded.parts, f"{self._tmp_prefix}{fp}.{os.getpid()}-{threading.get_ident()}{TMP_SUFFIX}")
-                        if size >= MEASURED_FILE:
-                            self._measured(size, time.perf_counter() - t0)
-                except OSError:
-                    self.write_failures += 1
-                    self._overlay_blobs.pop(fp, None)
-                    continue
-                blobs.append((fp, size, now, None))
-                entry = self._overlay_blobs.get(fp)
-                if entry is not None and entry[2] is encoded:
-                    self._overlay_blobs[fp] = (entry[0], size, None)  # read from its file now; the memory is free
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?)", blobs)
-            db.executemany("INSERT OR REPLACE INTO refs VALUES (?, ?, ?)", refs)
-            db.executemany("UPDATE blobs SET used = ? WHERE fp = ?", touched)
-            if self.write_bps is not None and self.write_bps != rate_before:
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('write_bps', ?)", (self.write_bps,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        with self._cv:
-            self._bytes_estimate += sum(row[1] for row in blobs)
-            self._refs_estimate += len(refs)
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -431,11 +335,15 @@ class DiskStore:
                 self._submit(("touch", fp), 0)
         with self._cv:
             target = self._seq
-            while self._committed < target and self._writer_error is None:
-                self._urgent = True
-                self._cv.notify_all()
-                self._cv.wait()
-            error, self._writer_error = self._writer_error, None
+        # The caller waits anyway: it commits what is left itself (after the writer's file in hand,
+        # if any) rather than waking the writer and waiting for it to be scheduled.
+        while True:
+            with self._cv:
+                if self._committed >= target or self._writer_error is not None:
+                    error, self._writer_error = self._writer_error, None
+                    break
+            with self._drain:
+                self._drain_queue(True)
         with self._lock:
             self._end_read()  # never hold a snapshot while idle: it keeps the WAL from checkpointing
         self._prune_overlay(target)

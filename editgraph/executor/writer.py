@@ -1,0 +1,251 @@
+"""The disk tier's write-behind (DiskStore's half that writes): a queue, a writer thread, and the
+commit that makes queued rows durable.
+
+Blob files are written by the writer thread as they are queued, beside the run, and renamed into
+place; rows (refs, inline blobs, the rows of written files) are committed together, in one
+transaction, every COMMIT_S or when a flush wants them, by whoever gets there: the writer, or
+the flushing caller itself, which waits anyway and so need not wake the writer and wait for it to
+be scheduled. Files are renamed before the transaction that lists them, so a committed row never
+names an unwritten file; a crash loses what was not committed yet, never leaves a torn entry.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from typing import Any
+
+import msgpack
+
+from editgraph.atomic import TMP_SUFFIX, write_new
+from editgraph.values.codec import Encoded
+
+# Rows (refs, inline blobs) wait up to this long for a commit, so a short run commits once, at its
+# flush, and a long one every COMMIT_S. A writer committing beside the run competes with it for
+# the GIL a few hundred times a batch (each SQLite step drops and retakes it): with a commit per
+# blob file, a cold 500-node run paid 20-30 % for its index (issue 16).
+COMMIT_S = 0.5
+ROW_BYTES_COMMIT = 16 << 20  # inline bytes waiting for a commit past which the writer commits at once
+MAX_PENDING_BYTES = 512 << 20  # blob bytes queued for the writer before producers wait
+WRITER_IDLE_S = 2.0  # a writer thread with nothing to do for this long ends
+MEASURED_FILE = 1 << 20  # files from this size time the disk's sustained write rate; below, fixed costs dominate
+RATE_WEIGHT = 0.3  # each measured file's share of the running write rate: follows the disk within a few files
+
+
+class WriteBehind:
+    """Mixed into DiskStore, which provides root, tmp, _overlay_blobs, write_bps, the index
+    estimates and _writer_connection()."""
+
+    root: Any
+    tmp: Any
+    write_bps: float | None
+    _overlay_blobs: dict[str, tuple[int, int, Any]]
+    _bytes_estimate: int
+    _refs_estimate: int
+
+    def _init_writer(self, max_pending_bytes: int) -> None:
+        self.max_pending_bytes = max_pending_bytes
+        # The queue; _cv guards it and the counters below.
+        self._mutex = threading.Lock()  # _cv's lock: `with self._mutex` is C, `with self._cv` a Python call
+        self._cv = threading.Condition(self._mutex)
+        self._queue: list[tuple] = []
+        self._queued_files = 0  # file items in _queue: the writer starts on them at once
+        self._seq = 0  # last item queued
+        self._taken = 0  # last item taken from the queue (its file written, its rows carried)
+        self._committed = 0  # last item made durable
+        self._queued_bytes = 0
+        self._rows_due: float | None = None  # monotonic time by which queued or carried rows are committed
+        self._row_bytes = 0  # inline bytes queued or carried, not committed yet
+        self._carry: list[tuple] = []  # rows taken, not committed yet (and the rows of files written)
+        self._drain = threading.Lock()  # one drainer at a time: the writer, or a flush in its caller's thread
+        self._urgent = False  # someone waits: commit now
+        self._packer = msgpack.Packer(use_bin_type=True)  # the drainer's (one at a time)
+        self._writer: threading.Thread | None = None
+        self._writer_db: sqlite3.Connection | None = None  # opened with the store: a run's first write does not pay for it
+        self._writer_error: BaseException | None = None
+        self._closing = False
+        self._subdirs: set[str] = set()  # blobs/<xx> folders made: one makedirs per folder, not per file
+        self._blobs_dir, self._tmp_prefix = f"{self.root / 'blobs'}/", f"{self.tmp}/."
+        self.write_failures = 0  # blob files the writer could not write (disk full ...): they stay memory-only
+
+    def _measured(self, nbytes: int, seconds: float) -> None:
+        """The writer wrote a large file in `seconds`: fold its rate into the running rate."""
+        rate = nbytes / max(seconds, 1e-6)
+        old = self.write_bps
+        self.write_bps = rate if old is None else (1 - RATE_WEIGHT) * old + RATE_WEIGHT * rate
+
+    def pending(self) -> int:
+        """Queued writes (files and rows) not yet durable."""
+        with self._cv:
+            return self._seq - self._committed
+
+    def queued_bytes(self) -> int:
+        """Bytes of blob files queued or being written (a read of one int: no lock needed)."""
+        return self._queued_bytes
+
+    def _submit(self, item: tuple, nbytes: int, overlay: tuple | None = None, rows: int = 0) -> int:
+        """Queue an item: a file (`nbytes` > 0), which the writer starts on at once, or a row,
+        committed within COMMIT_S or by the next flush. `rows`: inline bytes the row holds.
+
+        The writer thread is started by the first file, or by a row queued after others became
+        due: rows alone are committed by the flush at the run's end, and a short run of small
+        outputs (a 500-node graph of cheap nodes: 50 ms) does not pay for starting a thread."""
+        with self._cv:
+            # Back-pressure: wait while the queued bytes would pass the bound (one item always fits).
+            while nbytes and self._queued_bytes and self._queued_bytes + nbytes > self.max_pending_bytes and self._writer_error is None:
+                self._urgent = True
+                self._cv.notify_all()
+                self._cv.wait()
+            self._seq += 1
+            if overlay is not None:  # before the writer can see the item: it swaps the Encoded out once written
+                fp, size, encoded = overlay
+                self._overlay_blobs[fp] = (self._seq, size, encoded)
+            self._queue.append(item)
+            if nbytes:
+                self._queued_bytes += nbytes
+                self._queued_files += 1
+                self._start_writer()
+                self._cv.notify_all()  # a file: start writing now, beside the next node
+            else:
+                now = time.monotonic()
+                if self._rows_due is None:
+                    self._rows_due = now + COMMIT_S
+                elif now >= self._rows_due:
+                    self._start_writer()
+                if rows:
+                    self._row_bytes += rows
+                    if self._row_bytes > ROW_BYTES_COMMIT:
+                        self._start_writer()
+                        self._cv.notify_all()  # many inline bytes wait: commit them now
+            return self._seq
+
+    def _start_writer(self) -> None:
+        """Start the writer thread unless it runs (the caller holds self._cv)."""
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="editgraph-cache-writer", daemon=True)
+            self._writer.start()
+
+    def _write_loop(self) -> None:
+        """The writer: blob files as they come, rows once they are due (or wanted, or too many)."""
+        while True:
+            with self._cv:
+                while True:
+                    if self._queued_files or self._urgent or self._closing or self._row_bytes > ROW_BYTES_COMMIT:
+                        break
+                    due = self._rows_due
+                    if due is None:  # nothing waits: the thread ends after WRITER_IDLE_S (the next write starts another),
+                        if not self._cv.wait(timeout=WRITER_IDLE_S) and self._rows_due is None and not self._queued_files:
+                            self._writer = None  # so it does not keep a store nobody closed alive
+                            return
+                        continue
+                    left = due - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cv.wait(timeout=left)
+                if self._closing and not self._queue and not self._carry:
+                    self._writer = None
+                    return
+                due = self._rows_due
+                commit = self._urgent or self._closing or self._row_bytes > ROW_BYTES_COMMIT or (due is not None and due <= time.monotonic())
+            with self._drain:
+                self._drain_queue(commit)
+
+    def _drain_queue(self, commit: bool) -> None:
+        """Take what is queued: write its blob files, carry its rows; if `commit`, commit every row
+        carried in one transaction. The caller holds self._drain. Files are renamed into place
+        before the transaction that lists them, so a committed row never names an unwritten file."""
+        with self._cv:
+            batch, self._queue, self._queued_files = self._queue, [], 0
+            taken = self._taken = self._seq
+            if commit:
+                self._urgent = False
+        rows, file_bytes, error = self._carry, 0, None
+        try:
+            for item in batch:
+                if item[0] == "file":
+                    file_bytes += item[2]
+                    if self._write_file(item[1], item[2], item[3]):
+                        rows.append(("file", item[1], item[2]))
+                else:
+                    rows.append(item)
+            if commit and rows:
+                db = self._writer_db  # None after an index failure: reopened here, on the new index
+                if db is None:
+                    db = self._writer_db = self._writer_connection()
+                self._commit_rows(db, rows)
+        except BaseException as exc:  # noqa: BLE001  (raised again by the next flush, in the caller's thread)
+            error = exc
+        with self._cv:
+            self._queued_bytes -= file_bytes
+            if commit or error is not None:  # an error drops what was carried, as a crash would
+                self._carry, self._committed = [], taken
+                self._row_bytes -= sum(item[2] for item in rows if item[0] == "inline")
+                self._rows_due = time.monotonic() + COMMIT_S if self._queue else None  # rows queued meanwhile
+            else:
+                self._carry = rows
+                if rows and self._rows_due is None:  # a written file's row: committed within COMMIT_S too
+                    self._rows_due = time.monotonic() + COMMIT_S
+            if error is not None:
+                self._writer_error = error
+            self._cv.notify_all()
+
+    def _write_file(self, fp: str, size: int, encoded: Encoded) -> bool:
+        """One blob file, renamed into place; False when it could not be written (disk full ...)."""
+        path = f"{self._blobs_dir}{fp[:2]}/{fp}"  # strings: Path objects cost more than the syscalls here
+        try:
+            if fp[:2] not in self._subdirs:
+                os.makedirs(f"{self._blobs_dir}{fp[:2]}", exist_ok=True)
+                self._subdirs.add(fp[:2])
+            if not os.path.exists(path):
+                t0 = time.perf_counter()
+                write_new(path, encoded.parts, f"{self._tmp_prefix}{fp}.{os.getpid()}-{threading.get_ident()}{TMP_SUFFIX}")
+                if size >= MEASURED_FILE:
+                    self._measured(size, time.perf_counter() - t0)
+        except OSError:
+            self.write_failures += 1
+            self._overlay_blobs.pop(fp, None)
+            return False
+        entry = self._overlay_blobs.get(fp)
+        if entry is not None and entry[2] is encoded:
+            self._overlay_blobs[fp] = (entry[0], size, None)  # read from its file now; the memory is free
+        return True
+
+    def _commit_rows(self, db: sqlite3.Connection, rows: list[tuple]) -> None:
+        """Every carried row in one transaction."""
+        now = time.time()
+        blobs, refs, touched = [], [], []
+        packb = self._packer.pack  # a Packer kept: packb() makes one per call (4x the time of 500 small dicts)
+        for item in rows:
+            kind = item[0]
+            if kind == "ref":
+                refs.append((item[1], packb(item[2]), now))
+            elif kind == "inline":
+                blobs.append((item[1], item[2], now, item[3]))
+            elif kind == "file":
+                blobs.append((item[1], item[2], now, None))
+            else:
+                touched.append((now, item[1]))
+        rate = self.write_bps
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if blobs:
+                db.executemany("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?)", blobs)
+            if refs:
+                db.executemany("INSERT OR REPLACE INTO refs VALUES (?, ?, ?)", refs)
+            if touched:
+                db.executemany("UPDATE blobs SET used = ? WHERE fp = ?", touched)
+            if rate is not None and rate != self._rate_saved:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('write_bps', ?)", (rate,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._rate_saved = rate
+        with self._cv:
+            self._bytes_estimate += sum(row[1] for row in blobs)
+            self._refs_estimate += len(refs)
+
+    def _writer_connection(self) -> sqlite3.Connection:
+        raise NotImplementedError
