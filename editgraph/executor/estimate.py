@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from editgraph.executor.run import node_key
+from editgraph.executor.plan import node_key
 from editgraph.graph.validate import BoundGraph
 
 

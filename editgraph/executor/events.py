@@ -6,7 +6,7 @@ Every cache decision is an event, so a test asserts exactly what ran and what wa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -14,8 +14,10 @@ class RunPlanned:
     nodes: tuple[str, ...]  # the nodes the requested outputs need, in run order
 
 
-@dataclass(frozen=True)
-class NodeStarted:
+# The two events every node sends are NamedTuples: as immutable as a frozen dataclass and built
+# in a fifth of its time (0.4 against 2 us: a frozen dataclass sets each field through
+# object.__setattr__), which was a fifth of what a cached node costs an identical re-run (issue 16).
+class NodeStarted(NamedTuple):
     node_id: str
     node_type: str
     key: str
@@ -32,8 +34,7 @@ class NodeProgress:
     preview: Any = field(default=None, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
-class NodeFinished:
+class NodeFinished(NamedTuple):
     node_id: str
     node_type: str
     status: Literal["ran", "cached"]

@@ -23,23 +23,22 @@ the fixed re-run starts where this one stopped.
 
 from __future__ import annotations
 
-import gc
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import blake3
 import numpy as np
 
 from editgraph.atomic import write_atomic
 from editgraph.nodes.context import RunContext
 from editgraph.errors import Cancelled, EditgraphError, NodeFailed, WorkflowInvalid
 from editgraph.executor.cache import Cache
+from editgraph.executor.collector import collector_paused
 from editgraph.executor.components import ComponentPlan
 from editgraph.executor.devices import RunDevice, torch_ready
 from editgraph.values.codec import Unstorable, encode, fingerprint
@@ -53,109 +52,16 @@ from editgraph.executor.events import (
     RunPlanned,
 )
 from editgraph.executor.persist import ALWAYS, DEFAULT as DEFAULT_PERSISTENCE, Persistence, RunBudget
+from editgraph.executor.plan import Plan, Ref, node_key, step_key  # noqa: F401  (node_key: run.py's before plan.py)
 from editgraph.executor.store import MISSING
-from editgraph.graph.document import FORMAT
 from editgraph.graph.sources import check_sources
 from editgraph.graph.validate import BoundGraph, BoundNode
 from editgraph.models.offload import running
-from editgraph.nodes.registry import Node
 from editgraph.settings import Settings
-from editgraph.values.sockets import Artifact, Model, fingerprint_for
+from editgraph.values.sockets import Artifact, Model
 
-Ref = tuple[str, str]  # (node id, output name)
 # Given a finished run, a function (node id, file name, bytes) -> the bytes to write.
 Stamp = Callable[["RunResult"], Callable[[str, str, bytes], bytes]]
-
-
-def node_key(node: BoundNode, input_fps: dict[str, str]) -> str:
-    """The content key: what the node is and what it consumes; never its id.
-
-    blake3 of the fields joined by NUL, which none of them can hold (type and version are
-    validated names, params are JSON, which escapes NUL, the rest are hex digests and input names).
-    """
-    uses = node.cls.model_components
-    inputs = ",".join(
-        f"{name}={fingerprint_for(fp, uses[name]) if name in uses else fp}" for name, fp in sorted(input_fps.items())
-    )
-    return _key(_key_prefix(node), f"{_source(node)}\0{inputs}")
-
-
-def _key_prefix(node: BoundNode) -> str:
-    cls = node.cls
-    return f"{FORMAT}\0{cls.type}\0{cls.version}\0{cls.key_params(node.params)}\0"
-
-
-def _source(node: BoundNode) -> str:
-    source = node.cls.source_token(node.params)
-    return "" if source is None else source
-
-
-def _key(prefix: str, inputs: str) -> str:
-    """prefix: format, type, version, key params, each NUL-terminated; inputs: the source token
-    (for nodes that read files), NUL, then the sorted name=fingerprint pairs."""
-    return blake3.blake3(f"{prefix}{inputs}".encode()).hexdigest()
-
-
-class _Step:
-    """One node of a plan, with what its key needs precomputed (params are frozen)."""
-
-    __slots__ = (
-        "id", "node", "type", "deterministic", "output_names", "prefix", "reads_files", "inputs", "single", "drop", "last",
-        "uses", "parents",
-    )
-
-    def __init__(self, node: BoundNode):
-        self.id = node.id
-        self.node = node
-        self.type = node.cls.type
-        self.deterministic = node.cls.deterministic
-        self.output_names = node.cls.outputs.keys()
-        self.prefix = _key_prefix(node)
-        self.reads_files = node.cls.source_token.__func__ is not Node.source_token.__func__
-        self.inputs = tuple(sorted(node.inputs.items()))  # (name, ref), in key order
-        self.parents = frozenset(ref[0] for ref in node.inputs.values())
-        # Model inputs whose node says which components it uses: keyed by those components' LoRAs only.
-        self.uses = {name: comps for name, comps in node.cls.model_components.items() if name in node.inputs}
-        # The common one-input node: its key text is "name=" + the input's fingerprint.
-        single = len(self.inputs) == 1 and not self.uses
-        self.single = (f"{self.inputs[0][0]}=", self.inputs[0][1]) if single else None
-        self.drop: tuple[Ref, ...] = ()  # inputs this step is the last consumer of (set by the plan)
-        self.last: tuple[str, str] | None = None  # (inputs text, key) of the last run
-
-
-class _Plan:
-    """What a run of these targets needs, in order; derived once per bound graph and targets."""
-
-    __slots__ = ("targets", "steps", "last_use", "uses_torch")
-
-    def __init__(self, graph: BoundGraph, targets: Iterable[str] | None):
-        wanted = list(targets) if targets is not None else graph.sinks()
-        unknown = [t for t in wanted if t not in graph.nodes]
-        if unknown:
-            raise EditgraphError(f"unknown target node(s) {unknown}; nodes are {list(graph.nodes)}")
-        self.targets = frozenset(wanted)
-        self.steps = [_Step(graph.nodes[nid]) for nid in graph.upstream(self.targets, include_roots=True)]
-        self.uses_torch = any(step.node.cls.arrays == "torch" for step in self.steps)
-        # Where each output is consumed last: a run drops values in hand after that step (targets'
-        # values stay, for RunResult.value), and loads a cached value to keep only if used later.
-        self.last_use: dict[Ref, int] = {}
-        for i, step in enumerate(self.steps):
-            for ref in step.node.inputs.values():
-                self.last_use[ref] = i
-        drops: dict[int, list[Ref]] = {}
-        for ref, i in self.last_use.items():
-            if ref[0] not in self.targets:
-                drops.setdefault(i, []).append(ref)
-        for i, refs in drops.items():
-            self.steps[i].drop = tuple(refs)
-
-    @staticmethod
-    def of(graph: BoundGraph, targets: Iterable[str] | None) -> "_Plan":
-        memo_key = ("executor.plan", None if targets is None else tuple(targets))
-        plan = graph.derived.get(memo_key)
-        if plan is None:
-            plan = graph.derived[memo_key] = _Plan(graph, targets)
-        return plan
 
 
 @dataclass(slots=True)
@@ -266,7 +172,7 @@ class Executor:
         file passed through `stamp(result)` first (provenance, metadata, signatures: the sharing
         layer's, see editgraph.sharing.provenance.stamp). `persistence` overrides the executor's
         for this run (a batch's shared nodes are all stored: executor.persist.ALWAYS)."""
-        with _collector_paused():
+        with collector_paused():
             return _Run(self, graph, targets, cancel, persistence).execute(out_dir, stamp)
 
 
@@ -287,38 +193,6 @@ def _as_torch(value: Any) -> Any:
     return value
 
 
-# Python's cyclic garbage collector scans every tracked object it has not frozen. A run adds a
-# few per node (keys, fingerprints, records), so on large graphs its periodic full scans grow with
-# everything alive (the bound graph, the memory tier's refs, earlier runs' results): 36-64 % of a
-# 10,000-node run in issue 16's profile, and runs no longer scaled linearly. During a run the
-# objects alive when it started are frozen (out of the collector's sight) and young collections
-# happen less often; at the end both are undone, so garbage cycles are still collected, later.
-_gc_lock = threading.Lock()
-_gc_depth = 0
-_gc_saved: tuple[int, ...] | None = None
-RUN_GC_THRESHOLD = 20_000  # allocations between young collections during a run (Python's default: 700)
-
-
-@contextmanager
-def _collector_paused():
-    global _gc_depth, _gc_saved
-    with _gc_lock:
-        _gc_depth += 1
-        if _gc_depth == 1 and gc.isenabled():
-            _gc_saved = gc.get_threshold()
-            gc.freeze()
-            gc.set_threshold(RUN_GC_THRESHOLD, *_gc_saved[1:])
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_depth -= 1
-            if _gc_depth == 0 and _gc_saved is not None:
-                gc.set_threshold(*_gc_saved)
-                gc.unfreeze()
-                _gc_saved = None
-
-
 class _Run:
     def __init__(self, ex: Executor, graph: BoundGraph, targets: Iterable[str] | None, cancel: threading.Event | None,
                  persistence: Persistence | None = None):
@@ -326,11 +200,12 @@ class _Run:
         self.persistence = persistence or ex.persistence
         self.graph = graph
         self.cancel = cancel
-        self.plan = _Plan.of(graph, targets)
+        self.plan = Plan.of(graph, targets)
         self.targets = self.plan.targets
         self.order = [step.id for step in self.plan.steps]
         self.at = -1  # index of the step being processed
         self.keys: dict[str, str] = {}
+        self.ahead: dict[str, str] = {}  # keys made by _prefetch for steps not reached yet
         self.fps: dict[Ref, str] = {}
         self.values: dict[Ref, Any] = {}
         self.records: dict[str, NodeRecord] = {}
@@ -357,37 +232,29 @@ class _Run:
         try:
             fps, keys, records, values, cache, listeners = self.fps, self.keys, self.records, self.values, ex.cache, ex.listeners
             use_cache, clock, components, fresh = ex.use_cache, time.perf_counter, self.components, self.fresh
+            groups = self.plan.groups if use_cache and cache.disk is not None else None
+            ahead, memory_refs = self.ahead, cache.memory.refs
             for self.at, step in enumerate(self.plan.steps):
                 nid = step.id
                 t0 = clock()
+                if groups and self.at in groups:
+                    self._prefetch(self.at, groups[self.at])
                 try:  # source nodes hash what they read here: a missing file fails as that node
-                    if step.single is not None:
-                        inputs = step.single[0] + fps[step.single[1]]
-                    elif step.uses:
-                        uses = step.uses
-                        inputs = ",".join([
-                            f"{name}={fingerprint_for(fps[ref], uses[name]) if name in uses else fps[ref]}" for name, ref in step.inputs
-                        ])
-                    else:
-                        inputs = ",".join([f"{name}={fps[ref]}" for name, ref in step.inputs])
-                    inputs = f"{_source(step.node)}\0{inputs}" if step.reads_files else f"\0{inputs}"
-                    # A re-run of the same graph mostly sees the same inputs: reuse the last key.
-                    last = step.last
-                    if last is not None and last[0] == inputs:
-                        key = last[1]
-                    else:
-                        key = _key(step.prefix, inputs)
-                        step.last = (inputs, key)
-                    keys[nid] = key
+                    key = keys[nid] = ahead.pop(nid) if nid in ahead else step_key(step, self.fps)
                 except Exception as exc:
                     ex.emit(NodeFailedEvent(nid, step.type, f"{type(exc).__name__}: {exc}"))
                     raise NodeFailed(nid, step.type, exc) from exc
-                hit = cache.lookup(key, fresh.isdisjoint(step.parents)) if use_cache and step.deterministic else None
+                if use_cache and step.deterministic:
+                    hit = memory_refs.get(key)  # Cache.lookup's first tier, without its two calls
+                    if hit is None:
+                        hit = cache.lookup(key, fresh.isdisjoint(step.parents))
+                else:
+                    hit = None
                 if hit is not None and hit.keys() == step.output_names:
-                    for out, fp in hit.items():
-                        fps[(nid, out)] = fp
+                    for out, ref in step.out_refs:
+                        fps[ref] = hit[out]
                     seconds = clock() - t0
-                    calls = None if step.node.cls.billing is None else self._billed(step.node, hit, cached=True)
+                    calls = None if not step.billed else self._billed(step.node, hit, cached=True)
                     records[nid] = NodeRecord(step.type, "cached", seconds, key, calls)
                     event = NodeFinished(nid, step.type, "cached", seconds, key, 0)
                     for listener in listeners:
@@ -409,8 +276,24 @@ class _Run:
             result.device = ex.run_device.get() if uses_torch or ex.run_device.resolved else "cpu"
         return result
 
+    def _prefetch(self, start: int, end: int) -> None:
+        """Key the group of steps [start, end) (self.ahead, used when each is reached) and ask the
+        disk tier for them in one query. A step whose key fails (a source file gone) ends the
+        group: it fails as itself when reached."""
+        ask, ahead = [], self.ahead
+        for step in self.plan.steps[start:end]:
+            try:
+                key = ahead[step.id] = step_key(step, self.fps)
+            except Exception:
+                break
+            if step.deterministic:
+                ask.append(key)
+        self.ex.cache.prefetch(ask)
+
     def _run_node(self, node: BoundNode, again: str | None = None) -> None:
         ex = self.ex
+        if again is not None:
+            self.ahead.clear()  # a re-run may make other bytes (a non-deterministic node): key them anew
         nid, key = node.id, self.keys[node.id]
         if node.cls.arrays == "numpy":  # numpy arrays in; the work runs on the CPU
             device: Any = "cpu"
