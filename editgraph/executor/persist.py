@@ -74,18 +74,25 @@ class Persistence:
         disk's measured write rate, when the disk tier has measured one; `budget`: the run's
         allowance for writes of measured outputs (taken from when this returns None); `queued`:
         file bytes the disk tier's writer has not finished yet."""
+        return reason_text(self.decide(cost_class, redo_s, nbytes, write_bps, budget, queued))
+
+    def decide(self, cost_class: str, redo_s: float, nbytes: int, write_bps: float | None = None,
+               budget: RunBudget | None = None, queued: int = 0) -> Reason | None:
+        """why_not's decision, its reason not formatted yet: the executor decides for every output
+        and a report reads few of the reasons (formatting two floats was most of a decision's
+        cost, paid per node of a cold run)."""
         if cost_class == "expensive":
             return None
         if cost_class == "cheap":
-            return "declared cheap: recomputing beats reading back"
+            return ("declared cheap: recomputing beats reading back",)
         write_s = self.write_s(nbytes, write_bps)
         store_s = write_s + nbytes / self.read_bps  # storage_s, with the write part kept for the budget
         if redo_s < store_s * self.factor:
-            return f"recomputing ({redo_s * 1e3:.3f} ms) costs less than writing and reading back {nbytes} bytes ({store_s * 1e3:.3f} ms)"
+            return (_CHEAPER, redo_s * 1e3, nbytes, store_s * 1e3)
         if queued and nbytes > INLINE_LIMIT and budget is not None and budget.share != float("inf"):
             # A slower disk than priced (the rate is measured only once files are written) must
             # not grow a queue the run's end then waits for: an optional file never waits in line.
-            return f"the disk tier's writer is still busy ({queued} bytes queued): a measured output does not wait in line"
+            return (_BUSY, queued)
         return None if budget is None else budget.take(write_s, nbytes)
 
     def why_not_shared(self, cost_class: str, redo_s: float, nbytes: int) -> str | None:
@@ -110,16 +117,27 @@ class RunBudget:
         self.ran_s = 0.0  # seconds inside the run's nodes so far
         self.spent_s = 0.0  # estimated seconds of the measured writes granted so far
 
-    def take(self, write_s: float, nbytes: int) -> str | None:
+    def take(self, write_s: float, nbytes: int) -> Reason | None:
         """Grant a write of `write_s` seconds (None), or say why it stays in memory."""
         allowed = self.share * self.ran_s if self.share != float("inf") else self.share  # ALWAYS's: inf * 0 s is nan
         if self.spent_s + write_s <= allowed:
             self.spent_s += write_s
             return None
-        return (
-            f"over the run's write budget: writing {nbytes} bytes ({write_s * 1e3:.3f} ms) would pass "
-            f"{self.share:.0%} of its nodes' {self.ran_s * 1e3:.1f} ms"
-        )
+        return (_OVER_BUDGET, nbytes, write_s * 1e3, self.share * 100, self.ran_s * 1e3)
+
+
+# A reason not to persist: a %-format and its arguments; reason_text() makes the sentence.
+Reason = tuple
+_CHEAPER = "recomputing (%.3f ms) costs less than writing and reading back %d bytes (%.3f ms)"
+_BUSY = "the disk tier's writer is still busy (%d bytes queued): a measured output does not wait in line"
+_OVER_BUDGET = "over the run's write budget: writing %d bytes (%.3f ms) would pass %.0f%% of its nodes' %.1f ms"
+
+
+def reason_text(reason: Reason | str | None) -> str | None:
+    """The sentence a reason stands for (a string is one already)."""
+    if reason is None or isinstance(reason, str):
+        return reason
+    return reason[0] % reason[1:] if len(reason) > 1 else reason[0]
 
 
 DEFAULT = Persistence()

@@ -51,7 +51,7 @@ from editgraph.executor.events import (
     NodeStarted,
     RunPlanned,
 )
-from editgraph.executor.persist import ALWAYS, DEFAULT as DEFAULT_PERSISTENCE, Persistence, RunBudget
+from editgraph.executor.persist import ALWAYS, DEFAULT as DEFAULT_PERSISTENCE, Persistence, RunBudget, reason_text
 from editgraph.executor.plan import Plan, Ref, node_key, step_key  # noqa: F401  (node_key: run.py's before plan.py)
 from editgraph.executor.store import MISSING
 from editgraph.graph.sources import check_sources
@@ -74,7 +74,13 @@ class NodeRecord:
     calls: dict[str, Any] | None = None
     # Did this run give the outputs a disk entry? None: cached, nothing was decided this run.
     persisted: bool | None = None
-    why_not: str | None = None  # when not persisted: why (per output for multi-output nodes)
+    # When not persisted: why (per output for multi-output nodes); a persist.Reason, formatted when read.
+    reason: Any = None
+
+    @property
+    def why_not(self) -> str | None:
+        text = self.reason = reason_text(self.reason)
+        return text
 
 
 @dataclass
@@ -366,7 +372,7 @@ class _Run:
                     why = None  # a paid call's log: a cached re-run credits its cost as saved
                 else:
                     queued = ex.cache.disk.queued_bytes() if ex.cache.disk is not None else 0
-                    why = self.persistence.why_not(node.cls.cost_class, redo_s, enc.nbytes, write_bps, self.budget, queued)
+                    why = self.persistence.decide(node.cls.cost_class, redo_s, enc.nbytes, write_bps, self.budget, queued)
             if why is not None:
                 why_not[name] = why
                 self.redo_s[(nid, name)] = redo_s
@@ -378,14 +384,14 @@ class _Run:
             self.fps[(nid, name)] = fp
             self.values[(nid, name)] = value
         if node.cls.deterministic:
-            ex.cache.store_ref(key, fps)
+            ex.cache.store_ref(key, fps, run_s)
         seconds = time.perf_counter() - t0
         if not why_not:
             reason = None
         elif len(outputs) == 1:
             reason = next(iter(why_not.values()))
         else:
-            reason = "; ".join(f"{name}: {why}" for name, why in why_not.items())
+            reason = "; ".join(f"{name}: {reason_text(why)}" for name, why in why_not.items())
         calls = self._billed(node, fps, cached=False)
         self.records[nid] = NodeRecord(node.type, "ran", seconds, key, calls, not why_not, reason)
         ex.emit(NodeFinished(nid, node.type, "ran", seconds, key, nbytes, again))

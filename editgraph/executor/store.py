@@ -205,14 +205,21 @@ class DiskStore(WriteBehind):
 
     def put_ref(self, key: str, fps: dict[str, str]) -> None:
         """Queue a ref (the drainer packs it). The caller must not change `fps` afterwards."""
-        with self._mutex:  # _submit's row path, inline: a ref per node is the commonest write
-            seq = self._seq = self._seq + 1
-            self._queue.append(("ref", key, fps))
+        self.put_refs([(key, fps)])
+
+    def put_refs(self, refs: list[tuple[str, dict[str, str]]]) -> None:
+        """Queue refs, (key, fps) each, under one lock (the executor hands over those of quick
+        nodes in batches: see Cache.store_ref)."""
+        with self._mutex:  # _submit's row path, inline
+            seq = self._seq = self._seq + len(refs)  # one seq for all: they are committed together
+            self._queue += [("ref", key, fps) for key, fps in refs]
             if self._rows_due is None:
                 self._rows_due = time.monotonic() + COMMIT_S
             elif self._writer is None and time.monotonic() >= self._rows_due:
                 self._start_writer()  # a long run: its rows are committed as it goes
-        self._overlay_refs[key] = (seq, fps)
+        overlay = self._overlay_refs
+        for key, fps in refs:
+            overlay[key] = (seq, fps)
 
     @_forgets(None)
     def get_refs(self, keys: list[str]) -> dict[str, dict[str, str]]:
