@@ -24,10 +24,14 @@ PROMPTS = [f"a {c} {t} espresso cup" for c in ("red", "blue", "green", "white", 
 @pytest.fixture(scope="session")
 def ray_local(s3_server):
     """ray.init with 2 CPUs, started after the S3 server so its workers inherit the endpoint.
-    Loopback only; a token of its own (nothing written under ~/.ray)."""
+    Loopback only; a token of its own (nothing written under ~/.ray). Its workers run at this
+    process's priority, as a Ray that `editgraph batch --ray` starts does (batch/ray.py connect):
+    at Ray's default niceness 15 they got a few per cent of a CPU that the other pytest-xdist
+    worker keeps busy, and the Ray tests were the critical path of the suite."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", object_store_memory=100 * 2**20)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", object_store_memory=100 * 2**20,
+             _system_config={"worker_niceness": os.nice(0)})
     yield ray
     ray.shutdown()
 

@@ -57,6 +57,9 @@ def two_nodes(tmp_path, s3_server):
     """(address, {node: disk tier folder}); the nodes are stopped at the end."""
     ray_bin = str(Path(sys.executable).parent / "ray")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}  # a cluster: nodes join
+    # each raylet starts its workers at this process's priority, not Ray's default niceness 15
+    # (starved by the other pytest-xdist worker; see conftest.ray_local)
+    env["RAY_worker_niceness"] = str(os.nice(0))
     port = _free_port()
     common = ["--node-ip-address", HOST, "--num-cpus", "1", "--block", "--disable-usage-stats", "--object-store-memory", str(80 * 2**20)]
     procs, disks = [], {"head": tmp_path / "head-cache", "second": tmp_path / "second-cache"}
