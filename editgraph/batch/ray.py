@@ -175,6 +175,7 @@ def run_on_ray(
     on_row_start: Callable[[ClusterRow], None] | None = None,
     on_row: Callable[[ClusterRow, "ClusterBatch"], None] | None = None,
     on_status: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+    poll_s: float = POLL_S,
 ) -> ClusterBatch:
     """Run each bound graph (one per row) on Ray workers; write each row's files into its folder.
 
@@ -183,7 +184,8 @@ def run_on_ray(
     CPU threads per worker (default: this process's; equal counts give equal bytes). disk_dir: the
     workers' local disk tier (default: each machine's own). shared: the shared tier's URL.
     on_row_start(row) as a row goes to a worker, on_row(row, batch) as it ends; on_status receives
-    {worker: {"row", "node", "step", "total", "pid"}} (row 0: the shared nodes) about every POLL_S."""
+    {worker: {"row", "node", "step", "total", "pid"}} (row 0: the shared nodes) about every poll_s
+    seconds (a shorter interval: finer-grained statuses, at a status request per busy worker each time)."""
     import torch
 
     ray = ray or import_ray(local=address is None)
@@ -194,7 +196,7 @@ def run_on_ray(
                        shared=shared, retries=retries, keep_going=keep_going, device=device,
                        allow_model_mismatch=allow_model_mismatch, offload=offload, cancel=cancel, source=source,
                        base_dir=base_dir or Path.cwd(), on_row_start=on_row_start, on_row=on_row, on_status=on_status,
-                       address=address or "local").run(t0)
+                       address=address or "local", poll_s=poll_s).run(t0)
     finally:
         if started:
             ray.shutdown()
@@ -202,7 +204,8 @@ def run_on_ray(
 
 class _Driver:
     def __init__(self, ray, graphs, dirs, *, workers, threads, disk_dir, shared, retries, keep_going, device,
-                 allow_model_mismatch, offload, cancel, source, base_dir, on_row_start, on_row, on_status, address):
+                 allow_model_mismatch, offload, cancel, source, base_dir, on_row_start, on_row, on_status, address,
+                 poll_s=POLL_S):
         self.ray = ray
         self.graphs, self.dirs = graphs, dirs
         self.threads, self.disk_dir, self.shared_url = threads, disk_dir, shared
@@ -211,6 +214,7 @@ class _Driver:
         self.cancel = cancel or threading.Event()
         self.source, self.base_dir = source, base_dir
         self.on_row_start, self.on_row, self.on_status = on_row_start, on_row, on_status
+        self.poll_s = poll_s
         self.rows = [ClusterRow(i, g.params, str(d), dict(g.seeds)) for i, (g, d) in enumerate(zip(graphs, dirs), start=1)]
         resources = ray.cluster_resources()
         self.gpus = int(resources.get("GPU", 0))
@@ -343,7 +347,7 @@ class _Driver:
                 return
 
     def _step(self) -> bool:
-        """Wait up to POLL_S for a worker to come up or a job to end, and handle it. False when no
+        """Wait up to poll_s for a worker to come up or a job to end, and handle it. False when no
         worker is alive or starting and none has been for NO_WORKER_WAIT_S."""
         ray = self.ray
         waiting = {s.ready: s for s in self.slots if s.info is None}
@@ -351,9 +355,9 @@ class _Driver:
         refs = list(waiting) + list(running)
         if not refs:
             return False
-        done, _ = ray.wait(refs, num_returns=1, timeout=POLL_S)
-        if not done or time.monotonic() - self.last_poll >= POLL_S:
-            # every POLL_S, whether or not rows are finishing meanwhile: short rows ending more often
+        done, _ = ray.wait(refs, num_returns=1, timeout=self.poll_s)
+        if not done or time.monotonic() - self.last_poll >= self.poll_s:
+            # every poll_s, whether or not rows are finishing meanwhile: short rows ending more often
             # than that must not starve the progress display (or a test's hook) of statuses
             self._poll()
         if not done:

@@ -73,16 +73,21 @@ def test_twenty_rows_on_ray_equal_the_local_batch_and_share_the_encode(ray_local
     assert files_under(tmp_path / "again") == local_outputs
 
 
+STEPS, POLL_S = 20, 0.05  # the killed-worker test's denoise and status interval (see there)
+
+
 @pytest.mark.slow
 def test_a_worker_killed_mid_row_has_its_row_retried_on_another(ray_local, s3_bucket, table, tmp_path):
-    # The 20 rows with a denoise of about a second (60 steps): every denoise spans two or more status
-    # polls, so the kill always lands inside one, with half its steps still to go.
-    slow = ["--set", "steps=60", "--set", "working_size=64"]
+    # The 20 rows with a denoise of 20 steps (about 0.3 s idle, longer under load), polled every
+    # POLL_S: every denoise's first half spans two or more status polls, so the kill always lands
+    # inside one, with half its steps still to go. (It was 60 steps at the default 0.5 s poll: the
+    # same guarantee at three times the denoising, twice over: the local reference and the Ray run.)
+    slow = ["--set", f"steps={STEPS}", "--set", "working_size=64"]
     assert main(["batch", "product-variant", "--table", str(table), *slow, "--out", str(tmp_path / "local"), "-q"]) == 0
     expected = files_under(tmp_path / "local")
     assert len(expected) == 20
 
-    graphs, dirs = bound_rows(table, tmp_path / "out", steps="60")
+    graphs, dirs = bound_rows(table, tmp_path / "out", steps=str(STEPS))
     killed: dict = {}
 
     def on_status(now):  # kill -9 the first worker seen in the first half of a row's denoise, once
@@ -92,7 +97,8 @@ def test_a_worker_killed_mid_row_has_its_row_retried_on_another(ray_local, s3_bu
                 killed.update(worker=name, pid=st["pid"], row=st["row"])
                 os.kill(st["pid"], signal.SIGKILL)
 
-    batch = run_on_ray(graphs, dirs, workers=2, shared=f"s3://{s3_bucket}/k", disk_dir=str(tmp_path / "disk"), on_status=on_status)
+    batch = run_on_ray(graphs, dirs, workers=2, shared=f"s3://{s3_bucket}/k", disk_dir=str(tmp_path / "disk"), on_status=on_status,
+                       poll_s=POLL_S)
     assert killed, "no worker was caught inside a denoise"
     assert [r.status for r in batch.rows] == ["ok"] * 20
     assert files_under(tmp_path / "out") == expected  # the retried row too, byte for byte
