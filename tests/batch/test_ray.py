@@ -78,7 +78,7 @@ STEPS, POLL_S = 20, 0.05  # the killed-worker test's denoise and status interval
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_row_has_its_row_retried_on_another(ray_local, s3_bucket, table, tmp_path):
-    # The 20 rows with a denoise of 20 steps (about 0.3 s idle, longer under load), polled every
+    # The 20 rows with a denoise of 20 steps (a few tenths of a second, longer under load), polled every
     # POLL_S: every denoise's first half spans two or more status polls, so the kill always lands
     # inside one, with half its steps still to go. (It was 60 steps at the default 0.5 s poll: the
     # same guarantee at three times the denoising, twice over: the local reference and the Ray run.)
