@@ -43,12 +43,37 @@ def _models_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_itemcollected(item):
     """Under pytest-xdist (`-n 2 --dist loadgroup`), the Ray tests share one worker: they use one
-    session Ray and the two-node cluster test's fixed ports, and they must not run two clusters at once."""
+    session Ray and the two-node cluster test's fixed ports, and they must not run two clusters at once.
+    The tests comparing tiny models with a build in another process share one worker too, so that
+    their one child process (tests/models/conftest.py built_in_another_process) runs once.
+    (xdist hands out the biggest groups first: the long Ray group starts at once.)"""
+    if item.nodeid.startswith("tests/batch/test_ray"):
+        item.add_marker(pytest.mark.xdist_group("ray"))
+    elif "built_in_another_process" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.xdist_group("tiny-other-process"))
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own (a fixed xdist has then done it already)
+def pytest_collection_modifyitems(config, items):
+    """Put each item in its xdist_group. pytest-xdist does it by appending "@group" to the item's
+    node id, which pytest 9.2's structured node ids no longer see (pytest-dev/pytest-xdist#1386):
+    every group was silently spread over both workers (two session Rays, two local reference
+    batches, the cluster test beside another Ray). Here the same suffix goes onto the structured id;
+    if that stops working too, collection fails rather than ungrouping quietly."""
+    if not getattr(config.option, "loadgroup", False):  # set on xdist's workers under --dist loadgroup
+        return
     for item in items:
-        if item.nodeid.startswith("tests/batch/test_ray"):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+        groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")})
+        suffix = "@" + "_".join(groups)
+        if not groups or item.nodeid.endswith(suffix):
+            continue
+        from _pytest.nodeid import NodeId
+
+        item._id = NodeId.parse(item.nodeid + suffix)
+        if not item.nodeid.endswith(suffix):
+            raise pytest.UsageError(f"cannot put {item.nodeid} in its xdist_group {suffix[1:]!r}: see tests/conftest.py")
 
 
 @pytest.fixture(scope="session", autouse=True)

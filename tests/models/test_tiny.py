@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +11,6 @@ import torch
 from editgraph.errors import EditgraphError
 from editgraph.models.tiny import BUILDER_VERSION, MARKER, TINY_NAMES, make_tiny, make_tiny_all
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def test_two_builds_are_byte_identical(tmp_path, tiny_dirs, tree_bytes):
     again = make_tiny("tiny-sd", tmp_path / "again")
@@ -24,13 +18,10 @@ def test_two_builds_are_byte_identical(tmp_path, tiny_dirs, tree_bytes):
 
 
 @pytest.mark.slow
-def test_a_build_in_another_process_is_byte_identical(tmp_path, tiny_dirs, tree_bytes):
+def test_a_build_in_another_process_is_byte_identical(built_in_another_process, tiny_dirs, tree_bytes):
     # Hash randomization differs per process: this is what caught the library BPE trainer's
     # tie order (same process twice agreed, two processes did not).
-    code = "import sys; from editgraph.models.tiny import make_tiny; make_tiny('tiny-sd', sys.argv[1])"
-    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "other")], check=True, env=env, capture_output=True)
-    assert tree_bytes(tmp_path / "other") == tree_bytes(tiny_dirs["tiny-sd"])
+    assert tree_bytes(built_in_another_process / "tiny-sd") == tree_bytes(tiny_dirs["tiny-sd"])
 
 
 def test_layout_matches_a_hub_repo(tiny_dirs, tree_bytes):

@@ -4,10 +4,6 @@ byte for byte the same in another process, recognised from model_index.json, loa
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,18 +13,14 @@ from editgraph.models.loader import ensure_tiny, load_model
 from editgraph.models.tiny import BUILDER_VERSION, MARKER
 from editgraph.models.tiny_flow import FLOW_MODELS
 
-REPO = Path(__file__).resolve().parents[2]
 ONE_PER_FAMILY = ("tiny-flux2-klein", "tiny-flux2", "tiny-kontext", "tiny-qwen-edit-plus")
 
 
 @pytest.mark.slow
-def test_a_build_in_another_process_is_byte_identical(tmp_path, tree_bytes):
-    code = "import sys; from editgraph.models.tiny import make_tiny_all; make_tiny_all(sys.argv[1], sys.argv[2:])"
-    env = {**os.environ, "PYTHONHASHSEED": "4242", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, "-c", code, str(tmp_path), *ONE_PER_FAMILY], check=True, env=env, capture_output=True)
+def test_a_build_in_another_process_is_byte_identical(built_in_another_process, tree_bytes):
     for name in ONE_PER_FAMILY:
         ours = ensure_tiny(name)
-        assert tree_bytes(tmp_path / name) == tree_bytes(ours), name
+        assert tree_bytes(built_in_another_process / name) == tree_bytes(ours), name
 
 
 def test_every_flow_model_is_recognised_from_its_model_index(tree_bytes):
