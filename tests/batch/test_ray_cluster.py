@@ -37,10 +37,23 @@ def _ports(worker_base: int) -> list[str]:
     return args + ["--min-worker-port", str(worker_base), "--max-worker-port", str(worker_base + 300)]
 
 
+def _wait_started(proc: subprocess.Popen, log: Path) -> None:
+    """Until `ray start` says its node is up (it has joined the cluster by then)."""
+    for _ in range(1200):
+        if "Ray runtime started." in log.read_text():
+            return
+        assert proc.poll() is None, log.read_text()[-2000:]
+        time.sleep(0.1)
+    raise AssertionError(f"no node after 120 s: {log.read_text()[-2000:]}")
+
+
 def _stop(proc: subprocess.Popen) -> None:
     """End a `ray start --block` and everything it started (its process group, ours by id)."""
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+        # SIGTERM to `ray start` alone: it drains its node and stops the node's processes in a second
+        # or two. Sent to the whole group, the GCS and raylet died under the draining head, which
+        # then sat out the 10 s below (11 s of each teardown).
+        proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -70,19 +83,16 @@ def two_nodes(tmp_path, s3_server):
             start_new_session=True,
         )
         procs.append(head)
-        for _ in range(600):
-            try:
-                socket.create_connection((HOST, port), timeout=0.5).close()
-                break
-            except OSError:
-                assert head.poll() is None, (tmp_path / "head.log").read_text()[-2000:]
-                time.sleep(0.2)
+        _wait_started(head, tmp_path / "head.log")
         second = subprocess.Popen(
             [ray_bin, "start", "--address", f"{HOST}:{port}", "--resources", '{"second": 1}', *common, *_ports(32000)],
             env={**env, "EDITGRAPH_CACHE_DIR": str(disks["second"])}, stdout=open(tmp_path / "second.log", "w"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         procs.append(second)
+        # Both nodes up before the batch: with only the head up, its one worker could finish all 20
+        # rows before the second node joined (it took ~15 s to, under load) and the other worker started.
+        _wait_started(second, tmp_path / "second.log")
         yield f"{HOST}:{port}", env, disks
     finally:
         for proc in reversed(procs):
