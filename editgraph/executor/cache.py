@@ -7,8 +7,7 @@ to every tier. The shared tier only ever sees encodable values: a loaded model s
 
 from __future__ import annotations
 
-import threading
-import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,8 @@ from editgraph.settings import Settings, parse_size
 
 DEFAULT_MEMORY = "2G"  # holds a few dozen 1024 px images or SD latents; the rest comes from disk
 DEFAULT_DISK = "20G"  # room for a working week of latents at 512-1024 px
-REF_BATCH_S = 0.05  # entries of nodes quicker than this go to the disk tier's queue in batches, within this long
-REF_BATCH = 256  # ... or of this many
+REF_BATCH_S = 0.05  # entries of nodes quicker than this go to the disk tier's queue in batches ...
+REF_BATCH = 64  # ... of this many
 
 
 def default_disk(root: str | Path | None = None, settings: Settings | None = None) -> DiskStore:
@@ -37,9 +36,7 @@ class Cache:
         # What prefetch() learnt from the disk tier (key -> fps, None: not there), until the
         # lookup that wants it or the next flush
         self._asked: dict[str, dict[str, str] | None] = {}
-        self._refs: list[tuple[str, dict[str, str]]] = []  # entries not handed to the disk tier yet (store_ref)
-        self._refs_due = 0.0
-        self._refs_lock = threading.Lock()
+        self._refs: deque[tuple[str, dict[str, str]]] = deque()  # entries not handed to the disk tier yet (store_ref)
 
     @classmethod
     def default(cls, root: str | Path | None = None, settings: Settings | None = None) -> "Cache":
@@ -106,30 +103,23 @@ class Cache:
 
     def store_ref(self, key: str, fps: dict[str, str], seconds: float = float("inf")) -> None:
         """`seconds`: what making the entry took. Entries made in less than REF_BATCH_S reach the
-        disk tier's queue in batches (a cold run of cheap nodes makes one per node; queueing each
-        alone was a tenth of what the disk tier cost such a run): once REF_BATCH_S has passed
-        since the first of a batch, when a slower entry comes, or at the flush. The memory tier,
-        which lookups ask first, has every entry at once."""
-        self.memory.put_ref(key, fps)
+        disk tier's queue in batches of REF_BATCH (a cold run of cheap nodes makes one per node;
+        queueing each alone was a tenth of what the disk tier cost such a run), with the next
+        slower entry, or at the flush; a slower entry is queued at once, so a crash can lose the
+        entries of at most REF_BATCH quick nodes. The memory tier, which lookups ask first, has
+        every entry at once."""
+        self.memory.refs[key] = fps  # MemoryStore.put_ref, inline: once per node
         if self.disk is not None:
-            with self._refs_lock:  # batch rows run in threads
-                batch = self._refs
-                batch.append((key, fps))
-                now = time.monotonic()
-                if len(batch) == 1:
-                    self._refs_due = now + REF_BATCH_S
-                if seconds < REF_BATCH_S and len(batch) < REF_BATCH and now < self._refs_due:
-                    batch = None  # stays for the next hand-over
-                else:
-                    self._refs = []
-            if batch is not None:
-                self.disk.put_refs(batch)
+            refs = self._refs
+            refs.append((key, fps))  # a deque: appends and the hand-over's pops are atomic (batch rows run in threads)
+            if seconds >= REF_BATCH_S or len(refs) >= REF_BATCH:
+                self._hand_refs()
         if self.shared is not None:
             self.shared.put_ref(key, fps)
 
     def _hand_refs(self) -> None:
-        with self._refs_lock:
-            batch, self._refs = self._refs, []
+        refs = self._refs
+        batch = [refs.popleft() for _ in range(len(refs))]
         if batch:
             self.disk.put_refs(batch)
 

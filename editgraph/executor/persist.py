@@ -32,6 +32,7 @@ from its persisted parents only if a consumer actually needs the value.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from editgraph.executor.objectstore import INLINE_MAX
@@ -77,10 +78,11 @@ class Persistence:
         return reason_text(self.decide(cost_class, redo_s, nbytes, write_bps, budget, queued))
 
     def decide(self, cost_class: str, redo_s: float, nbytes: int, write_bps: float | None = None,
-               budget: RunBudget | None = None, queued: int = 0) -> Reason | None:
+               budget: RunBudget | None = None, queued: int | Callable[[], int] = 0) -> Reason | None:
         """why_not's decision, its reason not formatted yet: the executor decides for every output
         and a report reads few of the reasons (formatting two floats was most of a decision's
-        cost, paid per node of a cold run)."""
+        cost, paid per node of a cold run). `queued` may be a function giving it, called only
+        when the decision needs it."""
         if cost_class == "expensive":
             return None
         if cost_class == "cheap":
@@ -89,6 +91,8 @@ class Persistence:
         store_s = write_s + nbytes / self.read_bps  # storage_s, with the write part kept for the budget
         if redo_s < store_s * self.factor:
             return (_CHEAPER, redo_s * 1e3, nbytes, store_s * 1e3)
+        if callable(queued):
+            queued = queued()
         if queued and nbytes > INLINE_LIMIT and budget is not None and budget.share != float("inf"):
             # A slower disk than priced (the rate is measured only once files are written) must
             # not grow a queue the run's end then waits for: an optional file never waits in line.

@@ -371,7 +371,7 @@ class _Run:
                 elif name == node.cls.billing:
                     why = None  # a paid call's log: a cached re-run credits its cost as saved
                 else:
-                    queued = ex.cache.disk.queued_bytes() if ex.cache.disk is not None else 0
+                    queued = ex.cache.disk.queued_bytes if ex.cache.disk is not None else 0
                     why = self.persistence.decide(node.cls.cost_class, redo_s, enc.nbytes, write_bps, self.budget, queued)
             if why is not None:
                 why_not[name] = why
