@@ -1,0 +1,133 @@
+"""Issue 16's scaling work keeps the cache's answers: a layer's keys asked of the disk tier in one
+query find what another process stored, rows are durable at the run's end without a writer
+thread and as a long run goes on, and a run leaves the garbage collector as it found it."""
+
+from __future__ import annotations
+
+import gc
+import sqlite3
+import time
+
+import pytest
+import torch
+
+from editgraph.errors import NodeFailed
+from editgraph.executor import writer
+from editgraph.executor.cache import Cache
+from editgraph.executor.events import EventLog
+from editgraph.executor.plan import Plan
+from editgraph.executor.run import Executor
+from editgraph.executor.store import DiskStore
+from editgraph.graph.document import load_workflow
+from editgraph.graph.validate import bind
+
+from . import testnodes  # noqa: F401  (registers the test.* nodes)
+
+
+def _wide(width: int = 4, depth: int = 3, change: tuple[str, float] | None = None) -> dict:
+    """depth layers of width nodes; each node mixes the two above it (its column and the next)."""
+    nodes: dict = {}
+    for d in range(depth):
+        for w in range(width):
+            nid = f"d{d}w{w}"
+            if d == 0:
+                nodes[nid] = {"type": "test.source", "params": {"value": 0.1 * (w + 1)}}
+            else:
+                nodes[nid] = {"type": "test.mix", "inputs": {"a": f"d{d - 1}w{w}", "b": f"d{d - 1}w{(w + 1) % width}"}}
+    if change is not None:
+        nid, value = change
+        nodes[nid]["params"] = {"value": value}
+    return {"format": "editgraph/1", "name": "wide", "nodes": nodes}
+
+
+def test_the_plan_groups_each_layer_of_a_wide_graph_and_nothing_of_a_chain():
+    wide = bind(load_workflow(_wide()))
+    assert Plan(wide, None).groups == {0: 4, 4: 8, 8: 12}
+    chain = bind(load_workflow(testnodes.chain([0.1, 0.2, 0.3])))
+    assert Plan(chain, None).groups == {}
+
+
+def test_a_layer_asked_of_the_disk_in_one_query_finds_what_another_executor_stored(tmp_path):
+    first = Executor(Cache.default(tmp_path))
+    done = first.run(bind(load_workflow(_wide())))
+    first.cache.close()
+
+    log = EventLog()
+    again = Executor(Cache.default(tmp_path), listeners=[log])  # memory tier empty: every key comes from disk
+    result = again.run(bind(load_workflow(_wide())))
+    assert log.ran() == [] and len(log.cached()) == 12
+    assert torch.equal(result.value("d2w0"), done.value("d2w0"))
+
+    log.clear()
+    changed = again.run(bind(load_workflow(_wide(change=("d0w1", 0.9)))))
+    # d0w1 feeds d1w0 and d1w1, which feed d2w0, d2w1 (both take d1w1) and d2w3 (takes d1w0)
+    assert log.ran() == ["d0w1", "d1w0", "d1w1", "d2w0", "d2w1", "d2w3"]
+    assert abs(changed.value("d1w0").flatten()[0].item() - (0.1 + 0.9) / 2) < 1e-6
+    again.cache.close()
+
+
+def test_identical_nodes_in_one_layer_run_once_though_the_layer_was_asked_for_at_once(tmp_path):
+    doc = _wide(width=2, depth=1)
+    doc["nodes"]["twin"] = {"type": "test.source", "params": {"value": 0.1}}  # same key as d0w0
+    log = EventLog()
+    ex = Executor(Cache.default(tmp_path), listeners=[log])
+    ex.run(bind(load_workflow(doc)))
+    assert log.ran() == ["d0w0", "d0w1"] and log.cached() == ["twin"]
+    ex.cache.close()
+
+
+def _rows(root) -> int:
+    db = sqlite3.connect(root / "index.sqlite")  # another connection: sees only what is committed
+    try:
+        return db.execute("SELECT COUNT(*) FROM refs").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_rows_alone_are_committed_by_the_flush_without_a_writer_thread(tmp_path):
+    store = DiskStore(tmp_path, 1 << 30)
+    store.put_refs([(f"k{i}", {"image": f"fp{i}"}) for i in range(3)])
+    store.put_ref("k3", {"image": "fp3"})
+    assert store._writer is None  # no thread was started for rows alone
+    assert _rows(tmp_path) == 0 and store.pending() == 4
+    store.flush()
+    assert _rows(tmp_path) == 4 and store.pending() == 0
+    assert store.get_ref("k2") == {"image": "fp2"}
+    store.close()
+
+
+def test_a_long_runs_rows_are_committed_as_it_goes(tmp_path, monkeypatch):
+    monkeypatch.setattr(writer, "COMMIT_S", 0.05)
+    monkeypatch.setattr("editgraph.executor.store.COMMIT_S", 0.05)
+    store = DiskStore(tmp_path, 1 << 30)
+    store.put_ref("k0", {"image": "fp0"})
+    time.sleep(0.1)
+    store.put_ref("k1", {"image": "fp1"})  # the first row is overdue: the writer starts and commits both
+    deadline = time.monotonic() + 30
+    while _rows(tmp_path) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _rows(tmp_path) == 2  # committed without a flush
+    store.close()
+
+
+def test_quick_nodes_refs_reach_the_disk_by_the_end_of_the_run(tmp_path):
+    doc = testnodes.chain([0.01] * 5)
+    for node in doc["nodes"].values():
+        node["type"] = "test.quick" if node["type"] == "test.add" else node["type"]
+    ex = Executor(Cache.default(tmp_path))
+    ex.run(bind(load_workflow(doc)))
+    assert _rows(tmp_path) == 6  # every node's ref, persisted or not
+    ex.cache.close()
+
+
+def test_a_run_leaves_the_collector_as_it_found_it(tmp_path):
+    before = gc.get_threshold(), gc.get_freeze_count(), gc.isenabled()
+    ex = Executor(Cache.default(tmp_path))
+    ex.run(bind(load_workflow(testnodes.chain([0.1, 0.2]))))
+    assert (gc.get_threshold(), gc.get_freeze_count(), gc.isenabled()) == before
+    doc = testnodes.chain([0.1])
+    doc["nodes"]["boom"] = {"type": "test.fail", "inputs": {"image": "n1"}, "params": {"fail": True}}
+    with pytest.raises(NodeFailed):
+        ex.run(bind(load_workflow(doc)))
+    assert (gc.get_threshold(), gc.get_freeze_count(), gc.isenabled()) == before
+    ex.cache.close()
