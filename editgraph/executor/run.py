@@ -38,7 +38,7 @@ from editgraph.atomic import write_atomic
 from editgraph.nodes.context import RunContext
 from editgraph.errors import Cancelled, EditgraphError, NodeFailed, WorkflowInvalid
 from editgraph.executor.cache import Cache
-from editgraph.executor.collector import collector_paused
+from editgraph.collector import collector_paused
 from editgraph.executor.components import ComponentPlan
 from editgraph.executor.devices import RunDevice, torch_ready
 from editgraph.values.codec import Unstorable, encode, fingerprint

@@ -21,6 +21,7 @@ from typing import Any
 import blake3
 import msgpack
 
+from editgraph.collector import collector_paused
 from editgraph.graph.document import Workflow, load_workflow
 from editgraph.graph.validate import BoundGraph, bind
 from editgraph.nodes.registry import INPUT_PATH, REGISTRY, field_marks
@@ -49,8 +50,9 @@ def bind_document(
             _memo.move_to_end(key)
     if hit is not None and _file_tokens(hit[1]) == hit[1]:
         return hit[0]
-    workflow = document if isinstance(document, Workflow) else load_workflow(document)
-    graph = bind(workflow, overrides, base_dir=base_dir, cwd=cwd, source=source)
+    with collector_paused():  # parsing and binding build objects that live on (editgraph/collector.py)
+        workflow = document if isinstance(document, Workflow) else load_workflow(document)
+        graph = bind(workflow, overrides, base_dir=base_dir, cwd=cwd, source=source)
     if len(REGISTRY) != types_known:  # bind imported the node modules it needed: key what it saw
         key = _memo_key(document, overrides, base_dir, cwd)
     if not graph.seeds:

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from editgraph.collector import collector_paused
 from editgraph.errors import Issue, WorkflowInvalid
 from editgraph.graph import topology
 from editgraph.graph.document import ParamSpec, Workflow, describe_pydantic_error, param_ref
@@ -91,6 +92,12 @@ def bind(
 ) -> BoundGraph:
     """Validate and bind. `overrides` are --set values (strings are parsed by the param's type;
     relative paths resolve against `cwd`); relative paths in the document resolve against `base_dir`."""
+    with collector_paused():  # a node's params and inputs live on: young collections would only rescan them
+        return _bind(workflow, overrides, base_dir, cwd, require_values, rng, source)
+
+
+def _bind(workflow: Workflow, overrides: dict[str, Any] | None, base_dir: Path | None, cwd: Path | None,
+          require_values: bool, rng: random.Random | None, source: str | None) -> BoundGraph:
     registry = load_nodes(spec.type for spec in workflow.nodes.values())
     base_dir = (base_dir or Path.cwd()).resolve()
     cwd = (cwd or Path.cwd()).resolve()
