@@ -83,7 +83,13 @@ def two_nodes(tmp_path, s3_server):
             start_new_session=True,
         )
         procs.append(head)
-        _wait_started(head, tmp_path / "head.log")
+        for _ in range(600):  # the head's GCS answers: the second node can join while the head finishes starting
+            try:
+                socket.create_connection((HOST, port), timeout=0.5).close()
+                break
+            except OSError:
+                assert head.poll() is None, (tmp_path / "head.log").read_text()[-2000:]
+                time.sleep(0.2)
         second = subprocess.Popen(
             [ray_bin, "start", "--address", f"{HOST}:{port}", "--resources", '{"second": 1}', *common, *_ports(32000)],
             env={**env, "EDITGRAPH_CACHE_DIR": str(disks["second"])}, stdout=open(tmp_path / "second.log", "w"), stderr=subprocess.STDOUT,
@@ -92,6 +98,7 @@ def two_nodes(tmp_path, s3_server):
         procs.append(second)
         # Both nodes up before the batch: with only the head up, its one worker could finish all 20
         # rows before the second node joined (it took ~15 s to, under load) and the other worker started.
+        _wait_started(head, tmp_path / "head.log")
         _wait_started(second, tmp_path / "second.log")
         yield f"{HOST}:{port}", env, disks
     finally:
