@@ -10,12 +10,12 @@ everything alive, and after the run the next young collection scanned all it kep
 Both build many objects that live on (a bound graph's params; a run's records and events). During
 a run: the objects alive when it started are frozen (out of the collector's sight) and
 young collections wait for RUN_GC_THRESHOLD new objects, more than a 10,000-node run keeps, so
-they happen only in runs that make a lot of garbage. At its end the run's survivors are frozen too
-and then everything is unfrozen into the oldest generation: nothing the run kept is scanned by a
-young collection right after it, and garbage cycles (rare in a run: exceptions, some libraries'
-objects) are collected by the next full collection. A full collection is not triggered by this:
-CPython starts one when enough objects have survived into the oldest generation through its own
-collections.
+they happen only in runs that make a lot of garbage. At its end one collection of the young
+generations scans what the run made, once (linear in the run's size): its garbage cycles (a failed
+node's traceback holding tensors, some libraries' objects) are freed now, and its survivors move to
+the oldest generation the usual way, so they count toward the next full collection. Then what was
+frozen is unfrozen. An application that froze objects itself (before forking workers, say) keeps
+them frozen: runs then leave freezing alone.
 """
 
 from __future__ import annotations
@@ -32,16 +32,19 @@ RUN_GC_THRESHOLD = 100_000
 _lock = threading.Lock()
 _depth = 0  # runs in progress (threads, nested runs): the outermost one pauses and restores
 _saved: tuple[int, ...] | None = None
+_froze = False  # the outermost pause froze the heap (nothing was frozen before it)
 
 
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    global _depth, _saved
+    global _depth, _saved, _froze
     with _lock:
         _depth += 1
         if _depth == 1 and gc.isenabled():
             _saved = gc.get_threshold()
-            gc.freeze()
+            _froze = gc.get_freeze_count() == 0  # unfreezing would also thaw what the application froze
+            if _froze:
+                gc.freeze()
             gc.set_threshold(RUN_GC_THRESHOLD, *_saved[1:])
     try:
         yield
@@ -50,6 +53,7 @@ def collector_paused() -> Iterator[None]:
             _depth -= 1
             if _depth == 0 and _saved is not None:
                 gc.set_threshold(*_saved)
-                gc.freeze()  # the run's survivors too (and the young count is reset) ...
-                gc.unfreeze()  # ... then all of it goes to the oldest generation, unscanned
+                gc.collect(1)  # what the run made, once: garbage cycles freed, survivors aged as usual
+                if _froze:
+                    gc.unfreeze()
                 _saved = None

@@ -7,10 +7,12 @@ from __future__ import annotations
 import gc
 import sqlite3
 import time
+import weakref
 
 import pytest
 import torch
 
+from editgraph.collector import collector_paused
 from editgraph.errors import NodeFailed
 from editgraph.executor import writer
 from editgraph.executor.cache import Cache
@@ -131,3 +133,34 @@ def test_a_run_leaves_the_collector_as_it_found_it(tmp_path):
         ex.run(bind(load_workflow(doc)))
     assert (gc.get_threshold(), gc.get_freeze_count(), gc.isenabled()) == before
     ex.cache.close()
+
+
+def test_garbage_cycles_made_during_a_pause_are_freed_when_it_ends():
+    """A failed node's traceback or a library's self-referencing object can hold tensors: the
+    pause must not hide such cycles from the collector past the run (moving them, unscanned, into
+    the oldest generation left them alive until a full collection that may never come)."""
+
+    class Cycle:
+        pass
+
+    with collector_paused():
+        c = Cycle()
+        c.me = c
+        c.payload = bytearray(1 << 20)
+        gone = weakref.ref(c)
+        del c
+    assert gone() is None
+
+
+def test_a_pause_leaves_what_the_application_froze_frozen():
+    kept = [object() for _ in range(10)]
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with collector_paused():
+            pass
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+    assert kept
+
