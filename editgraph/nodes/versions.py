@@ -68,9 +68,14 @@ def _module_defs(module: ast.Module) -> dict[str, ast.AST]:
     return defs
 
 
-# Base classes from these modules are not followed: the node API's Node is every node's base (a
-# change there is the framework's, not a node's), and builtins are no code of ours.
-_BASES_NOT_FOLLOWED = frozenset({"builtins", "editgraph.nodes.registry"})
+# Base classes are followed only into editgraph's own modules, short of the node API's Node, every
+# node's base (a change there is the framework's, not a node's): a mixin from the standard library
+# or another package is no code of ours, and following it would tie node hashes to its version.
+_BASES_NOT_FOLLOWED = frozenset({"editgraph.nodes.registry"})
+
+
+def _followed(base: type) -> bool:
+    return base.__module__.startswith("editgraph.") and base.__module__ not in _BASES_NOT_FOLLOWED
 
 
 def code_hash(cls: type) -> str:
@@ -80,7 +85,7 @@ def code_hash(cls: type) -> str:
     parts: list[str] = []
     seen: set[tuple[str, str]] = set()
     trees: dict[str, dict[str, ast.AST]] = {}
-    for klass in [cls, *(b for b in cls.__mro__[1:] if b.__module__ not in _BASES_NOT_FOLLOWED)]:
+    for klass in [cls, *filter(_followed, cls.__mro__[1:])]:
         parts += _module_parts(klass.__module__, klass.__name__, seen, trees)
     return blake3.blake3("\n".join(sorted(parts)).encode()).hexdigest()[:16]
 
