@@ -130,6 +130,8 @@ class DiskStore(WriteBehind):
             self._writer_db = _connect(self.root / "index.sqlite")
         except sqlite3.Error:
             self._writer_db = None  # the writer connects on its first batch (and fails into flush)
+        with self._cv:  # started with the store, like its connection: a run's first write does not wait for it
+            self._start_writer()
 
     @_forgets(None)
     def _read_rate(self) -> float | None:
@@ -166,7 +168,7 @@ class DiskStore(WriteBehind):
         finishes uncached rather than failing."""
         name = getattr(exc, "sqlite_errorname", "") or ""
         self.problems.append(f"cache index error ({name or type(exc).__name__}: {exc}); entries it held are forgotten")
-        with self._cv:
+        with self._drain, self._cv:  # not in the middle of a batch: its counts would go wrong
             # The writer drops its connection and opens the new index with its next batch.
             self._queue, self._queued_bytes, self._queued_files, self._committed = [], 0, 0, self._seq
             self._carry, self._row_bytes, self._rows_due, self._taken = [], 0, None, self._seq
@@ -215,8 +217,7 @@ class DiskStore(WriteBehind):
             self._queue += [("ref", key, fps) for key, fps in refs]
             if self._rows_due is None:
                 self._rows_due = time.monotonic() + COMMIT_S
-            elif self._writer is None and time.monotonic() >= self._rows_due:
-                self._start_writer()  # a long run: its rows are committed as it goes
+                self._start_writer()  # it commits them by then, unless a flush does first (a no-op while it runs)
         overlay = self._overlay_refs
         for key, fps in refs:
             overlay[key] = (seq, fps)

@@ -89,11 +89,8 @@ class WriteBehind:
 
     def _submit(self, item: tuple, nbytes: int, overlay: tuple | None = None, rows: int = 0) -> int:
         """Queue an item: a file (`nbytes` > 0), which the writer starts on at once, or a row,
-        committed within COMMIT_S or by the next flush. `rows`: inline bytes the row holds.
-
-        The writer thread is started by the first file, or by a row queued after others became
-        due: rows alone are committed by the flush at the run's end, and a short run of small
-        outputs (a 500-node graph of cheap nodes: 50 ms) does not pay for starting a thread."""
+        committed within COMMIT_S or by the next flush, whichever comes first (a short run's rows
+        are committed once, by its flush). `rows`: inline bytes the row holds."""
         with self._cv:
             # Back-pressure: wait while the queued bytes would pass the bound (one item always fits).
             while nbytes and self._queued_bytes and self._queued_bytes + nbytes > self.max_pending_bytes and self._writer_error is None:
@@ -111,11 +108,9 @@ class WriteBehind:
                 self._start_writer()
                 self._cv.notify_all()  # a file: start writing now, beside the next node
             else:
-                now = time.monotonic()
                 if self._rows_due is None:
-                    self._rows_due = now + COMMIT_S
-                elif now >= self._rows_due:
-                    self._start_writer()
+                    self._rows_due = time.monotonic() + COMMIT_S
+                self._start_writer()  # it commits them by then (a no-op while it runs)
                 if rows:
                     self._row_bytes += rows
                     if self._row_bytes > ROW_BYTES_COMMIT:
@@ -163,22 +158,36 @@ class WriteBehind:
             taken = self._taken = self._seq
             if commit:
                 self._urgent = False
-        rows, file_bytes, error = self._carry, 0, None
+        file_bytes = sum(item[2] for item in batch if item[0] == "file")  # all of them leave the count, however this ends
+        rows, error, done = self._carry, None, 0
         try:
             for item in batch:
                 if item[0] == "file":
-                    file_bytes += item[2]
                     if self._write_file(item[1], item[2], item[3]):
                         rows.append(("file", item[1], item[2]))
                 else:
                     rows.append(item)
+                done += 1
             if commit and rows:
                 db = self._writer_db  # None after an index failure: reopened here, on the new index
                 if db is None:
                     db = self._writer_db = self._writer_connection()
                 self._commit_rows(db, rows)
-        except BaseException as exc:  # noqa: BLE001  (raised again by the next flush, in the caller's thread)
+        except Exception as exc:  # raised again by the next flush, in the caller's thread
             error = exc
+        except BaseException:
+            # Ctrl-C in a flush that drains in the caller's thread: nothing is lost. What was not
+            # taken goes back to the queue's head, what was is carried, and close() commits it.
+            with self._cv:
+                rest = batch[done:]
+                self._queue[:0] = rest
+                self._queued_files += sum(1 for item in rest if item[0] == "file")
+                self._queued_bytes -= file_bytes - sum(item[2] for item in rest if item[0] == "file")
+                self._carry = rows
+                if rows and self._rows_due is None:
+                    self._rows_due = time.monotonic() + COMMIT_S
+                self._cv.notify_all()
+            raise
         with self._cv:
             self._queued_bytes -= file_bytes
             if commit or error is not None:  # an error drops what was carried, as a crash would
@@ -200,7 +209,9 @@ class WriteBehind:
             if fp[:2] not in self._subdirs:
                 os.makedirs(f"{self._blobs_dir}{fp[:2]}", exist_ok=True)
                 self._subdirs.add(fp[:2])
-            if not os.path.exists(path):
+            try:  # there already (another process, an earlier run): made fresh, so a `cache gc`
+                os.utime(path)  # elsewhere does not take it for an orphan before our row commits
+            except FileNotFoundError:
                 t0 = time.perf_counter()
                 write_new(path, encoded.parts, f"{self._tmp_prefix}{fp}.{os.getpid()}-{threading.get_ident()}{TMP_SUFFIX}")
                 if size >= MEASURED_FILE:

@@ -86,30 +86,46 @@ def _rows(root) -> int:
         db.close()
 
 
-def test_rows_alone_are_committed_by_the_flush_without_a_writer_thread(tmp_path):
+def test_rows_are_committed_once_by_the_flush_of_a_short_run(tmp_path):
     store = DiskStore(tmp_path, 1 << 30)
     store.put_refs([(f"k{i}", {"image": f"fp{i}"}) for i in range(3)])
     store.put_ref("k3", {"image": "fp3"})
-    assert store._writer is None  # no thread was started for rows alone
-    assert _rows(tmp_path) == 0 and store.pending() == 4
+    assert _rows(tmp_path) == 0 and store.pending() == 4  # waiting for COMMIT_S (0.5 s) or a flush
     store.flush()
     assert _rows(tmp_path) == 4 and store.pending() == 0
     assert store.get_ref("k2") == {"image": "fp2"}
     store.close()
 
 
-def test_a_long_runs_rows_are_committed_as_it_goes(tmp_path, monkeypatch):
+def test_rows_are_committed_within_commit_s_without_a_flush_or_more_writes(tmp_path, monkeypatch):
     monkeypatch.setattr(writer, "COMMIT_S", 0.05)
     monkeypatch.setattr("editgraph.executor.store.COMMIT_S", 0.05)
     store = DiskStore(tmp_path, 1 << 30)
-    store.put_ref("k0", {"image": "fp0"})
-    time.sleep(0.1)
-    store.put_ref("k1", {"image": "fp1"})  # the first row is overdue: the writer starts and commits both
+    store.put_ref("k0", {"image": "fp0"})  # then nothing: a long node runs
     deadline = time.monotonic() + 30
-    while _rows(tmp_path) < 2 and time.monotonic() < deadline:
+    while _rows(tmp_path) < 1 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert _rows(tmp_path) == 2  # committed without a flush
+    assert _rows(tmp_path) == 1
     store.close()
+
+
+def test_ctrl_c_in_a_flush_loses_no_row(tmp_path, monkeypatch):
+    """The flush commits in the caller's thread: an interrupt there keeps what it had taken, and
+    close() commits it."""
+    store = DiskStore(tmp_path, 1 << 30)
+    store.put_refs([(f"k{i}", {"image": f"fp{i}"}) for i in range(3)])
+    real = store._commit_rows
+
+    def interrupted(db, rows):
+        monkeypatch.setattr(store, "_commit_rows", real)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "_commit_rows", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.flush()
+    assert _rows(tmp_path) == 0
+    store.close()
+    assert _rows(tmp_path) == 3
 
 
 def test_quick_nodes_refs_reach_the_disk_by_the_end_of_the_run(tmp_path):
