@@ -218,6 +218,7 @@ class DiskStore(WriteBehind):
             if self._rows_due is None:
                 self._rows_due = time.monotonic() + COMMIT_S
                 self._start_writer()  # it commits them by then, unless a flush does first (a no-op while it runs)
+                self._cv.notify_all()  # an idle writer waits for the due time from now on
         overlay = self._overlay_refs
         for key, fps in refs:
             overlay[key] = (seq, fps)

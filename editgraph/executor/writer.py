@@ -110,7 +110,8 @@ class WriteBehind:
             else:
                 if self._rows_due is None:
                     self._rows_due = time.monotonic() + COMMIT_S
-                self._start_writer()  # it commits them by then (a no-op while it runs)
+                    self._start_writer()  # it commits them by then (a no-op while it runs)
+                    self._cv.notify_all()  # an idle writer waits for the due time from now on
                 if rows:
                     self._row_bytes += rows
                     if self._row_bytes > ROW_BYTES_COMMIT:
