@@ -175,7 +175,9 @@ def test_a_pause_leaves_what_the_application_froze_frozen():
         frozen = gc.get_freeze_count()
         with collector_paused():
             pass
-        assert gc.get_freeze_count() == frozen
+        # Still frozen (unfreezing would empty the permanent generation: 0). Not an exact count:
+        # frozen objects whose last reference goes meanwhile leave it (as under coverage).
+        assert gc.get_freeze_count() > frozen // 2
     finally:
         gc.unfreeze()
     assert kept
