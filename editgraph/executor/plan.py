@@ -28,11 +28,13 @@ def node_key(node: BoundNode, input_fps: dict[str, str]) -> str:
     blake3 of the fields joined by NUL, which none of them can hold (type and version are
     validated names, params are JSON, which escapes NUL, the rest are hex digests and input names).
     """
-    uses = node.cls.model_components
-    inputs = ",".join(
-        f"{name}={fingerprint_for(fp, uses[name]) if name in uses else fp}" for name, fp in sorted(input_fps.items())
-    )
-    return _key(_key_prefix(node), f"{_source(node)}\0{inputs}")
+    return _key(_key_prefix(node), f"{_source(node)}\0{_inputs_text(sorted(input_fps.items()), node.cls.model_components)}")
+
+
+def _inputs_text(pairs: Iterable[tuple[str, str]], uses: dict[str, Any]) -> str:
+    """The key's name=fingerprint pairs, in key order; a model input whose node says which of its
+    components it uses is keyed by those components' fingerprint only."""
+    return ",".join([f"{name}={fingerprint_for(fp, uses[name]) if name in uses else fp}" for name, fp in pairs])
 
 
 def _key_prefix(node: BoundNode) -> str:
@@ -145,11 +147,8 @@ def step_key(step: Step, fps: dict[Ref, str]) -> str:
         return last[1]
     if step.single is not None:
         inputs = step.single[0] + fps[step.single[1]]
-    elif step.uses:
-        uses = step.uses
-        inputs = ",".join([f"{name}={fingerprint_for(fps[ref], uses[name]) if name in uses else fps[ref]}" for name, ref in step.inputs])
     else:
-        inputs = ",".join([f"{name}={fps[ref]}" for name, ref in step.inputs])
+        inputs = _inputs_text([(name, fps[ref]) for name, ref in step.inputs], step.uses)
     if step.reads_files:
         inputs = seen = f"{_source(step.node)}\0{inputs}"
         if last is not None and last[0] == inputs:

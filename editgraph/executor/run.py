@@ -52,7 +52,7 @@ from editgraph.executor.events import (
     RunPlanned,
 )
 from editgraph.executor.persist import ALWAYS, DEFAULT as DEFAULT_PERSISTENCE, Persistence, RunBudget, reason_text
-from editgraph.executor.plan import Plan, Ref, node_key, step_key  # noqa: F401  (node_key: run.py's before plan.py)
+from editgraph.executor.plan import Plan, Ref, step_key
 from editgraph.executor.store import MISSING
 from editgraph.graph.sources import check_sources
 from editgraph.graph.validate import BoundGraph, BoundNode
