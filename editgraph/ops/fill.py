@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from editgraph.errors import NodeError
-from editgraph.ops.imaging import as_array
+from editgraph.ops.imaging import as_array, to_uint8
 
 FillMethod = Literal["patchmatch", "smooth"]
 
@@ -124,8 +124,7 @@ def _patchmatch(image: np.ndarray, hole: np.ndarray, patch_size: int, seed: int)
         ) from None
     if not patchmatch.patchmatch_available:
         raise NodeError("fill: PyPatchMatch is installed but its native library did not load on this platform; use method 'smooth'")
-    # float32 * 255, rounded half to even, clamped: the bits torch's mul/round_/clamp_ gave
-    rgb = np.ascontiguousarray(np.clip(np.rint(image[0].transpose(1, 2, 0) * np.float32(255.0)), 0, 255).astype(np.uint8))  # (h, w, 3)
+    rgb = to_uint8(image[:1])[0]  # (h, w, 3): float32 * 255 rounded half to even, the bits torch's mul/round_/clamp_ gave
     holes = np.ascontiguousarray(hole[0, 0].astype(np.uint8))  # (h, w)
     with _PATCHMATCH_LOCK:
         # the native seed is a 32-bit unsigned int: larger seeds are taken modulo 2**32
