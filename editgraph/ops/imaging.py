@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
@@ -20,9 +20,6 @@ from editgraph.errors import NodeError
 from editgraph.filehash import memo_digest
 from editgraph.ops import budget
 from editgraph.settings import Settings
-
-if TYPE_CHECKING:
-    import torch
 
 
 def file_hash(path: str | Path) -> str:
