@@ -104,7 +104,7 @@ def _module_parts(module_name: str, start: str, seen: set[tuple[str, str]], tree
         seen.add((module_name, name))
         node = defs[name]
         parts.append(ast.dump(node, include_attributes=False))
-        todo.extend(sorted({n.id for n in ast.walk(node) if isinstance(n, ast.Name)} - {n for m, n in seen if m == module_name}))
+        todo.extend(sorted({n.id for n in ast.walk(node) if isinstance(n, ast.Name)}))  # visited ones are skipped above
     return parts
 
 
