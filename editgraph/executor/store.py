@@ -30,7 +30,7 @@ import msgpack
 
 from editgraph.atomic import sweep_temporaries
 from editgraph.executor.memory import MISSING, MemoryStore  # noqa: F401  (the tiers' one import)
-from editgraph.executor.writer import COMMIT_S, MAX_PENDING_BYTES, WriteBehind
+from editgraph.executor.writer import MAX_PENDING_BYTES, WriteBehind
 from editgraph.values.codec import CorruptEntry, Encoded, decode
 
 INLINE_LIMIT = 16 * 1024  # blobs up to this size live in the index: one row beats a file for tiny values
@@ -212,13 +212,10 @@ class DiskStore(WriteBehind):
     def put_refs(self, refs: list[tuple[str, dict[str, str]]]) -> None:
         """Queue refs, (key, fps) each, under one lock (the executor hands over those of quick
         nodes in batches: see Cache.store_ref)."""
-        with self._mutex:  # _submit's row path, inline
+        with self._cv:
             seq = self._seq = self._seq + len(refs)  # one seq for all: they are committed together
             self._queue += [("ref", key, fps) for key, fps in refs]
-            if self._rows_due is None:
-                self._rows_due = time.monotonic() + COMMIT_S
-                self._start_writer()  # it commits them by then, unless a flush does first (a no-op while it runs)
-                self._cv.notify_all()  # an idle writer waits for the due time from now on
+            self._rows_queued()
         overlay = self._overlay_refs
         for key, fps in refs:
             overlay[key] = (seq, fps)

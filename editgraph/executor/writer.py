@@ -50,8 +50,7 @@ class WriteBehind:
     def _init_writer(self, max_pending_bytes: int) -> None:
         self.max_pending_bytes = max_pending_bytes
         # The queue; _cv guards it and the counters below.
-        self._mutex = threading.Lock()  # _cv's lock: `with self._mutex` is C, `with self._cv` a Python call
-        self._cv = threading.Condition(self._mutex)
+        self._cv = threading.Condition(threading.Lock())
         self._queue: list[tuple] = []
         self._queued_files = 0  # file items in _queue: the writer starts on them at once
         self._seq = 0  # last item queued
@@ -108,16 +107,21 @@ class WriteBehind:
                 self._start_writer()
                 self._cv.notify_all()  # a file: start writing now, beside the next node
             else:
-                if self._rows_due is None:
-                    self._rows_due = time.monotonic() + COMMIT_S
-                    self._start_writer()  # it commits them by then (a no-op while it runs)
-                    self._cv.notify_all()  # an idle writer waits for the due time from now on
+                self._rows_queued()
                 if rows:
                     self._row_bytes += rows
                     if self._row_bytes > ROW_BYTES_COMMIT:
                         self._start_writer()
                         self._cv.notify_all()  # many inline bytes wait: commit them now
             return self._seq
+
+    def _rows_queued(self) -> None:
+        """Rows were queued (the caller holds self._cv): the writer commits them within COMMIT_S,
+        unless a flush does first."""
+        if self._rows_due is None:
+            self._rows_due = time.monotonic() + COMMIT_S
+            self._start_writer()  # it commits them by then (a no-op while it runs)
+            self._cv.notify_all()  # an idle writer waits for the due time from now on
 
     def _start_writer(self) -> None:
         """Start the writer thread unless it runs (the caller holds self._cv)."""

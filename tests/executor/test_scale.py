@@ -99,7 +99,6 @@ def test_rows_are_committed_once_by_the_flush_of_a_short_run(tmp_path):
 
 def test_rows_are_committed_within_commit_s_without_a_flush_or_more_writes(tmp_path, monkeypatch):
     monkeypatch.setattr(writer, "COMMIT_S", 0.05)
-    monkeypatch.setattr("editgraph.executor.store.COMMIT_S", 0.05)
     store = DiskStore(tmp_path, 1 << 30)
     store.put_ref("k0", {"image": "fp0"})  # then nothing: a long node runs
     deadline = time.monotonic() + 30
