@@ -35,13 +35,33 @@ class NodeProgress:
 
 
 class NodeFinished(NamedTuple):
+    """A node is done. The same object is the node's record in the run's result
+    (RunResult.records, executor/run.py's NodeRecord): one object a node, not two (issue 16)."""
+
     node_id: str
     node_type: str
     status: Literal["ran", "cached"]
     seconds: float
     key: str
-    nbytes: int  # size of its encoded outputs (0 when cached: nothing was produced)
+    nbytes: int = 0  # size of its encoded outputs (0 when cached: nothing was produced)
     again: str | None = None  # why a node reported earlier in this run ran again (its value was gone)
+    # paid engine nodes: the CallLog's calls, engine and scores (ran: paid now; cached: saved)
+    calls: dict[str, Any] | None = None
+    # Did this run give the outputs a disk entry? None: cached, nothing was decided this run.
+    persisted: bool | None = None
+    # When not persisted: why (per output for multi-output nodes); a persist.Reason, see why_not.
+    reason: Any = None
+
+    @property
+    def type(self) -> str:
+        return self.node_type
+
+    @property
+    def why_not(self) -> str | None:
+        """Why the outputs got no disk entry, as a sentence (None: they did, or nothing was decided)."""
+        from editgraph.executor.persist import reason_text
+
+        return reason_text(self.reason)
 
 
 @dataclass(frozen=True)

@@ -64,23 +64,9 @@ from editgraph.values.sockets import Artifact, Model
 Stamp = Callable[["RunResult"], Callable[[str, str, bytes], bytes]]
 
 
-@dataclass(slots=True)
-class NodeRecord:
-    type: str
-    status: str  # "ran" | "cached"
-    seconds: float
-    key: str
-    # paid engine nodes: the CallLog's calls, engine and scores (ran: paid now; cached: saved)
-    calls: dict[str, Any] | None = None
-    # Did this run give the outputs a disk entry? None: cached, nothing was decided this run.
-    persisted: bool | None = None
-    # When not persisted: why (per output for multi-output nodes); a persist.Reason, formatted when read.
-    reason: Any = None
-
-    @property
-    def why_not(self) -> str | None:
-        text = self.reason = reason_text(self.reason)
-        return text
+# A node's record in RunResult.records is the event that finished it (type, status, seconds, key,
+# and for a node that ran whether its outputs were persisted and why not).
+NodeRecord = NodeFinished
 
 
 @dataclass
@@ -178,8 +164,14 @@ class Executor:
         file passed through `stamp(result)` first (provenance, metadata, signatures: the sharing
         layer's, see editgraph.sharing.provenance.stamp). `persistence` overrides the executor's
         for this run (a batch's shared nodes are all stored: executor.persist.ALWAYS)."""
-        with collector_paused():
-            return _Run(self, graph, targets, cancel, persistence).execute(out_dir, stamp)
+        with collector_paused() as pause:
+            run = _Run(self, graph, targets, cancel, persistence)
+            result = run.execute(out_dir, stamp)
+            # A run that ran no node made records, events and keys, which hold no cycles: the
+            # collector need not scan them (editgraph/collector.py). Listeners' and stamps' own
+            # garbage cycles, if any, wait for the next full collection.
+            pause.clean = not run.fresh
+            return result
 
 
 def _as_numpy(value: Any) -> Any:
@@ -210,7 +202,6 @@ class _Run:
         self.targets = self.plan.targets
         self.order = [step.id for step in self.plan.steps]
         self.at = -1  # index of the step being processed
-        self.keys: dict[str, str] = {}
         self.ahead: dict[str, str] = {}  # keys made by _prefetch for steps not reached yet
         self.fps: dict[Ref, str] = {}
         self.values: dict[Ref, Any] = {}
@@ -236,7 +227,7 @@ class _Run:
         uses_torch = self.plan.uses_torch
         result = RunResult(self.graph, self.records, self.fps, offload=ex.offload, uses_torch=uses_torch, _fetch=self.fetch)
         try:
-            fps, keys, records, values, cache, listeners = self.fps, self.keys, self.records, self.values, ex.cache, ex.listeners
+            fps, records, values, cache, listeners = self.fps, self.records, self.values, ex.cache, ex.listeners
             use_cache, clock, components, fresh = ex.use_cache, time.perf_counter, self.components, self.fresh
             groups = self.plan.groups if use_cache and cache.disk is not None else None
             ahead, memory_refs = self.ahead, cache.memory.refs
@@ -246,7 +237,7 @@ class _Run:
                 if groups and self.at in groups:
                     self._prefetch(self.at, groups[self.at])
                 try:  # source nodes hash what they read here: a missing file fails as that node
-                    key = keys[nid] = ahead.pop(nid) if nid in ahead else step_key(step, self.fps)
+                    key = ahead.pop(nid) if nid in ahead else step_key(step, self.fps)
                 except Exception as exc:
                     ex.emit(NodeFailedEvent(nid, step.type, f"{type(exc).__name__}: {exc}"))
                     raise NodeFailed(nid, step.type, exc) from exc
@@ -261,12 +252,11 @@ class _Run:
                         fps[ref] = hit[out]
                     seconds = clock() - t0
                     calls = None if not step.billed else self._billed(step.node, hit, cached=True)
-                    records[nid] = NodeRecord(step.type, "cached", seconds, key, calls)
-                    event = NodeFinished(nid, step.type, "cached", seconds, key, 0)
+                    event = records[nid] = NodeFinished(nid, step.type, "cached", seconds, key, 0, None, calls)
                     for listener in listeners:
                         listener(event)
                 else:
-                    self._run_node(step.node)
+                    self._run_node(step.node, key)
                     fresh.add(nid)
                 if components is not None:
                     components.after(self.at, values)
@@ -296,11 +286,11 @@ class _Run:
                 ask.append(key)
         self.ex.cache.prefetch(ask)
 
-    def _run_node(self, node: BoundNode, again: str | None = None) -> None:
+    def _run_node(self, node: BoundNode, key: str, again: str | None = None) -> None:
         ex = self.ex
         if again is not None:
             self.ahead.clear()  # a re-run may make other bytes (a non-deterministic node): key them anew
-        nid, key = node.id, self.keys[node.id]
+        nid = node.id
         if node.cls.arrays == "numpy":  # numpy arrays in; the work runs on the CPU
             device: Any = "cpu"
             args = {name: _as_numpy(self.fetch(ref)) for name, ref in node.inputs.items()}
@@ -393,8 +383,8 @@ class _Run:
         else:
             reason = "; ".join(f"{name}: {reason_text(why)}" for name, why in why_not.items())
         calls = self._billed(node, fps, cached=False)
-        self.records[nid] = NodeRecord(node.type, "ran", seconds, key, calls, not why_not, reason)
-        ex.emit(NodeFinished(nid, node.type, "ran", seconds, key, nbytes, again))
+        event = self.records[nid] = NodeFinished(nid, node.type, "ran", seconds, key, nbytes, again, calls, not why_not, reason)
+        ex.emit(event)
 
     def _billed(self, node: BoundNode, fps: dict[str, str], *, cached: bool) -> dict[str, Any] | None:
         """A paid node's call log for the report; a cached one's cost is credited as saved."""
@@ -457,7 +447,7 @@ class _Run:
                         self.values[ref] = value
         index = {n: i for i, n in enumerate(self.graph.nodes)}
         for cur in sorted(plan, key=index.__getitem__):
-            self._run_node(self.graph.nodes[cur], self._why_again(cur))
+            self._run_node(self.graph.nodes[cur], self.records[cur].key, self._why_again(cur))
 
     def _why_again(self, nid: str) -> str:
         """Why a node this run already reported runs again: the words a person reads after

@@ -16,7 +16,7 @@ from editgraph.collector import collector_paused
 from editgraph.errors import NodeFailed
 from editgraph.executor import writer
 from editgraph.executor.cache import Cache
-from editgraph.executor.events import EventLog
+from editgraph.executor.events import EventLog, NodeFinished
 from editgraph.executor.plan import Plan
 from editgraph.executor.run import Executor
 from editgraph.executor.store import DiskStore
@@ -181,3 +181,54 @@ def test_a_pause_leaves_what_the_application_froze_frozen():
         gc.unfreeze()
     assert kept
 
+
+
+def _collections_of_generation_1(body) -> int:
+    """How many generation-1 collections (the end-of-pause scan) happen while body() runs."""
+    seen = []
+
+    def note(phase, info):
+        if phase == "start" and info["generation"] == 1:
+            seen.append(1)
+
+    assert gc.get_freeze_count() == 0  # else pauses leave freezing (and skipping scans) alone
+    gc.callbacks.append(note)
+    try:
+        body()
+    finally:
+        gc.callbacks.remove(note)
+    return len(seen)
+
+
+def test_only_a_pause_that_may_have_made_garbage_cycles_is_scanned():
+    def clean():
+        with collector_paused() as pause:
+            pause.clean = True
+
+    def dirty():
+        with collector_paused():
+            pass
+
+    def nested():  # one body that does not say it is clean makes the whole pause scanned
+        with collector_paused() as outer:
+            with collector_paused():
+                pass
+            outer.clean = True
+
+    assert _collections_of_generation_1(clean) == 0
+    assert _collections_of_generation_1(dirty) == 1
+    assert _collections_of_generation_1(nested) == 1
+
+
+def test_an_identical_rerun_skips_the_scan_a_run_that_ran_a_node_does_not(tmp_path):
+    ex = Executor(Cache.default(tmp_path))
+    graph = bind(load_workflow(testnodes.chain([0.1, 0.2])))  # binding is a pause of its own
+    assert _collections_of_generation_1(lambda: ex.run(graph)) == 1
+    log = EventLog()
+    ex.listeners = [log]
+    result = []
+    assert _collections_of_generation_1(lambda: result.append(ex.run(graph))) == 0
+    assert log.cached() == list(result[0].records)
+    # a node's record is the event its listeners got: one object a node
+    assert all(result[0].records[e.node_id] is e for e in log if isinstance(e, NodeFinished))
+    ex.cache.close()
