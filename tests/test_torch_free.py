@@ -1,5 +1,6 @@
 """Checking a shared workflow must be instant: validate (every bundled workflow), nodes, schema
-and show never import torch, diffusers or transformers, and build no tiny model. Running a
+and show never import torch, diffusers or transformers, nor Pillow (PNG and JPEG inputs' pixel
+sizes are read from their headers: ops/budget.py), and build no tiny model. Running a
 pixel-only workflow (the README's object removal) never imports torch either (issue 13)."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ with contextlib.redirect_stdout(io.TextIOWrapper(io.BytesIO())):
     assert main(["schema", "-o", sys.argv[1]]) == 0 and main(["show", "inpaint"]) == 0
 from editgraph.nodes.registry import load_builtin_nodes
 assert len(load_builtin_nodes()) >= 30
-print(sorted(m for m in ("torch", "diffusers", "transformers") if m in sys.modules))
+print(sorted(m for m in ("torch", "diffusers", "transformers", "PIL") if m in sys.modules))
 """
 
 

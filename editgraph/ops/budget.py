@@ -1,8 +1,8 @@
 """How big a picture or a file may be: checked before anything is allocated or read.
 
 One place both validation and run time use. Sizes come from params (a node's planned_size hook,
-checked by `validate` and at the start of every run), from a file's header (read by Pillow
-without decoding the pixels), and from a file's length (os.stat). The limits are
+checked by `validate` and at the start of every run), from a file's header (PNG and JPEG read
+here, any other format by Pillow, without decoding the pixels), and from a file's length (os.stat). The limits are
 Settings.max_pixels and Settings.max_file_size (EDITGRAPH_MAX_PIXELS, EDITGRAPH_MAX_FILE_SIZE).
 Torch-free: `validate` must not import it.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 from pathlib import Path
 
 from editgraph.errors import NodeError
@@ -73,20 +74,73 @@ def file_kind(mode: int) -> str | None:
 
 def image_problem(path: str | os.PathLike[str], settings: Settings) -> str | None:
     """Why an image file cannot be loaded within the budgets (file size, then the pixel size its
-    header declares: Image.open reads only the header), or None. Undecodable files are left to
-    the decoder, whose error says more."""
+    header declares), or None. Undecodable files are left to the decoder, whose error says more."""
     problem = file_problem(path, settings.max_file_size, "EDITGRAPH_MAX_FILE_SIZE", "image")
     if problem is not None:
         return problem
-    from PIL import Image as PILImage
+    size = common_header_size(path)
+    if size is None:  # another format, or an odd header: Pillow's reading decides
+        from PIL import Image as PILImage
 
-    allow_bombs(settings)
-    try:
-        size = header_size(path)
-    except PILImage.DecompressionBombError as exc:
-        # Pillow refuses only past twice its limit, which allow_bombs keeps >= ours: over budget.
-        return f"over the pixel budget of {settings.max_pixels:,} px per picture (EDITGRAPH_MAX_PIXELS): {exc}"
+        allow_bombs(settings)
+        try:
+            size = header_size(path)
+        except PILImage.DecompressionBombError as exc:
+            # Pillow refuses only past twice its limit, which allow_bombs keeps >= ours: over budget.
+            return f"over the pixel budget of {settings.max_pixels:,} px per picture (EDITGRAPH_MAX_PIXELS): {exc}"
     return None if size is None else pixels_problem(*size, settings)
+
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (they hold the size): C0-CF but DHT (C4), JPG (C8) and DAC (CC)
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_SEGMENTS = 512  # APPn, ICC, EXIF, tables... a real file has a few dozen before its frame
+
+
+def common_header_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(width, height) of a PNG (its IHDR) or a baseline/progressive JPEG (its frame header), read
+    from the header as Pillow reads it; None for any other format or anything unusual (Pillow then
+    reads it). The two formats of nearly every workflow input, without importing Pillow: checking
+    a workflow stays quick (issue 9). tests/ops/test_budget.py holds it to Pillow's answers."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+            if head[:8] == _PNG and head[12:16] == b"IHDR" and len(head) == 24:
+                size = struct.unpack(">II", head[16:24])
+            elif head[:2] == b"\xff\xd8":
+                size = _jpeg_frame_size(f)
+            else:
+                return None
+    except OSError:
+        return None
+    return size if size is not None and size[0] > 0 and size[1] > 0 else None
+
+
+def _jpeg_frame_size(f) -> tuple[int, int] | None:
+    f.seek(2)
+    for _ in range(_JPEG_SEGMENTS):
+        byte = f.read(1)
+        if byte != b"\xff":
+            return None
+        marker = f.read(1)
+        while marker == b"\xff":  # fill bytes
+            marker = f.read(1)
+        if not marker or marker[0] == 0xDA:  # end of file, or the scan began without a frame header
+            return None
+        if 0xD0 <= marker[0] <= 0xD7 or marker[0] == 0x01:  # markers without a length
+            continue
+        length = f.read(2)
+        if len(length) < 2:
+            return None
+        n = struct.unpack(">H", length)[0]
+        if marker[0] in _SOF:
+            body = f.read(5)
+            if n < 7 or len(body) < 5:
+                return None
+            height, width = struct.unpack(">HH", body[1:5])
+            return width, height
+        f.seek(n - 2, os.SEEK_CUR)
+    return None
 
 
 def header_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:

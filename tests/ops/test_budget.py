@@ -149,3 +149,54 @@ def test_special_files_are_named_for_what_they_are(tmp_path, kind):
         path, words = Path("/dev/zero"), "is a character device, not a regular file"
     doc = {"nodes": {"x": {"type": "image.load", "params": {"path": str(path)}}}}
     assert _issues(doc, Settings.from_env()) == [f"nodes.x.params.path: input {path} {words}"]
+
+
+def _pictures(tmp: Path) -> dict[str, Path]:
+    """PNGs and JPEGs of several kinds and odd sizes, as Pillow writes them."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for mode, size in (("RGB", (37, 23)), ("RGBA", (1, 1)), ("L", (4097, 3)), ("P", (3, 4097)), ("I;16", (64, 48)), ("1", (300, 7))):
+        path = out[f"png-{mode}"] = tmp / f"{mode.replace(';', '')}.png"
+        PILImage.new(mode, size).save(path)
+    photo = PILImage.fromarray(rng.integers(0, 255, (301, 203, 3), dtype=np.uint8))
+    photo.save(out.setdefault("jpeg", tmp / "base.jpg"), quality=90)
+    photo.save(out.setdefault("jpeg-progressive", tmp / "prog.jpg"), progressive=True)
+    photo.convert("L").save(out.setdefault("jpeg-grey", tmp / "grey.jpg"))
+    photo.convert("CMYK").save(out.setdefault("jpeg-cmyk", tmp / "cmyk.jpg"))
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # rotated: the stored size is still what the header says
+    # a 60 KB ICC profile (several APP2 segments' worth) and EXIF before the frame header
+    photo.save(out.setdefault("jpeg-exif-icc", tmp / "exif.jpg"), exif=exif, icc_profile=bytes(rng.integers(0, 255, 60_000, dtype=np.uint8)))
+    return out
+
+
+def test_png_and_jpeg_sizes_are_read_from_their_headers_as_pillow_reads_them(tmp_path):
+    from editgraph.ops.budget import common_header_size
+
+    pictures = _pictures(tmp_path)
+    for name, path in pictures.items():
+        with PILImage.open(path) as pil:
+            assert common_header_size(path) == pil.size, name
+
+
+def test_other_formats_and_odd_headers_are_left_to_pillow(tmp_path):
+    from editgraph.ops.budget import common_header_size, image_problem
+
+    pictures = _pictures(tmp_path)
+    small = Settings.from_env({"EDITGRAPH_MAX_PIXELS": "1000"})
+    for fmt in ("gif", "webp", "tiff", "bmp"):
+        path = tmp_path / f"pic.{fmt}"
+        PILImage.new("RGB", (50, 40)).save(path)
+        assert common_header_size(path) is None, fmt
+        # Pillow reads its header: the budget still holds
+        assert image_problem(path, small) == "50x40 = 2,000 px is over the pixel budget of 1,000 px per picture (EDITGRAPH_MAX_PIXELS)"
+    png, jpeg = pictures["png-RGB"].read_bytes(), pictures["jpeg"].read_bytes()
+    cut = {"short.png": png[:20], "no-frame.jpg": jpeg[:20], "not-a-marker.jpg": b"\xff\xd8\x00\x00" + jpeg[4:]}
+    for name, data in cut.items():
+        (tmp_path / name).write_bytes(data)
+        assert common_header_size(tmp_path / name) is None, name
+        assert image_problem(tmp_path / name, small) is None, name  # undecodable: the decoder's error says more
+    # a JPEG's size counts against the budget like any other
+    assert image_problem(pictures["jpeg"], small) == "203x301 = 61,103 px is over the pixel budget of 1,000 px per picture (EDITGRAPH_MAX_PIXELS)"
