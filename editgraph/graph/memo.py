@@ -75,10 +75,11 @@ def _memo_key(document: Any, overrides: dict[str, Any] | None, base_dir: Path | 
     # Key order is kept (no sort): a reordered document may bind to another topological order.
     # The registry's size stands for its contents: registering a type can change a binding.
     # msgpack, not JSON: ~5x faster on a 500-node document; Paths and the like pack as strings.
-    packed = msgpack.packb(
-        [doc, overrides, str(base_dir or Path.cwd()), str(cwd or Path.cwd()), len(REGISTRY)], default=str, use_bin_type=True
-    )
-    return blake3.blake3(packed).hexdigest()
+    # Hashed in the packer's own buffer: a bytes copy of a 10,000-node document was 0.6 MB more to
+    # write and read on every identical re-run.
+    packer = msgpack.Packer(default=str, use_bin_type=True, autoreset=False)
+    packer.pack([doc, overrides, str(base_dir or Path.cwd()), str(cwd or Path.cwd()), len(REGISTRY)])
+    return blake3.blake3(packer.getbuffer()).hexdigest()
 
 
 def _input_paths(graph: BoundGraph) -> list[str]:
