@@ -167,10 +167,11 @@ class Executor:
         with collector_paused() as pause:
             run = _Run(self, graph, targets, cancel, persistence)
             result = run.execute(out_dir, stamp)
-            # A run that ran no node made records, events and keys, which hold no cycles: the
-            # collector need not scan them (editgraph/collector.py). Listeners' and stamps' own
-            # garbage cycles, if any, wait for the next full collection.
-            pause.clean = not run.fresh
+            # A run that ran no node's code (every node a cache hit, no value recomputed for an
+            # output file) made records and fingerprints, which hold no cycles: the collector
+            # need not scan them (editgraph/collector.py). Listeners' and stamps' own garbage
+            # cycles, if any, wait for the next full collection.
+            pause.clean = not run.ran_code
             return result
 
 
@@ -214,6 +215,7 @@ class _Run:
         # output is one only a process that computed the same value could have stored: its lookup
         # asks the local tiers, not the shared one, whose miss would cost a request per node.
         self.fresh: set[str] = set()
+        self.ran_code = False  # whether any node's run() was called (a recompute counts)
         self.components = ComponentPlan(graph, self.order) if ex.free_components else None
 
     # --- the pass ---------------------------------------------------------------------------
@@ -288,6 +290,7 @@ class _Run:
 
     def _run_node(self, node: BoundNode, key: str, again: str | None = None) -> None:
         ex = self.ex
+        self.ran_code = True
         if again is not None:
             self.ahead.clear()  # a re-run may make other bytes (a non-deterministic node): key them anew
         nid = node.id

@@ -232,3 +232,22 @@ def test_an_identical_rerun_skips_the_scan_a_run_that_ran_a_node_does_not(tmp_pa
     # a node's record is the event its listeners got: one object a node
     assert all(result[0].records[e.node_id] is e for e in log if isinstance(e, NodeFinished))
     ex.cache.close()
+
+
+def test_a_rerun_that_recomputes_a_value_for_an_output_file_is_scanned(tmp_path):
+    """Every node a cache hit, but writing the output file needs a value no tier kept: the node
+    that makes it runs again, and what it made may hold cycles, so the pause is scanned."""
+    from editgraph.executor.persist import Persistence
+
+    doc = testnodes.chain([0.1])
+    doc["nodes"]["save"] = {"type": "image.save", "inputs": {"image": "n1"}, "params": {"path": "out.png"}}
+    graph = bind(load_workflow(doc))
+    first = Executor(Cache.default(tmp_path / "cache")).run(graph, out_dir=tmp_path / "a", persistence=Persistence(factor=1e12))
+    assert first.records["save"].persisted is False  # only its ref reached the disk
+    log = EventLog()
+    ex = Executor(Cache.default(tmp_path / "cache"), listeners=[log])  # a new memory tier: as in a new process
+    assert _collections_of_generation_1(lambda: ex.run(graph, out_dir=tmp_path / "b")) == 1
+    assert [e.status for e in log if isinstance(e, NodeFinished)][:3] == ["cached"] * 3
+    assert "save" in log.ran()  # run again to write out.png
+    assert (tmp_path / "b" / "out.png").read_bytes() == (tmp_path / "a" / "out.png").read_bytes()
+    ex.cache.close()
