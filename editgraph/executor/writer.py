@@ -34,6 +34,11 @@ MEASURED_FILE = 1 << 20  # files from this size time the disk's sustained write 
 RATE_WEIGHT = 0.3  # each measured file's share of the running write rate: follows the disk within a few files
 ROWS_A_STATEMENT = 128  # refs inserted by one statement (see _insert)
 INLINE_ROWS = 16  # inline blobs (up to 16 KiB each) inserted by one statement
+# Rows committed between checkpoints (SQLite copying the WAL's pages back into the index; its own
+# default: every 1,000 pages, in the committing call). Keys are hashes, so each row of a big
+# index dirties a page of its own; the writer thread checkpoints after this many, beside the
+# runs, so a flush (a run's end) never waits for one: a checkpoint syncs the disk twice.
+CHECKPOINT_ROWS = 1000
 
 
 class WriteBehind:
@@ -67,6 +72,8 @@ class WriteBehind:
         self._writer_db: sqlite3.Connection | None = None  # opened with the store: a run's first write does not pay for it
         self._writer_error: BaseException | None = None
         self._closing = False
+        self._uncheckpointed = 0  # rows committed since the writer last checkpointed
+        self._checkpoint_due = False
         self._subdirs: set[str] = set()  # blobs/<xx> folders made: one makedirs per folder, not per file
         self._blobs_dir, self._tmp_prefix = f"{self.root / 'blobs'}/", f"{self.tmp}/."
         self.write_failures = 0  # blob files the writer could not write (disk full ...): they stay memory-only
@@ -134,11 +141,12 @@ class WriteBehind:
         while True:
             with self._cv:
                 while True:
-                    if self._queued_files or self._urgent or self._closing or self._row_bytes > ROW_BYTES_COMMIT:
+                    if self._queued_files or self._urgent or self._closing or self._row_bytes > ROW_BYTES_COMMIT or self._checkpoint_due:
                         break
                     due = self._rows_due
                     if due is None:  # nothing waits: the thread ends after WRITER_IDLE_S (the next write starts another),
-                        if not self._cv.wait(timeout=WRITER_IDLE_S) and self._rows_due is None and not self._queued_files:
+                        if (not self._cv.wait(timeout=WRITER_IDLE_S) and self._rows_due is None and not self._queued_files
+                                and not self._checkpoint_due):
                             self._writer = None  # so it does not keep a store nobody closed alive
                             return
                         continue
@@ -153,6 +161,24 @@ class WriteBehind:
                 commit = self._urgent or self._closing or self._row_bytes > ROW_BYTES_COMMIT or (due is not None and due <= time.monotonic())
             with self._drain:
                 self._drain_queue(commit)
+            if self._checkpoint_due and not self._closing:  # closing: the last connection's close checkpoints
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy committed pages from the WAL back into the index (the writer thread, beside the
+        runs). On a connection of its own, opened for it: commits go on meanwhile, and a flush
+        never waits for it. PASSIVE: it stops short of pages a reader's snapshot still needs."""
+        with self._cv:
+            self._checkpoint_due, self._uncheckpointed = False, 0
+        try:
+            # mode=rw: an index removed meanwhile (`cache clear`) is not made anew, empty, by this
+            db = sqlite3.connect(f"{(self.root / 'index.sqlite').absolute().as_uri()}?mode=rw", uri=True, timeout=60, isolation_level=None)
+            try:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            pass  # the next rows ask again; SQLite checkpoints when the last connection closes anyway
 
     def _drain_queue(self, commit: bool) -> None:
         """Take what is queued: write its blob files, carry its rows; if `commit`, commit every row
@@ -195,6 +221,11 @@ class WriteBehind:
             raise
         with self._cv:
             self._queued_bytes -= file_bytes
+            if commit and error is None and rows:
+                self._uncheckpointed += len(rows)
+                if self._uncheckpointed >= CHECKPOINT_ROWS:
+                    self._checkpoint_due = True  # the writer's, after this (notified below)
+                    self._start_writer()
             if commit or error is not None:  # an error drops what was carried, as a crash would
                 self._carry, self._committed = [], taken
                 self._row_bytes -= sum(item[2] for item in rows if item[0] == "inline")
@@ -233,18 +264,23 @@ class WriteBehind:
     def _commit_rows(self, db: sqlite3.Connection, rows: list[tuple]) -> None:
         """Every carried row in one transaction."""
         now = time.time()
-        blobs, refs, touched = [], [], []
         packb = self._packer.pack  # a Packer kept: packb() makes one per call (4x the time of 500 small dicts)
+        blobs, refs, touched, ref_rows = [], [], [], []
         for item in rows:
             kind = item[0]
             if kind == "ref":
-                refs += (item[1], packb(item[2]), now)
+                ref_rows.append(item)
             elif kind == "inline":
                 blobs += (item[1], item[2], now, item[3])
             elif kind == "file":
                 blobs += (item[1], item[2], now, None)
             else:
                 touched.append((now, item[1]))
+        # In key order, so the inserts walk the index's pages in order (10-25 % less time; stable:
+        # of two rows for one key, the later still wins)
+        ref_rows.sort(key=_second)
+        for item in ref_rows:
+            refs += (item[1], packb(item[2]), now)
         rate = self.write_bps
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -265,6 +301,10 @@ class WriteBehind:
 
     def _writer_connection(self) -> sqlite3.Connection:
         raise NotImplementedError
+
+
+def _second(item: tuple) -> str:
+    return item[1]  # a ref row's key
 
 
 def _insert(db: sqlite3.Connection, table: str, ncols: int, values: list, per: int) -> None:

@@ -5,6 +5,7 @@ thread and as a long run goes on, and a run leaves the garbage collector as it f
 from __future__ import annotations
 
 import gc
+import hashlib
 import sqlite3
 import time
 import weakref
@@ -139,6 +140,55 @@ def test_quick_nodes_refs_reach_the_disk_by_the_end_of_the_run(tmp_path):
     ex.run(bind(load_workflow(doc)))
     assert _rows(tmp_path) == 6  # every node's ref, persisted or not
     ex.cache.close()
+
+
+def _rows_in_the_index_file(root) -> int:
+    """Refs in index.sqlite itself, the WAL ignored: what checkpoints have copied there."""
+    db = sqlite3.connect(f"file:{root / 'index.sqlite'}?immutable=1", uri=True)
+    try:
+        if db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'refs'").fetchone()[0] == 0:
+            return 0  # even the schema is in the WAL still
+        return db.execute("SELECT COUNT(*) FROM refs").fetchone()[0]
+    except sqlite3.DatabaseError:
+        return -1  # read while a checkpoint copies pages in (the reader assumed it would not change)
+    finally:
+        db.close()
+
+
+def test_a_flush_commits_into_the_wal_and_the_writer_checkpoints_beside_the_runs(tmp_path, monkeypatch):
+    """The commit a run's end waits for never copies the WAL back into the index (two disk syncs
+    on a big index): past CHECKPOINT_ROWS committed rows the writer thread does, on its own."""
+    monkeypatch.setattr(writer, "CHECKPOINT_ROWS", 10**9)
+    store = DiskStore(tmp_path / "a", 1 << 30)
+    # hash-like keys, as the executor's: ~1,500 pages, past SQLite's own checkpoint (1,000)
+    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(40_000)]
+    store.put_refs([(key, {"image": key}) for key in keys])
+    store.flush()
+    assert _rows(tmp_path / "a") == 40_000 and _rows_in_the_index_file(tmp_path / "a") == 0
+    store.close()  # the last connection's close checkpoints
+    assert _rows_in_the_index_file(tmp_path / "a") == 40_000
+
+    monkeypatch.setattr(writer, "CHECKPOINT_ROWS", 500)
+    store = DiskStore(tmp_path / "b", 1 << 30)
+    store.put_refs([(f"k{i}", {"image": f"fp{i}"}) for i in range(2000)])
+    store.flush()
+    deadline = time.monotonic() + 30
+    while _rows_in_the_index_file(tmp_path / "b") < 2000 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _rows_in_the_index_file(tmp_path / "b") == 2000  # copied while the store is still open
+    assert store.get_ref("k1999") == {"image": "fp1999"}
+    store.close()
+
+
+def test_refs_committed_together_keep_the_last_value_of_a_key(tmp_path):
+    """A commit inserts its refs in key order: of two rows for one key, the later still wins."""
+    store = DiskStore(tmp_path, 1 << 30)
+    store.put_refs([("b", {"image": "old"}), ("a", {"image": "x"}), ("b", {"image": "new"}), ("c", {"image": "y"})])
+    store.flush()
+    store.close()
+    again = DiskStore(tmp_path, 1 << 30)
+    assert [again.get_ref(k) for k in "abc"] == [{"image": "x"}, {"image": "new"}, {"image": "y"}]
+    again.close()
 
 
 def test_a_run_leaves_the_collector_as_it_found_it(tmp_path):
