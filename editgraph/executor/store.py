@@ -34,9 +34,10 @@ from editgraph.executor.writer import MAX_PENDING_BYTES, WriteBehind
 from editgraph.values.codec import CorruptEntry, Encoded, decode
 
 INLINE_LIMIT = 16 * 1024  # blobs up to this size live in the index: one row beats a file for tiny values
-# Pages each index connection keeps in memory (SQLite's default: 2 MiB). Keys are hashes, so a
-# run's new rows land on pages all over a big index; with 2 MiB each insert read its page back
-# from the OS (500 rows into 200,000: 22 ms with 64 MiB, 32 ms with the default, issue 16).
+# Pages each index connection may keep in memory (SQLite's default: 2 MiB; this is at most 64 MiB
+# a store, for its two connections). Keys are hashes, so a run's new rows land on pages all over
+# a big index; with 2 MiB most inserts read their page back from the OS (500 rows into 200,000
+# on this project's CI machine: 22 ms with 64 MiB, 32 ms with the default; issue 16).
 CACHE_KIB = 32 * 1024
 
 # One B-tree per table on the write path: refs are small rows clustered on their key (WITHOUT
