@@ -79,13 +79,18 @@ def test_identical_nodes_in_one_layer_run_once_though_the_layer_was_asked_for_at
     ex.cache.close()
 
 
-def _rows(root) -> int:
-    db = sqlite3.connect(root / "index.sqlite")  # another connection: sees only what is committed
+def _rows(root, *, file_only: bool = False) -> int:
+    """Refs committed, as another connection sees them; file_only: in index.sqlite itself, the
+    WAL ignored (what checkpoints have copied there)."""
+    path = root / "index.sqlite"
+    db = sqlite3.connect(f"file:{path}?immutable=1", uri=True) if file_only else sqlite3.connect(path)
     try:
         if db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'refs'").fetchone()[0] == 0:
             return 0  # even the schema is in the WAL still
         return db.execute("SELECT COUNT(*) FROM refs").fetchone()[0]
     except sqlite3.DatabaseError:
+        if not file_only:
+            raise
         return -1  # read while a checkpoint copies pages in (the reader assumed it would not change)
     finally:
         db.close()
@@ -142,19 +147,6 @@ def test_quick_nodes_refs_reach_the_disk_by_the_end_of_the_run(tmp_path):
     ex.cache.close()
 
 
-def _rows_in_the_index_file(root) -> int:
-    """Refs in index.sqlite itself, the WAL ignored: what checkpoints have copied there."""
-    db = sqlite3.connect(f"file:{root / 'index.sqlite'}?immutable=1", uri=True)
-    try:
-        if db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'refs'").fetchone()[0] == 0:
-            return 0  # even the schema is in the WAL still
-        return db.execute("SELECT COUNT(*) FROM refs").fetchone()[0]
-    except sqlite3.DatabaseError:
-        return -1  # read while a checkpoint copies pages in (the reader assumed it would not change)
-    finally:
-        db.close()
-
-
 def test_a_flush_commits_into_the_wal_and_the_writer_checkpoints_beside_the_runs(tmp_path, monkeypatch):
     """The commit a run's end waits for never copies the WAL back into the index (two disk syncs
     on a big index): past CHECKPOINT_ROWS committed rows the writer thread does, on its own."""
@@ -164,18 +156,18 @@ def test_a_flush_commits_into_the_wal_and_the_writer_checkpoints_beside_the_runs
     keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(40_000)]
     store.put_refs([(key, {"image": key}) for key in keys])
     store.flush()
-    assert _rows(tmp_path / "a") == 40_000 and _rows_in_the_index_file(tmp_path / "a") == 0
+    assert _rows(tmp_path / "a") == 40_000 and _rows(tmp_path / "a", file_only=True) == 0
     store.close()  # the last connection's close checkpoints
-    assert _rows_in_the_index_file(tmp_path / "a") == 40_000
+    assert _rows(tmp_path / "a", file_only=True) == 40_000
 
     monkeypatch.setattr(writer, "CHECKPOINT_ROWS", 500)
     store = DiskStore(tmp_path / "b", 1 << 30)
     store.put_refs([(f"k{i}", {"image": f"fp{i}"}) for i in range(2000)])
     store.flush()
     deadline = time.monotonic() + 30
-    while _rows_in_the_index_file(tmp_path / "b") < 2000 and time.monotonic() < deadline:
+    while _rows(tmp_path / "b", file_only=True) < 2000 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert _rows_in_the_index_file(tmp_path / "b") == 2000  # copied while the store is still open
+    assert _rows(tmp_path / "b", file_only=True) == 2000  # copied while the store is still open
     assert store.get_ref("k1999") == {"image": "fp1999"}
     store.close()
 
@@ -237,12 +229,13 @@ def test_a_pause_leaves_what_the_application_froze_frozen():
 
 
 
-def _collections_of_generation_1(body) -> int:
-    """How many generation-1 collections (the end-of-pause scan) happen while body() runs."""
+def _collections_of_generation(generation: int, body) -> int:
+    """How many collections of `generation` start while body() runs (1: the end-of-pause scan;
+    0: young collections)."""
     seen = []
 
     def note(phase, info):
-        if phase == "start" and info["generation"] == 1:
+        if phase == "start" and info["generation"] == generation:
             seen.append(1)
 
     assert gc.get_freeze_count() == 0  # else pauses leave freezing (and skipping scans) alone
@@ -252,6 +245,10 @@ def _collections_of_generation_1(body) -> int:
     finally:
         gc.callbacks.remove(note)
     return len(seen)
+
+
+def _collections_of_generation_1(body) -> int:
+    return _collections_of_generation(1, body)
 
 
 def test_only_a_pause_that_may_have_made_garbage_cycles_is_scanned():
@@ -274,21 +271,6 @@ def test_only_a_pause_that_may_have_made_garbage_cycles_is_scanned():
     assert _collections_of_generation_1(nested) == 1
 
 
-def _young_collections(body) -> int:
-    seen = []
-
-    def note(phase, info):
-        if phase == "start" and info["generation"] == 0:
-            seen.append(1)
-
-    gc.callbacks.append(note)
-    try:
-        body()
-    finally:
-        gc.callbacks.remove(note)
-    return len(seen)
-
-
 def test_a_pause_waits_for_the_objects_its_body_expects_before_collecting():
     """A cold 10,000-node run keeps ~195,000 objects: told so, the collector does not scan them
     mid-run; objects past what was expected are collected as they come."""
@@ -302,9 +284,9 @@ def test_a_pause_waits_for_the_objects_its_body_expects_before_collecting():
         return kept
 
     n = RUN_GC_THRESHOLD + 50_000
-    assert _young_collections(lambda: make(n, 0)) >= 1
-    assert _young_collections(lambda: make(n, 60_000)) == 0
-    assert _young_collections(lambda: make(n + 200_000, 60_000)) >= 1
+    assert _collections_of_generation(0, lambda: make(n, 0)) >= 1
+    assert _collections_of_generation(0, lambda: make(n, 60_000)) == 0
+    assert _collections_of_generation(0, lambda: make(n + 200_000, 60_000)) >= 1
 
 
 def test_an_identical_rerun_skips_the_scan_a_run_that_ran_a_node_does_not(tmp_path):
