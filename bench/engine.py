@@ -12,7 +12,8 @@ Rows:
   3. A new process re-running the unchanged workflows from the disk cache.
   4. What the disk tier costs a cold run (issue 16), each measured beside its reference in one run:
      a 500-node graph of 64 px images (50 wide x 10 deep) with disk+memory tiers (into an empty
-     index, and into one holding 200,000 entries of other graphs), memory only and --no-cache; 10 grades of a 4096 px photo with the cache and with --no-cache, and re-run;
+     index, and into one holding 200,000 entries of other graphs), memory only and --no-cache;
+     10 grades of a 4096 px photo with the cache and with --no-cache, and re-run;
      1,000- and 10,000-node chains, cold and re-run; a 500-node chain re-run. These rows time the
      whole call a user makes: load the document, bind it, run it, and wait for its writes.
      Each ratio is given twice: of the medians, and as the median of the ratios of pairs measured

@@ -30,8 +30,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 # New tracked objects between young collections during a pause (Python's default: 700), beyond
-# those the pause's body says it expects to make and keep (Pause.expect): what a run makes past
-# its graph's share is garbage, collected as it goes.
+# those the pause's body says it expects to make and keep (collector_paused's `expect`): what a
+# run makes past its graph's share is garbage, collected as it goes.
 RUN_GC_THRESHOLD = 100_000
 
 _lock = threading.Lock()
@@ -50,19 +50,15 @@ class Pause:
     def __init__(self) -> None:
         self.clean = False
 
-    def expect(self, objects: int) -> None:
-        """The body will make about `objects` tracked objects that live on (a run's plan steps,
-        records and fingerprints: ~20 a node on a cold run): young collections wait for them on
-        top of RUN_GC_THRESHOLD. A cold 10,000-node chain makes ~195,000; with collections every
-        100,000 it scanned twice, mid-run, objects spread over a heap past the CPU's caches, and
-        ran 10.5-13x the 1,000-node one, which never collected (issue 16)."""
-        with _lock:
-            if _saved is not None:  # the outermost pause set the threshold: raise it, never lower it
-                gc.set_threshold(max(gc.get_threshold()[0], RUN_GC_THRESHOLD + objects), *_saved[1:])
-
 
 @contextmanager
-def collector_paused() -> Iterator[Pause]:
+def collector_paused(expect: int = 0) -> Iterator[Pause]:
+    """`expect`: about how many tracked objects the body will make that live on (a run's plan
+    steps, records and fingerprints: ~20 a node on a cold run). Young collections wait for them on
+    top of RUN_GC_THRESHOLD. A cold 10,000-node chain makes ~195,000; with collections every
+    100,000 it scanned twice, mid-run, objects spread over a heap past the CPU's caches, and ran
+    10.5-13x the 1,000-node one, which never collected (issue 16). A nested pause raises the
+    outermost's threshold, never lowers it."""
     global _depth, _saved, _froze, _dirty
     pause = Pause()
     with _lock:
@@ -74,7 +70,9 @@ def collector_paused() -> Iterator[Pause]:
             _froze = gc.get_freeze_count() == 0  # unfreezing would also thaw what the application froze
             if _froze:
                 gc.freeze()
-            gc.set_threshold(RUN_GC_THRESHOLD, *_saved[1:])
+            gc.set_threshold(RUN_GC_THRESHOLD + expect, *_saved[1:])
+        elif _saved is not None and expect:
+            gc.set_threshold(max(gc.get_threshold()[0], RUN_GC_THRESHOLD + expect), *_saved[1:])
     try:
         yield pause
     finally:

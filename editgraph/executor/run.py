@@ -66,7 +66,7 @@ Stamp = Callable[["RunResult"], Callable[[str, str, bytes], bytes]]
 
 # Tracked objects a cold run makes per node and keeps (its plan step, record, fingerprints and
 # values' wrappers; measured ~19.4 on a chain of no-op nodes): the collector waits for them
-# (collector.Pause.expect) before it scans what the run made.
+# (collector_paused's `expect`) before it scans what the run made.
 KEPT_PER_NODE = 25
 
 
@@ -170,8 +170,7 @@ class Executor:
         file passed through `stamp(result)` first (provenance, metadata, signatures: the sharing
         layer's, see editgraph.sharing.provenance.stamp). `persistence` overrides the executor's
         for this run (a batch's shared nodes are all stored: executor.persist.ALWAYS)."""
-        with collector_paused() as pause:
-            pause.expect(KEPT_PER_NODE * len(graph.nodes))  # before the plan, which makes a third of them
+        with collector_paused(expect=KEPT_PER_NODE * len(graph.nodes)) as pause:  # the plan makes a third of them
             run = _Run(self, graph, targets, cancel, persistence)
             result = run.execute(out_dir, stamp)
             # A run that ran no node's code (every node a cache hit, no value recomputed for an

@@ -25,7 +25,7 @@ from editgraph.graph.document import ParamSpec, Workflow, describe_pydantic_erro
 from editgraph.nodes.registry import INPUT_PATH, SEED, Node, NodeParams, field_marks, load_nodes
 
 # Tracked objects parsing and binding make per node and keep (a no-op chain's: ~11): the
-# collector waits for them (collector.Pause.expect).
+# collector waits for them (collector_paused's `expect`).
 BOUND_PER_NODE = 15
 _UNBOUND = object()  # a required workflow param with no value yet (validate without --set)
 _SEED_RANGE = 2**32  # seeds drawn at run time fit a torch.Generator and every peer's UI
@@ -95,8 +95,8 @@ def bind(
 ) -> BoundGraph:
     """Validate and bind. `overrides` are --set values (strings are parsed by the param's type;
     relative paths resolve against `cwd`); relative paths in the document resolve against `base_dir`."""
-    with collector_paused() as pause:  # a node's params and inputs live on: young collections would only rescan them
-        pause.expect(BOUND_PER_NODE * len(workflow.nodes))
+    # a node's params and inputs live on: young collections would only rescan them
+    with collector_paused(expect=BOUND_PER_NODE * len(workflow.nodes)):
         return _bind(workflow, overrides, base_dir, cwd, require_values, rng, source)
 
 

@@ -277,9 +277,7 @@ def test_a_pause_waits_for_the_objects_its_body_expects_before_collecting():
     from editgraph.collector import RUN_GC_THRESHOLD
 
     def make(n, expect):
-        with collector_paused() as pause:
-            if expect:
-                pause.expect(expect)
+        with collector_paused(expect=expect):
             kept = [[] for _ in range(n)]  # tracked objects that live on, as a run's records do
         return kept
 
