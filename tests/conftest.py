@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 # Before torch starts its OpenMP threads: idle threads sleep instead of spinning. Results are the
@@ -109,9 +110,24 @@ def _restore_registry():
     REGISTRY.update(before)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each test's call report on it: _isolated_cache keeps a failed test's cache to look at."""
+    report = yield
+    if report.when == "call":
+        item._editgraph_call_report = report
+    return report
+
+
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("EDITGRAPH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+def _isolated_cache(tmp_path_factory, monkeypatch, request):
+    """Each test its own cache folder, removed after it unless it failed (as tmp_path is)."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("EDITGRAPH_CACHE_DIR", str(folder))
+    yield
+    report = getattr(request.node, "_editgraph_call_report", None)
+    if report is None or report.passed:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
