@@ -286,6 +286,10 @@ class WriteBehind:
         try:
             _insert(db, "blobs", 4, blobs, INLINE_ROWS)
             _insert(db, "refs", 3, refs, ROWS_A_STATEMENT)
+            # The index's bounds on its size (store.py: opening reads them instead of counting):
+            # each commit adds what it inserted, in its own transaction, so no process's rows are
+            # missed; a replaced row is added again, which only brings the next exact count sooner.
+            db.execute(_ADD_TO_BOUNDS, (sum(blobs[1::4]), len(refs) // 3))
             if touched:
                 db.executemany("UPDATE blobs SET used = ? WHERE fp = ?", touched)
             if rate is not None and rate != self._rate_saved:
@@ -301,6 +305,10 @@ class WriteBehind:
 
     def _writer_connection(self) -> sqlite3.Connection:
         raise NotImplementedError
+
+
+_ADD_TO_BOUNDS = ("UPDATE meta SET value = value + CASE name WHEN 'bytes_bound' THEN ?1 ELSE ?2 END "
+                  "WHERE name IN ('bytes_bound', 'refs_bound')")
 
 
 def _second(item: tuple) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -147,6 +148,10 @@ def test_two_processes_share_one_cache(tmp_path):
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     store = DiskStore(tmp_path, 1 << 30)
     assert store.info()["entries"] == 400 and store.info()["blobs"] == 50
+    # The index's bounds on its size, which opening reads instead of counting: every commit of
+    # both processes added to them (none lost to the other), so they cover what is there.
+    bounds = _meta(tmp_path)
+    assert bounds["refs_bound"] == 400 and bounds["bytes_bound"] >= store.total_bytes() > 0
     for w in (0, 1):
         fps = store.get_ref(f"k{w}-123")
         assert torch.equal(store.get_blob(fps["image"]), torch.full((1, 3, 64, 64), 23.0))
@@ -170,6 +175,42 @@ def test_disk_eviction_keeps_recently_used(tmp_path):
     assert store.total_bytes() <= store.max_bytes
     assert store.get_blob(fps[1]) is MISSING  # least recently used went first
     assert store.get_blob(fps[0]) is not MISSING
+
+
+def _meta(root: Path) -> dict:
+    with sqlite3.connect(root / "index.sqlite") as db:
+        return dict(db.execute("SELECT name, value FROM meta"))
+
+
+def _set_meta(root: Path, sql: str) -> None:
+    db = sqlite3.connect(root / "index.sqlite")
+    db.execute(sql)
+    db.commit()
+    db.close()
+
+
+def test_opening_trusts_the_index_bounds_and_the_flush_past_them_counts_and_evicts(tmp_path):
+    store = DiskStore(tmp_path, 1 << 30, max_refs=100)
+    for i in range(80):
+        store.put_ref(f"k{i}", {"image": "x"})
+    store.close()
+    assert _meta(tmp_path)["refs_bound"] == 80
+    # Opening reads the bound, counts nothing: one too high (as a replaced row makes it) is kept
+    # until a flush finds it past the cap; then the refs are counted (81: under the cap, none
+    # evicted) and the bound is made exact.
+    _set_meta(tmp_path, "UPDATE meta SET value = 1000 WHERE name = 'refs_bound'")
+    store = DiskStore(tmp_path, 1 << 30, max_refs=100)
+    store.put_ref("k80", {"image": "x"})
+    store.flush()
+    assert _meta(tmp_path)["refs_bound"] == 81 and store.get_ref("k0") == {"image": "x"}
+    for i in range(81, 111):  # past the cap: the oldest go, down to 90 % of it
+        store.put_ref(f"k{i}", {"image": "x"})
+    store.close()
+    assert _meta(tmp_path)["refs_bound"] == 90 and DiskStore(tmp_path, 1 << 30).info()["entries"] == 90
+    # An index from before the bounds is counted once, when opened, and given them.
+    _set_meta(tmp_path, "DELETE FROM meta WHERE name IN ('refs_bound', 'bytes_bound')")
+    DiskStore(tmp_path, 1 << 30).close()
+    assert _meta(tmp_path)["refs_bound"] == 90 and _meta(tmp_path)["bytes_bound"] == 0
 
 
 def test_reads_share_a_snapshot_that_each_flush_renews(tmp_path):
@@ -227,9 +268,9 @@ def _fill_index(root: Path, n: int = 40) -> list[str]:
 
 
 def _damage_pages(db: Path, which: str) -> None:
-    """Overwrite pages past the header: the second half of the file ("half", read by the scans a
-    store makes on opening), or only the overflow pages holding inline values ("overflow", read
-    first when a lookup fetches that value, mid-run)."""
+    """Overwrite pages past the header: the second half of the file ("half", B-tree pages among
+    them), or only the overflow pages holding inline values ("overflow", read first when a lookup
+    fetches that value, mid-run)."""
     data = bytearray(db.read_bytes())
     size = int.from_bytes(data[16:18], "big")
     pages = range(len(data) // size // 2, len(data) // size) if which == "half" else [
@@ -247,7 +288,11 @@ def test_page_level_damage_in_the_index_makes_the_cache_forget_not_fail(tmp_path
     _damage_pages(tmp_path / "index.sqlite", which)
     store = DiskStore(tmp_path, 1 << 30)  # before the fix: "database disk image is malformed"
     got = [store.get_blob(fp) for fp in fps]
-    assert all(v is MISSING for v in got[1:])  # the first may be read before the damage is met
+    # Opening reads no more than a page of each table, so values on pages before the damage are
+    # still served (whole and right); once a query meets the damage, the index is forgotten.
+    met = next(i for i, v in enumerate(got) if v is MISSING)
+    assert all(torch.equal(v, torch.full((1, 3, 32, 32), float(i + 1))) for i, v in enumerate(got[:met]))
+    assert all(v is MISSING for v in got[met:])
     assert store.problems and "SQLITE_CORRUPT" in store.problems[0]
     assert store.recovered_from is not None and store.recovered_from.exists()  # set aside, kept for a post-mortem
     enc = encode(_big(0.7))
