@@ -245,17 +245,30 @@ FULL_INDEX = 200_000  # entries a disk tier holds after some use (its cap is 2,0
 
 
 def _filled_index(root: Path, entries: int = FULL_INDEX) -> Path:
-    """A disk tier whose index holds `entries` refs of other graphs: hash keys, as the executor's."""
+    """A disk tier whose index holds `entries` refs of other graphs (hash keys, as the executor's):
+    all but STAGE_ROWS / 2 in the refs table, those staged, as many as the writer's merges leave
+    there on average."""
+    import sqlite3
+
     import blake3
 
     from editgraph.executor.store import DiskStore
+    from editgraph.executor.writer import STAGE_ROWS, merge_staged
 
-    store = DiskStore(root, 1 << 40)
-    for start in range(0, entries, 5000):
-        keys = [blake3.blake3(f"other-{i}".encode()).hexdigest() for i in range(start, min(entries, start + 5000))]
-        store.put_refs([(key, {"image": key}) for key in keys])
-        store.flush()
-    store.close()  # the WAL checkpointed into index.sqlite: one file to copy
+    def put(start: int, end: int) -> None:
+        store = DiskStore(root, 1 << 40)
+        for first in range(start, end, 5000):
+            keys = [blake3.blake3(f"other-{i}".encode()).hexdigest() for i in range(first, min(end, first + 5000))]
+            store.put_refs([(key, {"image": key}) for key in keys])
+            store.flush()
+        store.close()  # the WAL checkpointed into index.sqlite: one file to copy
+
+    staged = STAGE_ROWS // 2
+    put(0, entries - staged)
+    db = sqlite3.connect(root / "index.sqlite", isolation_level=None)
+    merge_staged(db, None)
+    db.close()
+    put(entries - staged, entries)
     return root
 
 

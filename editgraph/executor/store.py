@@ -30,7 +30,7 @@ import msgpack
 
 from editgraph.atomic import sweep_temporaries
 from editgraph.executor.memory import MISSING, MemoryStore  # noqa: F401  (the tiers' one import)
-from editgraph.executor.writer import MAX_PENDING_BYTES, WriteBehind
+from editgraph.executor.writer import MAX_PENDING_BYTES, WriteBehind, merge_staged
 from editgraph.values.codec import CorruptEntry, Encoded, decode
 
 INLINE_LIMIT = 16 * 1024  # blobs up to this size live in the index: one row beats a file for tiny values
@@ -43,8 +43,14 @@ CACHE_KIB = 32 * 1024
 # One B-tree per table on the write path: refs are small rows clustered on their key (WITHOUT
 # ROWID); blobs keep a rowid because inline values reach 16 KiB. No index on `used`: eviction
 # sorts a scan, rarely, instead of every insert paying for an index it seldom reads.
+#
+# New refs are committed into `staged`, a small table of the same shape, and moved into `refs`
+# in bulk, beside the runs (writer.py's merge). Keys are hashes: a commit into a big table dirties
+# a page of it per row, so a run's end waited for 500 page writes (17 ms into 200,000 entries;
+# 2 ms into an empty table). Lookups ask `staged` first: a key in both has its newer row there.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS refs  (key TEXT PRIMARY KEY, fps BLOB NOT NULL, used REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS staged (key TEXT PRIMARY KEY, fps BLOB NOT NULL, used REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blobs (fp TEXT PRIMARY KEY, size INTEGER NOT NULL, used REAL NOT NULL, inline BLOB);
 CREATE TABLE IF NOT EXISTS meta  (name TEXT PRIMARY KEY, value REAL NOT NULL) WITHOUT ROWID;
 """
@@ -71,6 +77,10 @@ def _forgets(on_error: Any = None):
         return guarded
 
     return wrap
+
+
+# A ref: its staged row, else its row in refs (NULL when neither has one).
+_GET_REF = "SELECT COALESCE((SELECT fps FROM staged WHERE key = ?1), (SELECT fps FROM refs WHERE key = ?1))"
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -135,6 +145,7 @@ class DiskStore(WriteBehind):
         self.write_bps: float | None
         self.write_bps, self._bytes_estimate, self._refs_estimate = self._read_meta()
         self._rate_saved = self.write_bps  # the rate the index holds: a commit writes it when it changed
+        self._staged = self._count_staged()  # refs in the staged table: the writer merges them past STAGE_ROWS
         try:
             self._writer_db = self._writer_connection()
         except sqlite3.Error:
@@ -153,6 +164,11 @@ class DiskStore(WriteBehind):
                 meta["bytes_bound"], meta["refs_bound"] = self._recount()
         return (float(rate) if rate else None), int(meta["bytes_bound"]), int(meta["refs_bound"])
 
+    @_forgets(0)
+    def _count_staged(self) -> int:
+        (n,) = self._db.execute("SELECT COUNT(*) FROM staged").fetchone()  # a small table: merged past STAGE_ROWS
+        return int(n)
+
     def _recount(self) -> tuple[int, int]:
         """Count the blob bytes and refs, and make the counts the index's bounds: in one write
         transaction, so no other process's commit lands between count and bound (and is lost from
@@ -162,7 +178,7 @@ class DiskStore(WriteBehind):
         db.execute("BEGIN IMMEDIATE")
         try:
             (total,) = db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()
-            (nrefs,) = db.execute("SELECT COUNT(*) FROM refs").fetchone()
+            (nrefs,) = db.execute("SELECT (SELECT COUNT(*) FROM refs) + (SELECT COUNT(*) FROM staged)").fetchone()
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [("bytes_bound", total), ("refs_bound", nrefs)])
             db.execute("COMMIT")
         except BaseException:
@@ -209,6 +225,7 @@ class DiskStore(WriteBehind):
             self._queue, self._queued_bytes, self._queued_files, self._committed = [], 0, 0, self._seq
             self._carry, self._row_bytes, self._rows_due, self._taken = [], 0, None, self._seq
             self._writer_error, self._writer_db = None, None
+            self._staged, self._merge_due = 0, False  # the new index stages from nothing
             self._cv.notify_all()
         self._overlay_refs, self._overlay_blobs, self._pending_touch = {}, {}, set()
         try:
@@ -231,10 +248,9 @@ class DiskStore(WriteBehind):
         pending = self._overlay_refs.get(key)
         if pending is not None:
             return pending[1]
-        row = self._read("SELECT fps FROM refs WHERE key = ?", key)
-        if row is None:
+        (raw,) = self._read(_GET_REF, key)
+        if raw is None:
             return None
-        raw = row[0]
         try:
             fps = msgpack.unpackb(raw, raw=False)
         except Exception:
@@ -271,8 +287,10 @@ class DiskStore(WriteBehind):
             part = ask[i:i + 500]
             if not self._db.in_transaction:
                 self._db.execute("BEGIN")  # see _read: one snapshot until the next flush
-            sql = f"SELECT key, fps FROM refs WHERE key IN ({','.join('?' * len(part))})"
-            for key, raw in self._cursor.execute(sql, part).fetchall():
+            marks = ",".join("?" * len(part))
+            rows = self._cursor.execute(f"SELECT key, fps FROM refs WHERE key IN ({marks})", part).fetchall()
+            rows += self._cursor.execute(f"SELECT key, fps FROM staged WHERE key IN ({marks})", part).fetchall()  # newer: last
+            for key, raw in rows:
                 try:
                     fps = msgpack.unpackb(raw, raw=False)
                 except Exception:
@@ -409,6 +427,9 @@ class DiskStore(WriteBehind):
         with self._lock:
             total, nrefs = self._recount()
         evicted = False
+        if nrefs > self.max_refs:
+            with self._lock:  # every ref in one table, so the oldest go whichever table they are in
+                merge_staged(self._db, None)
         if total > self.max_bytes:
             target = int(self.max_bytes * 0.9)  # evict a margin so the next writes do not evict again
             doomed = []
@@ -455,7 +476,7 @@ class DiskStore(WriteBehind):
         self.flush()
         stored = {fp for (fp,) in self._db.execute("SELECT fp FROM blobs")}
         nrefs, outputs, kept = 0, set(), 0
-        for (raw,) in self._db.execute("SELECT fps FROM refs"):
+        for (raw,) in self._db.execute("SELECT fps FROM refs WHERE key NOT IN (SELECT key FROM staged) UNION ALL SELECT fps FROM staged"):
             nrefs += 1
             try:
                 outputs.update(msgpack.unpackb(raw, raw=False).values())
@@ -475,6 +496,7 @@ class DiskStore(WriteBehind):
             self._overlay_refs, self._overlay_blobs, self._pending_touch = {}, {}, set()
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM refs")
+            self._db.execute("DELETE FROM staged")
             self._db.execute("DELETE FROM blobs")
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('bytes_bound', 0), ('refs_bound', 0)")
             self._db.execute("COMMIT")

@@ -39,6 +39,12 @@ INLINE_ROWS = 16  # inline blobs (up to 16 KiB each) inserted by one statement
 # index dirties a page of its own; the writer thread checkpoints after this many, beside the
 # runs, so a flush (a run's end) never waits for one: a checkpoint syncs the disk twice.
 CHECKPOINT_ROWS = 1000
+# Refs are committed into a small table, `staged` (store.py), and moved into the big one by the
+# writer thread once this many wait there, MERGE_ROWS a transaction (a flush waits for at most one
+# such move). A small table keeps a run's end cheap; the move writes the big table's pages in bulk,
+# beside the runs, each page once for all the rows that land on it.
+STAGE_ROWS = 2000
+MERGE_ROWS = 500
 
 
 class WriteBehind:
@@ -74,6 +80,8 @@ class WriteBehind:
         self._closing = False
         self._uncheckpointed = 0  # rows committed since the writer last checkpointed
         self._checkpoint_due = False
+        self._staged = 0  # refs in the staged table (DiskStore counts them when it opens)
+        self._merge_due = False
         self._subdirs: set[str] = set()  # blobs/<xx> folders made: one makedirs per folder, not per file
         self._blobs_dir, self._tmp_prefix = f"{self.root / 'blobs'}/", f"{self.tmp}/."
         self.write_failures = 0  # blob files the writer could not write (disk full ...): they stay memory-only
@@ -141,12 +149,13 @@ class WriteBehind:
         while True:
             with self._cv:
                 while True:
-                    if self._queued_files or self._urgent or self._closing or self._row_bytes > ROW_BYTES_COMMIT or self._checkpoint_due:
+                    if (self._queued_files or self._urgent or self._closing or self._row_bytes > ROW_BYTES_COMMIT
+                            or self._checkpoint_due or self._merge_due):
                         break
                     due = self._rows_due
                     if due is None:  # nothing waits: the thread ends after WRITER_IDLE_S (the next write starts another),
                         if (not self._cv.wait(timeout=WRITER_IDLE_S) and self._rows_due is None and not self._queued_files
-                                and not self._checkpoint_due):
+                                and not self._checkpoint_due and not self._merge_due):
                             self._writer = None  # so it does not keep a store nobody closed alive
                             return
                         continue
@@ -161,8 +170,34 @@ class WriteBehind:
                 commit = self._urgent or self._closing or self._row_bytes > ROW_BYTES_COMMIT or (due is not None and due <= time.monotonic())
             with self._drain:
                 self._drain_queue(commit)
+            if self._merge_due and not self._closing:  # closing: the next process merges what is staged
+                self._merge()
             if self._checkpoint_due and not self._closing:  # closing: the last connection's close checkpoints
                 self._checkpoint()
+
+    def _merge(self) -> None:
+        """Move staged refs into the big table, MERGE_ROWS a transaction, until none are left or
+        someone waits for a commit (a flush): the rest move after it."""
+        while True:
+            with self._cv:
+                if not self._merge_due or self._urgent or self._closing or self._queued_files:
+                    return
+            with self._drain:
+                try:
+                    db = self._writer_db
+                    if db is None:
+                        db = self._writer_db = self._writer_connection()
+                    moved = merge_staged(db, MERGE_ROWS)
+                except sqlite3.Error:
+                    moved = None  # left staged: served from there, moved by a later merge
+            with self._cv:
+                if moved is None or moved < MERGE_ROWS:
+                    self._merge_due, self._staged = False, 0
+                    return
+                self._staged = max(self._staged - moved, 0)
+                self._uncheckpointed += moved
+                if self._uncheckpointed >= CHECKPOINT_ROWS:
+                    self._checkpoint_due = True
 
     def _checkpoint(self) -> None:
         """Copy committed pages from the WAL back into the index (the writer thread, beside the
@@ -285,7 +320,7 @@ class WriteBehind:
         db.execute("BEGIN IMMEDIATE")
         try:
             _insert(db, "blobs", 4, blobs, INLINE_ROWS)
-            _insert(db, "refs", 3, refs, ROWS_A_STATEMENT)
+            _insert(db, "staged", 3, refs, ROWS_A_STATEMENT)
             # The index's bounds on its size (store.py: opening reads them instead of counting):
             # each commit adds what it inserted, in its own transaction, so no process's rows are
             # missed; a replaced row is added again, which only brings the next exact count sooner.
@@ -302,6 +337,10 @@ class WriteBehind:
         with self._cv:
             self._bytes_estimate += sum(blobs[1::4])
             self._refs_estimate += len(refs) // 3
+            self._staged += len(refs) // 3
+            if self._staged >= STAGE_ROWS and not self._merge_due:
+                self._merge_due = True  # the writer's, after this commit (notified by the drain)
+                self._start_writer()
 
     def _writer_connection(self) -> sqlite3.Connection:
         raise NotImplementedError
@@ -309,6 +348,25 @@ class WriteBehind:
 
 _ADD_TO_BOUNDS = ("UPDATE meta SET value = value + CASE name WHEN 'bytes_bound' THEN ?1 ELSE ?2 END "
                   "WHERE name IN ('bytes_bound', 'refs_bound')")
+
+
+def merge_staged(db: sqlite3.Connection, rows: int | None) -> int:
+    """Move the first `rows` staged refs (by key; None: all) into refs, in one transaction, and
+    return how many moved. A staged row replaces the one in refs: it is the newer."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        last = None if rows is None else db.execute("SELECT key FROM staged ORDER BY key LIMIT 1 OFFSET ?", (rows - 1,)).fetchone()
+        if last is None:
+            db.execute("INSERT OR REPLACE INTO refs SELECT key, fps, used FROM staged")
+            moved = db.execute("DELETE FROM staged").rowcount
+        else:
+            db.execute("INSERT OR REPLACE INTO refs SELECT key, fps, used FROM staged WHERE key <= ?", last)
+            moved = db.execute("DELETE FROM staged WHERE key <= ?", last).rowcount
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return moved
 
 
 def _second(item: tuple) -> str:

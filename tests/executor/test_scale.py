@@ -87,7 +87,7 @@ def _rows(root, *, file_only: bool = False) -> int:
     try:
         if db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'refs'").fetchone()[0] == 0:
             return 0  # even the schema is in the WAL still
-        return db.execute("SELECT COUNT(*) FROM refs").fetchone()[0]
+        return db.execute("SELECT (SELECT COUNT(*) FROM refs) + (SELECT COUNT(*) FROM staged)").fetchone()[0]
     except sqlite3.DatabaseError:
         if not file_only:
             raise
@@ -180,6 +180,41 @@ def test_refs_committed_together_keep_the_last_value_of_a_key(tmp_path):
     store.close()
     again = DiskStore(tmp_path, 1 << 30)
     assert [again.get_ref(k) for k in "abc"] == [{"image": "x"}, {"image": "new"}, {"image": "y"}]
+    again.close()
+
+
+def _tables(root) -> dict[str, dict[str, dict]]:
+    """Each ref table's rows, key -> fps, as another connection sees them."""
+    import msgpack
+
+    with sqlite3.connect(root / "index.sqlite") as db:
+        return {t: {k: msgpack.unpackb(v) for k, v in db.execute(f"SELECT key, fps FROM {t}")} for t in ("staged", "refs")}
+
+
+def test_refs_are_staged_then_merged_by_the_writer_the_newer_row_winning(tmp_path, monkeypatch):
+    monkeypatch.setattr(writer, "STAGE_ROWS", 50)
+    monkeypatch.setattr(writer, "MERGE_ROWS", 20)
+    store = DiskStore(tmp_path, 1 << 30)
+    store.put_refs([(f"k{i:02}", {"image": "v1"}) for i in range(30)])
+    store.flush()
+    assert len(_tables(tmp_path)["staged"]) == 30 and not _tables(tmp_path)["refs"]  # a commit goes to the small table
+    # Ten keys again with new values, thirty new: 70 staged, past STAGE_ROWS: the writer moves them
+    # all, 20 a transaction, beside whatever runs.
+    store.put_refs([(f"k{i:02}", {"image": "v2"}) for i in range(10)] + [(f"k{i:02}", {"image": "v1"}) for i in range(30, 60)])
+    store.flush()
+    deadline = time.monotonic() + 30
+    while _tables(tmp_path)["staged"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    tables = _tables(tmp_path)
+    assert tables["staged"] == {} and tables["refs"] == {f"k{i:02}": {"image": "v2" if i < 10 else "v1"} for i in range(60)}
+    # A key staged again is served from there, ahead of its merged row, one key at a time and in groups.
+    store.put_ref("k00", {"image": "v3"})
+    store.close()
+    assert _tables(tmp_path)["staged"] == {"k00": {"image": "v3"}}
+    again = DiskStore(tmp_path, 1 << 30)
+    assert again.get_ref("k00") == {"image": "v3"} and again.get_ref("k01") == {"image": "v2"}
+    assert again.get_refs(["k00", "k01", "k59", "nope"]) == {"k00": {"image": "v3"}, "k01": {"image": "v2"}, "k59": {"image": "v1"}}
+    assert again.info()["entries"] == 60
     again.close()
 
 

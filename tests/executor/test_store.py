@@ -267,6 +267,9 @@ def _fill_index(root: Path, n: int = 40) -> list[str]:
     return fps
 
 
+_BTREE_PAGE = {2, 5, 10, 13}  # the first byte of a B-tree page (an empty table's is nearly all zeros)
+
+
 def _damage_pages(db: Path, which: str) -> None:
     """Overwrite pages past the header: the second half of the file ("half", B-tree pages among
     them), or only the overflow pages holding inline values ("overflow", read first when a lookup
@@ -274,7 +277,8 @@ def _damage_pages(db: Path, which: str) -> None:
     data = bytearray(db.read_bytes())
     size = int.from_bytes(data[16:18], "big")
     pages = range(len(data) // size // 2, len(data) // size) if which == "half" else [
-        p for p in range(1, len(data) // size) if 0 < len(set(data[p * size + 4 : (p + 1) * size])) <= 4
+        p for p in range(1, len(data) // size)
+        if data[p * size] not in _BTREE_PAGE and 0 < len(set(data[p * size + 4 : (p + 1) * size])) <= 4
     ]
     assert len(pages) > 4
     for p in pages:
