@@ -132,7 +132,9 @@ def test_two_processes_share_one_cache(tmp_path):
         import sys, torch
         sys.path.insert(0, {str(REPO)!r})
         from editgraph.values.codec import encode
+        from editgraph.executor import writer
         from editgraph.executor.store import DiskStore
+        writer.STAGE_ROWS, writer.MERGE_ROWS = 40, 16  # both move staged refs while the other commits
         store = DiskStore({str(tmp_path)!r}, 1 << 30)
         which = int(sys.argv[1])
         for i in range(200):
@@ -152,7 +154,11 @@ def test_two_processes_share_one_cache(tmp_path):
     # both processes added to them (none lost to the other), so they cover what is there.
     bounds = _meta(tmp_path)
     assert bounds["refs_bound"] == 400 and bounds["bytes_bound"] >= store.total_bytes() > 0
-    for w in (0, 1):
+    with sqlite3.connect(tmp_path / "index.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM refs").fetchone()[0] > 0  # merges ran (and lost no row: 400 above)
+    made = [encode(torch.full((1, 3, 64, 64), float(v))).fingerprint() for v in range(50)]
+    for w in (0, 1):  # every entry names the right blob, whichever table it ended in
+        assert [store.get_ref(f"k{w}-{i}") for i in range(200)] == [{"image": made[i % 50]} for i in range(200)]
         fps = store.get_ref(f"k{w}-123")
         assert torch.equal(store.get_blob(fps["image"]), torch.full((1, 3, 64, 64), 23.0))
 
