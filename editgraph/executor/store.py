@@ -30,7 +30,7 @@ import msgpack
 
 from editgraph.atomic import sweep_temporaries
 from editgraph.executor.memory import MISSING, MemoryStore  # noqa: F401  (the tiers' one import)
-from editgraph.executor.writer import MAX_PENDING_BYTES, WriteBehind, merge_staged
+from editgraph.executor.writer import MAX_PENDING_BYTES, WriteBehind, immediate, merge_staged
 from editgraph.values.codec import CorruptEntry, Encoded, decode
 
 INLINE_LIMIT = 16 * 1024  # blobs up to this size live in the index: one row beats a file for tiny values
@@ -175,15 +175,10 @@ class DiskStore(WriteBehind):
         it). The caller holds self._lock."""
         db = self._db
         self._end_read()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(db):
             (total,) = db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()
             (nrefs,) = db.execute("SELECT (SELECT COUNT(*) FROM refs) + (SELECT COUNT(*) FROM staged)").fetchone()
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [("bytes_bound", total), ("refs_bound", nrefs)])
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return int(total), int(nrefs)
 
     def _writer_connection(self) -> sqlite3.Connection:
@@ -494,12 +489,11 @@ class DiskStore(WriteBehind):
         with self._lock:
             self._end_read()
             self._overlay_refs, self._overlay_blobs, self._pending_touch = {}, {}, set()
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("DELETE FROM refs")
-            self._db.execute("DELETE FROM staged")
-            self._db.execute("DELETE FROM blobs")
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('bytes_bound', 0), ('refs_bound', 0)")
-            self._db.execute("COMMIT")
+            with immediate(self._db) as db:
+                db.execute("DELETE FROM refs")
+                db.execute("DELETE FROM staged")
+                db.execute("DELETE FROM blobs")
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('bytes_bound', 0), ('refs_bound', 0)")
             self._bytes_estimate = self._refs_estimate = 0
         for sub in (self.root / "blobs").iterdir():
             for f in sub.iterdir():

@@ -15,6 +15,8 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgpack
@@ -317,8 +319,7 @@ class WriteBehind:
         for item in ref_rows:
             refs += (item[1], packb(item[2]), now)
         rate = self.write_bps
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(db):
             _insert(db, "blobs", 4, blobs, INLINE_ROWS)
             _insert(db, "staged", 3, refs, ROWS_A_STATEMENT)
             # The index's bounds on its size (store.py: opening reads them instead of counting):
@@ -329,10 +330,6 @@ class WriteBehind:
                 db.executemany("UPDATE blobs SET used = ? WHERE fp = ?", touched)
             if rate is not None and rate != self._rate_saved:
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('write_bps', ?)", (rate,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         self._rate_saved = rate
         with self._cv:
             self._bytes_estimate += sum(blobs[1::4])
@@ -350,11 +347,23 @@ _ADD_TO_BOUNDS = ("UPDATE meta SET value = value + CASE name WHEN 'bytes_bound' 
                   "WHERE name IN ('bytes_bound', 'refs_bound')")
 
 
+@contextmanager
+def immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction taken at once (BEGIN IMMEDIATE: no other writer can slip in between
+    what it reads and what it writes), committed at the end, rolled back on any exception."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 def merge_staged(db: sqlite3.Connection, rows: int | None) -> int:
     """Move the first `rows` staged refs (by key; None: all) into refs, in one transaction, and
     return how many moved. A staged row replaces the one in refs: it is the newer."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(db):
         last = None if rows is None else db.execute("SELECT key FROM staged ORDER BY key LIMIT 1 OFFSET ?", (rows - 1,)).fetchone()
         if last is None:
             db.execute("INSERT OR REPLACE INTO refs SELECT key, fps, used FROM staged")
@@ -362,10 +371,6 @@ def merge_staged(db: sqlite3.Connection, rows: int | None) -> int:
         else:
             db.execute("INSERT OR REPLACE INTO refs SELECT key, fps, used FROM staged WHERE key <= ?", last)
             moved = db.execute("DELETE FROM staged WHERE key <= ?", last).rowcount
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
     return moved
 
 
