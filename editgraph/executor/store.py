@@ -140,8 +140,8 @@ class DiskStore(WriteBehind):
         # The persistence decision prices a file with it: a disk whose dirty-page writeback
         # throttles writers to 250 MB/s (this project's CI disk) is not the 1 GB/s of a laptop SSD.
         # Running estimates of the index's size, so a flush does not scan the tables: upper bounds
-        # kept in the index (BOUNDS), so that opening does not scan them either. Counted exactly
-        # (evict) only when one crosses its budget.
+        # kept in its meta table (bytes_bound, refs_bound: each commit adds to them, writer.py), so
+        # that opening does not scan them either. Counted exactly (evict) only past a budget.
         self.write_bps: float | None
         self.write_bps, self._bytes_estimate, self._refs_estimate = self._read_meta()
         self._rate_saved = self.write_bps  # the rate the index holds: a commit writes it when it changed

@@ -197,9 +197,15 @@ class WriteBehind:
                     self._merge_due, self._staged = False, 0
                     return
                 self._staged = max(self._staged - moved, 0)
-                self._uncheckpointed += moved
-                if self._uncheckpointed >= CHECKPOINT_ROWS:
-                    self._checkpoint_due = True
+                self._committed_rows(moved)
+
+    def _committed_rows(self, n: int) -> None:
+        """`n` rows were committed into the WAL (the caller holds self._cv): past CHECKPOINT_ROWS,
+        the writer checkpoints."""
+        self._uncheckpointed += n
+        if self._uncheckpointed >= CHECKPOINT_ROWS:
+            self._checkpoint_due = True
+            self._start_writer()
 
     def _checkpoint(self) -> None:
         """Copy committed pages from the WAL back into the index (the writer thread, beside the
@@ -259,10 +265,7 @@ class WriteBehind:
         with self._cv:
             self._queued_bytes -= file_bytes
             if commit and error is None and rows:
-                self._uncheckpointed += len(rows)
-                if self._uncheckpointed >= CHECKPOINT_ROWS:
-                    self._checkpoint_due = True  # the writer's, after this (notified below)
-                    self._start_writer()
+                self._committed_rows(len(rows))  # the writer checkpoints after this (notified below)
             if commit or error is not None:  # an error drops what was carried, as a crash would
                 self._carry, self._committed = [], taken
                 self._row_bytes -= sum(item[2] for item in rows if item[0] == "inline")
