@@ -422,9 +422,6 @@ class DiskStore(WriteBehind):
         with self._lock:
             total, nrefs = self._recount()
         evicted = False
-        if nrefs > self.max_refs:
-            with self._lock:  # every ref in one table, so the oldest go whichever table they are in
-                merge_staged(self._db, None)
         if total > self.max_bytes:
             target = int(self.max_bytes * 0.9)  # evict a margin so the next writes do not evict again
             doomed = []
@@ -443,10 +440,14 @@ class DiskStore(WriteBehind):
             evicted = True
         if nrefs > self.max_refs:
             with self._lock:
-                self._db.execute(
-                    "DELETE FROM refs WHERE key IN (SELECT key FROM refs ORDER BY used ASC LIMIT ?)",
-                    (nrefs - int(self.max_refs * 0.9),),
-                )
+                merge_staged(self._db, None)  # every ref in one table, so the oldest go whichever table held them
+                # exact: the bound counted a key in both tables twice
+                (nrefs,) = self._db.execute("SELECT COUNT(*) FROM refs").fetchone()
+                if nrefs > self.max_refs:
+                    self._db.execute(
+                        "DELETE FROM refs WHERE key IN (SELECT key FROM refs ORDER BY used ASC LIMIT ?)",
+                        (nrefs - int(self.max_refs * 0.9),),
+                    )
             evicted = True
         if evicted:
             with self._lock:

@@ -219,6 +219,25 @@ def test_opening_trusts_the_index_bounds_and_the_flush_past_them_counts_and_evic
     assert _meta(tmp_path)["refs_bound"] == 90 and _meta(tmp_path)["bytes_bound"] == 0
 
 
+def test_a_key_both_merged_and_staged_again_counts_once_against_the_cap(tmp_path):
+    from editgraph.executor.writer import merge_staged
+
+    store = DiskStore(tmp_path, 1 << 30, max_refs=100)
+    store.put_refs([(f"k{i}", {"image": "old"}) for i in range(80)])
+    store.close()
+    db = sqlite3.connect(tmp_path / "index.sqlite", isolation_level=None)
+    merge_staged(db, None)  # as the writer does past STAGE_ROWS
+    db.close()
+    # 20 keys again and 5 new: the bound says 105 (past the cap), but 85 keys are there, so the
+    # flush that counts evicts nothing.
+    store = DiskStore(tmp_path, 1 << 30, max_refs=100)
+    store.put_refs([(f"k{i}", {"image": "new"}) for i in range(20)] + [(f"n{i}", {"image": "x"}) for i in range(5)])
+    store.flush()
+    assert _meta(tmp_path)["refs_bound"] == 85
+    assert store.info()["entries"] == 85 and store.get_ref("k0") == {"image": "new"} and store.get_ref("k79") == {"image": "old"}
+    store.close()
+
+
 def test_reads_share_a_snapshot_that_each_flush_renews(tmp_path):
     """Lookups run inside one read transaction until the next flush (cheaper than a lock per
     statement); a flush ends it, so rows another process committed meanwhile become visible."""
