@@ -246,7 +246,7 @@ FULL_INDEX = 200_000  # entries a disk tier holds after some use (its cap is 2,0
 
 def _filled_index(root: Path, entries: int = FULL_INDEX) -> Path:
     """A disk tier whose index holds `entries` refs of other graphs (hash keys, as the executor's):
-    all but STAGE_ROWS / 2 in the refs table, those staged, as many as the writer's merges leave
+    all but STAGE_ROWS / 2 in the refs table, those in batches, as many as the writer's merges leave
     there on average."""
     import sqlite3
 

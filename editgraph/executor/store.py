@@ -19,6 +19,7 @@ commits rows every COMMIT_S; flush() is the barrier that makes everything queued
 from __future__ import annotations
 
 import functools
+import itertools
 import sqlite3
 import threading
 import time
@@ -44,13 +45,18 @@ CACHE_KIB = 32 * 1024
 # ROWID); blobs keep a rowid because inline values reach 16 KiB. No index on `used`: eviction
 # sorts a scan, rarely, instead of every insert paying for an index it seldom reads.
 #
-# New refs are committed into `staged`, a small table of the same shape, and moved into `refs`
-# in bulk, beside the runs (writer.py's merge). Keys are hashes: a commit into a big table dirties
-# a page of it per row, so a run's end waited for 500 page writes (17 ms into 200,000 entries;
-# 2 ms into an empty table). Lookups ask `staged` first: a key in both has its newer row there.
+# New refs are committed as batches: one row of `batches` holds a commit's refs (up to MERGE_ROWS
+# of them, packed: key, fps, key, fps ...), and the writer moves them into `refs` in bulk, beside
+# the runs (writer.py's merge). Keys are hashes: a commit into a big table dirtied a page of it per
+# row, so a run's end waited for 500 page writes (17 ms into 200,000 entries); into a small table
+# of rows still 500 inserts (1-1.7 ms); a batch is one row. Each process keeps the batches its
+# read snapshot holds unpacked in memory (a few thousand refs at most: DiskStore._staged_map),
+# refreshed by one query when a snapshot starts, and asks them before `refs`: a key in both has
+# its newer entry there. AUTOINCREMENT: a batch's seq is never reused, so "seq > the last one
+# seen" finds every batch committed since.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS refs  (key TEXT PRIMARY KEY, fps BLOB NOT NULL, used REAL NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS staged (key TEXT PRIMARY KEY, fps BLOB NOT NULL, used REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches (seq INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER NOT NULL, refs BLOB NOT NULL, used REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS blobs (fp TEXT PRIMARY KEY, size INTEGER NOT NULL, used REAL NOT NULL, inline BLOB);
 CREATE TABLE IF NOT EXISTS meta  (name TEXT PRIMARY KEY, value REAL NOT NULL) WITHOUT ROWID;
 """
@@ -79,8 +85,9 @@ def _forgets(on_error: Any = None):
     return wrap
 
 
-# A ref: its staged row, else its row in refs (NULL when neither has one).
-_GET_REF = "SELECT COALESCE((SELECT fps FROM staged WHERE key = ?1), (SELECT fps FROM refs WHERE key = ?1))"
+# Refs of an index written by editgraph before batches (one row a ref in a table `staged`): moved
+# into `refs` when a store opens the index.
+_OLD_STAGED = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'staged'"
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -142,10 +149,14 @@ class DiskStore(WriteBehind):
         # Running estimates of the index's size, so a flush does not scan the tables: upper bounds
         # kept in its meta table (bytes_bound, refs_bound: each commit adds to them, writer.py), so
         # that opening does not scan them either. Counted exactly (evict) only past a budget.
+        self._staged = self._count_staged()  # refs in batches: the writer merges them past STAGE_ROWS
         self.write_bps: float | None
         self.write_bps, self._bytes_estimate, self._refs_estimate = self._read_meta()
         self._rate_saved = self.write_bps  # the rate the index holds: a commit writes it when it changed
-        self._staged = self._count_staged()  # refs in the staged table: the writer merges them past STAGE_ROWS
+        # The batches this process's read snapshot holds (seq -> [key, fps, ...]), and what they
+        # say, the later batch winning (key -> packed fps); loaded when a snapshot starts.
+        self._staged_batches: dict[int, list] = {}
+        self._staged_map: dict[str, bytes] = {}
         try:
             self._writer_db = self._writer_connection()
         except sqlite3.Error:
@@ -166,7 +177,14 @@ class DiskStore(WriteBehind):
 
     @_forgets(0)
     def _count_staged(self) -> int:
-        (n,) = self._db.execute("SELECT COUNT(*) FROM staged").fetchone()  # a small table: merged past STAGE_ROWS
+        """Refs in batches (a few thousand at most: merged past STAGE_ROWS). An index written by
+        editgraph before batches has its staged rows moved into `refs` first."""
+        db = self._db
+        if db.execute(_OLD_STAGED).fetchone() is not None:
+            with self._lock, immediate(db):
+                db.execute("INSERT OR REPLACE INTO refs SELECT key, fps, used FROM staged")
+                db.execute("DELETE FROM staged")
+        (n,) = db.execute("SELECT COALESCE(SUM(n), 0) FROM batches").fetchone()
         return int(n)
 
     def _recount(self) -> tuple[int, int]:
@@ -177,7 +195,7 @@ class DiskStore(WriteBehind):
         self._end_read()
         with immediate(db):
             (total,) = db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()
-            (nrefs,) = db.execute("SELECT (SELECT COUNT(*) FROM refs) + (SELECT COUNT(*) FROM staged)").fetchone()
+            (nrefs,) = db.execute("SELECT (SELECT COUNT(*) FROM refs) + (SELECT COALESCE(SUM(n), 0) FROM batches)").fetchone()
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [("bytes_bound", total), ("refs_bound", nrefs)])
         return int(total), int(nrefs)
 
@@ -223,6 +241,7 @@ class DiskStore(WriteBehind):
             self._staged, self._merge_due = 0, False  # the new index stages from nothing
             self._cv.notify_all()
         self._overlay_refs, self._overlay_blobs, self._pending_touch = {}, {}, set()
+        self._staged_batches, self._staged_map = {}, {}
         try:
             self._db.close()
         except sqlite3.Error:
@@ -243,9 +262,14 @@ class DiskStore(WriteBehind):
         pending = self._overlay_refs.get(key)
         if pending is not None:
             return pending[1]
-        (raw,) = self._read(_GET_REF, key)
+        if not self._db.in_transaction:
+            self._begin_read()
+        raw = self._staged_map.get(key)
         if raw is None:
-            return None
+            row = self._cursor.execute("SELECT fps FROM refs WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            raw = row[0]
         try:
             fps = msgpack.unpackb(raw, raw=False)
         except Exception:
@@ -257,11 +281,14 @@ class DiskStore(WriteBehind):
         self.put_refs([(key, fps)])
 
     def put_refs(self, refs: list[tuple[str, dict[str, str]]]) -> None:
-        """Queue refs, (key, fps) each, under one lock (the executor hands over those of quick
-        nodes in batches: see Cache.store_ref)."""
+        """Queue refs, (key, fps) each, under one lock and as one item (the executor hands over
+        those of quick nodes in batches: see Cache.store_ref). The caller must not change the list
+        or the fps afterwards."""
+        if not refs:
+            return
         with self._cv:
             seq = self._seq = self._seq + len(refs)  # one seq for all: they are committed together
-            self._queue += [("ref", key, fps) for key, fps in refs]
+            self._queue.append(("refs", refs))
             self._rows_queued()
         overlay = self._overlay_refs
         for key, fps in refs:
@@ -271,27 +298,31 @@ class DiskStore(WriteBehind):
     def get_refs(self, keys: list[str]) -> dict[str, dict[str, str]]:
         """The refs stored under any of `keys`, as get_ref answers each (one query per 500 keys:
         the executor asks for a group of nodes whose keys it knows at once)."""
-        found, ask = {}, []
+        if not self._db.in_transaction:
+            self._begin_read()  # see _read: one snapshot until the next flush
+        found, ask, rows = {}, [], []
+        overlay, staged = self._overlay_refs, self._staged_map
         for key in keys:
-            pending = self._overlay_refs.get(key)
+            pending = overlay.get(key)
             if pending is not None:
                 found[key] = pending[1]
             else:
-                ask.append(key)
+                raw = staged.get(key)
+                if raw is None:
+                    ask.append(key)
+                else:
+                    rows.append((key, raw))
         for i in range(0, len(ask), 500):
             part = ask[i:i + 500]
-            if not self._db.in_transaction:
-                self._db.execute("BEGIN")  # see _read: one snapshot until the next flush
             marks = ",".join("?" * len(part))
-            rows = self._cursor.execute(f"SELECT key, fps FROM refs WHERE key IN ({marks})", part).fetchall()
-            rows += self._cursor.execute(f"SELECT key, fps FROM staged WHERE key IN ({marks})", part).fetchall()  # newer: last
-            for key, raw in rows:
-                try:
-                    fps = msgpack.unpackb(raw, raw=False)
-                except Exception:
-                    continue  # an unreadable row is a miss, recomputed and overwritten
-                if isinstance(fps, dict):
-                    found[key] = fps
+            rows += self._cursor.execute(f"SELECT key, fps FROM refs WHERE key IN ({marks})", part).fetchall()
+        for key, raw in rows:
+            try:
+                fps = msgpack.unpackb(raw, raw=False)
+            except Exception:
+                continue  # an unreadable row is a miss, recomputed and overwritten
+            if isinstance(fps, dict):
+                found[key] = fps
         return found
 
     # --- blobs --------------------------------------------------------------------------------
@@ -369,8 +400,41 @@ class DiskStore(WriteBehind):
         process's own writes are in the overlay until a snapshot that holds them is possible.
         """
         if not self._db.in_transaction:
-            self._db.execute("BEGIN")
+            self._begin_read()
         return self._cursor.execute(sql, (arg,)).fetchone()
+
+    def _begin_read(self) -> None:
+        """Start a read snapshot, and bring the batches it holds into _staged_map: the ones
+        committed since the last snapshot are read, those merged into `refs` meanwhile dropped
+        (one query when nothing changed; the map is rebuilt, in memory, after a merge)."""
+        db, batches = self._db, self._staged_batches
+        db.execute("BEGIN")
+        first, last = self._cursor.execute("SELECT MIN(seq), MAX(seq) FROM batches").fetchone()  # the snapshot starts here
+        if first is None:
+            if batches:
+                self._staged_batches, self._staged_map = {}, {}
+            return
+        if batches and next(iter(batches)) < first:  # merged into refs (or cleared) since: they are read from there
+            for seq in [seq for seq in batches if seq < first]:
+                del batches[seq]
+            self._staged_map = {}
+            for flat in batches.values():
+                self._fold(flat)
+        seen = next(reversed(batches)) if batches else 0
+        if last > seen:
+            for seq, raw in self._cursor.execute("SELECT seq, refs FROM batches WHERE seq > ? ORDER BY seq", (seen,)).fetchall():
+                try:
+                    flat = msgpack.unpackb(raw, raw=False)
+                except Exception:
+                    flat = []  # a damaged batch: its refs are misses, recomputed
+                batches[seq] = flat
+                self._fold(flat)
+
+    def _fold(self, flat: list) -> None:
+        """Add a batch's refs to _staged_map, over what older batches said."""
+        staged = self._staged_map
+        for i in range(0, len(flat) - 1, 2):
+            staged[flat[i]] = flat[i + 1]
 
     def _end_read(self) -> None:
         if self._db.in_transaction:
@@ -410,7 +474,10 @@ class DiskStore(WriteBehind):
     def _prune_overlay(self, done: int) -> None:
         """Drop overlay entries committed at or before `done`: the next snapshot holds them."""
         if self._overlay_refs:
-            self._overlay_refs = {k: v for k, v in self._overlay_refs.items() if v[0] > done}
+            if done >= self._seq:  # everything queued is committed (a run's end): no entry to keep
+                self._overlay_refs = {}
+            else:
+                self._overlay_refs = {k: v for k, v in self._overlay_refs.items() if v[0] > done}
         if self._overlay_blobs:
             self._overlay_blobs = {k: v for k, v in self._overlay_blobs.items() if v[0] > done}
 
@@ -440,8 +507,8 @@ class DiskStore(WriteBehind):
             evicted = True
         if nrefs > self.max_refs:
             with self._lock:
-                merge_staged(self._db, None)  # every ref in one table, so the oldest go whichever table held them
-                # exact: the bound counted a key in both tables twice
+                merge_staged(self._db, None)  # every ref in one table, so the oldest go wherever they were
+                # exact: the bound counted twice a key committed twice
                 (nrefs,) = self._db.execute("SELECT COUNT(*) FROM refs").fetchone()
                 if nrefs > self.max_refs:
                     self._db.execute(
@@ -471,8 +538,16 @@ class DiskStore(WriteBehind):
         stored and how many were not worth storing (a run that needs one re-runs its node)."""
         self.flush()
         stored = {fp for (fp,) in self._db.execute("SELECT fp FROM blobs")}
-        nrefs, outputs, kept = 0, set(), 0
-        for (raw,) in self._db.execute("SELECT fps FROM refs WHERE key NOT IN (SELECT key FROM staged) UNION ALL SELECT fps FROM staged"):
+        batched: dict[str, bytes] = {}  # a few thousand at most: the batches not merged yet
+        for (raw,) in self._db.execute("SELECT refs FROM batches ORDER BY seq"):
+            try:
+                flat = msgpack.unpackb(raw, raw=False)
+            except Exception:
+                continue  # a damaged batch: its refs are misses when looked up
+            batched.update(zip(flat[::2], flat[1::2]))
+        merged = (raw for key, raw in self._db.execute("SELECT key, fps FROM refs") if key not in batched)  # a batched entry is the newer
+        nrefs, outputs = 0, set()
+        for raw in itertools.chain(batched.values(), merged):
             nrefs += 1
             try:
                 outputs.update(msgpack.unpackb(raw, raw=False).values())
@@ -492,7 +567,7 @@ class DiskStore(WriteBehind):
             self._overlay_refs, self._overlay_blobs, self._pending_touch = {}, {}, set()
             with immediate(self._db) as db:
                 db.execute("DELETE FROM refs")
-                db.execute("DELETE FROM staged")
+                db.execute("DELETE FROM batches")
                 db.execute("DELETE FROM blobs")
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('bytes_bound', 0), ('refs_bound', 0)")
             self._bytes_estimate = self._refs_estimate = 0

@@ -25,6 +25,7 @@ from editgraph.executor.store import MISSING, DiskStore
 from editgraph.graph.document import load_workflow
 from editgraph.graph.validate import bind
 
+from . import indexrows
 from .testnodes import chain
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,7 +76,7 @@ def test_sigkill_with_writes_pending_leaves_no_torn_entry_and_the_rerun_is_corre
     assert killed_with is not None, "the writer was never behind: nothing was pending to lose"
 
     store = DiskStore(cache, 1 << 40)
-    (nrefs,) = store._db.execute("SELECT (SELECT COUNT(*) FROM refs) + (SELECT COUNT(*) FROM staged)").fetchone()
+    nrefs = indexrows.committed(store._db)
     listed = [fp for (fp,) in store._db.execute("SELECT fp FROM blobs")]
     for fp in listed:  # every listed entry is whole and decodes
         assert store.get_blob(fp) is not MISSING

@@ -10,6 +10,7 @@ import sqlite3
 import time
 import weakref
 
+import msgpack
 import pytest
 import torch
 
@@ -24,7 +25,7 @@ from editgraph.executor.store import DiskStore
 from editgraph.graph.document import load_workflow
 from editgraph.graph.validate import bind
 
-from . import testnodes  # noqa: F401  (registers the test.* nodes)
+from . import indexrows, testnodes  # noqa: F401  (testnodes registers the test.* nodes)
 
 
 def _wide(width: int = 4, depth: int = 3, change: tuple[str, float] | None = None) -> dict:
@@ -87,7 +88,7 @@ def _rows(root, *, file_only: bool = False) -> int:
     try:
         if db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'refs'").fetchone()[0] == 0:
             return 0  # even the schema is in the WAL still
-        return db.execute("SELECT (SELECT COUNT(*) FROM refs) + (SELECT COUNT(*) FROM staged)").fetchone()[0]
+        return indexrows.committed(db)
     except sqlite3.DatabaseError:
         if not file_only:
             raise
@@ -184,11 +185,9 @@ def test_refs_committed_together_keep_the_last_value_of_a_key(tmp_path):
 
 
 def _tables(root) -> dict[str, dict[str, dict]]:
-    """Each ref table's rows, key -> fps, as another connection sees them."""
-    import msgpack
-
+    """The refs in batches ("staged") and in the refs table, key -> fps, as another connection sees them."""
     with sqlite3.connect(root / "index.sqlite") as db:
-        return {t: {k: msgpack.unpackb(v) for k, v in db.execute(f"SELECT key, fps FROM {t}")} for t in ("staged", "refs")}
+        return {"staged": indexrows.batched(db), "refs": indexrows.merged(db)}
 
 
 def test_refs_are_staged_then_merged_by_the_writer_the_newer_row_winning(tmp_path, monkeypatch):
@@ -353,3 +352,48 @@ def test_a_rerun_that_recomputes_a_value_for_an_output_file_is_scanned(tmp_path)
     assert "save" in log.ran()  # run again to write out.png
     assert (tmp_path / "b" / "out.png").read_bytes() == (tmp_path / "a" / "out.png").read_bytes()
     ex.cache.close()
+
+
+def test_a_commit_is_one_batch_row_and_another_process_sees_it_and_its_merge(tmp_path, monkeypatch):
+    monkeypatch.setattr(writer, "MERGE_ROWS", 20)
+    reader, other = DiskStore(tmp_path, 1 << 30), DiskStore(tmp_path, 1 << 30)
+    assert reader.get_ref("k00") is None  # the reader's snapshot starts: no batch yet
+    other.put_refs([(f"k{i:02}", {"image": "v1"}) for i in range(50)])
+    other.flush()
+    with sqlite3.connect(tmp_path / "index.sqlite") as db:  # 50 refs: three rows of at most MERGE_ROWS
+        assert [n for (n,) in db.execute("SELECT n FROM batches ORDER BY seq")] == [20, 20, 10]
+    assert reader.get_ref("k00") is None  # its snapshot is older than the commit
+    reader.flush()
+    assert reader.get_ref("k00") == {"image": "v1"} and reader.get_refs(["k49", "nope"]) == {"k49": {"image": "v1"}}
+    # The other process commits k00 again and merges every batch into the refs table: the reader's
+    # next snapshot drops the batches it held and finds both keys there, k00 with its newer value.
+    other.put_ref("k00", {"image": "v2"})
+    other.flush()
+    db = sqlite3.connect(tmp_path / "index.sqlite", isolation_level=None)
+    writer.merge_staged(db, None)
+    assert indexrows.batched(db) == {} and len(indexrows.merged(db)) == 50
+    db.close()
+    reader.flush()
+    assert reader.get_ref("k00") == {"image": "v2"} and reader.get_refs(["k00", "k01"]) == {"k00": {"image": "v2"}, "k01": {"image": "v1"}}
+    assert reader._staged_map == {} and reader._staged_batches == {}
+    reader.close(), other.close()
+
+
+def test_a_damaged_batch_is_a_miss_and_an_index_from_before_batches_keeps_its_staged_refs(tmp_path):
+    store = DiskStore(tmp_path, 1 << 30)
+    store.put_refs([("a", {"image": "fa"}), ("b", {"image": "fb"})])
+    store.close()
+    with sqlite3.connect(tmp_path / "index.sqlite") as db:
+        db.execute("UPDATE batches SET refs = x'c1c1c1'")  # not msgpack
+        # the refs table of editgraph before batches: one row a ref in `staged`
+        db.execute("CREATE TABLE staged (key TEXT PRIMARY KEY, fps BLOB NOT NULL, used REAL NOT NULL) WITHOUT ROWID")
+        db.execute("INSERT INTO staged VALUES ('old', ?, 0)", (msgpack.packb({"image": "fo"}),))
+    store = DiskStore(tmp_path, 1 << 30)
+    assert store.get_ref("a") is None and store.get_refs(["a", "b"]) == {}  # misses, recomputed: never an error
+    assert store.get_ref("old") == {"image": "fo"}  # moved into refs when opened
+    with sqlite3.connect(tmp_path / "index.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM staged").fetchone() == (0,) and indexrows.merged(db) == {"old": {"image": "fo"}}
+    store.put_ref("a", {"image": "fa2"})
+    store.flush()
+    assert store.get_ref("a") == {"image": "fa2"} and store.problems == []
+    store.close()
