@@ -28,6 +28,7 @@ run and pass the result down. Options are passed, never written back into os.env
 | EDITGRAPH_TOKEN           | serve_token       | none: `editgraph serve --token` default   |
 | EDITGRAPH_OFFLOAD         | offload           | none: or model, group, sequential (--offload) |
 | EDITGRAPH_PERSIST         | persist           | cost: or always (see below)               |
+| EDITGRAPH_ALLOCATOR       | allocator         | tuned: or system (editgraph/allocator.py) |
 
 The C2PA values are paths and names, never key material; sharing/c2pa.py reads the files.
 | EDITGRAPH_MAX_PIXELS      | max_pixels        | 64M px per image (8192x8192): see below   |
@@ -85,6 +86,7 @@ def format_size(n: int) -> str:
 # models/offload.py's modes (settings sit below models in the layers, so the list is here).
 OFFLOAD_MODES = ("none", "model", "group", "sequential")
 PERSIST_MODES = ("cost", "always")  # executor/persist.py's DEFAULT and ALWAYS
+ALLOCATOR_MODES = ("tuned", "system")  # editgraph/allocator.py
 
 _ENGINE_VAR = re.compile(r"^EDITGRAPH_([A-Z0-9]+)_(BASE_URL|MAX_CONCURRENCY)$")
 
@@ -126,12 +128,17 @@ class Settings:
     # Which outputs get a disk entry: "cost" (what storing saves against what it costs, at the
     # disk's measured rate) or "always" (reproducible across disks: the test suite's).
     persist: str = "cost"
+    # glibc's malloc thresholds (editgraph/allocator.py): "tuned" keeps a run's working memory
+    # between nodes instead of faulting it back in; "system" leaves them as the process has them.
+    allocator: str = "tuned"
 
     def __post_init__(self) -> None:
         if self.offload not in OFFLOAD_MODES:
             raise EditgraphError(f"offload (--offload, EDITGRAPH_OFFLOAD) must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}")
         if self.persist not in PERSIST_MODES:
             raise EditgraphError(f"persist (EDITGRAPH_PERSIST) must be one of {', '.join(PERSIST_MODES)}, got {self.persist!r}")
+        if self.allocator not in ALLOCATOR_MODES:
+            raise EditgraphError(f"allocator (EDITGRAPH_ALLOCATOR) must be one of {', '.join(ALLOCATOR_MODES)}, got {self.allocator!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -171,6 +178,7 @@ class Settings:
             max_file_size=parse_size(env.get("EDITGRAPH_MAX_FILE_SIZE", "1G"), "EDITGRAPH_MAX_FILE_SIZE"),
             offload=env.get("EDITGRAPH_OFFLOAD") or "none",
             persist=env.get("EDITGRAPH_PERSIST") or "cost",
+            allocator=env.get("EDITGRAPH_ALLOCATOR") or "tuned",
         )
 
     @property

@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "editgraph"
 
 # Lowest first. A module may import from its own layer and any layer before it.
 LAYERS: list[tuple[str, ...]] = [
-    ("editgraph.errors", "editgraph.atomic", "editgraph.settings", "editgraph.version", "editgraph.filehash", "editgraph.collector"),
+    ("editgraph.errors", "editgraph.atomic", "editgraph.settings", "editgraph.version", "editgraph.filehash", "editgraph.collector",
+     "editgraph.allocator"),
     ("editgraph.values",),
     ("editgraph.ops",),
     ("editgraph.nodes.registry", "editgraph.nodes.context", "editgraph.nodes"),  # the node API

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from editgraph import allocator
 from editgraph.atomic import write_atomic
 from editgraph.nodes.context import RunContext
 from editgraph.errors import Cancelled, EditgraphError, NodeFailed, WorkflowInvalid
@@ -136,6 +137,7 @@ class Executor:
         # each node and fails the node that changed one.
         self.settings = settings or Settings.from_env()
         self.check_inputs = self.settings.check_inputs
+        allocator.tune(self.settings.allocator)  # once a process: runs keep their working memory (allocator.py)
         # Which outputs are worth a disk entry: given, else the settings' mode (EDITGRAPH_PERSIST).
         if persistence is None:
             persistence = ALWAYS if self.settings.persist == "always" else DEFAULT_PERSISTENCE
