@@ -285,16 +285,22 @@ def _open_times(root: Path, repeats: int) -> list[float]:
     return times
 
 
-def bench_wide(cache_dir: Path, repeats: int = REPEATS) -> dict:
-    """Cold runs of the 500-node 64 px graph, the setups interleaved so drift hits all alike;
+WIDE_ROUNDS = 24  # a multiple of the 4 setups: each runs in each place of a round equally often
+
+
+def bench_wide(cache_dir: Path, rounds: int = WIDE_ROUNDS) -> dict:
+    """Cold runs of the 500-node 64 px graph, the setups interleaved so drift hits all alike, their
+    order rotated each round so that none always runs after the same other (after "full", which
+    copies a 200,000-entry index, caches and heap are not what they are after a 50 ms run);
     "full": disk+memory on a disk tier holding FULL_INDEX entries of other graphs (a copy each run)."""
     import shutil
 
     doc = wide_graph()
     base = _filled_index(cache_dir / "wide-base")
     times: dict[str, list[float]] = {"disk": [], "memory": [], "none": [], "full": []}
-    for r in range(repeats):
-        for kind in times:
+    kinds = list(times)
+    for r in range(rounds):
+        for kind in kinds[r % 4:] + kinds[:r % 4]:
             root = cache_dir / f"wide-{kind}{r}"
             if kind == "full":
                 shutil.copytree(base, root)
@@ -303,8 +309,9 @@ def bench_wide(cache_dir: Path, repeats: int = REPEATS) -> dict:
             assert len(log.ran()) == 500, len(log.ran())
             times[kind].append(t)
             ex.cache.close()
+            shutil.rmtree(root, ignore_errors=True)  # 24 copies of the full index would be 1.5 GB (memory-only makes none)
     out = {k: _ms(v) for k, v in times.items()}
-    out["open"] = _ms(_open_times(base, repeats))
+    out["open"] = _ms(_open_times(base, rounds))
     out["paired"] = {k: _paired(times[k], times["memory"]) for k in ("disk", "full")}
     out["paired"]["none"] = _paired(times["disk"], times["none"])
     return out
