@@ -70,15 +70,16 @@ class Cache:
         time, so a node that another in the group stores meanwhile is still found."""
         if self.disk is None:
             return
-        get = self.memory.get_ref
-        ask = [key for key in keys if get(key) is None]
+        known = self.memory.refs
+        ask = [key for key in keys if key not in known]
         if len(ask) < 2:
             return
         found = self.disk.get_refs(ask)
         if found is None:  # the index failed (and was reopened empty): the lookups ask again
             return
-        for key in ask:
-            self._asked[key] = found.get(key)
+        asked = self._asked
+        asked.update(dict.fromkeys(ask))  # None: not on disk either
+        asked.update(found)
 
     def load(self, fp: str) -> Any:
         value = self.memory.get_blob(fp)

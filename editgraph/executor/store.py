@@ -19,7 +19,6 @@ commits rows every COMMIT_S; flush() is the barrier that makes everything queued
 from __future__ import annotations
 
 import functools
-import itertools
 import sqlite3
 import threading
 import time
@@ -31,7 +30,7 @@ import msgpack
 
 from editgraph.atomic import sweep_temporaries
 from editgraph.executor.memory import MISSING, MemoryStore  # noqa: F401  (the tiers' one import)
-from editgraph.executor.writer import MAX_PENDING_BYTES, WriteBehind, immediate, merge_staged
+from editgraph.executor.writer import MAX_PENDING_BYTES, WriteBehind, immediate, merge_staged, unpack_batch
 from editgraph.values.codec import CorruptEntry, Encoded, decode
 
 INLINE_LIMIT = 16 * 1024  # blobs up to this size live in the index: one row beats a file for tiny values
@@ -46,7 +45,7 @@ CACHE_KIB = 32 * 1024
 # sorts a scan, rarely, instead of every insert paying for an index it seldom reads.
 #
 # New refs are committed as batches: one row of `batches` holds a commit's refs (up to MERGE_ROWS
-# of them, packed: key, fps, key, fps ...), and the writer moves them into `refs` in bulk, beside
+# of them, packed in one: key, fps, key, fps ...), and the writer moves them into `refs` in bulk, beside
 # the runs (writer.py's merge). Keys are hashes: a commit into a big table dirtied a page of it per
 # row, so a run's end waited for 500 page writes (17 ms into 200,000 entries); into a small table
 # of rows still 500 inserts (1-1.7 ms); a batch is one row. Each process keeps the batches its
@@ -153,10 +152,10 @@ class DiskStore(WriteBehind):
         self.write_bps: float | None
         self.write_bps, self._bytes_estimate, self._refs_estimate = self._read_meta()
         self._rate_saved = self.write_bps  # the rate the index holds: a commit writes it when it changed
-        # The batches this process's read snapshot holds (seq -> [key, fps, ...]), and what they
-        # say, the later batch winning (key -> packed fps); loaded when a snapshot starts.
+        # The batches this process's read snapshot holds (seq -> [(key, fps), ...]), and what they
+        # say, the later batch winning (key -> fps); loaded when a snapshot starts.
         self._staged_batches: dict[int, list] = {}
-        self._staged_map: dict[str, bytes] = {}
+        self._staged_map: dict[str, dict[str, str]] = {}
         try:
             self._writer_db = self._writer_connection()
         except sqlite3.Error:
@@ -264,12 +263,13 @@ class DiskStore(WriteBehind):
             return pending[1]
         if not self._db.in_transaction:
             self._begin_read()
-        raw = self._staged_map.get(key)
-        if raw is None:
-            row = self._cursor.execute("SELECT fps FROM refs WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                return None
-            raw = row[0]
+        staged = self._staged_map.get(key)
+        if staged is not None:
+            return staged
+        row = self._cursor.execute("SELECT fps FROM refs WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        raw = row[0]
         try:
             fps = msgpack.unpackb(raw, raw=False)
         except Exception:
@@ -300,18 +300,20 @@ class DiskStore(WriteBehind):
         the executor asks for a group of nodes whose keys it knows at once)."""
         if not self._db.in_transaction:
             self._begin_read()  # see _read: one snapshot until the next flush
-        found, ask, rows = {}, [], []
+        found, ask, rows = {}, keys, []
         overlay, staged = self._overlay_refs, self._staged_map
-        for key in keys:
-            pending = overlay.get(key)
-            if pending is not None:
-                found[key] = pending[1]
-            else:
-                raw = staged.get(key)
-                if raw is None:
-                    ask.append(key)
+        if overlay or staged:  # else (a cold run into a merged index) every key is asked of the table
+            ask = []
+            for key in keys:
+                pending = overlay.get(key)
+                if pending is None:
+                    pending = staged.get(key)
+                    if pending is None:
+                        ask.append(key)
+                    else:
+                        found[key] = pending
                 else:
-                    rows.append((key, raw))
+                    found[key] = pending[1]
         for i in range(0, len(ask), 500):
             part = ask[i:i + 500]
             marks = ",".join("?" * len(part))
@@ -418,23 +420,13 @@ class DiskStore(WriteBehind):
             for seq in [seq for seq in batches if seq < first]:
                 del batches[seq]
             self._staged_map = {}
-            for flat in batches.values():
-                self._fold(flat)
+            for refs in batches.values():
+                self._staged_map.update(refs)  # the later batch wins
         seen = next(reversed(batches)) if batches else 0
         if last > seen:
             for seq, raw in self._cursor.execute("SELECT seq, refs FROM batches WHERE seq > ? ORDER BY seq", (seen,)).fetchall():
-                try:
-                    flat = msgpack.unpackb(raw, raw=False)
-                except Exception:
-                    flat = []  # a damaged batch: its refs are misses, recomputed
-                batches[seq] = flat
-                self._fold(flat)
-
-    def _fold(self, flat: list) -> None:
-        """Add a batch's refs to _staged_map, over what older batches said."""
-        staged = self._staged_map
-        for i in range(0, len(flat) - 1, 2):
-            staged[flat[i]] = flat[i + 1]
+                batches[seq] = refs = unpack_batch(raw)
+                self._staged_map.update(refs)
 
     def _end_read(self) -> None:
         if self._db.in_transaction:
@@ -538,16 +530,15 @@ class DiskStore(WriteBehind):
         stored and how many were not worth storing (a run that needs one re-runs its node)."""
         self.flush()
         stored = {fp for (fp,) in self._db.execute("SELECT fp FROM blobs")}
-        batched: dict[str, bytes] = {}  # a few thousand at most: the batches not merged yet
+        batched: dict[str, dict[str, str]] = {}  # a few thousand at most: the batches not merged yet
         for (raw,) in self._db.execute("SELECT refs FROM batches ORDER BY seq"):
-            try:
-                flat = msgpack.unpackb(raw, raw=False)
-            except Exception:
-                continue  # a damaged batch: its refs are misses when looked up
-            batched.update(zip(flat[::2], flat[1::2]))
-        merged = (raw for key, raw in self._db.execute("SELECT key, fps FROM refs") if key not in batched)  # a batched entry is the newer
-        nrefs, outputs = 0, set()
-        for raw in itertools.chain(batched.values(), merged):
+            batched.update(unpack_batch(raw))  # the later batch wins
+        nrefs, outputs = len(batched), set()
+        for fps in batched.values():
+            outputs.update(fps.values())
+        for key, raw in self._db.execute("SELECT key, fps FROM refs"):
+            if key in batched:
+                continue  # the batched entry is the newer, counted above
             nrefs += 1
             try:
                 outputs.update(msgpack.unpackb(raw, raw=False).values())

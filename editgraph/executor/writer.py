@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import chain
 from typing import Any
 
 import msgpack
@@ -311,17 +312,16 @@ class WriteBehind:
         for item in rows:
             kind = item[0]
             if kind == "refs":
-                for key, fps in item[1]:
-                    refs += (key, packb(fps))  # a ref's fps are packed as the refs table holds them
+                refs += item[1]  # (key, fps) pairs: packed with their batch, in one call
             elif kind == "inline":
                 blobs += (item[1], item[2], now, item[3])
             elif kind == "file":
                 blobs += (item[1], item[2], now, None)
             else:
                 touched.append((now, item[1]))
-        nrefs = len(refs) // 2
-        step = 2 * MERGE_ROWS  # so that a merge transaction moves about MERGE_ROWS refs at a time
-        batches = [(len(part) // 2, packb(part), now) for part in (refs[i:i + step] for i in range(0, len(refs), step))]
+        nrefs = len(refs)
+        # a batch is [key, fps, key, fps ...], at most MERGE_ROWS refs: a merge moves about that many a transaction
+        batches = [(len(part), packb(list(chain.from_iterable(part))), now) for part in (refs[i:i + MERGE_ROWS] for i in range(0, nrefs, MERGE_ROWS))]
         rate = self.write_bps
         with immediate(db):
             _insert(db, "blobs", 4, blobs, INLINE_ROWS)
@@ -383,19 +383,28 @@ def merge_staged(db: sqlite3.Connection, rows: int | None) -> int:
         found = db.execute("SELECT n, refs, used FROM batches" + ("" if last is None else " WHERE seq <= ?") + " ORDER BY seq",
                            () if last is None else (last,)).fetchall()
         merged: dict[str, tuple] = {}
+        packb = msgpack.Packer(use_bin_type=True).pack  # the refs table holds each ref's fps packed
         for _, raw, used in found:
-            try:
-                flat = msgpack.unpackb(raw, raw=False)
-                for i in range(0, len(flat), 2):
-                    merged[flat[i]] = (flat[i], flat[i + 1], used)
-            except Exception:
-                continue
+            for key, fps in unpack_batch(raw):
+                merged[key] = (key, packb(fps), used)
         values = []
         for key in sorted(merged):  # in key order, so the inserts walk the big table's pages in order
             values += merged[key]
         _insert(db, "refs", 3, values, ROWS_A_STATEMENT)
         db.execute("DELETE FROM batches" + ("" if last is None else " WHERE seq <= ?"), () if last is None else (last,))
     return sum(n for n, _, _ in found)
+
+
+def unpack_batch(raw: bytes) -> list[tuple[str, dict[str, str]]]:
+    """A batch row's refs, (key, fps) each; none from a row that is not a batch (damaged): its
+    refs are misses, recomputed."""
+    try:
+        flat = msgpack.unpackb(raw, raw=False)
+    except Exception:
+        return []
+    if not isinstance(flat, list):
+        return []
+    return [(key, fps) for key, fps in zip(flat[::2], flat[1::2]) if isinstance(key, str) and isinstance(fps, dict)]
 
 
 def _insert(db: sqlite3.Connection, table: str, ncols: int, values: list, per: int) -> None:

@@ -13,7 +13,7 @@ def batched(db: sqlite3.Connection) -> dict[str, dict]:
     out = {}
     for (raw,) in db.execute("SELECT refs FROM batches ORDER BY seq"):
         flat = msgpack.unpackb(raw)
-        out.update((key, msgpack.unpackb(fps)) for key, fps in zip(flat[::2], flat[1::2]))
+        out.update(zip(flat[::2], flat[1::2]))
     return out
 
 
