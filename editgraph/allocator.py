@@ -21,7 +21,6 @@ Other C libraries (musl, macOS) have no mallopt: tune() then does nothing.
 
 from __future__ import annotations
 
-import ctypes
 import sys
 import threading
 
@@ -41,6 +40,8 @@ def tune(mode: str = "tuned") -> dict[str, int] | None:
         return _tuned
     with _lock:
         if _tuned is None and sys.platform.startswith("linux"):
+            import ctypes  # here: a process that never runs a graph does not import it
+
             try:
                 mallopt = ctypes.CDLL(None).mallopt
             except (OSError, AttributeError):  # not glibc
