@@ -179,7 +179,7 @@ class DiskStore(WriteBehind):
         """Refs in batches (a few thousand at most: merged past STAGE_ROWS). An index written by
         editgraph before batches has its staged rows moved into `refs` first."""
         db = self._db
-        if db.execute(_OLD_STAGED).fetchone() is not None:
+        if db.execute(_OLD_STAGED).fetchone() is not None and db.execute("SELECT 1 FROM staged LIMIT 1").fetchone() is not None:
             with self._lock, immediate(db):
                 db.execute("INSERT OR REPLACE INTO refs SELECT key, fps, used FROM staged")
                 db.execute("DELETE FROM staged")
