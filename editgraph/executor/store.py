@@ -148,7 +148,7 @@ class DiskStore(WriteBehind):
         # Running estimates of the index's size, so a flush does not scan the tables: upper bounds
         # kept in its meta table (bytes_bound, refs_bound: each commit adds to them, writer.py), so
         # that opening does not scan them either. Counted exactly (evict) only past a budget.
-        self._staged = self._count_staged()  # refs in batches: the writer merges them past STAGE_ROWS
+        self._staged_found(self._count_staged())  # refs in batches: the writer merges them past STAGE_ROWS
         self.write_bps: float | None
         self.write_bps, self._bytes_estimate, self._refs_estimate = self._read_meta()
         self._rate_saved = self.write_bps  # the rate the index holds: a commit writes it when it changed
@@ -408,9 +408,23 @@ class DiskStore(WriteBehind):
     def _begin_read(self) -> None:
         """Start a read snapshot, and bring the batches it holds into _staged_map: the ones
         committed since the last snapshot are read, those merged into `refs` meanwhile dropped
-        (one query when nothing changed; the map is rebuilt, in memory, after a merge)."""
-        db, batches = self._db, self._staged_batches
+        (one query when nothing changed; the map is rebuilt, in memory, after a merge). Anything
+        that stops it half way (Ctrl-C, an SQLite error) ends the snapshot and empties the map,
+        so the next snapshot reads every batch again: never a map that misses a newer entry."""
+        db = self._db
         db.execute("BEGIN")
+        try:
+            self._load_batches()
+        except BaseException:
+            self._staged_batches, self._staged_map = {}, {}
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+
+    def _load_batches(self) -> None:
+        batches = self._staged_batches
         first, last = self._cursor.execute("SELECT MIN(seq), MAX(seq) FROM batches").fetchone()  # the snapshot starts here
         if first is None:
             if batches:

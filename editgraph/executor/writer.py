@@ -202,6 +202,14 @@ class WriteBehind:
                 self._staged = max(self._staged - moved, 0)
                 self._committed_rows(moved)
 
+    def _staged_found(self, n: int) -> None:
+        """`n` refs wait in batches as the store opens. Past STAGE_ROWS the writer (started with
+        the store) merges them beside this process's first run: a process that commits only as
+        it closes (a CLI run) never merges its own, and every process reads the unmerged batches
+        into memory, so without this they would pile up, run after run."""
+        self._staged = n
+        self._merge_due = n >= STAGE_ROWS
+
     def _committed_rows(self, n: int) -> None:
         """`n` rows were committed into the WAL (the caller holds self._cv): past CHECKPOINT_ROWS,
         the writer checkpoints."""

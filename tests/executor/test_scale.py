@@ -397,3 +397,48 @@ def test_a_damaged_batch_is_a_miss_and_an_index_from_before_batches_keeps_its_st
     store.flush()
     assert store.get_ref("a") == {"image": "fa2"} and store.problems == []
     store.close()
+
+
+def test_batches_left_by_processes_that_commit_as_they_close_are_merged_by_the_next_to_open(tmp_path, monkeypatch):
+    monkeypatch.setattr(writer, "STAGE_ROWS", 70)
+    monkeypatch.setattr(writer, "MERGE_ROWS", 20)
+    for run in range(3):  # three CLI runs: each commits its refs in its close, too late to merge them
+        # (the third closes with 90 waiting, past STAGE_ROWS; each opened with fewer)
+        store = DiskStore(tmp_path, 1 << 30)
+        store.put_refs([(f"r{run}-{i:02}", {"image": f"v{run}"}) for i in range(30)])
+        store.close()
+    with sqlite3.connect(tmp_path / "index.sqlite") as db:
+        assert len(indexrows.batched(db)) == 90 and not indexrows.merged(db)
+    store = DiskStore(tmp_path, 1 << 30)  # 90 waiting, past STAGE_ROWS: its writer merges them
+    deadline = time.monotonic() + 30
+    while _tables(tmp_path)["staged"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _tables(tmp_path)["staged"] == {} and len(_tables(tmp_path)["refs"]) == 90
+    assert store.get_refs(["r0-00", "r2-29"]) == {"r0-00": {"image": "v0"}, "r2-29": {"image": "v2"}}
+    store.close()
+
+
+def test_a_ctrl_c_while_a_snapshot_reads_the_batches_leaves_no_stale_entry(tmp_path, monkeypatch):
+    from editgraph.executor import store as store_module
+
+    reader, other = DiskStore(tmp_path, 1 << 30), DiskStore(tmp_path, 1 << 30)
+    other.put_ref("k", {"image": "v1"})
+    other.flush()
+    assert reader.get_ref("k") == {"image": "v1"}  # held in the reader's map
+    reader.flush()
+    other.put_ref("k", {"image": "v2"})
+    other.flush()
+    real, calls = store_module.unpack_batch, []
+
+    def interrupted(raw):
+        calls.append(raw)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # Ctrl-C while the new batch is read
+        return real(raw)
+
+    monkeypatch.setattr(store_module, "unpack_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reader.get_ref("k")
+    assert not reader._db.in_transaction  # the half-read snapshot is over
+    assert reader.get_ref("k") == {"image": "v2"} and reader.get_refs(["k"]) == {"k": {"image": "v2"}}
+    reader.close(), other.close()
