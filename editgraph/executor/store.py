@@ -89,6 +89,15 @@ def _forgets(on_error: Any = None):
 _OLD_STAGED = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'staged'"
 
 
+def _fps(raw: bytes) -> dict[str, str] | None:
+    """A refs row's fingerprints; None for an unreadable row (a miss, recomputed and overwritten)."""
+    try:
+        fps = msgpack.unpackb(raw, raw=False)
+    except Exception:
+        return None
+    return fps if isinstance(fps, dict) else None
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     """An index connection (WAL, so processes share it) with the schema in place, or
     sqlite3.DatabaseError if the file is not a readable index."""
@@ -141,6 +150,11 @@ class DiskStore(WriteBehind):
         self._overlay_blobs: dict[str, tuple[int, int, Any]] = {}  # fp -> (seq, size, bytes | Encoded | None: in its file)
         self._pending_touch: set[str] = set()
         self._init_writer(max_pending_bytes)
+        # The batches this process's read snapshot holds (seq -> [(key, fps), ...]), and what they
+        # say, the later batch winning (key -> fps); loaded when a snapshot starts.
+        self._staged_batches: dict[int, list] = {}
+        self._staged_map: dict[str, dict[str, str]] = {}
+        self._staged_found(self._count_staged())  # refs in batches: the writer merges them past STAGE_ROWS
         # The disk's sustained write rate (bytes/s) as the writer measures it on large files, kept
         # in the index so a new process starts from what the last one saw; None until measured.
         # The persistence decision prices a file with it: a disk whose dirty-page writeback
@@ -148,14 +162,9 @@ class DiskStore(WriteBehind):
         # Running estimates of the index's size, so a flush does not scan the tables: upper bounds
         # kept in its meta table (bytes_bound, refs_bound: each commit adds to them, writer.py), so
         # that opening does not scan them either. Counted exactly (evict) only past a budget.
-        self._staged_found(self._count_staged())  # refs in batches: the writer merges them past STAGE_ROWS
         self.write_bps: float | None
         self.write_bps, self._bytes_estimate, self._refs_estimate = self._read_meta()
         self._rate_saved = self.write_bps  # the rate the index holds: a commit writes it when it changed
-        # The batches this process's read snapshot holds (seq -> [(key, fps), ...]), and what they
-        # say, the later batch winning (key -> fps); loaded when a snapshot starts.
-        self._staged_batches: dict[int, list] = {}
-        self._staged_map: dict[str, dict[str, str]] = {}
         try:
             self._writer_db = self._writer_connection()
         except sqlite3.Error:
@@ -261,20 +270,12 @@ class DiskStore(WriteBehind):
         pending = self._overlay_refs.get(key)
         if pending is not None:
             return pending[1]
-        if not self._db.in_transaction:
-            self._begin_read()
+        self._snapshot()
         staged = self._staged_map.get(key)
         if staged is not None:
             return staged
         row = self._cursor.execute("SELECT fps FROM refs WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            return None
-        raw = row[0]
-        try:
-            fps = msgpack.unpackb(raw, raw=False)
-        except Exception:
-            return None  # an unreadable row is a miss, recomputed and overwritten
-        return fps if isinstance(fps, dict) else None
+        return None if row is None else _fps(row[0])
 
     def put_ref(self, key: str, fps: dict[str, str]) -> None:
         """Queue a ref (the drainer packs it). The caller must not change `fps` afterwards."""
@@ -298,8 +299,7 @@ class DiskStore(WriteBehind):
     def get_refs(self, keys: list[str]) -> dict[str, dict[str, str]]:
         """The refs stored under any of `keys`, as get_ref answers each (one query per 500 keys:
         the executor asks for a group of nodes whose keys it knows at once)."""
-        if not self._db.in_transaction:
-            self._begin_read()  # see _read: one snapshot until the next flush
+        self._snapshot()  # see _read: one snapshot until the next flush
         found, ask, rows = {}, keys, []
         overlay, staged = self._overlay_refs, self._staged_map
         if overlay or staged:  # else (a cold run into a merged index) every key is asked of the table
@@ -319,11 +319,8 @@ class DiskStore(WriteBehind):
             marks = ",".join("?" * len(part))
             rows += self._cursor.execute(f"SELECT key, fps FROM refs WHERE key IN ({marks})", part).fetchall()
         for key, raw in rows:
-            try:
-                fps = msgpack.unpackb(raw, raw=False)
-            except Exception:
-                continue  # an unreadable row is a miss, recomputed and overwritten
-            if isinstance(fps, dict):
+            fps = _fps(raw)
+            if fps is not None:
                 found[key] = fps
         return found
 
@@ -401,17 +398,19 @@ class DiskStore(WriteBehind):
         run): a miss only means a node recomputes what the other process also made. This
         process's own writes are in the overlay until a snapshot that holds them is possible.
         """
-        if not self._db.in_transaction:
-            self._begin_read()
+        self._snapshot()
         return self._cursor.execute(sql, (arg,)).fetchone()
 
-    def _begin_read(self) -> None:
-        """Start a read snapshot, and bring the batches it holds into _staged_map: the ones
-        committed since the last snapshot are read, those merged into `refs` meanwhile dropped
-        (one query when nothing changed; the map is rebuilt, in memory, after a merge). Anything
-        that stops it half way (Ctrl-C, an SQLite error) ends the snapshot and empties the map,
-        so the next snapshot reads every batch again: never a map that misses a newer entry."""
+    def _snapshot(self) -> None:
+        """Start a read snapshot unless one is open, and bring the batches it holds into
+        _staged_map: the ones committed since the last snapshot are read, those merged into `refs`
+        meanwhile dropped (one query when nothing changed; the map is rebuilt, in memory, after a
+        merge). Anything that stops it half way (Ctrl-C, an SQLite error) ends the snapshot and
+        empties the map, so the next snapshot reads every batch again: never a map that misses a
+        newer entry."""
         db = self._db
+        if db.in_transaction:
+            return
         db.execute("BEGIN")
         try:
             self._load_batches()
@@ -554,10 +553,9 @@ class DiskStore(WriteBehind):
             if key in batched:
                 continue  # the batched entry is the newer, counted above
             nrefs += 1
-            try:
-                outputs.update(msgpack.unpackb(raw, raw=False).values())
-            except Exception:
-                continue  # an unreadable row: a miss when looked up
+            fps = _fps(raw)
+            if fps is not None:  # else an unreadable row: a miss when looked up
+                outputs.update(fps.values())
         kept = len(outputs & stored)
         return {
             "root": str(self.root), "entries": nrefs, "blobs": len(stored), "bytes": self.total_bytes(), "max_bytes": self.max_bytes,
