@@ -379,17 +379,17 @@ def merge_staged(db: sqlite3.Connection, rows: int | None) -> int:
     in refs (it is the newer), and of two batches the later wins. A batch that cannot be unpacked
     (a damaged row) is dropped: its refs are misses, recomputed."""
     with immediate(db):
-        last = None
-        if rows is not None:
-            total = 0
+        if rows is None:
+            (last,) = db.execute("SELECT MAX(seq) FROM batches").fetchone()
+        else:
+            last, total = None, 0
             for seq, n in db.execute("SELECT seq, n FROM batches ORDER BY seq"):
                 total, last = total + n, seq
                 if total >= rows:
                     break
-            if last is None:
-                return 0
-        found = db.execute("SELECT n, refs, used FROM batches" + ("" if last is None else " WHERE seq <= ?") + " ORDER BY seq",
-                           () if last is None else (last,)).fetchall()
+        if last is None:
+            return 0
+        found = db.execute("SELECT n, refs, used FROM batches WHERE seq <= ? ORDER BY seq", (last,)).fetchall()
         merged: dict[str, tuple] = {}
         packb = msgpack.Packer(use_bin_type=True).pack  # the refs table holds each ref's fps packed
         for _, raw, used in found:
@@ -399,7 +399,7 @@ def merge_staged(db: sqlite3.Connection, rows: int | None) -> int:
         for key in sorted(merged):  # in key order, so the inserts walk the big table's pages in order
             values += merged[key]
         _insert(db, "refs", 3, values, ROWS_A_STATEMENT)
-        db.execute("DELETE FROM batches" + ("" if last is None else " WHERE seq <= ?"), () if last is None else (last,))
+        db.execute("DELETE FROM batches WHERE seq <= ?", (last,))
     return sum(n for n, _, _ in found)
 
 
