@@ -38,8 +38,22 @@ def test_a_name_builds_once_into_the_cache_dir(monkeypatch):
     assert again is not model and again.content_hash == model.content_hash
 
 
-def test_an_outdated_build_is_rebuilt(monkeypatch):
+@pytest.fixture
+def own_models(monkeypatch, tmp_path):
+    """A models folder of this test's own, holding a copy of the suite's tiny-sd build. The tests
+    that damage a build damage this copy: under pytest-xdist the shared folder is being loaded by
+    the other worker (a Ray batch once failed on a tiny-sd pruned under it)."""
+    shared = Path(os.environ["EDITGRAPH_MODELS_DIR"])
+    load_model("tiny-sd")  # built (or found) in the shared folder
+    cache.release_all()
+    shutil.copytree(shared / "tiny-sd", tmp_path / "models" / "tiny-sd")
+    monkeypatch.setenv("EDITGRAPH_MODELS_DIR", str(tmp_path / "models"))
+    return tmp_path / "models"
+
+
+def test_an_outdated_build_is_rebuilt(own_models):
     first = load_model("tiny-sd")
+    assert Path(first.path) == own_models / "tiny-sd"
     marker = Path(first.path) / "editgraph.json"
     marker.write_text(json.dumps({**json.loads(marker.read_text()), "builder_version": 0}))
     cache.release_all()
@@ -48,8 +62,9 @@ def test_an_outdated_build_is_rebuilt(monkeypatch):
     assert second.content_hash == first.content_hash  # rebuilt to the same bytes
 
 
-def test_a_pruned_build_is_rebuilt():
+def test_a_pruned_build_is_rebuilt(own_models):
     first = load_model("tiny-sd")
+    assert Path(first.path) == own_models / "tiny-sd"
     (Path(first.path) / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     cache.release_all()
     second = load_model("tiny-sd")
