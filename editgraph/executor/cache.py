@@ -33,9 +33,6 @@ class Cache:
         self.memory = memory or MemoryStore(parse_size(DEFAULT_MEMORY))
         self.disk = disk
         self.shared = shared
-        # What prefetch() learnt from the disk tier (key -> fps, None: not there), until the
-        # lookup that wants it or the next flush
-        self._asked: dict[str, dict[str, str] | None] = {}
         self._refs: deque[tuple[str, dict[str, str]]] = deque()  # entries not handed to the disk tier yet (store_ref)
 
     @classmethod
@@ -52,9 +49,7 @@ class Cache:
         executor's choice for a key made from a value this run computed: see run.py)."""
         fps = self.memory.get_ref(key)
         if fps is None and self.disk is not None:
-            fps = self._asked.pop(key, MISSING)
-            if fps is MISSING:
-                fps = self.disk.get_ref(key)
+            fps = self.disk.get_ref(key)
             if fps is not None:
                 self.memory.put_ref(key, fps)
         if fps is None and shared and self.shared is not None:
@@ -63,23 +58,21 @@ class Cache:
                 self.memory.put_ref(key, fps)
         return fps
 
-    def prefetch(self, keys: list[str]) -> None:
-        """Ask the disk tier in one query for the keys the memory tier lacks: the lookups of a
-        group of nodes whose keys are known at once (a layer of a wide graph) then cost a dict
-        read each instead of an SQLite query each. The memory tier is still asked first at lookup
-        time, so a node that another in the group stores meanwhile is still found."""
-        if self.disk is None:
-            return
-        known = self.memory.refs
-        ask = [key for key in keys if key not in known]
-        if len(ask) < 2:
-            return
+    def prefetch(self, keys: list[str]) -> set[str]:
+        """Ask the disk tier in one query for the keys the memory tier lacks (a layer of a wide
+        graph, whose keys are known at once), and bring what it has into the memory tier. Returns
+        the keys neither local tier holds: the caller skips their lookups (a cold run's every key)
+        unless it would ask the shared tier. A key another node of the group stores meanwhile is
+        in the memory tier, which the caller asks first."""
+        refs = self.memory.refs
+        ask = [key for key in keys if key not in refs]
+        if self.disk is None or not ask:
+            return set(ask)
         found = self.disk.get_refs(ask)
         if found is None:  # the index failed (and was reopened empty): the lookups ask again
-            return
-        asked = self._asked
-        asked.update(dict.fromkeys(ask))  # None: not on disk either
-        asked.update(found)
+            return set()
+        refs.update(found)
+        return set(ask).difference(found)
 
     def load(self, fp: str) -> Any:
         value = self.memory.get_blob(fp)
@@ -125,7 +118,6 @@ class Cache:
             self.disk.put_refs(batch)
 
     def flush(self) -> None:
-        self._asked = {}  # answers from the snapshot the flush ends
         if self.disk is not None:
             self._hand_refs()
             self.disk.flush()

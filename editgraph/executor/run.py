@@ -212,6 +212,7 @@ class _Run:
         self.order = [step.id for step in self.plan.steps]
         self.at = -1  # index of the step being processed
         self.ahead: dict[str, str] = {}  # keys made by _prefetch for steps not reached yet
+        self.absent: set[str] = set()  # keys of the last prefetched group that no local tier holds
         self.fps: dict[Ref, str] = {}
         self.values: dict[Ref, Any] = {}
         self.records: dict[str, NodeRecord] = {}
@@ -240,7 +241,7 @@ class _Run:
             fps, records, values, cache, listeners = self.fps, self.records, self.values, ex.cache, ex.listeners
             use_cache, clock, components, fresh = ex.use_cache, time.perf_counter, self.components, self.fresh
             groups = self.plan.groups if use_cache and cache.disk is not None else None
-            ahead, memory_refs = self.ahead, cache.memory.refs
+            ahead, memory_refs, has_shared = self.ahead, cache.memory.refs, cache.shared is not None
             for self.at, step in enumerate(self.plan.steps):
                 nid = step.id
                 t0 = clock()
@@ -254,7 +255,10 @@ class _Run:
                 if use_cache and step.deterministic:
                     hit = memory_refs.get(key)  # Cache.lookup's first tier, without its two calls
                     if hit is None:
-                        hit = cache.lookup(key, fresh.isdisjoint(step.parents))
+                        # the shared tier is asked only for keys of inputs this run did not compute
+                        shared = has_shared and fresh.isdisjoint(step.parents)
+                        if shared or key not in self.absent:  # else the prefetch found it on no local tier
+                            hit = cache.lookup(key, shared)
                 else:
                     hit = None
                 if hit is not None and hit.keys() == step.output_names:
@@ -294,7 +298,7 @@ class _Run:
                 break
             if step.deterministic:
                 ask.append(key)
-        self.ex.cache.prefetch(ask)
+        self.absent = self.ex.cache.prefetch(ask)
 
     def _run_node(self, node: BoundNode, key: str, again: str | None = None) -> None:
         ex = self.ex
@@ -353,9 +357,10 @@ class _Run:
         # the costliest such input's chain (exact for chains; joins share ancestors, so summing
         # every input's chain would count shared ones again and again).
         redo_s = run_s + max([self.redo_s.get(ref, 0.0) for ref in node.inputs.values()], default=0.0)
-        shared_tier = getattr(ex.cache, "shared", None)
-        on_disk = ex.cache.disk is not None or shared_tier is not None  # a tier that outlives the process
-        write_bps = ex.cache.disk.write_bps if ex.cache.disk is not None else None  # measured by its writer
+        cache = ex.cache
+        disk, shared_tier = cache.disk, getattr(cache, "shared", None)
+        on_disk = disk is not None or shared_tier is not None  # a tier that outlives the process
+        write_bps = disk.write_bps if disk is not None else None  # measured by its writer
         fps, nbytes, why_not = {}, 0, {}
         for name, value in outputs.items():
             try:
@@ -372,7 +377,7 @@ class _Run:
                 elif name == node.cls.billing:
                     why = None  # a paid call's log: a cached re-run credits its cost as saved
                 else:
-                    queued = ex.cache.disk.queued_bytes if ex.cache.disk is not None else 0
+                    queued = disk.queued_bytes if disk is not None else 0
                     why = self.persistence.decide(node.cls.cost_class, redo_s, enc.nbytes, write_bps, self.budget, queued)
             if why is not None:
                 why_not[name] = why
@@ -380,12 +385,12 @@ class _Run:
             # the shared tier prices a transfer, not a disk write: the disk may keep what it does not
             shared = why is None and (shared_tier is None or name == node.cls.billing
                                       or self.persistence.why_not_shared(node.cls.cost_class, redo_s, enc.nbytes) is None)
-            ex.cache.store_blob(fp, value, enc if why is None else None, shared)
+            cache.store_blob(fp, value, enc if why is None else None, shared)
             fps[name] = fp
             self.fps[(nid, name)] = fp
             self.values[(nid, name)] = value
         if node.cls.deterministic:
-            ex.cache.store_ref(key, fps, run_s)
+            cache.store_ref(key, fps, run_s)
         seconds = time.perf_counter() - t0
         if not why_not:
             reason = None

@@ -70,6 +70,28 @@ def test_a_layer_asked_of_the_disk_in_one_query_finds_what_another_executor_stor
     again.cache.close()
 
 
+def test_a_layer_the_local_tiers_lack_is_still_asked_of_the_shared_tier(tmp_path):
+    """The prefetch tells the run which keys of a layer no local tier holds, and the run skips their
+    lookups, but not the shared tier's: a machine with empty tiers of its own finds every node
+    that another computed, layer by layer."""
+    from editgraph.executor.objectstore import FileObjects, SharedStore
+    from editgraph.executor.persist import ALWAYS
+    from editgraph.executor.store import MemoryStore
+
+    def machine(name):
+        log = EventLog()
+        cache = Cache(MemoryStore(1 << 28), DiskStore(tmp_path / name, 1 << 30), SharedStore(FileObjects(tmp_path / "shared")))
+        return Executor(cache, listeners=[log], persistence=ALWAYS), log
+
+    (a, log_a), (b, log_b) = machine("a"), machine("b")
+    done = a.run(bind(load_workflow(_wide())))
+    a.cache.close()
+    again = b.run(bind(load_workflow(_wide())))
+    assert len(log_a.ran()) == 12 and log_b.ran() == [] and len(log_b.cached()) == 12
+    assert torch.equal(again.value("d2w0"), done.value("d2w0"))  # read from the shared tier
+    b.cache.close()
+
+
 def test_identical_nodes_in_one_layer_run_once_though_the_layer_was_asked_for_at_once(tmp_path):
     doc = _wide(width=2, depth=1)
     doc["nodes"]["twin"] = {"type": "test.source", "params": {"value": 0.1}}  # same key as d0w0
