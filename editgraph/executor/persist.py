@@ -57,18 +57,6 @@ class Persistence:
     shared_request_s: float = 20e-3
     shared_bps: float = 100e6
 
-    def write_s(self, nbytes: int, write_bps: float | None = None) -> float:
-        """Seconds to write `nbytes` now: the part of storage_s that the run itself pays."""
-        if nbytes <= INLINE_LIMIT:
-            return self.row_s + nbytes / self.write_bps
-        rate = write_bps if write_bps and self.measured else self.write_bps
-        return self.file_s + nbytes / rate
-
-    def storage_s(self, nbytes: int, write_bps: float | None = None) -> float:
-        """Seconds to write `nbytes` now and read them back once; `write_bps`: the disk's
-        measured rate, used for files (inline rows go to the index, not through file writes)."""
-        return self.write_s(nbytes, write_bps) + nbytes / self.read_bps
-
     def why_not(self, cost_class: str, redo_s: float, nbytes: int, write_bps: float | None = None,
                 budget: RunBudget | None = None, queued: int = 0) -> str | None:
         """None to persist; else the reason this output stays in memory only. `write_bps`: the
@@ -83,14 +71,17 @@ class Persistence:
         and a report reads few of the reasons (formatting two floats was most of a decision's
         cost, paid per node of a cold run). `queued` may be a function giving it, called only
         when the decision needs it."""
-        if cost_class == "expensive":
-            return None
-        if cost_class == "cheap":
-            return ("declared cheap: recomputing beats reading back",)
-        write_s = self.write_s(nbytes, write_bps)
-        store_s = write_s + nbytes / self.read_bps  # storage_s, with the write part kept for the budget
+        if cost_class != "measured":
+            return None if cost_class == "expensive" else _DECLARED_CHEAP
+        # Seconds to write the bytes now (what the run pays, kept for the budget), then to store
+        # them: the write and one read back. Inline rows go to the index, not through file writes.
+        if nbytes <= INLINE_LIMIT:
+            write_s = self.row_s + nbytes / self.write_bps
+        else:
+            write_s = self.file_s + nbytes / (write_bps if write_bps and self.measured else self.write_bps)
+        store_s = write_s + nbytes / self.read_bps
         if redo_s < store_s * self.factor:
-            return (_CHEAPER, redo_s * 1e3, nbytes, store_s * 1e3)
+            return (_CHEAPER, redo_s, nbytes, store_s)
         if callable(queued):
             queued = queued()
         if queued and nbytes > INLINE_LIMIT and budget is not None and budget.share != float("inf"):
@@ -132,7 +123,8 @@ class RunBudget:
 
 # A reason not to persist: a %-format and its arguments; reason_text() makes the sentence.
 Reason = tuple
-_CHEAPER = "recomputing (%.3f ms) costs less than writing and reading back %d bytes (%.3f ms)"
+_DECLARED_CHEAP = ("declared cheap: recomputing beats reading back",)
+_CHEAPER = "recomputing (%.3f ms) costs less than writing and reading back %d bytes (%.3f ms)"  # given seconds
 _BUSY = "the disk tier's writer is still busy (%d bytes queued): a measured output does not wait in line"
 _OVER_BUDGET = "over the run's write budget: writing %d bytes (%.3f ms) would pass %.0f%% of its nodes' %.1f ms"
 
@@ -141,6 +133,8 @@ def reason_text(reason: Reason | str | None) -> str | None:
     """The sentence a reason stands for (a string is one already)."""
     if reason is None or isinstance(reason, str):
         return reason
+    if reason[0] is _CHEAPER:  # seconds, shown in ms
+        return _CHEAPER % (reason[1] * 1e3, reason[2], reason[3] * 1e3)
     return reason[0] % reason[1:] if len(reason) > 1 else reason[0]
 
 

@@ -289,6 +289,24 @@ def test_a_runs_writes_of_measured_outputs_stay_within_its_budget():
     assert ALWAYS.why_not("measured", 0.0, nbytes, 1.0, RunBudget(ALWAYS.budget)) is None
 
 
+def test_an_output_cheaper_to_recompute_than_to_store_says_both_costs_and_the_rate_used():
+    """A file costs its fixed cost, its bytes at the disk's measured rate (once measured) and their
+    read back; an inline row its row cost. The reason names both sides in ms."""
+    p = Persistence(file_s=1e-3, row_s=30e-6, write_bps=1e9, read_bps=0.5e9)
+    big = 1 << 20  # 1 ms + 1.049 ms written at 1 GB/s + 2.097 ms read back
+    assert p.why_not("measured", 2e-3, big) == (
+        "recomputing (2.000 ms) costs less than writing and reading back 1048576 bytes (4.146 ms)")
+    assert p.why_not("measured", 5e-3, big) is None
+    # measured at 250 MB/s: the write takes 4.194 ms
+    assert p.why_not("measured", 5e-3, big, write_bps=250e6) == (
+        "recomputing (5.000 ms) costs less than writing and reading back 1048576 bytes (7.291 ms)")
+    assert Persistence(measured=False).why_not("measured", 5e-3, big, write_bps=250e6) is None
+    # an inline row: 30 us + 1 us written + 2 us read back
+    assert p.why_not("measured", 20e-6, 1000) == (
+        "recomputing (0.020 ms) costs less than writing and reading back 1000 bytes (0.033 ms)")
+    assert p.why_not("cheap", 1.0, 1000) == "declared cheap: recomputing beats reading back"
+
+
 def test_the_report_says_when_the_runs_write_budget_kept_an_output_in_memory(tmp_path):
     worth_it_but_no_budget = Persistence(factor=0.0, budget=0.0)
     doc = _doc(
