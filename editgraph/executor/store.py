@@ -29,6 +29,7 @@ import blake3
 import msgpack
 
 from editgraph.atomic import sweep_temporaries
+from editgraph.executor import keyfilter
 from editgraph.executor.memory import MISSING, MemoryStore  # noqa: F401  (the tiers' one import)
 from editgraph.executor.writer import MAX_PENDING_BYTES, WriteBehind, immediate, merge_staged, unpack_batch
 from editgraph.values.codec import CorruptEntry, Encoded, decode
@@ -58,7 +59,7 @@ CREATE TABLE IF NOT EXISTS refs  (key TEXT PRIMARY KEY, fps BLOB NOT NULL, used 
 CREATE TABLE IF NOT EXISTS batches (seq INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER NOT NULL, refs BLOB NOT NULL, used REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS blobs (fp TEXT PRIMARY KEY, size INTEGER NOT NULL, used REAL NOT NULL, inline BLOB);
 CREATE TABLE IF NOT EXISTS meta  (name TEXT PRIMARY KEY, value REAL NOT NULL) WITHOUT ROWID;
-"""
+""" + keyfilter.SCHEMA  # a Bloom filter of the keys in `refs`: a lookup of a key not there asks no table
 
 
 # SQLite's result codes for "this file is damaged" (as opposed to busy, read-only or full).
@@ -84,6 +85,11 @@ def _forgets(on_error: Any = None):
     return wrap
 
 
+# What a snapshot reads first: the batches' range (see _load_batches) and whether the key filter
+# changed (its version; the last key inserted into `refs` since it was folded).
+_SNAPSHOT_STATE = ("SELECT (SELECT MIN(seq) FROM batches), (SELECT MAX(seq) FROM batches), "
+                   "(SELECT version FROM filter), (SELECT MAX(rowid) FROM refs_new)")
+
 # Refs of an index written by editgraph before batches (one row a ref in a table `staged`): moved
 # into `refs` when a store opens the index.
 _OLD_STAGED = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'staged'"
@@ -107,6 +113,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         db.executescript(_SCHEMA)
+        keyfilter.ensure(db)
         # One page read, not a scan: a file that is not an index fails above; damage deeper in it
         # is met by the query that reads it, and forgotten then (_forgets). A COUNT(*) here read
         # every page of the refs at each open, per connection: 37 ms for 200,000 entries.
@@ -154,7 +161,11 @@ class DiskStore(WriteBehind):
         # say, the later batch winning (key -> fps); loaded when a snapshot starts.
         self._staged_batches: dict[int, list] = {}
         self._staged_map: dict[str, dict[str, str]] = {}
-        self._staged_found(self._count_staged())  # refs in batches: the writer merges them past STAGE_ROWS
+        # The filter of the keys in `refs` as the snapshot sees it (None: none, ask every key), and
+        # the (version, last refs_new row) it was loaded at; checked when a snapshot starts.
+        self._filter: keyfilter.KeyFilter | None = None
+        self._filter_at: tuple | None = None
+        self._staged_found(self._count_staged(), self._has_filter())  # refs in batches: the writer merges them past STAGE_ROWS
         # The disk's sustained write rate (bytes/s) as the writer measures it on large files, kept
         # in the index so a new process starts from what the last one saw; None until measured.
         # The persistence decision prices a file with it: a disk whose dirty-page writeback
@@ -194,6 +205,10 @@ class DiskStore(WriteBehind):
                 db.execute("DELETE FROM staged")
         (n,) = db.execute("SELECT COALESCE(SUM(n), 0) FROM batches").fetchone()
         return int(n)
+
+    @_forgets(True)
+    def _has_filter(self) -> bool:
+        return self._db.execute("SELECT 1 FROM filter").fetchone() is not None
 
     def _recount(self) -> tuple[int, int]:
         """Count the blob bytes and refs, and make the counts the index's bounds: in one write
@@ -250,6 +265,7 @@ class DiskStore(WriteBehind):
             self._cv.notify_all()
         self._overlay_refs, self._overlay_blobs, self._pending_touch = {}, {}, set()
         self._staged_batches, self._staged_map = {}, {}
+        self._filter, self._filter_at = None, None
         try:
             self._db.close()
         except sqlite3.Error:
@@ -274,6 +290,8 @@ class DiskStore(WriteBehind):
         staged = self._staged_map.get(key)
         if staged is not None:
             return staged
+        if self._filter is not None and not self._filter.may_hold([key]):
+            return None
         row = self._cursor.execute("SELECT fps FROM refs WHERE key = ?", (key,)).fetchone()
         return None if row is None else _fps(row[0])
 
@@ -314,6 +332,8 @@ class DiskStore(WriteBehind):
                         found[key] = pending
                 else:
                     found[key] = pending[1]
+        if self._filter is not None:
+            ask = self._filter.may_hold(ask)
         for i in range(0, len(ask), 500):
             part = ask[i:i + 500]
             marks = ",".join("?" * len(part))
@@ -416,6 +436,7 @@ class DiskStore(WriteBehind):
             self._load_batches()
         except BaseException:
             self._staged_batches, self._staged_map = {}, {}
+            self._filter, self._filter_at = None, None
             try:
                 db.execute("ROLLBACK")
             except sqlite3.Error:
@@ -424,7 +445,10 @@ class DiskStore(WriteBehind):
 
     def _load_batches(self) -> None:
         batches = self._staged_batches
-        first, last = self._cursor.execute("SELECT MIN(seq), MAX(seq) FROM batches").fetchone()  # the snapshot starts here
+        first, last, *filter_at = self._cursor.execute(_SNAPSHOT_STATE).fetchone()  # the snapshot starts here
+        if filter_at != self._filter_at:  # the filter changed (a merge, another process's insert)
+            self._filter = keyfilter.load(self._db, filter_at[1] is not None) if filter_at[0] is not None else None
+            self._filter_at = filter_at
         if first is None:
             if batches:
                 self._staged_batches, self._staged_map = {}, {}
@@ -516,10 +540,12 @@ class DiskStore(WriteBehind):
                 # exact: the bound counted twice a key committed twice
                 (nrefs,) = self._db.execute("SELECT COUNT(*) FROM refs").fetchone()
                 if nrefs > self.max_refs:
-                    self._db.execute(
-                        "DELETE FROM refs WHERE key IN (SELECT key FROM refs ORDER BY used ASC LIMIT ?)",
-                        (nrefs - int(self.max_refs * 0.9),),
-                    )
+                    with immediate(self._db) as db:
+                        db.execute(
+                            "DELETE FROM refs WHERE key IN (SELECT key FROM refs ORDER BY used ASC LIMIT ?)",
+                            (nrefs - int(self.max_refs * 0.9),),
+                        )
+                        keyfilter.rebuild(db)  # the evicted keys' bits would only be "maybe"s
             evicted = True
         if evicted:
             with self._lock:
@@ -570,6 +596,7 @@ class DiskStore(WriteBehind):
             self._overlay_refs, self._overlay_blobs, self._pending_touch = {}, {}, set()
             with immediate(self._db) as db:
                 db.execute("DELETE FROM refs")
+                keyfilter.rebuild(db)  # empty
                 db.execute("DELETE FROM batches")
                 db.execute("DELETE FROM blobs")
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('bytes_bound', 0), ('refs_bound', 0)")

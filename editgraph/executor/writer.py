@@ -23,6 +23,7 @@ from typing import Any
 import msgpack
 
 from editgraph.atomic import TMP_SUFFIX, write_new
+from editgraph.executor import keyfilter
 from editgraph.values.codec import Encoded
 
 # Rows (refs, inline blobs) wait up to this long for a commit, so a short run commits once, at its
@@ -202,13 +203,14 @@ class WriteBehind:
                 self._staged = max(self._staged - moved, 0)
                 self._committed_rows(moved)
 
-    def _staged_found(self, n: int) -> None:
+    def _staged_found(self, n: int, filtered: bool = True) -> None:
         """`n` refs wait in batches as the store opens. Past STAGE_ROWS the writer (started with
         the store) merges them beside this process's first run: a process that commits only as
         it closes (a CLI run) never merges its own, and every process reads the unmerged batches
-        into memory, so without this they would pile up, run after run."""
+        into memory, so without this they would pile up, run after run. `filtered`: the index has
+        a key filter; an index made before them gets one from the same merge (keyfilter.fold)."""
         self._staged = n
-        self._merge_due = n >= STAGE_ROWS
+        self._merge_due = n >= STAGE_ROWS or not filtered
 
     def _committed_rows(self, n: int) -> None:
         """`n` rows were committed into the WAL (the caller holds self._cv): past CHECKPOINT_ROWS,
@@ -388,6 +390,7 @@ def merge_staged(db: sqlite3.Connection, rows: int | None) -> int:
                 if total >= rows:
                     break
         if last is None:
+            keyfilter.fold(db)  # an index from before filters gets its first here
             return 0
         found = db.execute("SELECT n, refs, used FROM batches WHERE seq <= ? ORDER BY seq", (last,)).fetchall()
         merged: dict[str, tuple] = {}
@@ -399,6 +402,7 @@ def merge_staged(db: sqlite3.Connection, rows: int | None) -> int:
         for key in sorted(merged):  # in key order, so the inserts walk the big table's pages in order
             values += merged[key]
         _insert(db, "refs", 3, values, ROWS_A_STATEMENT)
+        keyfilter.fold(db)  # the keys just inserted (the trigger put them in refs_new)
         db.execute("DELETE FROM batches WHERE seq <= ?", (last,))
     return sum(n for n, _, _ in found)
 
