@@ -285,7 +285,7 @@ def _open_times(root: Path, repeats: int) -> list[float]:
     return times
 
 
-WIDE_ROUNDS = 24  # a multiple of the 4 setups: each runs in each place of a round equally often
+WIDE_ROUNDS = 48  # a multiple of the 4 setups: each runs in each place of a round equally often; 24 left the paired median moving by 0.05 between runs on a noisy host
 
 
 def bench_wide(cache_dir: Path, rounds: int = WIDE_ROUNDS) -> dict:
@@ -338,7 +338,7 @@ def bench_grades(cache_dir: Path, repeats: int = 3) -> dict:
     return out
 
 
-def bench_scale(cache_dir: Path, repeats: int = 5) -> dict:
+def bench_scale(cache_dir: Path, repeats: int = 8) -> dict:
     """Cold (empty disk cache) and identical re-runs (same process) of no-op chains, all in. Each
     cold run is of a document this process has not bound (its name differs), so every cold figure
     includes binding and every re-run hits the bound-document memo, at both sizes alike.
