@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -113,4 +115,62 @@ def sweep_temporaries(folder: Path, *, grace_s: float = STALE_AFTER_S) -> int:
             pass  # BlockingIOError: a live writer holds it
         finally:
             os.close(fd)
+    return removed
+
+
+SCRATCH_LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: Path) -> Iterator[Path]:
+    """A new folder under `parent` (made if absent, this user's alone), removed on exit. While in
+    use it holds an flock on its SCRATCH_LOCK file, which the kernel drops when the process dies,
+    so sweep_scratch can tell a killed process's folder (a batch worker SIGKILLed mid-row left its
+    row's outputs in /tmp) from a live one."""
+    import fcntl
+    import shutil
+
+    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=parent))
+    fd = os.open(path / SCRATCH_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
+
+
+def sweep_scratch(parent: Path, *, grace_s: float = STALE_AFTER_S) -> int:
+    """Remove the folders under `parent` that scratch_dir made for processes now dead: their lock
+    is free, and they are older than `grace_s` (covers the instant between making a folder and
+    locking it). Returns how many were removed."""
+    import fcntl
+    import shutil
+    import time
+
+    removed, cutoff = 0, time.time() - grace_s
+    try:
+        entries = [entry for entry in os.scandir(parent) if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                continue
+            fd = os.open(os.path.join(entry.path, SCRATCH_LOCK), os.O_RDONLY)
+        except FileNotFoundError:  # no lock file: made, never locked (a process killed at once)
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # BlockingIOError: its process is alive
+        finally:
+            os.close(fd)  # (a lock taken is dropped here: the folder goes next)
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
     return removed

@@ -19,7 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from editgraph.atomic import scratch_dir, sweep_scratch
 from editgraph.errors import Cancelled, EditgraphError, NodeFailed
+
+# Where a row's outputs are written before they go back to the driver: one folder a row, this
+# user's, locked while its worker lives (atomic.scratch_dir), so the next worker to start on the
+# machine removes what a killed one left.
+SCRATCH = Path(tempfile.gettempdir()) / f"editgraph-rows-{os.getuid()}"
 
 
 class Worker:
@@ -52,6 +58,7 @@ class Worker:
         self._now: dict[str, Any] = {}  # what status() reports: the row and node running now
         self.executor.listeners.append(self._on_event)
         self._nodes: dict[str, dict[str, Any]] | None = None
+        sweep_scratch(SCRATCH)  # row folders of workers killed on this machine (a retried row's outputs)
 
     def info(self) -> dict[str, Any]:
         return dict(self.identity)
@@ -106,9 +113,9 @@ class Worker:
                 # tier too), however cheap, or every worker would make the cheap ones again.
                 self.executor.run(graph, targets=targets, cancel=self._cancel, persistence=ALWAYS)
             else:
-                with tempfile.TemporaryDirectory(prefix="editgraph-row-") as scratch:
+                with scratch_dir(SCRATCH) as scratch:
                     result = self.executor.run(graph, out_dir=scratch, stamp=provenance.stamp, cancel=self._cancel)
-                    root = Path(scratch).resolve()
+                    root = scratch.resolve()
                     out["files"] = {p.relative_to(root).as_posix(): p.read_bytes() for p in result.written}
         except NodeFailed as exc:
             out.update(status="failed", error=str(exc))

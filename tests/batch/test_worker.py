@@ -99,3 +99,36 @@ def test_a_rows_failure_is_reported_in_its_result_and_the_worker_goes_on(tmp_pat
         assert ok["nodes"]["photo"]["status"] in ("ran", "cached") and ok["pid"] == failed["pid"]
     finally:
         worker.close()
+
+
+def test_a_row_folder_a_killed_worker_left_is_removed_by_the_next_worker_a_live_ones_kept(tmp_path: Path, monkeypatch):
+    """A worker writes a row's outputs in a scratch folder before sending them back. SIGKILLed mid-row
+    (a Ray node lost, a cancelled cluster) it cannot remove it: the next worker on the machine
+    does, and leaves alone the folder of a worker still running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from editgraph.atomic import scratch_dir
+    from editgraph.batch import worker as worker_module
+
+    parent = tmp_path / "rows"
+    monkeypatch.setattr(worker_module, "SCRATCH", parent)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from editgraph.atomic import scratch_dir\n"
+         "with scratch_dir(Path(sys.argv[1])) as p:\n"
+         "    (p / 'sku-01.png').write_bytes(b'x' * 4096); print(p, flush=True); time.sleep(120)", str(parent)],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    dead = Path(holder.stdout.readline().strip())
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    assert (dead / "sku-01.png").is_file()  # what a killed worker leaves
+    with scratch_dir(parent) as live:
+        old = time.time() - 3600
+        for folder in (dead, live):  # both past the grace that covers a folder not locked yet
+            os.utime(folder, (old, old))
+        Worker("w1", {"threads": 1, "device": "cpu", "disk_dir": str(tmp_path / "disk"), "shared": None}).close()
+        assert not dead.exists() and live.is_dir()
+    assert not live.exists() and list(parent.iterdir()) == []
