@@ -25,14 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from editgraph.errors import NodeError
 # Where a stage's tensors go: the device `module` computes on (the onload device under offload).
-from editgraph.models.offload import execution_device as device_of  # noqa: F401  (the flow families' name)
+from editgraph.models.offload import execution_device as device_of  # the flow families' name
 
 
 def generator(seed: int, device: torch.device) -> torch.Generator:
@@ -43,6 +43,28 @@ def generator(seed: int, device: torch.device) -> torch.Generator:
     if device.type == "meta":  # shapes only (tests check placement there): no RNG on it, so draw on the
         device = torch.device("cpu")  # CPU and move, as randn_tensor does for a CPU generator
     return generator_for(seed, device)
+
+
+class Setup(NamedTuple):
+    """What each flow family's denoise starts from: the transformer, the device it runs on (the
+    pipeline's _execution_device), the run's generator there, the working dtype (the
+    conditioning's), the latent channels before 2x2 packing, and the latent grid (lh, lw: even,
+    for the packing) of a width x height picture at VAE scale factor f."""
+
+    transformer: Any
+    device: torch.device
+    generator: torch.Generator
+    dtype: torch.dtype
+    channels: int
+    lh: int
+    lw: int
+
+
+def setup(model: Any, cond: Any, seed: int, width: int, height: int, f: int) -> Setup:
+    transformer = model.transformer
+    device = device_of(transformer)
+    return Setup(transformer, device, generator(seed, device), cond.embeds.dtype, transformer.config.in_channels // 4,
+                 2 * (height // (f * 2)), 2 * (width // (f * 2)))
 
 
 def to_pil(image: torch.Tensor, what: str = "image") -> Any:

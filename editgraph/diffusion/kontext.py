@@ -99,12 +99,7 @@ def denoise(
         raise NodeError("denoise: give `width` and `height` (or a reference picture to take them from)")
     f = vae_scale_factor(model)
     flow.check_size("denoise", width, height, f * 2)
-    transformer = model.transformer
-    device = flow.device_of(transformer)  # the pipeline's _execution_device
-    generator = flow.generator(seed, device)
-    dtype = cond.embeds.dtype
-    channels = transformer.config.in_channels // 4
-    lh, lw = 2 * (height // (f * 2)), 2 * (width // (f * 2))
+    transformer, device, generator, dtype, channels, lh, lw = flow.setup(model, cond, seed, width, height, f)
 
     # 1. the picture's tokens and ids (time coordinate 1), then the generated ones' ids
     ref_tokens = None
@@ -148,12 +143,7 @@ def denoise_masked(
         raise NodeError(f"denoise: Flux Kontext takes {MAX_REFERENCES} reference picture besides the source, got {len(items)}")
     width, height = (int(v) for v in source.size)
     f = vae_scale_factor(model)
-    transformer = model.transformer
-    device = flow.device_of(transformer)  # the pipeline's _execution_device
-    generator = flow.generator(seed, device)
-    dtype = cond.embeds.dtype
-    channels = transformer.config.in_channels // 4
-    lh, lw = 2 * (height // (f * 2)), 2 * (width // (f * 2))
+    transformer, device, generator, dtype, channels, lh, lw = flow.setup(model, cond, seed, width, height, f)
 
     # 1. schedule for the whole run, then cut by strength
     scheduler, timesteps = flow.schedule(model, steps, (height // f // 2) * (width // f // 2), device, strength=strength)

@@ -160,12 +160,7 @@ def denoise(
     if not width or not height:
         raise NodeError("denoise: give `width` and `height` (or reference pictures to take them from)")
     width, height = width // (f * 2) * (f * 2), height // (f * 2) * (f * 2)
-    transformer = model.transformer
-    device = flow.device_of(transformer)  # the pipeline's _execution_device
-    generator = flow.generator(seed, device)
-    dtype = cond.embeds.dtype
-    channels = transformer.config.in_channels // 4
-    lh, lw = 2 * (height // (f * 2)), 2 * (width // (f * 2))
+    transformer, device, generator, dtype, channels, lh, lw = flow.setup(model, cond, seed, width, height, f)
 
     # 1. the references' packed tokens, in order, and every picture's token grid
     ref_tokens = None
@@ -213,12 +208,7 @@ def denoise_masked(
     width, height = (int(v) for v in source.size)
     f = vae_scale_factor(model)
     width, height = width // (f * 2) * (f * 2), height // (f * 2) * (f * 2)
-    transformer = model.transformer
-    device = flow.device_of(transformer)  # the pipeline's _execution_device
-    generator = flow.generator(seed, device)
-    dtype = cond.embeds.dtype
-    channels = transformer.config.in_channels // 4
-    lh, lw = 2 * (height // (f * 2)), 2 * (width // (f * 2))
+    transformer, device, generator, dtype, channels, lh, lw = flow.setup(model, cond, seed, width, height, f)
 
     # 1. schedule for the whole run, shifted for this many tokens, then cut by strength
     scheduler, timesteps = flow.schedule(model, steps, (height // f // 2) * (width // f // 2), device, strength=strength)
