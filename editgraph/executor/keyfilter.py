@@ -9,11 +9,12 @@ It lives in the index itself (table `filter`, one row) so that a read snapshot s
 that matches its `refs`. A filter may say "maybe" of a key that is not there (about 1.7 % of
 absent keys at 10 bits a key, 3 probes: they are asked of the table); it must never say "no" of a
 key that is there. So every insert into `refs`, by any process and any editgraph version, also
-lands in `refs_new` (a trigger in the schema), and a reader takes the keys there as held. The
-writer folds `refs_new` into the bits when it merges batches into `refs` (writer.py), and
-rebuilds the bits from the table when they fill up or after eviction (which leaves stale bits:
-only more "maybe"s). An index without a filter row (made before it) is asked every key until its
-writer builds one.
+lands in `refs_new` (a trigger in the schema), and a reader takes the keys there as held (a
+reader whose bits are current reads only the rows added since). The writer's merges (writer.py)
+fold `refs_new` into the bits once a few thousand keys wait there, and rebuild the bits from the
+table when they fill up or after eviction (which leaves stale bits: only more "maybe"s). An
+index without a filter row (made before it), or with a damaged one, is asked every key until its
+writer's next merge builds one.
 
 Keys are hashes (64 hex digits): their bytes are the filter's hash functions. Any other key is
 hashed first.
@@ -30,6 +31,7 @@ PROBES = 3  # bits a key sets, each from 8 bytes of its hash (KeyFilter.may_hold
 BITS_PER_KEY = 10  # a filter is rebuilt bigger once it holds 1/10 of its bits in keys
 MIN_LOG2 = 17  # 16 KiB of bits: 13,107 keys
 MAX_LOG2 = 28  # 32 MiB: past 26 million keys the "maybe"s grow instead (the index caps at 2 million)
+FOLD_MIN = 2048  # keys that wait in refs_new (read as held) before a merge folds them in; see fold_at
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS filter (id INTEGER PRIMARY KEY CHECK (id = 0), log2_bits INTEGER NOT NULL,
@@ -52,74 +54,67 @@ def _key_bytes(key: str) -> bytes:
 
 
 class KeyFilter:
-    """The bits (2^log2 of them), and the keys inserted since they were last folded in: held,
-    whatever the bits say. Probe i of a key is its hash's bytes [8i, 8i + 8), big-endian, masked."""
+    """The bits (2^log2 of them), and the keys inserted since they were last folded in (`extra`:
+    held, whatever the bits say). Probe i of a key is bytes [8i, 8i + 8) of _key_bytes, big-endian,
+    masked to the bits."""
 
     __slots__ = ("bits", "extra", "log2", "mask")
 
-    def __init__(self, log2: int, bits: bytes | None = None, extra: frozenset[str] = frozenset()):
-        self.log2 = log2
-        self.mask = (1 << log2) - 1
-        self.bits = bytes(1 << (log2 - 3)) if bits is None else bytes(bits)
-        if len(self.bits) != 1 << (log2 - 3):
-            raise ValueError(f"a filter of 2^{log2} bits holds {len(self.bits)} bytes")
-        self.extra = extra
+    def __init__(self, log2: int, bits: bytes, extra: set[str]):
+        self.log2, self.mask, self.bits, self.extra = log2, (1 << log2) - 1, bits, extra
 
     def may_hold(self, keys: list[str]) -> list[str]:
-        """The keys the table may hold (the others it does not), in order. Plain Python: a hash
-        key's probes are read straight from its hex digits, and a clear bit ends a key (most
-        absent keys end at the first); numpy's per-call costs made 50 keys take 41 us, this 20."""
+        """The keys the table may hold (the others it does not), in order. Plain Python, a clear
+        bit ending a key (most absent keys end at the first probe): numpy's per-call costs made
+        50 keys take 41 us, this ~25."""
         bits, mask, extra = self.bits, self.mask, self.extra
+        raw = _all_key_bytes(keys)
         out = []
-        for key in keys:
-            if key not in extra and len(key) == 64:
-                try:  # PROBES (3) probes, unrolled: int() of 16 hex digits is the word _key_bytes gives
-                    at = int(key[:16], 16) & mask
-                    if not bits[at >> 3] >> (at & 7) & 1:
-                        continue
-                    at = int(key[16:32], 16) & mask
-                    if not bits[at >> 3] >> (at & 7) & 1:
-                        continue
-                    at = int(key[32:48], 16) & mask
-                    if not bits[at >> 3] >> (at & 7) & 1:
-                        continue
-                    out.append(key)
+        for o, key in zip(range(0, len(raw), 32), keys):
+            if key not in extra:
+                at = int.from_bytes(raw[o:o + 8], "big") & mask
+                if not bits[at >> 3] >> (at & 7) & 1:
                     continue
-                except ValueError:
-                    pass  # not hex digits: hashed, below
-            if key in extra or self._held(key):
-                out.append(key)
+                at = int.from_bytes(raw[o + 8:o + 16], "big") & mask
+                if not bits[at >> 3] >> (at & 7) & 1:
+                    continue
+                at = int.from_bytes(raw[o + 16:o + 24], "big") & mask  # PROBES (3), unrolled
+                if not bits[at >> 3] >> (at & 7) & 1:
+                    continue
+            out.append(key)
         return out
 
-    def _held(self, key: str) -> bool:
-        raw, bits, mask = _key_bytes(key), self.bits, self.mask
-        for i in range(PROBES):
-            at = int.from_bytes(raw[8 * i:8 * i + 8], "big") & mask
-            if not bits[at >> 3] >> (at & 7) & 1:
-                return False
-        return True
 
-    def add(self, keys: list[str]) -> bytes:
-        """The bits with the keys' set (numpy: a rebuild adds millions)."""
-        bits = np.frombuffer(bytearray(self.bits), dtype=np.uint8)
-        mask = np.uint64(self.mask)
-        for i in range(0, len(keys), 100_000):
-            part = keys[i:i + 100_000]
-            try:
-                raw = bytes.fromhex("".join(part)) if all(len(key) == 64 for key in part) else b""
-            except ValueError:
-                raw = b""
-            if len(raw) != 32 * len(part):
-                raw = b"".join(_key_bytes(key) for key in part)
-            at = (np.frombuffer(raw, dtype=">u8").reshape(-1, 4)[:, :PROBES] & mask).ravel()
-            np.bitwise_or.at(bits, (at >> np.uint64(3)).astype(np.intp), np.uint8(1) << (at & np.uint64(7)).astype(np.uint8))
-        self.bits = bits.tobytes()
-        return self.bits
+def _all_key_bytes(keys: list[str]) -> bytes:
+    """_key_bytes of each key, joined (32 bytes a key): one fromhex for all when every key is 64
+    hex digits, which gives what it gives each (a key with anything else in it makes it fail or
+    come up short, and then each key is read alone)."""
+    if all(len(key) == 64 for key in keys):
+        try:
+            raw = bytes.fromhex("".join(keys))
+        except ValueError:
+            raw = b""
+        if len(raw) == 32 * len(keys):
+            return raw
+    return b"".join(_key_bytes(key) for key in keys)
+
+
+def _set_bits(bits: np.ndarray, keys: list[str], mask: int) -> None:
+    """Set the keys' bits in a writable uint8 array (numpy: a rebuild sets millions)."""
+    at = (np.frombuffer(_all_key_bytes(keys), dtype=">u8").reshape(-1, 4)[:, :PROBES] & np.uint64(mask)).ravel()
+    np.bitwise_or.at(bits, (at >> np.uint64(3)).astype(np.intp), np.uint8(1) << (at & np.uint64(7)).astype(np.uint8))
 
 
 def size_for(n: int) -> int:
     """log2 of the bits a filter of `n` keys gets: room for twice as many at BITS_PER_KEY."""
     return min(max(MIN_LOG2, (2 * n * BITS_PER_KEY - 1).bit_length()), MAX_LOG2)
+
+
+def fold_at(log2: int) -> int:
+    """Keys waiting in refs_new before a merge folds them into the bits: a fold rewrites the whole
+    row (8 MiB for 2 million keys) and every process reads it again, while a reader adds the keys
+    waiting to its `extra` a merge's worth at a time."""
+    return max(FOLD_MIN, (1 << log2) // BITS_PER_KEY // 64)
 
 
 def ensure(db: sqlite3.Connection) -> None:
@@ -130,37 +125,65 @@ def ensure(db: sqlite3.Connection) -> None:
                    (MIN_LOG2, 1 << (MIN_LOG2 - 3)))
 
 
-def load(db: sqlite3.Connection, inserted: bool) -> KeyFilter | None:
-    """The index's filter as this snapshot sees it, or None: there is none (every key is asked).
-    `inserted`: refs_new holds keys (inserted by something that did not fold them in)."""
-    row = db.execute("SELECT log2_bits, bits FROM filter").fetchone()
-    if row is None:
+def whole(db: sqlite3.Connection) -> bool:
+    """Whether the index has a filter row and it is whole (else its writer's next merge makes one)."""
+    return db.execute(_VALID_ROW_META, (MIN_LOG2, MAX_LOG2)).fetchone() is not None
+
+
+def refresh(db: sqlite3.Connection, current: KeyFilter | None, seen: tuple | None, state: tuple) -> KeyFilter | None:
+    """The filter a new snapshot should use: `state` is (version, last refs_new rowid) as the
+    snapshot sees them, `seen` what `current` was loaded at. The same version with more rows in
+    refs_new: only those rows are read (the bits are the same; rows leave refs_new only with a
+    new version). Else the filter row is read again: None where there is none or it is damaged."""
+    version, last = state
+    if version is None:
         return None
-    extra = frozenset(key for (key,) in db.execute("SELECT key FROM refs_new")) if inserted else frozenset()
-    try:
-        return KeyFilter(row[0], row[1], extra)
-    except (ValueError, TypeError):
-        return None  # a damaged row: no filter, every key asked (the next rebuild replaces it)
+    if current is not None and seen is not None and seen[0] == version:
+        if last is not None:
+            current.extra.update(key for (key,) in db.execute("SELECT key FROM refs_new WHERE rowid > ?", (seen[1] or 0,)))
+        return current
+    row = db.execute(_VALID_ROW, (MIN_LOG2, MAX_LOG2)).fetchone()
+    if row is None:
+        return None  # damaged: every key asked until the writer's next fold rebuilds it
+    extra = {key for (key,) in db.execute("SELECT key FROM refs_new")} if last is not None else set()
+    return KeyFilter(row[0], row[2], extra)
 
 
 def fold(db: sqlite3.Connection) -> None:
-    """Set the bits of the keys inserted since the last fold, or rebuild the filter when there is
-    none or these would fill it. Inside the caller's write transaction (the merge's)."""
-    row = db.execute("SELECT log2_bits, n FROM filter").fetchone()
-    new = [key for (key,) in db.execute("SELECT key FROM refs_new")]
-    if row is None or (row[1] + len(new) > (1 << row[0]) // BITS_PER_KEY and row[0] < MAX_LOG2):
-        rebuild(db)  # (at MAX_LOG2 the keys go on being added: more "maybe"s, not a scan a merge)
+    """Inside the caller's write transaction (a merge's): fold the keys waiting in refs_new into
+    the bits once there are fold_at() of them; rebuild the filter where there is none (an index
+    from before filters), it is damaged, or the keys would fill it."""
+    row = db.execute(_VALID_ROW_META, (MIN_LOG2, MAX_LOG2)).fetchone()
+    (waiting,) = db.execute("SELECT COUNT(*) FROM refs_new").fetchone()
+    if row is None or (row[1] + waiting > (1 << row[0]) // BITS_PER_KEY and row[0] < MAX_LOG2):
+        rebuild(db)  # (at MAX_LOG2 keys go on being folded in: more "maybe"s, not a scan a merge)
         return
-    if new:
-        (bits,) = db.execute("SELECT bits FROM filter").fetchone()
-        db.execute("UPDATE filter SET n = n + ?, version = version + 1, bits = ?", (len(new), KeyFilter(row[0], bits).add(new)))
-        db.execute("DELETE FROM refs_new")
+    if waiting < fold_at(row[0]):
+        return
+    (raw,) = db.execute("SELECT bits FROM filter").fetchone()
+    bits = np.frombuffer(bytearray(raw), dtype=np.uint8)
+    _set_bits(bits, [key for (key,) in db.execute("SELECT key FROM refs_new")], (1 << row[0]) - 1)
+    db.execute("UPDATE filter SET n = n + ?, version = version + 1, bits = ?", (waiting, bits.tobytes()))
+    db.execute("DELETE FROM refs_new")
 
 
 def rebuild(db: sqlite3.Connection) -> None:
-    """The filter made anew from every key in `refs` (inside the caller's write transaction)."""
-    keys = [key for (key,) in db.execute("SELECT key FROM refs")]
-    log2 = size_for(len(keys))
+    """The filter made anew from every key in `refs` (inside the caller's write transaction),
+    read 100,000 keys at a time."""
+    (n,) = db.execute("SELECT COUNT(*) FROM refs").fetchone()
+    log2 = size_for(n)
+    bits = np.zeros(1 << (log2 - 3), dtype=np.uint8)
+    rows = db.execute("SELECT key FROM refs")
+    while part := rows.fetchmany(100_000):
+        _set_bits(bits, [key for (key,) in part], (1 << log2) - 1)
     db.execute("INSERT OR REPLACE INTO filter VALUES (0, ?, ?, COALESCE((SELECT version FROM filter), 0) + 1, ?)",
-               (log2, len(keys), KeyFilter(log2).add(keys)))
+               (log2, n, bits.tobytes()))
     db.execute("DELETE FROM refs_new")
+
+
+# The filter row, only if it is whole (a damaged row is no filter: every key is asked, and the
+# next fold rebuilds it); bound to MIN_LOG2, MAX_LOG2.
+_WHOLE = ("typeof(log2_bits) = 'integer' AND log2_bits BETWEEN ?1 AND ?2 AND typeof(n) = 'integer' "
+          "AND typeof(bits) = 'blob' AND length(bits) = 1 << (log2_bits - 3)")
+_VALID_ROW = f"SELECT log2_bits, n, bits FROM filter WHERE {_WHOLE}"
+_VALID_ROW_META = f"SELECT log2_bits, n FROM filter WHERE {_WHOLE}"

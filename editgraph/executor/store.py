@@ -208,7 +208,7 @@ class DiskStore(WriteBehind):
 
     @_forgets(True)
     def _has_filter(self) -> bool:
-        return self._db.execute("SELECT 1 FROM filter").fetchone() is not None
+        return keyfilter.whole(self._db)
 
     def _recount(self) -> tuple[int, int]:
         """Count the blob bytes and refs, and make the counts the index's bounds: in one write
@@ -445,9 +445,10 @@ class DiskStore(WriteBehind):
 
     def _load_batches(self) -> None:
         batches = self._staged_batches
-        first, last, *filter_at = self._cursor.execute(_SNAPSHOT_STATE).fetchone()  # the snapshot starts here
-        if filter_at != self._filter_at:  # the filter changed (a merge, another process's insert)
-            self._filter = keyfilter.load(self._db, filter_at[1] is not None) if filter_at[0] is not None else None
+        first, last, *state = self._cursor.execute(_SNAPSHOT_STATE).fetchone()  # the snapshot starts here
+        filter_at = tuple(state)
+        if filter_at != self._filter_at:  # the filter changed (a fold, keys inserted into refs)
+            self._filter = keyfilter.refresh(self._db, self._filter, self._filter_at, filter_at)
             self._filter_at = filter_at
         if first is None:
             if batches:

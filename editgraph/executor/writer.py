@@ -194,8 +194,8 @@ class WriteBehind:
                     if db is None:
                         db = self._writer_db = self._writer_connection()
                     moved = merge_staged(db, MERGE_ROWS)
-                except sqlite3.Error:
-                    moved = None  # left staged: served from there, moved by a later merge
+                except Exception:  # an SQLite error (or a bug): left staged, served from there, not the writer's end
+                    moved = None
             with self._cv:
                 if moved is None or moved < MERGE_ROWS:
                     self._merge_due, self._staged = False, 0
@@ -208,7 +208,8 @@ class WriteBehind:
         the store) merges them beside this process's first run: a process that commits only as
         it closes (a CLI run) never merges its own, and every process reads the unmerged batches
         into memory, so without this they would pile up, run after run. `filtered`: the index has
-        a key filter; an index made before them gets one from the same merge (keyfilter.fold)."""
+        a whole key filter; one made before them, or whose filter row is damaged, gets one from the
+        same merge (keyfilter.fold)."""
         self._staged = n
         self._merge_due = n >= STAGE_ROWS or not filtered
 
