@@ -129,6 +129,6 @@ def test_a_row_folder_a_killed_worker_left_is_removed_by_the_next_worker_a_live_
         old = time.time() - 3600
         for folder in (dead, live):  # both past the grace that covers a folder not locked yet
             os.utime(folder, (old, old))
-        Worker("w1", {"threads": 1, "device": "cpu", "disk_dir": str(tmp_path / "disk"), "shared": None}).close()
+        Worker("w1", {"threads": None, "device": "cpu", "disk_dir": str(tmp_path / "disk"), "shared": None}).close()  # threads: the suite's own
         assert not dead.exists() and live.is_dir()
     assert not live.exists() and list(parent.iterdir()) == []
