@@ -30,6 +30,24 @@ def _db(root):
     return sqlite3.connect(root / "index.sqlite", isolation_level=None)
 
 
+def _merged(root, keys: list[str]) -> sqlite3.Connection:
+    """An index holding `keys` in its refs table (merged as the writer does), and a connection to it."""
+    store = DiskStore(root, 1 << 30)
+    store.put_refs([(k, {"image": "x"}) for k in keys])
+    store.close()
+    db = _db(root)
+    merge_staged(db, None)
+    return db
+
+
+def _rebuilt(db: sqlite3.Connection) -> tuple:
+    """The filter's (n, bytes of bits) once a store's writer has made it whole again, beside the run."""
+    deadline = time.monotonic() + 30
+    while not keyfilter.whole(db) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return db.execute("SELECT n, length(bits) FROM filter").fetchone()
+
+
 def test_a_filter_holds_every_key_added_and_few_others():
     held, others = _keys("in", 5000), _keys("out", 20000)
     h = held[0]
@@ -115,40 +133,24 @@ def test_keys_inserted_by_an_editgraph_without_filters_are_found(tmp_path):
 
 def test_a_damaged_filter_row_is_no_filter_and_the_next_merge_rebuilds_it(tmp_path):
     keys = _keys("d", 100)
-    store = DiskStore(tmp_path, 1 << 30)
-    store.put_refs([(k, {"image": "x"}) for k in keys])
-    store.close()
-    db = _db(tmp_path)
-    merge_staged(db, None)
+    db = _merged(tmp_path, keys)
     for damage in ("UPDATE filter SET bits = x'00'", "UPDATE filter SET bits = 0", "UPDATE filter SET log2_bits = 'seventeen'"):
         db.execute(damage)
         assert keyfilter.refresh(db, None, None, (2, None)) is None  # what a snapshot loads: no filter
-        store = DiskStore(tmp_path, 1 << 30)  # finds it damaged: its writer rebuilds it, beside the run
+        store = DiskStore(tmp_path, 1 << 30)  # finds it damaged: its writer rebuilds it
         assert store.get_refs(keys) == {k: {"image": "x"} for k in keys}  # with no filter or the new one
-        deadline = time.monotonic() + 30
-        while not keyfilter.whole(db) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert db.execute("SELECT n, length(bits) FROM filter").fetchone() == (100, 1 << (keyfilter.MIN_LOG2 - 3))
+        assert _rebuilt(db) == (100, 1 << (keyfilter.MIN_LOG2 - 3))
         store.close()
     db.close()
 
 
 def test_an_index_from_before_filters_asks_every_key_until_its_writer_builds_one(tmp_path):
     keys = _keys("old", 100)
-    store = DiskStore(tmp_path, 1 << 30)
-    store.put_refs([(k, {"image": "x"}) for k in keys])
-    store.close()
-    db = sqlite3.connect(tmp_path / "index.sqlite", isolation_level=None)
-    merge_staged(db, None)
+    db = _merged(tmp_path, keys)
     db.execute("DELETE FROM filter")  # as an index made before filters has none
-    db.close()
     store = DiskStore(tmp_path, 1 << 30)  # finds none: its writer builds one, beside the run
     assert store.get_refs(keys[:10]) == {k: {"image": "x"} for k in keys[:10]}
-    db = sqlite3.connect(tmp_path / "index.sqlite", isolation_level=None)
-    deadline = time.monotonic() + 30
-    while db.execute("SELECT n FROM filter").fetchone() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert db.execute("SELECT n FROM filter").fetchone() == (100,)
+    assert _rebuilt(db) == (100, 1 << (keyfilter.MIN_LOG2 - 3))
     db.close()
     store.close()
     store = DiskStore(tmp_path, 1 << 30)
