@@ -3,7 +3,7 @@ does not hold (every key of a cold run) is answered in memory instead of by a B-
 
 Measured on a cold run of 500 cheap nodes (issue 16): the index was asked ten times, a layer of
 50 keys each, 60-100 us a query against an empty table, 350 us against 200,000 entries in a
-process that had not read them before (a page read per key); the filter answers a layer in ~20 us.
+process that had not read them before (a page read per key); the filter answers a layer in ~25 us.
 
 It lives in the index itself (table `filter`, one row) so that a read snapshot sees the filter
 that matches its `refs`. A filter may say "maybe" of a key that is not there (about 1.7 % of
@@ -58,10 +58,10 @@ class KeyFilter:
     held, whatever the bits say). Probe i of a key is bytes [8i, 8i + 8) of _key_bytes, big-endian,
     masked to the bits."""
 
-    __slots__ = ("bits", "extra", "log2", "mask")
+    __slots__ = ("bits", "extra", "mask")
 
     def __init__(self, log2: int, bits: bytes, extra: set[str]):
-        self.log2, self.mask, self.bits, self.extra = log2, (1 << log2) - 1, bits, extra
+        self.mask, self.bits, self.extra = (1 << log2) - 1, bits, extra
 
     def may_hold(self, keys: list[str]) -> list[str]:
         """The keys the table may hold (the others it does not), in order. Plain Python, a clear

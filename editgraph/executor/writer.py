@@ -390,21 +390,26 @@ def merge_staged(db: sqlite3.Connection, rows: int | None) -> int:
                 total, last = total + n, seq
                 if total >= rows:
                     break
-        if last is None:
-            keyfilter.fold(db)  # an index from before filters gets its first here
-            return 0
-        found = db.execute("SELECT n, refs, used FROM batches WHERE seq <= ? ORDER BY seq", (last,)).fetchall()
-        merged: dict[str, tuple] = {}
-        packb = msgpack.Packer(use_bin_type=True).pack  # the refs table holds each ref's fps packed
-        for _, raw, used in found:
-            for key, fps in unpack_batch(raw):
-                merged[key] = (key, packb(fps), used)
-        values = []
-        for key in sorted(merged):  # in key order, so the inserts walk the big table's pages in order
-            values += merged[key]
-        _insert(db, "refs", 3, values, ROWS_A_STATEMENT)
-        keyfilter.fold(db)  # the keys just inserted (the trigger put them in refs_new)
-        db.execute("DELETE FROM batches WHERE seq <= ?", (last,))
+        moved = 0 if last is None else _move_batches(db, last)
+        # the keys just inserted (the trigger put them in refs_new); with nothing moved, an index
+        # from before filters, or with a damaged one, gets its filter here all the same
+        keyfilter.fold(db)
+    return moved
+
+
+def _move_batches(db: sqlite3.Connection, last: int) -> int:
+    """merge_staged's move of the batches up to seq `last` (in its transaction); the refs they held."""
+    found = db.execute("SELECT n, refs, used FROM batches WHERE seq <= ? ORDER BY seq", (last,)).fetchall()
+    merged: dict[str, tuple] = {}
+    packb = msgpack.Packer(use_bin_type=True).pack  # the refs table holds each ref's fps packed
+    for _, raw, used in found:
+        for key, fps in unpack_batch(raw):
+            merged[key] = (key, packb(fps), used)
+    values = []
+    for key in sorted(merged):  # in key order, so the inserts walk the big table's pages in order
+        values += merged[key]
+    _insert(db, "refs", 3, values, ROWS_A_STATEMENT)
+    db.execute("DELETE FROM batches WHERE seq <= ?", (last,))
     return sum(n for n, _, _ in found)
 
 
